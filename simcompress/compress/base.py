@@ -1,0 +1,201 @@
+"""Core of the compression library: typed method configs, the method registry,
+per-layer records and :func:`compress`.
+
+A compression method is a typed config (a :class:`MethodConfig` subclass with a
+``method`` class attribute naming it) plus one transform registered with
+:func:`register_method`. The transform receives a *copy* of the model (never
+the caller's object) and returns a :class:`CompressionResult`. Third-party
+methods register themselves from a module listed in the ``simcompress.methods``
+entry-point group.
+
+``compress`` never imports physics: fidelity enters the pipeline as a
+:class:`Gate` callable built by the caller (the CLI builds it from
+``simcompress.validation``).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from torch import nn
+
+from .._config import StrictModel, parse_config
+from .._registry import Registry
+from ..errors import ConfigError
+
+__all__ = [
+    "MethodConfig",
+    "LayerRecord",
+    "CompressionResult",
+    "GateResult",
+    "Gate",
+    "METHODS",
+    "register_method",
+    "get_method",
+    "list_methods",
+    "config_from_dict",
+    "compress",
+    "select_modules",
+]
+
+
+class MethodConfig(StrictModel):
+    """Base of every method config. Subclasses set ``method: ClassVar[str]``.
+
+    ``include``/``exclude`` are fnmatch patterns on module names
+    (``model.named_modules()``); ``types`` restricts targets by module class name.
+    """
+
+    method: ClassVar[str] = ""
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **self.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What a method did to one layer (free-form ``details`` plus common counters)."""
+
+    name: str
+    kind: str
+    params_before: int
+    params_after: int
+    bits_before: int
+    bits_after: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "bits_before": self.bits_before,
+            "bits_after": self.bits_after,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """A new model and the record of what was done to it."""
+
+    model: nn.Module
+    config: MethodConfig
+    layers: tuple[LayerRecord, ...] = ()
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "method": self.config.method,
+            "config": self.config.to_dict(),
+            "seconds": self.seconds,
+            "layers": [r.to_dict() for r in self.layers],
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of a fidelity gate: ``passed`` plus the metrics behind it."""
+
+    passed: bool
+    summary: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+class Gate(Protocol):
+    """A fidelity gate: called on a model after each pipeline step."""
+
+    def __call__(self, model: nn.Module) -> GateResult: ...
+
+
+Transform = Callable[[nn.Module, Any], CompressionResult]
+
+
+@dataclass(frozen=True)
+class _Method:
+    name: str
+    config_cls: type[MethodConfig]
+    transform: Transform
+
+
+METHODS: Registry[_Method] = Registry("compression method", entry_point_group="simcompress.methods")
+
+
+def register_method(config_cls: type[MethodConfig]) -> Callable[[Transform], Transform]:
+    """Decorator: register ``transform(model_copy, config) -> CompressionResult`` for ``config_cls``."""
+    if not config_cls.method:
+        raise ConfigError(f"{config_cls.__name__} has no 'method' name")
+
+    def deco(fn: Transform) -> Transform:
+        METHODS.register(config_cls.method, _Method(config_cls.method, config_cls, fn))
+        return fn
+
+    return deco
+
+
+def _ensure_builtin_methods() -> None:
+    # importing the package registers the built-in methods
+    from . import methods  # noqa: F401
+
+
+def get_method(name: str) -> _Method:
+    _ensure_builtin_methods()
+    return METHODS.get(name)
+
+
+def list_methods() -> list[str]:
+    _ensure_builtin_methods()
+    return METHODS.list()
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> MethodConfig:
+    """Build a typed method config from ``{"method": name, **options}`` (an allowlist: only registered methods)."""
+    if not isinstance(data, dict) or "method" not in data:
+        raise ConfigError(f"{source}: a step needs a 'method' key; known methods: {', '.join(list_methods())}")
+    body = dict(data)
+    name = body.pop("method")
+    try:
+        m = get_method(str(name))
+    except KeyError as err:
+        raise ConfigError(f"{source}.method: {err}") from None
+    return parse_config(m.config_cls, body, source=source)
+
+
+def select_modules(
+    model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module], ...]
+) -> Iterator[tuple[str, nn.Module]]:
+    """Modules of ``types`` whose names match ``config.include`` and none of ``config.exclude``."""
+    for name, mod in model.named_modules():
+        if not isinstance(mod, types) or not name:
+            continue
+        if not any(fnmatch.fnmatchcase(name, p) for p in config.include):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in config.exclude):
+            continue
+        yield name, mod
+
+
+def compress(model: nn.Module, config: MethodConfig, **kwargs: Any) -> CompressionResult:
+    """Apply one compression method to a deep copy of ``model``; the input is never mutated."""
+    if not isinstance(config, MethodConfig):
+        raise ConfigError(f"compress() needs a MethodConfig, got {type(config).__name__}")
+    m = get_method(config.method)
+    if not isinstance(config, m.config_cls):
+        raise ConfigError(f"method {config.method!r} expects {m.config_cls.__name__}, got {type(config).__name__}")
+    work = copy.deepcopy(model)
+    t0 = time.perf_counter()
+    result = m.transform(work, config, **kwargs)
+    if result.seconds == 0.0:
+        result = CompressionResult(result.model, result.config, result.layers, time.perf_counter() - t0, result.extra)
+    return result
+

@@ -1,0 +1,1 @@
+"""Built-in compression methods; importing this package registers them."""

@@ -1,0 +1,1 @@
+"""simcompress.validation"""
