@@ -1,0 +1,564 @@
+"""Reference electromagnetic showers from the Grindhammer-Peters (GFlash) parametrisation.
+
+This is the project's embedded stand-in for Geant4: a *parametrised electromagnetic*
+shower simulator, good for producing training data and for measuring what compression
+does to a generator. It is **not** Geant4, it has **no hadronic showers** (the
+``ds1-pions`` geometry gets electromagnetic showers), and its voxel-to-voxel correlations
+are only approximate: a classifier separates it from Geant4 easily.
+
+Physics (constants from Geant4's ``GVFlashHomoShowerTuning.hh`` and
+``GFlashSamplingShowerTuning.hh``, algorithms from ``GFlash*ShowerParameterisation.cc``;
+G. Grindhammer, S. Peters, hep-ex/0001020):
+
+* material: critical energy ``E_c = 2.66 (X0 Z/A)^1.1`` MeV (X0 in g/cm2), Molière radius
+  ``R_M = X0 E_s / E_c``; sampling stacks use the effective quantities of
+  ``ComputeZAX0EFFetc`` (:func:`effective_material`);
+* longitudinal: per shower a Gamma profile with correlated log-normal fluctuations of the
+  depth of maximum T and the shape alpha (:func:`longitudinal_parameters`,
+  :func:`sample_longitudinal`), with the sampling corrections ``-0.55/F_s - 0.69 (1-ê)``
+  and ``-0.476/F_s``; energy in a depth slice is the difference of the regularised lower
+  incomplete gamma function;
+* radial: the two-component (core + tail) profile ``f(r) = p 2r R_C^2/(r^2+R_C^2)^2 +
+  (1-p) 2r R_T^2/(r^2+R_T^2)^2`` with tau-dependent ``R_C, R_T, p`` (:func:`radial_parameters`),
+  uniform azimuth;
+* fluctuations: energy is carried by ``N_spot`` equal spots (the spot count follows the
+  spot longitudinal profile ``T_s, alpha_s``), and sampling fluctuations
+  ``E' ~ Gamma(E/s^2, s^2)`` with stochastic term ``s = 11 %/sqrt(E/GeV)`` (the documented
+  intent; Geant4's code applies 0.11 in MeV units, which makes the term 30 times smaller).
+
+Implementation: the simulator is vectorised over showers; it loops over readout layers
+and over depth steps (``step_x0``, default 0.5 X0) inside a layer. Spots of one readout
+layer are placed all at once: binning N independent spots with the same radial and
+azimuthal distribution into voxels is exactly a multinomial draw over the voxels (plus
+an overflow cell for ``r`` beyond the last edge, which is lost, i.e. lateral leakage),
+so there is **no cap on the number of spots** and the cost does not grow with energy.
+The one approximation with respect to Geant4: all spots of one readout layer carry the
+same energy (the layer energy over the layer's spot count), and their radial
+distribution is the energy-weighted mixture of the step profiles inside the layer (exact
+in the mean energy profile). Sampling fluctuations are drawn per voxel; because
+independent Gamma variables with a common scale add up to a Gamma variable, the total
+energy carries exactly the per-step GFlash fluctuation. Energy deposited before the
+first layer, between layers, behind the last layer or beyond the outermost radial edge
+is lost (leakage).
+
+Determinism: events are simulated in fixed-size blocks, block ``k`` using
+``numpy.random.default_rng(SeedSequence(seed, spawn_key=(k,)))`` for its energies and
+its showers. Results therefore depend only on ``(geometry, energies, seed, config)``,
+not on ``chunk_size`` or ``n_events`` (the first n events of a longer run are the same).
+
+Example:
+    >>> from simcompress.showers.reference import simulate
+    >>> s = simulate("ds1-photons", 200, energies="fixed:65536", seed=1, progress=False)
+    >>> s.showers.shape
+    (200, 368)
+    >>> 0.9 < float(s.total_energy.mean() / 65536) < 1.05
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+from scipy.special import gammainc
+
+from .._config import StrictModel
+from ..errors import ConfigError, GeometryError
+from .data import ShowerSet
+from .energies import EnergySpec, parse_energy_spec
+from .geometry import Geometry, Material, Medium
+
+__all__ = [
+    "GFlashConfig",
+    "EffectiveMaterial",
+    "critical_energy_mev",
+    "moliere_radius_mm",
+    "effective_material",
+    "longitudinal_parameters",
+    "sample_longitudinal",
+    "radial_parameters",
+    "n_spots",
+    "block_size",
+    "simulate",
+    "iter_simulate",
+]
+
+log = logging.getLogger(__name__)
+
+GENERATOR_NAME = "simcompress.showers.reference.gflash"
+GENERATOR_VERSION = 1
+
+# ----------------------------------------------------------------------------- constants
+# Homogeneous media (GVFlashHomoShowerTuning.hh).
+ES_HOMOGENEOUS_MEV = 21.0
+ES_SAMPLING_MEV = 21.2
+HOMO = {
+    "t1": -0.812,  # <ln T> = ln(ln y + t1)
+    "a1": 0.81, "a2": 0.458, "a3": 2.26,  # <ln a> = ln(a1 + (a2 + a3/Z) ln y)
+    "sig_t1": -1.4, "sig_t2": 1.26,  # sigma(ln T) = 1/(s1 + s2 ln y)
+    "sig_a1": -0.58, "sig_a2": 0.86,
+    "rho1": 0.705, "rho2": -0.023,
+    "rc1": 0.0251, "rc2": 0.00319, "rc3": 0.1162, "rc4": -0.000381,
+    "rt1": 0.659, "rt2": -0.00309, "rt3": 0.645, "rt4": -2.59, "rt5": 0.3585, "rt6": 0.0412,
+    "wc1": 2.632, "wc2": -0.00094, "wc3": 0.401, "wc4": 0.00187, "wc5": 1.313, "wc6": -0.0686,
+    "spot_n1": 93.0, "spot_n2": 0.876,  # N_spot = 93 ln Z (E/GeV)^0.876
+    "spot_t1": 0.698, "spot_t2": 0.00212,
+    "spot_a1": 0.639, "spot_a2": 0.00334,
+}
+# Sampling calorimeters (GFlashSamplingShowerTuning.hh).
+SAMPLING = {
+    "t_fs": -0.55, "t_ehat": -0.69, "a_fs": -0.476,
+    "sig_t1": -2.5, "sig_t2": 1.25,
+    "sig_a1": -0.82, "sig_a2": 0.79,
+    "rho1": 0.784, "rho2": -0.023,
+    "rc_ehat": -0.0203, "rc_fs": 0.0397,
+    "rt_ehat": -0.14, "rt_fs": -0.495,
+    "wc_ehat": 0.348, "wc_fs": -0.642,
+    "spot_n1": 10.3, "spot_n2": 0.959, "sigma_samp": 0.11,  # N_spot = 10.3/0.11 (E/GeV)^0.959 (code)
+}
+SIGMA_MAX = 0.5
+T_MIN = 1.0
+ALPHA_MIN = 1.1
+
+
+class GFlashConfig(StrictModel):
+    """Options of the reference simulator (all have physics defaults).
+
+    Attributes:
+        step_x0: longitudinal step inside a readout layer (X0); Geant4 uses 0.1.
+        sampling_term: stochastic term of the sampling fluctuations (fraction at 1 GeV);
+            ``None`` = 0.11 for sampling calorimeters, 0 (none) for homogeneous ones.
+        spot_scale: multiply the GFlash number of spots (1 = the parametrisation).
+        max_spots: cap on the spots of one shower (``None`` = no cap; the multinomial
+            placement costs the same for any number of spots, so no cap is needed for speed).
+        fluctuations: per-shower fluctuations of ln T and ln alpha (False = mean profile).
+    """
+
+    step_x0: float = Field(0.5, gt=0.0, le=5.0)
+    sampling_term: float | None = Field(None, ge=0.0, le=1.0)
+    spot_scale: float = Field(1.0, gt=0.0)
+    max_spots: int | None = Field(None, ge=1)
+    fluctuations: bool = True
+
+
+# ----------------------------------------------------------------------------- materials
+def critical_energy_mev(medium: Medium) -> float:
+    """Critical energy ``E_c = 2.66 (X0 Z/A)^1.1`` MeV with X0 in g/cm2 (W: 8.00 MeV, Si: 36.7 MeV)."""
+    x0_gcm2 = medium.x0_mm / 10.0 * medium.density
+    return 2.66 * (x0_gcm2 * medium.Z / medium.A) ** 1.1
+
+
+def moliere_radius_mm(medium: Medium, es_mev: float = ES_SAMPLING_MEV) -> float:
+    """Molière radius ``R_M = X0 E_s / E_c`` in mm (W: 9.28 mm with ``E_s = 21.2`` MeV)."""
+    return medium.x0_mm * es_mev / critical_energy_mev(medium)
+
+
+@dataclass(frozen=True)
+class EffectiveMaterial:
+    """The quantities GFlash needs (effective ones for a sampling stack).
+
+    Attributes:
+        kind: ``homogeneous`` or ``sampling``.
+        Z, A: (effective) atomic and mass numbers.
+        density: (effective) density, g/cm3.
+        x0_mm: (effective) radiation length, mm.
+        ec_mev: (effective) critical energy, MeV.
+        rm_mm: (effective) Molière radius, mm.
+        w_absorber: mass fraction of the absorber (1 for homogeneous).
+        fs: ``F_s = X0_eff / (d_absorber + d_active)`` (``inf`` for homogeneous).
+        ehat: ``ê = 1/(1 + 0.007 (Z_absorber - Z_active))`` (1 for homogeneous).
+    """
+
+    kind: str
+    Z: float
+    A: float
+    density: float
+    x0_mm: float
+    ec_mev: float
+    rm_mm: float
+    w_absorber: float = 1.0
+    fs: float = math.inf
+    ehat: float = 1.0
+
+    @property
+    def is_sampling(self) -> bool:
+        return self.kind == "sampling"
+
+
+def effective_material(material: Material) -> EffectiveMaterial:
+    """Effective quantities of a material (GFlash ``ComputeZAX0EFFetc`` for sampling stacks).
+
+    For W(1.4 mm)/Si(0.3 mm): w_W = 0.975, Z_eff = 72.5, rho_eff = 16.3 g/cm3, X0_eff = 4.22 mm,
+    R_M,eff = 9.48 mm, E_c,eff = 9.44 MeV, F_s = 2.48, ê = 0.704.
+    """
+    if material.kind == "homogeneous" or material.active is None:
+        m = material.absorber
+        ec = critical_energy_mev(m)
+        return EffectiveMaterial("homogeneous", m.Z, m.A, m.density, m.x0_mm, ec, m.x0_mm * ES_HOMOGENEOUS_MEV / ec)
+    media = (material.absorber, material.active)
+    d = np.array([material.absorber_mm, material.active_mm], dtype=np.float64)
+    rho = np.array([m.density for m in media])
+    w = d * rho / np.sum(d * rho)
+    z_eff = float(np.sum(w * [m.Z for m in media]))
+    a_eff = float(np.sum(w * [m.A for m in media]))
+    rho_eff = float(np.sum(d * rho) / np.sum(d))
+    x0 = np.array([m.x0_mm for m in media])
+    x0_eff = float(1.0 / np.sum(w * rho_eff / (x0 * rho)))
+    ec = np.array([critical_energy_mev(m) for m in media])
+    s = float(np.sum(w * ec / x0))
+    return EffectiveMaterial(
+        kind="sampling",
+        Z=z_eff,
+        A=a_eff,
+        density=rho_eff,
+        x0_mm=x0_eff,
+        ec_mev=x0_eff * s,
+        rm_mm=ES_SAMPLING_MEV / s,
+        w_absorber=float(w[0]),
+        fs=x0_eff / float(np.sum(d)),
+        ehat=1.0 / (1.0 + 0.007 * (material.absorber.Z - material.active.Z)),
+    )
+
+
+# ----------------------------------------------------------------------------- profiles
+def _sigma(c1: float, c2: float, lny: np.ndarray) -> np.ndarray:
+    # Geant4: min(0.5, 1/(c1 + c2 ln y)); a non-positive denominator (very low E) also gives 0.5.
+    den = c1 + c2 * lny
+    return np.where(den > 1.0 / SIGMA_MAX, 1.0 / np.maximum(den, 1.0 / SIGMA_MAX), SIGMA_MAX)
+
+
+def longitudinal_parameters(energy_mev: np.ndarray | float, eff: EffectiveMaterial) -> dict[str, np.ndarray]:
+    """Mean longitudinal parameters at incident energy ``energy_mev`` (vectorised).
+
+    Returns a dict of arrays: ``mean_ln_t``, ``mean_ln_alpha``, ``t_max`` (= exp<ln T>, X0),
+    ``alpha`` (= exp<ln alpha>), ``beta`` (= (alpha-1)/T), ``sigma_ln_t``, ``sigma_ln_alpha``, ``rho``.
+    For homogeneous W at 1 GeV: T = 4.02, alpha = 3.17, beta = 0.540, sigmas 0.214 / 0.280, rho 0.594.
+    """
+    e = np.asarray(energy_mev, dtype=np.float64)
+    lny = np.log(e / eff.ec_mev)
+    mean_ln_t = np.log(np.maximum(lny + HOMO["t1"], 0.1))
+    mean_ln_a = np.log(np.maximum(HOMO["a1"] + (HOMO["a2"] + HOMO["a3"] / eff.Z) * lny, 0.1))
+    if eff.is_sampling:
+        mean_ln_t = np.maximum(
+            0.1, np.log(np.maximum(np.exp(mean_ln_t) + SAMPLING["t_fs"] / eff.fs + SAMPLING["t_ehat"] * (1 - eff.ehat), 1e-3))
+        )
+        mean_ln_a = np.maximum(0.1, np.log(np.maximum(np.exp(mean_ln_a) + SAMPLING["a_fs"] / eff.fs, 1e-3)))
+        c = SAMPLING
+    else:
+        c = HOMO
+    sig_t = _sigma(c["sig_t1"], c["sig_t2"], lny)
+    sig_a = _sigma(c["sig_a1"], c["sig_a2"], lny)
+    rho = np.clip(c["rho1"] + c["rho2"] * lny, -1.0, 1.0)
+    t_max = np.exp(mean_ln_t)
+    alpha = np.exp(mean_ln_a)
+    return {
+        "mean_ln_t": mean_ln_t,
+        "mean_ln_alpha": mean_ln_a,
+        "t_max": t_max,
+        "alpha": alpha,
+        "beta": (alpha - 1.0) / t_max,
+        "sigma_ln_t": sig_t,
+        "sigma_ln_alpha": sig_a,
+        "rho": rho,
+    }
+
+
+def sample_longitudinal(
+    energy_mev: np.ndarray, eff: EffectiveMaterial, rng: np.random.Generator, fluctuations: bool = True
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per-shower ``(T, alpha)`` with correlated log-normal fluctuations; also returns the means.
+
+    ``ln T = <ln T> + s_T (sqrt((1+rho)/2) z1 + sqrt((1-rho)/2) z2)`` and
+    ``ln a = <ln a> + s_a (sqrt((1+rho)/2) z1 - sqrt((1-rho)/2) z2)``; clamped to T >= 1, alpha >= 1.1.
+    """
+    p = longitudinal_parameters(energy_mev, eff)
+    n = len(np.atleast_1d(energy_mev))
+    z = rng.standard_normal((2, n))
+    if not fluctuations:
+        z[:] = 0.0
+    cp = np.sqrt((1.0 + p["rho"]) / 2.0)
+    cm = np.sqrt((1.0 - p["rho"]) / 2.0)
+    ln_t = p["mean_ln_t"] + p["sigma_ln_t"] * (cp * z[0] + cm * z[1])
+    ln_a = p["mean_ln_alpha"] + p["sigma_ln_alpha"] * (cp * z[0] - cm * z[1])
+    return np.maximum(np.exp(ln_t), T_MIN), np.maximum(np.exp(ln_a), ALPHA_MIN), p
+
+
+def radial_parameters(
+    energy_mev: np.ndarray, tau: np.ndarray, eff: EffectiveMaterial
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Core radius, tail radius (both in Molière radii) and core weight at reduced depth ``tau``.
+
+    ``energy_mev`` broadcasts against ``tau``. Sampling stacks get the GFlash corrections in
+    ``(1 - ê)`` and ``1/F_s``. Radii are kept >= 1e-3 R_M and the weight in [0, 1].
+    """
+    e_gev = np.asarray(energy_mev, dtype=np.float64) / 1000.0
+    lne = np.log(e_gev)
+    z = eff.Z
+    h = HOMO
+    rc = (h["rc1"] + h["rc2"] * lne) + (h["rc3"] + h["rc4"] * z) * tau
+    k1 = h["rt1"] + h["rt2"] * z
+    k4 = h["rt5"] + h["rt6"] * lne
+    rt = k1 * (np.exp(h["rt4"] * (tau - h["rt3"])) + np.exp(k4 * (tau - h["rt3"])))
+    p1 = h["wc1"] + h["wc2"] * z
+    p2 = h["wc3"] + h["wc4"] * z
+    p3 = h["wc5"] + h["wc6"] * lne
+    x = (p2 - tau) / p3
+    wc = p1 * np.exp(x - np.exp(x))
+    if eff.is_sampling:
+        s = SAMPLING
+        one_m_e = 1.0 - eff.ehat
+        rc = rc + s["rc_ehat"] * one_m_e + s["rc_fs"] / eff.fs * np.exp(-tau)
+        rt = rt + s["rt_ehat"] * one_m_e + s["rt_fs"] / eff.fs * np.exp(-tau)
+        wc = wc + one_m_e * (s["wc_ehat"] + s["wc_fs"] / eff.fs * np.exp(-((tau - 1.0) ** 2)))
+    return np.maximum(rc, 1e-3), np.maximum(rt, 1e-3), np.clip(wc, 0.0, 1.0)
+
+
+def n_spots(energy_mev: np.ndarray | float, eff: EffectiveMaterial) -> np.ndarray:
+    """Mean number of energy spots of a shower (GFlash; sampling: ``10.3/0.11 (E/GeV)^0.959``)."""
+    e_gev = np.asarray(energy_mev, dtype=np.float64) / 1000.0
+    if eff.is_sampling:
+        return SAMPLING["spot_n1"] / SAMPLING["sigma_samp"] * e_gev ** SAMPLING["spot_n2"]
+    return HOMO["spot_n1"] * math.log(eff.Z) * e_gev ** HOMO["spot_n2"]
+
+
+def block_size(geometry: Geometry) -> int:
+    """Events per RNG block for ``geometry`` (power of two, ~8 MB of float32 output per block)."""
+    target = max(64, min(2048, (1 << 21) // max(geometry.n_voxels, 1)))
+    return 1 << int(math.floor(math.log2(target)))
+
+
+# ----------------------------------------------------------------------------- simulator
+@dataclass(frozen=True)
+class _LayerPlan:
+    index: int
+    t_edges: np.ndarray  # (n_sub + 1,) depth boundaries, X0
+    r_edges_rm: np.ndarray  # (n_r + 1,) radial edges in Molière radii
+    n_alpha: int
+    n_r: int
+
+
+def _plan(geometry: Geometry, eff: EffectiveMaterial, step_x0: float) -> list[_LayerPlan]:
+    plans = []
+    for i, layer in enumerate(geometry.layers):
+        d0, d1 = layer.depth_x0
+        if not d1 > d0:
+            raise GeometryError(
+                f"geometry {geometry.name!r}, layer {layer.id}: depth_x0 {list(layer.depth_x0)} has no thickness; "
+                "the reference simulator needs [start, end] with end > start (X0)"
+            )
+        n_sub = max(1, int(math.ceil((d1 - d0) / step_x0 - 1e-9)))
+        plans.append(
+            _LayerPlan(
+                index=i,
+                t_edges=np.linspace(d0, d1, n_sub + 1),
+                r_edges_rm=np.asarray(layer.r_edges_mm, dtype=np.float64) / eff.rm_mm,
+                n_alpha=layer.n_alpha,
+                n_r=layer.n_r,
+            )
+        )
+    return plans
+
+
+def _simulate_block(
+    energy: np.ndarray,
+    eff: EffectiveMaterial,
+    plans: list[_LayerPlan],
+    offsets: np.ndarray,
+    n_voxels: int,
+    cfg: GFlashConfig,
+    sampling_term: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Simulate one block of showers (vectorised over the block); returns (n, n_voxels) float32."""
+    n = len(energy)
+    out = np.zeros((n, n_voxels), dtype=np.float32)
+    t_max, alpha, mean = sample_longitudinal(energy, eff, rng, cfg.fluctuations)
+    beta = (alpha - 1.0) / t_max
+    # spot profile (GFlash uses the homogeneous spot constants in both code paths)
+    ts = t_max * (HOMO["spot_t1"] + HOMO["spot_t2"] * eff.Z)
+    as_ = np.maximum(alpha * (HOMO["spot_a1"] + HOMO["spot_a2"] * eff.Z), ALPHA_MIN)
+    bs = (as_ - 1.0) / ts
+    nspot = n_spots(energy, eff) * cfg.spot_scale
+    if cfg.max_spots is not None:
+        nspot = np.minimum(nspot, cfg.max_spots)
+    # tau correction of ComputeTau: (alpha-1)/alpha * <alpha>/(<alpha>-1)
+    a_mean = mean["alpha"]
+    tau_corr = (alpha - 1.0) / alpha * a_mean / np.maximum(a_mean - 1.0, 1e-6) / t_max
+    for pl in plans:
+        frac = gammainc(alpha[:, None], beta[:, None] * pl.t_edges[None, :])  # (n, n_sub+1)
+        d_e = np.diff(frac, axis=1)  # (n, n_sub) energy fraction per step
+        e_frac = d_e.sum(axis=1)
+        e_layer = energy * e_frac
+        ps = gammainc(as_[:, None], bs[:, None] * pl.t_edges[[0, -1]][None, :])
+        n_layer = np.floor(nspot * (ps[:, 1] - ps[:, 0]) + rng.random(n))
+        n_layer = np.where(e_layer > 0, np.maximum(n_layer, 1.0), 0.0)
+        # radial CDF at the layer's edges, energy-weighted over the steps inside the layer
+        t_mid = 0.5 * (pl.t_edges[1:] + pl.t_edges[:-1])
+        tau = t_mid[None, :] * tau_corr[:, None]  # (n, n_sub)
+        rc, rt, wc = radial_parameters(energy[:, None], tau, eff)
+        r2 = (pl.r_edges_rm**2)[None, None, :]
+        cdf = wc[..., None] * r2 / (r2 + rc[..., None] ** 2) + (1.0 - wc[..., None]) * r2 / (r2 + rt[..., None] ** 2)
+        w = d_e / np.where(e_frac > 0, e_frac, 1.0)[:, None]
+        cdf = np.einsum("ns,nse->ne", w, cdf)
+        if not np.all(e_frac > 0):  # a layer the shower never reaches: any valid distribution
+            cdf[e_frac <= 0] = np.linspace(0.0, 1.0, len(pl.r_edges_rm))
+        cdf = np.maximum.accumulate(np.clip(cdf, 0.0, 1.0), axis=1)
+        q = np.diff(cdf, axis=1) / pl.n_alpha  # (n, n_r) probability per (alpha, r) cell
+        k = pl.n_alpha * pl.n_r
+        pvals = np.empty((n, k + 1))
+        pvals[:, :k] = np.broadcast_to(q[:, None, :], (n, pl.n_alpha, pl.n_r)).reshape(n, k)
+        pvals[:, k] = np.maximum(0.0, 1.0 - pvals[:, :k].sum(axis=1))  # lateral leakage
+        counts = rng.multinomial(n_layer.astype(np.int64), pvals)
+        e_spot = np.where(n_layer > 0, e_layer / np.maximum(n_layer, 1.0), 0.0)
+        vox = counts[:, :k] * e_spot[:, None]
+        if sampling_term > 0:
+            theta = sampling_term**2 * 1000.0  # MeV: variance = s^2 E(GeV) GeV^2
+            vox = rng.gamma(vox / theta, theta)
+        out[:, offsets[pl.index] : offsets[pl.index + 1]] = vox
+    return out
+
+
+def _resolve(
+    geometry: Geometry | str, energies: EnergySpec | str, config: GFlashConfig | dict[str, Any] | None
+) -> tuple[Geometry, EnergySpec, GFlashConfig, EffectiveMaterial, float]:
+    geo = geometry if isinstance(geometry, Geometry) else Geometry.from_name(str(geometry))
+    if geo.material is None:
+        raise GeometryError(
+            f"geometry {geo.name!r} has no material description; the reference simulator needs one "
+            "(a built-in geometry, or a YAML geometry with a 'material' section)"
+        )
+    spec = parse_energy_spec(energies)
+    if config is None:
+        cfg = GFlashConfig()
+    elif isinstance(config, GFlashConfig):
+        cfg = config
+    else:
+        from .._config import parse_config
+
+        cfg = parse_config(GFlashConfig, config, source="reference simulator config")
+    eff = effective_material(geo.material)
+    term = cfg.sampling_term if cfg.sampling_term is not None else (SAMPLING["sigma_samp"] if eff.is_sampling else 0.0)
+    if geo.particle not in ("photon", "electron", "positron"):
+        log.warning(
+            "geometry %r is for %ss; the GFlash reference simulates electromagnetic showers only", geo.name, geo.particle
+        )
+    return geo, spec, cfg, eff, term
+
+
+def iter_simulate(
+    geometry: Geometry | str,
+    n_events: int,
+    energies: EnergySpec | str = "ds1",
+    seed: int = 0,
+    chunk_size: int = 10_000,
+    progress: bool = True,
+    *,
+    config: GFlashConfig | dict[str, Any] | None = None,
+) -> Iterator[ShowerSet]:
+    """Simulate ``n_events`` reference showers and yield them in chunks of ``chunk_size``.
+
+    Memory is bounded by one chunk plus one RNG block. Results depend only on the geometry,
+    energies, seed and config (not on ``chunk_size``).
+
+    Args:
+        geometry: a :class:`Geometry` or a name/path accepted by :meth:`Geometry.from_name`.
+        n_events: number of showers (>= 0).
+        energies: an energy spec (see :mod:`simcompress.showers.energies`), MeV.
+        seed: non-negative integer seed.
+        chunk_size: events per yielded :class:`ShowerSet`.
+        progress: show a rich progress bar.
+        config: :class:`GFlashConfig` (or a dict validated against it).
+    """
+    if int(n_events) < 0:
+        raise ConfigError(f"n_events must be >= 0, got {n_events}")
+    if int(chunk_size) < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    if int(seed) < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
+    geo, spec, cfg, eff, term = _resolve(geometry, energies, config)
+    n_events, chunk_size, seed = int(n_events), int(chunk_size), int(seed)
+    plans = _plan(geo, eff, cfg.step_x0)
+    offsets = geo.layer_offsets
+    bsize = block_size(geo)
+    metadata = {
+        "generator": GENERATOR_NAME,
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "energies": spec.text,
+        "geometry": geo.name,
+        "n_events_requested": n_events,
+        "config": cfg.model_dump(),
+        "effective_material": asdict(eff),
+        "sampling_term": term,
+        "block_size": bsize,
+    }
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        n_blocks = -(-n_events // bsize)
+        for k in range(n_blocks):
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(k,)))
+            e = spec.sample(bsize, rng).astype(np.float32)  # stored precision is what is simulated
+            sh = _simulate_block(e.astype(np.float64), eff, plans, offsets, geo.n_voxels, cfg, term, rng)
+            m = min(bsize, n_events - k * bsize)
+            yield e[:m], sh[:m]
+
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn(f"simulating {geo.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+        )
+    try:
+        task = None
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("sim", total=n_events)
+        buf_e: list[np.ndarray] = []
+        buf_s: list[np.ndarray] = []
+        buffered = 0
+        for e, sh in blocks():
+            buf_e.append(e)
+            buf_s.append(sh)
+            buffered += len(e)
+            if bar is not None and task is not None:
+                bar.advance(task, len(e))
+            while buffered >= chunk_size:
+                all_e = np.concatenate(buf_e)
+                all_s = np.concatenate(buf_s)
+                yield ShowerSet(all_e[:chunk_size], all_s[:chunk_size], geo, dict(metadata))
+                buf_e, buf_s = [all_e[chunk_size:]], [all_s[chunk_size:]]
+                buffered -= chunk_size
+        if buffered:
+            yield ShowerSet(np.concatenate(buf_e), np.concatenate(buf_s), geo, dict(metadata))
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def simulate(
+    geometry: Geometry | str,
+    n_events: int,
+    energies: EnergySpec | str = "ds1",
+    seed: int = 0,
+    chunk_size: int = 10_000,
+    progress: bool = True,
+    *,
+    config: GFlashConfig | dict[str, Any] | None = None,
+) -> ShowerSet:
+    """Simulate ``n_events`` reference showers into one :class:`ShowerSet` (see :func:`iter_simulate`)."""
+    chunks = list(iter_simulate(geometry, n_events, energies, seed, chunk_size, progress, config=config))
+    if not chunks:
+        geo, spec, cfg, eff, term = _resolve(geometry, energies, config)
+        return ShowerSet(
+            np.zeros(0, np.float32),
+            np.zeros((0, geo.n_voxels), np.float32),
+            geo,
+            {"generator": GENERATOR_NAME, "seed": int(seed), "energies": spec.text, "geometry": geo.name},
+        )
+    return ShowerSet.concatenate(chunks)
