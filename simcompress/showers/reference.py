@@ -490,7 +490,6 @@ def iter_simulate(
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "energies": spec.text,
-        "geometry": geo.name,
         "n_events_requested": n_events,
         "config": cfg.model_dump(),
         "effective_material": asdict(eff),
@@ -509,10 +508,16 @@ def iter_simulate(
 
     bar = None
     if progress:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(
-            TextColumn(f"simulating {geo.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+            TextColumn(f"simulating {geo.name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+            console=Console(stderr=True),
         )
     try:
         task = None
@@ -559,6 +564,6 @@ def simulate(
             np.zeros(0, np.float32),
             np.zeros((0, geo.n_voxels), np.float32),
             geo,
-            {"generator": GENERATOR_NAME, "seed": int(seed), "energies": spec.text, "geometry": geo.name},
+            {"generator": GENERATOR_NAME, "seed": int(seed), "energies": spec.text},
         )
     return ShowerSet.concatenate(chunks)
