@@ -1,0 +1,587 @@
+"""Fixed-point (``ap_fixed``) quantization methods: ``fixed_point`` (PTQ) and ``qat_fixed_point`` (QAT).
+
+Both put a feed-forward network (``model.network`` for a shower generator, or a
+module given by ``network:``) onto per-layer HLS fixed-point types:
+
+* the network inputs (noise and conditioning) are quantized to the ``input`` type;
+* every selected ``nn.Linear`` gets ``weight`` and ``bias`` quantizers
+  (``torch.nn.utils.parametrize``) and its output is cast to the ``result`` type;
+  its ``accum`` type is derived, wide enough for the exact sum (worst case over
+  the quantized weights and the input range, every partial sum included);
+* every activation module (``nn.ReLU``, ``nn.LeakyReLU``) casts its output to the
+  ``activation`` type (unsigned after ReLU unless said otherwise); LeakyReLU's
+  slope gets the ``param`` type, as hls4ml's ``param_t``;
+* ``BatchNorm1d`` directly after a ``Linear`` is folded into it first (float
+  algebra, before quantization), so the firmware never sees it.
+
+Integer bits not given in the config are chosen from ranges observed on
+calibration inputs of the float model (plus ``headroom`` bits), with SAT overflow
+by default. The quantizers and the whole per-layer record are exactly what
+:mod:`simcompress.firmware` builds and emulates bit-exactly; the record is
+available as :func:`precision_record` (the bundle's ``precision.json``).
+
+``qat_fixed_point`` inserts the same quantizers with straight-through gradients,
+so the pipeline's fine-tuning step trains through them; ``fixed_point`` freezes
+the quantized weights (no gradient through the quantizers).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..._config import StrictModel
+from ...errors import ConfigError, UnsupportedLayerError
+from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
+from ..fixed_point import OVERFLOW_MODES, ROUNDING_MODES, FixedType, integer_bits_for_range
+
+__all__ = [
+    "FixedSpec",
+    "LayerPrecision",
+    "FixedPointConfig",
+    "QATFixedPointConfig",
+    "FixedQuantize",
+    "FixedPointNetwork",
+    "precision_record",
+    "find_fixed_point_network",
+    "PRECISION_FORMAT_VERSION",
+]
+
+PRECISION_FORMAT_VERSION = 1
+_ACTIVATION_MODULES = (nn.ReLU, nn.LeakyReLU)
+_FUNCTIONAL_RELU = {torch.relu, torch.nn.functional.relu}
+
+
+# --------------------------------------------------------------------------- configs
+class FixedSpec(StrictModel):
+    """How to build one fixed-point type: ``integer: null`` means "from the observed range"."""
+
+    width: int = Field(ge=1, le=53)
+    integer: int | None = None
+    signed: bool | None = None
+    rounding: str = "RND"
+    overflow: str = "SAT"
+    headroom: int = Field(default=0, ge=0, le=16)
+
+    @model_validator(mode="after")
+    def _check_modes(self) -> FixedSpec:
+        if self.rounding not in ROUNDING_MODES:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}")
+        if self.overflow not in OVERFLOW_MODES:
+            raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}")
+        return self
+
+    def build(self, lo: float | None, hi: float | None, default_signed: bool, what: str) -> FixedType:
+        signed = default_signed if self.signed is None else self.signed
+        if self.integer is not None:
+            integer = self.integer
+        else:
+            if lo is None or hi is None:
+                raise ConfigError(f"{what}: integer bits not given and no calibration range observed; set 'integer'")
+            if not signed:
+                lo = max(lo, 0.0)
+            integer = integer_bits_for_range(lo, hi, signed) + self.headroom
+        return FixedType(self.width, integer, signed, self.rounding, self.overflow)
+
+
+class LayerPrecision(StrictModel):
+    """Per-layer overrides, keyed by an fnmatch pattern on the module name."""
+
+    weight: FixedSpec | None = None
+    bias: FixedSpec | None = None
+    result: FixedSpec | None = None
+    activation: FixedSpec | None = None
+    param: FixedSpec | None = None
+
+
+class FixedPointConfig(MethodConfig):
+    """Post-training quantization onto HLS fixed-point types (see the module docstring)."""
+
+    method: ClassVar[str] = "fixed_point"
+    network: str | None = None
+    input: FixedSpec = FixedSpec(width=12, headroom=0)
+    weight: FixedSpec = FixedSpec(width=8)
+    bias: FixedSpec = FixedSpec(width=12)
+    result: FixedSpec = FixedSpec(width=16, headroom=1)
+    activation: FixedSpec = FixedSpec(width=16, headroom=1)
+    param: FixedSpec = FixedSpec(width=16, signed=False)
+    layers: dict[str, LayerPrecision] = Field(default_factory=dict)
+    calibration_samples: int = Field(default=4096, ge=16)
+    seed: int = 0
+    fold_batchnorm: bool = True
+
+
+class QATFixedPointConfig(FixedPointConfig):
+    """Fixed-point fake quantization with straight-through gradients, for training."""
+
+    method: ClassVar[str] = "qat_fixed_point"
+    result: FixedSpec = FixedSpec(width=16, headroom=2)
+    activation: FixedSpec = FixedSpec(width=16, headroom=2)
+
+
+# --------------------------------------------------------------------------- modules
+class _STEQuant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, ftype: FixedType) -> torch.Tensor:  # noqa: ARG004
+        return ftype.quantize(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ARG004
+        return grad, None
+
+
+class FixedQuantize(nn.Module):
+    """Quantize a tensor onto a :class:`FixedType`; a parametrization (weights) or an output cast.
+
+    With ``ste=True`` the backward pass is the identity (straight-through estimator);
+    otherwise no gradient flows. The forward value is always exactly on the grid.
+    """
+
+    def __init__(self, ftype: FixedType | dict[str, Any] | str, ste: bool = False) -> None:
+        super().__init__()
+        self.ftype = ftype if isinstance(ftype, FixedType) else FixedType.from_dict(ftype)
+        self.ste = bool(ste)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ste and torch.is_grad_enabled() and x.requires_grad:
+            return _STEQuant.apply(x, self.ftype)
+        return self.ftype.quantize(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.ftype.to_hls()}, ste={self.ste}"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"type": self.ftype.to_dict(), "ste": self.ste}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], *args: Any, **kwargs: Any) -> FixedQuantize:  # noqa: ARG003
+        return cls(FixedType.from_dict(spec["type"], "FixedQuantize spec"), ste=bool(spec.get("ste", False)))
+
+
+class _QuantHook:
+    """Forward hook casting a module's output through a quantizer (deep-copies with it)."""
+
+    def __init__(self, quant: FixedQuantize) -> None:
+        self.quant = quant
+
+    def __call__(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+        return self.quant(output)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class FixedPointNetwork(nn.Module):
+    """A feed-forward network with the fixed-point quantizers of a precision record.
+
+    ``inner`` is the network itself (same module names as before quantization);
+    its Linear weights and biases carry :class:`FixedQuantize` parametrizations,
+    and the outputs of the recorded layers are cast with forward hooks. ``forward``
+    quantizes every input to the record's input type first. ``record`` is the
+    JSON-ready precision record (``precision.json``).
+    """
+
+    def __init__(self, inner: nn.Module, record: dict[str, Any], ste: bool = False) -> None:
+        super().__init__()
+        self.inner = inner
+        self.record = json.loads(json.dumps(record))
+        self.ste = bool(ste)
+        self.input_quant = FixedQuantize(record["input"], ste=ste)
+        self.output_quant = nn.ModuleDict()
+        modules = dict(inner.named_modules())
+        for name, entry in record["layers"].items():
+            mod = modules.get(name)
+            if mod is None:
+                continue  # functional node (e.g. torch.relu): lossless, nothing to cast
+            if isinstance(mod, nn.Linear):
+                for pname in ("weight", "bias"):
+                    if entry.get(pname) is None or getattr(mod, pname) is None:
+                        continue
+                    if not parametrize.is_parametrized(mod, pname):
+                        parametrize.register_parametrization(mod, pname, FixedQuantize(entry[pname], ste=ste))
+            if entry.get("result") is not None:
+                q = FixedQuantize(entry["result"], ste=ste)
+                self.output_quant[_key(name)] = q
+                mod.register_forward_hook(_QuantHook(q))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.inner(*[self.input_quant(x) for x in inputs])
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"record": self.record, "ste": self.ste}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], inner: nn.Module | None = None, **kwargs: Any) -> FixedPointNetwork:
+        """Rebuild around ``inner`` (the network rebuilt by the bundle loader, parametrizations optional)."""
+        if inner is None:
+            inner = kwargs.get("children", {}).get("inner")
+        if inner is None:
+            raise ConfigError("FixedPointNetwork.from_spec needs the inner network module")
+        return cls(inner, spec["record"], ste=bool(spec.get("ste", False)))
+
+
+def find_fixed_point_network(model: nn.Module) -> tuple[str, FixedPointNetwork] | None:
+    """The (name, module) of the first :class:`FixedPointNetwork` in ``model`` (``""`` if it is the model)."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, FixedPointNetwork):
+            return name, mod
+    return None
+
+
+def precision_record(model: nn.Module) -> dict[str, Any] | None:
+    """The per-layer precision record (``precision.json`` content) of a fixed-point model, or None."""
+    found = find_fixed_point_network(model)
+    if found is None:
+        return None
+    name, fpn = found
+    rec = copy.deepcopy(fpn.record)
+    rec["network"] = name
+    return rec
+
+
+def _register_bundle_types() -> None:
+    """Add the quantizer modules to the compressed-bundle allowlist (if the bundle module exists)."""
+    try:
+        from .. import bundle  # written by the compression library; optional at import time
+    except ImportError:
+        return
+    register = getattr(bundle, "register_module_type", None)
+    if register is None:
+        return
+    for cls in (FixedQuantize, FixedPointNetwork):
+        try:
+            register(cls)
+        except ConfigError:  # already registered
+            pass
+
+
+_register_bundle_types()
+
+
+# --------------------------------------------------------------------------- helpers
+def _resolve_network(model: nn.Module, path: str | None) -> tuple[str, nn.Module]:
+    if path is None:
+        path = "network" if isinstance(getattr(model, "network", None), nn.Module) else ""
+    if path == "":
+        return "", model
+    try:
+        return path, model.get_submodule(path)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        raise ConfigError(f"network: model has no submodule {path!r}; submodules: {', '.join(names[:12])}") from None
+
+
+def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_name, _, attr = path.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, attr, new)
+
+
+def _trace(net: nn.Module) -> Any:
+    import torch.fx
+
+    try:
+        return torch.fx.symbolic_trace(net)
+    except Exception as err:  # noqa: BLE001 - any tracing failure means "not a static graph"
+        raise UnsupportedLayerError(
+            f"{type(net).__name__}: cannot trace the network with torch.fx ({err}); fixed-point export needs a "
+            "static feed-forward graph (Linear, BatchNorm1d, ReLU, LeakyReLU, torch.cat)"
+        ) from None
+
+
+def fold_batchnorm(net: nn.Module) -> list[str]:
+    """Fold every ``BatchNorm1d`` that directly follows a ``Linear`` (sole user) into it; returns folded names."""
+    gm = _trace(net)
+    modules = dict(net.named_modules())
+    folded = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm1d):
+            continue
+        src = node.args[0]
+        if not (hasattr(src, "op") and src.op == "call_module" and isinstance(modules.get(src.target), nn.Linear)):
+            continue
+        if len(src.users) != 1:
+            continue
+        bn: nn.BatchNorm1d = modules[node.target]
+        lin: nn.Linear = modules[src.target]
+        with torch.no_grad():
+            var = bn.running_var if bn.track_running_stats and bn.running_var is not None else None
+            mean = bn.running_mean if var is not None else None
+            if var is None or mean is None:
+                raise UnsupportedLayerError(f"{node.target}: BatchNorm1d without running statistics cannot be folded")
+            scale = 1.0 / torch.sqrt(var.double() + bn.eps)
+            if bn.affine:
+                scale = scale * bn.weight.double()
+            shift = -mean.double() * scale
+            if bn.affine:
+                shift = shift + bn.bias.double()
+            w = lin.weight.double() * scale[:, None]
+            b = (lin.bias.double() if lin.bias is not None else torch.zeros_like(shift)) * scale + shift
+            lin.weight.copy_(w.to(lin.weight.dtype))
+            if lin.bias is None:
+                lin.bias = nn.Parameter(b.to(lin.weight.dtype))
+            else:
+                lin.bias.copy_(b.to(lin.bias.dtype))
+        _set_submodule(net, node.target, nn.Identity())
+        folded.append(str(node.target))
+    return folded
+
+
+def _calibration_inputs(model: nn.Module, net: nn.Module, cfg: FixedPointConfig, given: Any) -> list[torch.Tensor] | None:
+    if given is not None:
+        items = given if isinstance(given, (list, tuple)) else [given]
+        return [torch.as_tensor(t).float() for t in items]
+    latent = getattr(model, "latent_dim", None)
+    cond = getattr(model, "condition", None)
+    erange = getattr(model, "energy_range_mev", None)
+    if latent is None or cond is None or erange is None:
+        return None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = cfg.calibration_samples
+    z = torch.randn(n, int(latent), generator=gen)
+    lo, hi = (float(v) for v in erange)
+    u = torch.rand(n, generator=gen, dtype=torch.float64)
+    energies = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
+    with torch.no_grad():
+        c = cond(energies)
+    if c.ndim == 1:
+        c = c[:, None]
+    return [z, c.float()]
+
+
+def _match_override(cfg: FixedPointConfig, name: str, field: str) -> FixedSpec | None:
+    for pattern, lp in cfg.layers.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            spec = getattr(lp, field)
+            if spec is not None:
+                return spec
+    return None
+
+
+def exact_accumulator(x: FixedType, w_int: np.ndarray, w_t: FixedType, b_int: np.ndarray | None, b_t: FixedType) -> FixedType:
+    """Narrowest signed type holding every partial sum of ``b + sum_j w_j x_j`` exactly, in any order.
+
+    ``w_int`` (out, in) and ``b_int`` (out,) are the integer codes of the quantized weights and biases.
+    """
+    frac = max(x.frac + w_t.frac, b_t.frac if b_int is not None else -10**6)
+    xlo = x.int_min if not (x.overflow == "SAT_SYM" and x.signed) else -x.int_max
+    xhi = x.int_max
+    w = w_int.astype(object) if w_int.size else w_int
+    # per-term range in units of 2**-(x.frac + w.frac); each term's range contains 0
+    pos = np.where(w_int >= 0, w * xhi, w * xlo).sum(axis=1) if w_int.size else np.zeros(0)
+    neg = np.where(w_int >= 0, w * xlo, w * xhi).sum(axis=1) if w_int.size else np.zeros(0)
+    shift_p = frac - (x.frac + w_t.frac)
+    hi = max([int(v) << shift_p for v in pos] + [0])
+    lo = min([int(v) << shift_p for v in neg] + [0])
+    if b_int is not None and b_int.size:
+        shift_b = frac - b_t.frac
+        bs = [int(v) << shift_b for v in b_int]
+        hi = max([hi] + [int(p << shift_p) + b for p, b in zip(pos, bs)] + bs)
+        lo = min([lo] + [int(n << shift_p) + b for n, b in zip(neg, bs)] + bs)
+    # integer code range [lo, hi] must fit a signed W-bit code
+    bits = max(int(hi).bit_length() + 1, int(-lo - 1).bit_length() + 1 if lo < 0 else 1, 2)
+    return FixedType(bits, bits - frac, signed=True)
+
+
+# --------------------------------------------------------------------------- the transform
+def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool) -> CompressionResult:
+    path, net = _resolve_network(model, cfg.network)
+    if isinstance(net, FixedPointNetwork) or find_fixed_point_network(net) is not None:
+        raise ConfigError(f"{cfg.method}: the network is already fixed-point quantized")
+    folded = fold_batchnorm(net) if cfg.fold_batchnorm else []
+    gm = _trace(net)
+    modules = dict(net.named_modules())
+
+    class _Cfg:  # selection helper: include/exclude on Linear names
+        include, exclude = cfg.include, cfg.exclude
+
+    selected = {
+        n
+        for n, m in modules.items()
+        if isinstance(m, nn.Linear)
+        and any(fnmatch.fnmatchcase(n, p) for p in cfg.include)
+        and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exclude)
+    }
+
+    # ------------------------------------------------ observe ranges on the float model
+    ranges: dict[str, list[float]] = {}
+    inputs = _calibration_inputs(model, net, cfg, calibration)
+    if inputs is not None:
+        hooks = []
+
+        def _obs(name: str) -> Any:
+            def hook(_m: nn.Module, _a: Any, out: torch.Tensor) -> None:
+                lo, hi = float(out.min()), float(out.max())
+                r = ranges.setdefault(name, [lo, hi])
+                r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
+            return hook
+
+        for n, m in modules.items():
+            if n in selected or isinstance(m, _ACTIVATION_MODULES):
+                hooks.append(m.register_forward_hook(_obs(n)))
+        try:
+            with torch.no_grad():
+                net(*inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        allv = torch.cat([t.reshape(-1) for t in inputs])
+        ranges["__input__"] = [float(allv.min()), float(allv.max())]
+
+    in_r = ranges.get("__input__", [None, None])
+    input_t = cfg.input.build(in_r[0], in_r[1], True, f"{cfg.method}.input")
+
+    # ------------------------------------------------ walk the graph, assign types
+    types: dict[Any, FixedType] = {}
+    layers: dict[str, dict[str, Any]] = {}
+    records: list[LayerRecord] = []
+    placeholders = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            types[node] = input_t
+            placeholders.append(node.name)
+        elif node.op == "call_function" and node.target in (torch.cat, torch.concat):
+            srcs = node.args[0]
+            t = types[srcs[0]]
+            for s in srcs[1:]:
+                t = t.union(types[s])
+            types[node] = t
+        elif node.op == "call_module":
+            mod = modules[node.target]
+            name = str(node.target)
+            src = node.args[0] if node.args else None
+            if isinstance(mod, nn.Identity):
+                types[node] = types.get(src, input_t)
+            elif isinstance(mod, nn.Linear):
+                if name not in selected:
+                    types[node] = None  # float layer: later layers cannot be typed exactly
+                    continue
+                x_t = types.get(src)
+                if x_t is None:
+                    raise ConfigError(f"{cfg.method}: layer {name!r} follows an unquantized layer; include every Linear")
+                w_spec = _match_override(cfg, name, "weight") or cfg.weight
+                b_spec = _match_override(cfg, name, "bias") or cfg.bias
+                r_spec = _match_override(cfg, name, "result") or cfg.result
+                w = mod.weight.detach().double()
+                w_t = w_spec.build(float(w.min()), float(w.max()), True, f"{name}.weight")
+                w_int = w_t.quantize_int(w.numpy())
+                if mod.bias is not None:
+                    b = mod.bias.detach().double()
+                    b_t = b_spec.build(float(b.min()), float(b.max()), True, f"{name}.bias")
+                    b_int = b_t.quantize_int(b.numpy())
+                else:
+                    b_t, b_int = None, None
+                acc_t = exact_accumulator(x_t, w_int, w_t, b_int, b_t or w_t)
+                rr = ranges.get(name, [None, None])
+                res_t = r_spec.build(rr[0], rr[1], True, f"{name}.result")
+                layers[name] = {
+                    "kind": "Linear",
+                    "weight": w_t.to_dict(),
+                    "bias": b_t.to_dict() if b_t else None,
+                    "accum": acc_t.to_dict(),
+                    "result": res_t.to_dict(),
+                    "activation": None,
+                    "activation_layer": None,
+                    "n_in": mod.in_features,
+                    "n_out": mod.out_features,
+                }
+                types[node] = res_t
+                n_par = mod.weight.numel() + (mod.bias.numel() if mod.bias is not None else 0)
+                bits_after = mod.weight.numel() * w_t.width + (mod.bias.numel() * b_t.width if b_t else 0)
+                records.append(
+                    LayerRecord(name, "Linear", n_par, n_par, 32 * n_par, bits_after,
+                                {"weight": w_t.to_hls(), "bias": b_t.to_hls() if b_t else None,
+                                 "accum": acc_t.to_hls(), "result": res_t.to_hls()})
+                )
+            elif isinstance(mod, _ACTIVATION_MODULES):
+                x_t = types.get(src)
+                if x_t is None:
+                    types[node] = None
+                    continue
+                is_relu = isinstance(mod, nn.ReLU)
+                a_spec = _match_override(cfg, name, "activation") or cfg.activation
+                rr = ranges.get(name, [None, None])
+                act_t = a_spec.build(rr[0], rr[1], not is_relu, f"{name}.activation")
+                entry: dict[str, Any] = {"kind": type(mod).__name__, "result": act_t.to_dict()}
+                if isinstance(mod, nn.LeakyReLU):
+                    p_spec = _match_override(cfg, name, "param") or cfg.param
+                    alpha = float(mod.negative_slope)
+                    p_t = p_spec.build(min(alpha, 0.0), max(alpha, 0.0), alpha < 0, f"{name}.param")
+                    entry["param"] = p_t.to_dict()
+                    entry["alpha"] = alpha
+                layers[name] = entry
+                types[node] = act_t
+                if hasattr(src, "op") and src.op == "call_module" and str(src.target) in layers:
+                    layers[str(src.target)]["activation"] = act_t.to_dict()
+                    layers[str(src.target)]["activation_layer"] = name
+            else:
+                raise UnsupportedLayerError(
+                    f"{name}: {type(mod).__name__} is not supported by fixed-point quantization; supported: "
+                    "Linear, BatchNorm1d (after a Linear, folded), ReLU, LeakyReLU, torch.cat"
+                )
+        elif node.op == "call_function" and node.target in _FUNCTIONAL_RELU:
+            x_t = types.get(node.args[0])
+            types[node] = x_t  # relu of an on-grid value is on the grid: lossless in the same type
+            if x_t is not None:
+                layers[node.name] = {"kind": "ReLU", "functional": True, "result": x_t.to_dict()}
+        elif node.op == "output":
+            continue
+        elif node.op == "call_function":
+            raise UnsupportedLayerError(
+                f"{node.name}: function {getattr(node.target, '__name__', node.target)!s} is not supported by "
+                "fixed-point quantization; supported: torch.cat, torch.relu / F.relu"
+            )
+        else:
+            raise UnsupportedLayerError(f"{node.name}: graph operation {node.op!r} is not supported")
+
+    record = {
+        "format_version": PRECISION_FORMAT_VERSION,
+        "method": cfg.method,
+        "network": path,
+        "inputs": placeholders,
+        "input_sizes": [int(t.shape[-1]) for t in inputs] if inputs is not None else None,
+        "input": input_t.to_dict(),
+        "layers": layers,
+        "folded_batchnorm": folded,
+    }
+    wrapped = FixedPointNetwork(net, record, ste=ste)
+    if not ste:
+        # PTQ: store the quantized values as the parametrizations' originals (idempotent, frozen)
+        for _n, m in wrapped.inner.named_modules():
+            if isinstance(m, nn.Linear) and parametrize.is_parametrized(m):
+                for pname, plist in m.parametrizations.items():
+                    with torch.no_grad():
+                        plist.original.copy_(plist[0](plist.original))
+                    plist.original.requires_grad_(False)
+    if path == "":
+        out_model: nn.Module = wrapped
+    else:
+        _set_submodule(model, path, wrapped)
+        out_model = model
+    return CompressionResult(out_model, cfg, tuple(records), extra={"precision": record})
+
+
+@register_method(FixedPointConfig)
+def fixed_point(model: nn.Module, config: FixedPointConfig, calibration: Sequence[torch.Tensor] | None = None,
+                **_: Any) -> CompressionResult:
+    """Post-training fixed-point quantization (frozen, on-grid weights)."""
+    return _apply(model, config, calibration, ste=False)
+
+
+@register_method(QATFixedPointConfig)
+def qat_fixed_point(model: nn.Module, config: QATFixedPointConfig, calibration: Sequence[torch.Tensor] | None = None,
+                    **_: Any) -> CompressionResult:
+    """Fixed-point fake quantization with straight-through gradients (train it in the pipeline's fine-tuning)."""
+    return _apply(model, config, calibration, ste=True)
