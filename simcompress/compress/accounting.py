@@ -1,0 +1,132 @@
+"""Storage accounting from the actual bits of every stored tensor.
+
+A tensor costs ``numel * value_bits`` stored densely. When it has zeros (a
+pruning mask, or weights quantized to zero) two sparse encodings are priced
+and the cheapest of the three is used:
+
+* ``bitmask``: one bit per element plus ``nnz * value_bits``;
+* ``csr`` (the tensor viewed as ``rows x cols`` with ``rows = shape[0]``):
+  ``nnz * (value_bits + ceil(log2 cols))`` for values and column indices plus
+  ``(rows + 1) * ceil(log2(nnz + 1))`` for the row pointers.
+
+Quantized tensors (a :class:`~simcompress.compress.parametrizations.FakeQuant`
+on them) add their scales (32-bit float each) and, when asymmetric, their zero
+points (``bits`` each). Values come from the parametrized (effective) tensor:
+that is what a deployment stores; masks, LoRA factors and float originals
+inside ``parametrizations`` are not counted separately.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .parametrizations import FakeQuant, find_parametrization
+
+__all__ = ["TensorStorage", "encode_cost", "storage_table", "storage_bits", "count_params", "weight_bits_of"]
+
+SCALE_BITS = 32
+
+
+@dataclass(frozen=True)
+class TensorStorage:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    nnz: int
+    value_bits: int
+    encoding: str
+    overhead_bits: int
+    bits: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def _ceil_log2(n: int) -> int:
+    return max(1, math.ceil(math.log2(max(n, 2))))
+
+
+def encode_cost(shape: tuple[int, ...], nnz: int, value_bits: int) -> tuple[str, int]:
+    """Cheapest of dense / bitmask / CSR for a tensor of ``shape`` with ``nnz`` non-zeros."""
+    numel = math.prod(shape) if shape else 1
+    options = [("dense", numel * value_bits)]
+    if nnz < numel:
+        options.append(("bitmask", numel + nnz * value_bits))
+        rows = shape[0] if len(shape) >= 1 else 1
+        cols = numel // max(rows, 1)
+        csr = nnz * (value_bits + _ceil_log2(cols)) + (rows + 1) * _ceil_log2(nnz + 1)
+        options.append(("csr", csr))
+    return min(options, key=lambda kv: kv[1])
+
+
+def weight_bits_of(module: nn.Module, tensor_name: str = "weight") -> int:
+    """Bits per stored value of ``module.<tensor_name>`` (quantizer width or dtype width)."""
+    fq = find_parametrization(module, FakeQuant, tensor_name)
+    if fq is not None:
+        return fq.bits
+    t = getattr(module, tensor_name)
+    return t.element_size() * 8
+
+
+def _tensor_storage(name: str, module: nn.Module, tname: str, value: Tensor) -> TensorStorage:
+    fq = find_parametrization(module, FakeQuant, tname) if parametrize.is_parametrized(module, tname) else None
+    vbits = fq.bits if fq is not None else value.element_size() * 8
+    overhead = 0
+    if fq is not None:
+        overhead = fq.n_scales * (SCALE_BITS + (0 if fq.signed else fq.bits))
+    shape = tuple(value.shape)
+    nnz = int(torch.count_nonzero(value)) if value.is_floating_point() else int(value.numel())
+    enc, bits = encode_cost(shape, nnz, vbits)
+    return TensorStorage(name, shape, int(value.numel()), nnz, vbits, enc, overhead, bits + overhead)
+
+
+def storage_table(model: nn.Module) -> list[TensorStorage]:
+    """One entry per stored tensor (parameters and persistent buffers) of the deployable model."""
+    out: list[TensorStorage] = []
+    with torch.no_grad():
+        for mname, mod in model.named_modules():
+            if "parametrizations" in mname.split("."):
+                continue
+            prefix = f"{mname}." if mname else ""
+            seen: set[str] = set()
+            if parametrize.is_parametrized(mod):
+                for tname in mod.parametrizations:
+                    out.append(_tensor_storage(prefix + tname, mod, tname, getattr(mod, tname).detach()))
+                    seen.add(tname)
+            for pname, p in mod._parameters.items():
+                if p is None or pname in seen:
+                    continue
+                out.append(_tensor_storage(prefix + pname, mod, pname, p.detach()))
+            for bname, b in mod._buffers.items():
+                if b is None or bname in mod._non_persistent_buffers_set:
+                    continue
+                out.append(_tensor_storage(prefix + bname, mod, bname, b.detach()))
+    return out
+
+
+def storage_bits(model: nn.Module) -> int:
+    """Total stored bits of ``model`` (see the module docstring for the encodings)."""
+    return sum(t.bits for t in storage_table(model))
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of weight/bias values the model computes with (effective tensors, buffers excluded)."""
+    n = 0
+    for mname, mod in model.named_modules():
+        if "parametrizations" in mname.split("."):
+            continue
+        seen: set[str] = set()
+        if parametrize.is_parametrized(mod):
+            for tname in mod.parametrizations:
+                n += getattr(mod, tname).numel()
+                seen.add(tname)
+        n += sum(p.numel() for k, p in mod._parameters.items() if p is not None and k not in seen)
+    return n

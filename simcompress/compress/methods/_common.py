@@ -1,0 +1,136 @@
+"""Helpers shared by the built-in methods: target selection, calibration runs,
+trainer calls, layer records and the verification probe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import ConfigError, UnsupportedLayerError
+from ..accounting import count_params, storage_bits
+from ..base import LayerRecord, MethodConfig, select_modules
+from ..modules import base_type
+
+__all__ = [
+    "LAYER_TYPES",
+    "targets",
+    "run_calibration",
+    "collect_outputs",
+    "require_trainer",
+    "record",
+    "set_module",
+    "get_module",
+]
+
+LAYER_TYPES: dict[str, type[nn.Module]] = {
+    "Linear": nn.Linear,
+    "Conv1d": nn.Conv1d,
+    "Conv2d": nn.Conv2d,
+}
+
+
+def types_from_names(names: Iterable[str], allowed: dict[str, type[nn.Module]], method: str) -> tuple[type[nn.Module], ...]:
+    out = []
+    for n in names:
+        if n not in allowed:
+            raise UnsupportedLayerError(f"method {method!r} cannot handle layer type {n!r}; supported: {', '.join(sorted(allowed))}")
+        out.append(allowed[n])
+    return tuple(out)
+
+
+def targets(model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module], ...]) -> list[tuple[str, nn.Module]]:
+    """Selected layers, exact type match (through parametrizations); ConfigError when none match."""
+    found = [(n, m) for n, m in select_modules(model, config, types) if base_type(m) in types and "parametrizations" not in n.split(".")]
+    if not found:
+        names = ", ".join(t.__name__ for t in types)
+        raise ConfigError(
+            f"method {config.method!r}: no {names} layer matches include={list(config.include)} exclude={list(config.exclude)}"
+        )
+    return found
+
+
+Calibration = Callable[[nn.Module], Any] | Tensor | tuple[Tensor, ...] | list[Any]
+
+
+def _flatten(out: Any) -> list[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _flatten(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in _flatten(o)]
+    return []
+
+
+def run_calibration(model: nn.Module, calibration: Any) -> list[Tensor]:
+    """Run the calibration data through ``model``; returns its outputs (tensors, flattened).
+
+    ``calibration`` is a callable ``(model) -> outputs`` (e.g. ``lambda m: m.network(z, c)``),
+    one input tensor, a tuple of input tensors (one batch, several arguments), or a list
+    of such batches.
+    """
+    if calibration is None:
+        raise ConfigError("this method needs calibration data: pass calibration=<callable(model) | tensor | tuple | list of batches>")
+    outs: list[Tensor] = []
+    with torch.no_grad():
+        if callable(calibration):
+            outs += _flatten(calibration(model))
+        elif isinstance(calibration, Tensor):
+            outs += _flatten(model(calibration))
+        elif isinstance(calibration, tuple):
+            outs += _flatten(model(*calibration))
+        elif isinstance(calibration, list):
+            for batch in calibration:
+                outs += run_calibration(model, batch)
+        else:
+            raise ConfigError(f"unsupported calibration data of type {type(calibration).__name__}")
+    return outs
+
+
+def collect_outputs(model: nn.Module, calibration: Any) -> Tensor:
+    """All calibration outputs concatenated into one flat float64 vector (for sensitivity)."""
+    outs = run_calibration(model, calibration)
+    if not outs:
+        raise ConfigError("calibration produced no tensor output")
+    return torch.cat([o.detach().reshape(-1).to(torch.float64) for o in outs])
+
+
+Trainer = Callable[[nn.Module, int, float], Any]
+
+
+def require_trainer(trainer: Trainer | None, method: str) -> Trainer:
+    if trainer is None:
+        raise ConfigError(
+            f"method {method!r} trains the model: pass trainer=<callable(model, steps, lr)> "
+            "(the pipeline passes its finetune callable)"
+        )
+    return trainer
+
+
+def record(name: str, kind: str, before: nn.Module, after: nn.Module, **details: Any) -> LayerRecord:
+    return LayerRecord(
+        name=name,
+        kind=kind,
+        params_before=count_params(before),
+        params_after=count_params(after),
+        bits_before=storage_bits(before),
+        bits_after=storage_bits(after),
+        details=details,
+    )
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name) if name else model
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule at dotted ``name``."""
+    parent_name, _, child = name.rpartition(".")
+    parent = get_module(model, parent_name)
+    if isinstance(parent, (nn.Sequential, nn.ModuleList)) and child.isdigit():
+        parent[int(child)] = new
+    else:
+        setattr(parent, child, new)

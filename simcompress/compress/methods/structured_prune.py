@@ -1,0 +1,283 @@
+"""Structured pruning: remove whole neurons/channels and physically shrink the next layer.
+
+Dependencies come from a ``torch.fx`` trace: a producer layer (Linear or
+Conv1d/2d) can lose output units only when its output flows, through
+element-wise operations and per-channel batch norms only, into exactly one
+consumer layer of the same family. Anything else (residual additions,
+concatenations, reshapes, several consumers, a layer called twice) raises
+:class:`~simcompress.errors.UnsupportedLayerError` naming the layer and the
+blocking operation. A producer whose output is the traced module's output is
+not pruned (its width is part of the interface) and is recorded as kept.
+
+Removed units with all-zero incoming weights are constant (``act(bias)``);
+for Linear consumers their constant contribution is folded into the
+consumer's bias, so removing dead neurons is exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ...errors import UnsupportedLayerError
+from ..base import CompressionResult, MethodConfig, register_method
+from ..modules import TTLinear, base_type
+from ..parametrizations import ActQuant, Mask
+from ._common import LAYER_TYPES, record, targets, types_from_names
+
+__all__ = ["StructuredPruneConfig", "structured_prune", "find_chain"]
+
+ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Dropout,
+    nn.Identity, nn.Hardtanh, nn.ReLU6, nn.Mish, nn.CELU, nn.SELU, nn.Softsign, nn.Tanhshrink,
+)
+ELEMENTWISE_FUNCS = {
+    F.relu, torch.relu, F.leaky_relu, torch.tanh, F.tanh, torch.sigmoid, F.sigmoid, F.gelu, F.silu, F.elu,
+    F.softplus, F.dropout, F.hardtanh, F.relu6, F.mish, F.selu, F.celu,
+}
+ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid"}
+BATCHNORMS = {nn.Linear: (nn.BatchNorm1d,), nn.Conv1d: (nn.BatchNorm1d,), nn.Conv2d: (nn.BatchNorm2d,)}
+
+
+class StructuredPruneConfig(MethodConfig):
+    """Remove ``amount`` of the output units (neurons/channels) of each selected layer.
+
+    Importance of unit ``j``: ``l2`` / ``l1`` norm of its incoming weights, or
+    ``l2_product`` (incoming L2 norm times outgoing L2 norm in the consumer, so
+    units nobody listens to go first). The kept count is rounded up to a
+    multiple of ``round_to`` and is at least ``min_keep``.
+    """
+
+    method: ClassVar[str] = "structured_prune"
+    amount: float = Field(0.5, ge=0.0, lt=1.0)
+    criterion: Literal["l2", "l1", "l2_product"] = "l2_product"
+    round_to: int = Field(1, ge=1)
+    min_keep: int = Field(1, ge=1)
+    types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, (TTLinear, ActQuant)) or parametrize.is_parametrized(m):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class Chain:
+    producer: str
+    between: list[fx.Node]
+    consumer: str | None  # None: output layer, kept
+    graph_prefix: str
+
+
+def _graphs(module: nn.Module, prefix: str) -> list[tuple[str, fx.Graph, nn.Module]]:
+    if isinstance(module, ELEMENTWISE_MODULES) or not list(module.children()):
+        return []
+    try:
+        graph = _Tracer().trace(module)
+        return [(prefix, graph, module)]
+    except Exception:  # noqa: BLE001 - untraceable container: look inside
+        out = []
+        for cname, child in module.named_children():
+            out += _graphs(child, f"{prefix}{cname}.")
+        return out
+
+
+def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], name: str) -> Chain:
+    """The dependency chain of producer ``name`` (full dotted name in ``root``)."""
+    for prefix, graph, sub in graphs:
+        if not name.startswith(prefix):
+            continue
+        local = name[len(prefix):]
+        nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == local]
+        if not nodes:
+            continue
+        if len(nodes) > 1:
+            raise UnsupportedLayerError(f"structured_prune: layer {name!r} is called {len(nodes)} times; cannot shrink a shared layer")
+        ptype = base_type(sub.get_submodule(local))
+        family = nn.Linear if ptype is nn.Linear else ptype
+        cur = nodes[0]
+        between: list[fx.Node] = []
+        while True:
+            users = list(cur.users)
+            if len(users) != 1:
+                raise UnsupportedLayerError(
+                    f"structured_prune: output of {name!r} (via {cur.name}) feeds {len(users)} operations "
+                    f"({', '.join(str(u.target) for u in users)}); only a single chain into one layer can be shrunk"
+                )
+            u = users[0]
+            if u.op == "output":
+                return Chain(name, between, None, prefix)
+            if u.op == "call_module":
+                m = sub.get_submodule(u.target)
+                mt = base_type(m)
+                if isinstance(m, ELEMENTWISE_MODULES) and not (isinstance(m, nn.PReLU)):
+                    between.append(u)
+                elif mt in BATCHNORMS.get(family, ()):
+                    between.append(u)
+                elif mt is family:
+                    if getattr(m, "groups", 1) != 1:
+                        raise UnsupportedLayerError(f"structured_prune: consumer {prefix + u.target!r} of {name!r} is a grouped convolution")
+                    return Chain(name, between, prefix + u.target, prefix)
+                else:
+                    raise UnsupportedLayerError(
+                        f"structured_prune: output of {name!r} flows into {prefix + u.target!r} ({mt.__name__}); "
+                        f"supported in between: element-wise activations and batch norm, then one {family.__name__}"
+                    )
+            elif (u.op == "call_function" and u.target in ELEMENTWISE_FUNCS) or (u.op == "call_method" and u.target in ELEMENTWISE_METHODS):
+                if any(isinstance(a, fx.Node) and a is not cur for a in list(u.args) + list(u.kwargs.values())):
+                    raise UnsupportedLayerError(f"structured_prune: output of {name!r} meets another tensor in {u.target}")
+                between.append(u)
+            else:
+                tgt = getattr(u.target, "__name__", u.target)
+                raise UnsupportedLayerError(
+                    f"structured_prune: output of {name!r} flows into {u.op} {tgt!r}; "
+                    "only element-wise activations and batch norm may sit between two pruned layers"
+                )
+            cur = u
+    raise UnsupportedLayerError(f"structured_prune: cannot trace the model around layer {name!r} (torch.fx failed on every enclosing module)")
+
+
+def _replay(chain: Chain, sub: nn.Module, x: Tensor, prev: fx.Node) -> Tensor:
+    for node in chain.between:
+        if node.op == "call_module":
+            x = sub.get_submodule(node.target)(x)
+        elif node.op == "call_function":
+            args = [x if a is prev else a for a in node.args]
+            x = node.target(*args, **node.kwargs)
+        else:
+            x = getattr(x, node.target)(*[a for a in node.args[1:]], **node.kwargs)
+        prev = node
+    return x
+
+
+def _slice_param(module: nn.Module, tname: str, idx: Tensor, dim: int) -> None:
+    """Keep ``idx`` along ``dim`` of ``module.<tname>``, its original and its masks."""
+    if parametrize.is_parametrized(module, tname):
+        plist = module.parametrizations[tname]
+        for p in plist:
+            if not isinstance(p, Mask):
+                raise UnsupportedLayerError(
+                    f"structured_prune: layer carries a {type(p).__name__} parametrization on {tname!r}; "
+                    "run structured pruning before quantization/LoRA (masks are fine)"
+                )
+            p.mask = p.mask.index_select(dim, idx)
+        orig = plist.original
+        plist.original = nn.Parameter(orig.detach().index_select(dim, idx).clone(), requires_grad=orig.requires_grad)
+    else:
+        t = getattr(module, tname)
+        if t is None:
+            return
+        new = t.detach().index_select(dim, idx).clone()
+        if isinstance(t, nn.Parameter):
+            setattr(module, tname, nn.Parameter(new, requires_grad=t.requires_grad))
+        else:
+            setattr(module, tname, new)
+
+
+def _shrink_out(mod: nn.Module, idx: Tensor) -> None:
+    _slice_param(mod, "weight", idx, 0)
+    if mod.bias is not None:
+        _slice_param(mod, "bias", idx, 0)
+    if isinstance(mod, nn.Linear):
+        mod.out_features = len(idx)
+    else:
+        mod.out_channels = len(idx)
+
+
+def _shrink_bn(bn: nn.Module, idx: Tensor) -> None:
+    for t in ("weight", "bias", "running_mean", "running_var"):
+        if getattr(bn, t, None) is not None:
+            _slice_param(bn, t, idx, 0)
+    bn.num_features = len(idx)
+
+
+def _shrink_in(mod: nn.Module, idx: Tensor) -> None:
+    _slice_param(mod, "weight", idx, 1)
+    if isinstance(mod, nn.Linear):
+        mod.in_features = len(idx)
+    else:
+        mod.in_channels = len(idx)
+
+
+@register_method(StructuredPruneConfig)
+def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) -> CompressionResult:
+    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
+    graphs = _graphs(model, "")
+    chains = [find_chain(model, graphs, name) for name, _ in layers]  # analyse everything before changing anything
+    recs = []
+    for chain in chains:
+        prod = model.get_submodule(chain.producer)
+        if chain.consumer is None:
+            recs.append(record(chain.producer, "structured_prune", prod, prod, kept_units=_units(prod), removed_units=0,
+                               note="output feeds the traced module's output; width kept"))
+            continue
+        cons = model.get_submodule(chain.consumer)
+        before = nn.ModuleDict({"p": copy.deepcopy(prod), "c": copy.deepcopy(cons)})
+        with torch.no_grad():
+            w_in = prod.weight.detach().to(torch.float64).reshape(_units(prod), -1)
+            w_out = cons.weight.detach().to(torch.float64).transpose(0, 1).reshape(_units(prod), -1)
+            if config.criterion == "l1":
+                score = w_in.abs().sum(1)
+            elif config.criterion == "l2":
+                score = w_in.norm(dim=1)
+            else:
+                score = w_in.norm(dim=1) * w_out.norm(dim=1)
+            n = _units(prod)
+            keep_n = max(config.min_keep, n - int(math.floor(config.amount * n)))
+            keep_n = min(n, int(math.ceil(keep_n / config.round_to) * config.round_to))
+            order = torch.argsort(score, descending=True, stable=True)
+            idx = torch.sort(order[:keep_n]).values
+            removed = torch.sort(order[keep_n:]).values
+            folded = 0
+            if isinstance(cons, nn.Linear) and len(removed):
+                dead = removed[(w_in[removed].abs().sum(1) == 0)]
+                if len(dead):
+                    prefix, sub = chain.graph_prefix, _graph_module(model, chain.graph_prefix)
+                    bias = prod.bias.detach() if prod.bias is not None else torch.zeros(n, dtype=prod.weight.dtype)
+                    was_training = sub.training
+                    sub.eval()
+                    const = _replay(chain, sub, bias.reshape(1, n), _producer_node(chain, prefix))[0]
+                    sub.train(was_training)
+                    contrib = cons.weight.detach()[:, dead] @ const[dead].to(cons.weight.dtype)
+                    if bool(contrib.abs().sum() > 0):
+                        if cons.bias is None:
+                            cons.bias = nn.Parameter(torch.zeros(cons.out_features, dtype=cons.weight.dtype))
+                        cons.bias.add_(contrib)
+                        folded = len(dead)
+            _shrink_out(prod, idx)
+            for node in chain.between:
+                if node.op == "call_module":
+                    m = model.get_submodule(chain.graph_prefix + node.target)
+                    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                        _shrink_bn(m, idx)
+            _shrink_in(cons, idx)
+        after = nn.ModuleDict({"p": prod, "c": cons})
+        recs.append(record(chain.producer, "structured_prune", before, after, kept_units=int(keep_n),
+                           removed_units=int(n - keep_n), consumer=chain.consumer, folded_dead_units=folded))
+    return CompressionResult(model, config, tuple(recs))
+
+
+def _units(mod: nn.Module) -> int:
+    return mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
+
+
+def _graph_module(model: nn.Module, prefix: str) -> nn.Module:
+    return model.get_submodule(prefix[:-1]) if prefix else model
+
+
+def _producer_node(chain: Chain, prefix: str) -> fx.Node:
+    first = chain.between[0] if chain.between else None
+    if first is None:
+        return None  # type: ignore[return-value]
+    return first.args[0]  # type: ignore[return-value]

@@ -1,0 +1,140 @@
+"""Truncated SVD of Linear layers into two plain Linear layers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from ..._config import StrictModel
+from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
+from ..modules import Factorized
+from ..parametrizations import ActQuant, attach_input_quantizer, parametrizations_of
+from ._common import record, set_module, targets
+
+__all__ = ["SVDOptions", "SVDConfig", "svd", "choose_rank", "factorize_linear"]
+
+
+class SVDOptions(StrictModel):
+    """How to choose the rank: exactly one of ``rank``, ``energy`` (keep the
+    smallest rank whose singular values hold this fraction of ``sum s_i^2``) or
+    ``max_rel_error`` (smallest rank with ``||W - W_k||_F / ||W||_F`` at most this).
+
+    ``randomized="auto"`` uses randomized SVD (Halko et al., ``torch.svd_lowrank``,
+    seeded) when the smaller matrix side is at least ``randomized_min_dim``;
+    ``only_if_smaller`` keeps a layer whose factors would not be smaller.
+    """
+
+    rank: int | None = Field(None, ge=1)
+    energy: float | None = Field(None, gt=0.0, le=1.0)
+    max_rel_error: float | None = Field(None, ge=0.0, lt=1.0)
+    randomized: bool | Literal["auto"] = "auto"
+    randomized_min_dim: int = Field(512, ge=2)
+    oversample: int = Field(10, ge=0)
+    niter: int = Field(4, ge=0)
+    seed: int = 0
+    only_if_smaller: bool = True
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> SVDOptions:
+        n = sum(x is not None for x in (self.rank, self.energy, self.max_rel_error))
+        if n != 1:
+            raise ValueError("set exactly one of rank, energy, max_rel_error")
+        return self
+
+
+class SVDConfig(MethodConfig, SVDOptions):
+    """Truncated SVD ``W ~ (U sqrt(S)) (sqrt(S) V^T)`` of each selected Linear, exported
+    as ``Factorized(Linear(in, r, bias=False), Linear(r, out))``. By Eckart-Young the
+    Frobenius error is ``sqrt(sum_{i>r} s_i^2)``.
+    """
+
+    method: ClassVar[str] = "svd"
+
+
+def choose_rank(s: Tensor, opts: SVDOptions) -> int:
+    """Rank from singular values ``s`` (descending) and the rule in ``opts``."""
+    full = len(s)
+    if opts.rank is not None:
+        return min(opts.rank, full)
+    e = (s.to(torch.float64) ** 2)
+    total = float(e.sum())
+    if total == 0.0:
+        return 1
+    if opts.energy is not None:
+        kept = torch.cumsum(e, 0) / total
+        return min(full, int(torch.searchsorted(kept, torch.tensor(opts.energy, dtype=torch.float64) - 1e-12)) + 1)
+    tail = torch.flip(torch.cumsum(torch.flip(e, [0]), 0), [0])  # tail[k] = sum_{i>=k} s_i^2
+    rel = torch.sqrt(torch.cat([tail[1:], torch.zeros(1, dtype=torch.float64)]) / total)  # error of rank k+1
+    ok = torch.nonzero(rel <= opts.max_rel_error)
+    return int(ok[0]) + 1 if len(ok) else full
+
+
+def factorize_linear(w: Tensor, opts: SVDOptions) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """Return ``(B, A)`` with ``B @ A`` the truncated SVD of ``w`` plus details."""
+    w64 = w.detach().to(torch.float64)
+    out_f, in_f = w64.shape
+    small = min(out_f, in_f)
+    use_rand = opts.randomized is True or (opts.randomized == "auto" and small >= opts.randomized_min_dim)
+    if use_rand and opts.rank is not None and opts.rank + opts.oversample < small:
+        k = opts.rank
+        g = torch.Generator().manual_seed(opts.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+            u, s, v = torch.svd_lowrank(w64, q=k + opts.oversample, niter=opts.niter)
+        u, s, vh = u[:, :k], s[:k], v[:, :k].T
+        s_all = None
+        randomized = True
+    else:
+        u, s_all, vh = torch.linalg.svd(w64, full_matrices=False)
+        k = choose_rank(s_all, opts)
+        u, s, vh = u[:, :k], s_all[:k], vh[:k]
+        randomized = False
+    root = torch.sqrt(s)
+    b = u * root
+    a = root[:, None] * vh
+    norm = float(torch.linalg.norm(w64))
+    err = float(torch.linalg.norm(w64 - b @ a))
+    details: dict[str, Any] = {"rank": int(k), "full_rank": int(small), "randomized": randomized,
+                               "rel_error": err / norm if norm else 0.0}
+    if s_all is not None:
+        details["eckart_young_rel_error"] = float(torch.sqrt((s_all[k:] ** 2).sum())) / norm if norm else 0.0
+    return b, a, details
+
+
+def factorize_layers(model: nn.Module, config: MethodConfig, opts: SVDOptions, kind: str) -> list[LayerRecord]:
+    recs = []
+    for name, mod in targets(model, config, (nn.Linear,)):
+        w = mod.weight.detach()
+        b, a, details = factorize_linear(w, opts)
+        k = details["rank"]
+        out_f, in_f = w.shape
+        if opts.only_if_smaller and k * (in_f + out_f) >= in_f * out_f:
+            recs.append(record(name, kind, mod, mod, kept=True, note="factors would not be smaller", **details))
+            continue
+        first = nn.Linear(in_f, k, bias=False, dtype=w.dtype)
+        second = nn.Linear(k, out_f, bias=mod.bias is not None, dtype=w.dtype)
+        with torch.no_grad():
+            first.weight.copy_(a.to(w.dtype))
+            second.weight.copy_(b.to(w.dtype))
+            if mod.bias is not None:
+                second.bias.copy_(mod.bias.detach())
+        dropped = [type(p).__name__ for p in parametrizations_of(mod, "weight")]
+        if dropped:
+            details["factorized_effective_weight_of"] = dropped
+        new = Factorized(first, second)
+        q = getattr(mod, "input_quantizer", None)
+        if isinstance(q, ActQuant):
+            attach_input_quantizer(first, q)
+        new.train(mod.training)
+        set_module(model, name, new)
+        recs.append(record(name, kind, mod, new, **details))
+    return recs
+
+
+@register_method(SVDConfig)
+def svd(model: nn.Module, config: SVDConfig, **_: Any) -> CompressionResult:
+    return CompressionResult(model, config, tuple(factorize_layers(model, config, config, "svd")))

@@ -1,0 +1,76 @@
+"""Tucker-2 decomposition of convolutions (HOSVD on the channel modes)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ...errors import UnsupportedLayerError
+from ..base import CompressionResult, MethodConfig, register_method
+from ..modules import Factorized
+from ..parametrizations import ActQuant, attach_input_quantizer
+from ._common import LAYER_TYPES, record, set_module, targets, types_from_names
+
+__all__ = ["TuckerConfig", "tucker"]
+
+
+class TuckerConfig(MethodConfig):
+    """Tucker-2 decomposition of Conv1d/Conv2d weights ``W[o, i, k...] ~ U_o G U_i``
+    (Kim et al., arXiv:1511.06530), exported as ``1x1 conv (in->r_in)``,
+    ``kxk conv (r_in->r_out)`` with the original stride/padding/dilation, and
+    ``1x1 conv (r_out->out)`` with the bias. Ranks are ``ceil(rank_ratio * channels)``.
+    Grouped convolutions raise :class:`~simcompress.errors.UnsupportedLayerError`.
+    """
+
+    method: ClassVar[str] = "tucker"
+    rank_ratio: float = Field(0.5, gt=0.0, le=1.0)
+    types: tuple[str, ...] = ("Conv1d", "Conv2d")
+    only_if_smaller: bool = True
+
+
+@register_method(TuckerConfig)
+def tucker(model: nn.Module, config: TuckerConfig, **_: Any) -> CompressionResult:
+    allowed = {k: v for k, v in LAYER_TYPES.items() if k.startswith("Conv")}
+    recs = []
+    for name, mod in targets(model, config, types_from_names(config.types, allowed, config.method)):
+        if mod.groups != 1:
+            raise UnsupportedLayerError(f"tucker: layer {name!r} is a grouped convolution (groups={mod.groups})")
+        w = mod.weight.detach().to(torch.float64)
+        o, i = w.shape[:2]
+        r_o = max(1, math.ceil(config.rank_ratio * o))
+        r_i = max(1, math.ceil(config.rank_ratio * i))
+        u_o = torch.linalg.svd(w.reshape(o, -1), full_matrices=False)[0][:, :r_o]
+        u_i = torch.linalg.svd(w.transpose(0, 1).reshape(i, -1), full_matrices=False)[0][:, :r_i]
+        core = torch.einsum("oi...,or,is->rs...", w, u_o, u_i)
+        conv = type(mod) if type(mod) in (nn.Conv1d, nn.Conv2d) else type(mod).__bases__[0]
+        ones = (1,) * (w.ndim - 2)
+        dtype = mod.weight.dtype
+        first = conv(i, r_i, ones, bias=False, dtype=dtype)
+        mid = conv(r_i, r_o, mod.kernel_size, stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
+                   bias=False, padding_mode=mod.padding_mode, dtype=dtype)
+        last = conv(r_o, o, ones, bias=mod.bias is not None, dtype=dtype)
+        with torch.no_grad():
+            first.weight.copy_(u_i.T.reshape(r_i, i, *ones).to(dtype))
+            mid.weight.copy_(core.to(dtype))
+            last.weight.copy_(u_o.reshape(o, r_o, *ones).to(dtype))
+            if mod.bias is not None:
+                last.bias.copy_(mod.bias.detach())
+        approx = torch.einsum("rs...,or,is->oi...", core, u_o, u_i)
+        rel = float(torch.linalg.norm(approx - w) / max(float(torch.linalg.norm(w)), 1e-300))
+        new = Factorized(first, mid, last)
+        n_new = sum(p.numel() for p in new.parameters())
+        details = {"ranks": [r_o, r_i], "rel_error": rel}
+        if config.only_if_smaller and n_new >= sum(p.numel() for p in mod.parameters()):
+            recs.append(record(name, "tucker", mod, mod, kept=True, note="factors would not be smaller", **details))
+            continue
+        q = getattr(mod, "input_quantizer", None)
+        if isinstance(q, ActQuant):
+            attach_input_quantizer(first, q)
+        new.train(mod.training)
+        set_module(model, name, new)
+        recs.append(record(name, "tucker", mod, new, **details))
+    return CompressionResult(model, config, tuple(recs))

@@ -1,0 +1,230 @@
+"""A compression pipeline: steps (method configs) run in order, with optional
+fine-tuning between them and an injected fidelity gate after each.
+
+Recipe YAML (``configs/compress/*.yaml``)::
+
+    name: combined
+    description: prune + low rank + QAT
+    on_failure: rollback          # or "stop": what a failed gate does
+    finetune: {steps: 100, lr: 1.0e-4}   # default fine-tuning after every step (optional)
+    steps:
+      - {method: magnitude_prune, sparsity: 0.5}
+      - {method: svd, energy: 0.95, finetune: {steps: 200, lr: 5.0e-5}}   # per-step override
+      - {method: qat, steps: 200, weights: {bits: 8}}
+
+Errors raised inside a step carry a PEP 678 note naming the step, e.g.
+``while running step 2/3 'svd' (configs/compress/combined.yaml)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field
+from torch import nn
+
+from .._config import StrictModel, parse_config, read_yaml_mapping
+from ..errors import ConfigError
+from .base import CompressionResult, Gate, GateResult, MethodConfig, compress, config_from_dict
+
+__all__ = ["FinetuneSpec", "Recipe", "Step", "StepOutcome", "PipelineResult", "Pipeline", "load_recipe"]
+
+log = logging.getLogger(__name__)
+
+
+class FinetuneSpec(StrictModel):
+    """Fine-tuning after a step: ``steps`` optimizer steps at learning rate ``lr``."""
+
+    steps: int = Field(0, ge=0)
+    lr: float = Field(1e-4, gt=0)
+
+
+class Recipe(StrictModel):
+    """A named pipeline recipe (see the module docstring)."""
+
+    name: str = ""
+    description: str = ""
+    on_failure: Literal["stop", "rollback"] = "stop"
+    finetune: FinetuneSpec | None = None
+    steps: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Step:
+    config: MethodConfig
+    finetune: FinetuneSpec | None = None
+
+
+@dataclass
+class StepOutcome:
+    """What happened at one step."""
+
+    index: int
+    config: MethodConfig
+    result: CompressionResult | None
+    finetune: FinetuneSpec | None
+    gate: GateResult | None
+    rolled_back: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "method": self.config.method,
+            "config": self.config.to_dict(),
+            "finetune": self.finetune.model_dump() if self.finetune else None,
+            "gate": None if self.gate is None else {"passed": self.gate.passed, "summary": self.gate.summary, "metrics": self.gate.metrics},
+            "rolled_back": self.rolled_back,
+            "seconds": self.seconds,
+            "layers": [r.to_dict() for r in self.result.layers] if self.result else [],
+            "extra": dict(self.result.extra) if self.result else {},
+        }
+
+
+@dataclass
+class PipelineResult:
+    """Final model, per-step outcomes and whether every kept step passed the gate."""
+
+    model: nn.Module
+    steps: list[StepOutcome] = field(default_factory=list)
+    passed: bool = True
+    stopped_at: int | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def applied(self) -> list[StepOutcome]:
+        """Steps whose result is in the final model."""
+        return [s for s in self.steps if not s.rolled_back]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "stopped_at": self.stopped_at,
+            "recipe": self.recipe,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+Finetune = Callable[[nn.Module, int, float], Any]
+
+
+def _as_step(item: Step | MethodConfig | dict[str, Any], source: str) -> Step:
+    if isinstance(item, Step):
+        return item
+    if isinstance(item, MethodConfig):
+        return Step(item)
+    if isinstance(item, dict):
+        body = dict(item)
+        ft = body.pop("finetune", None)
+        spec = parse_config(FinetuneSpec, ft, source=f"{source}.finetune") if ft is not None else None
+        return Step(config_from_dict(body, source=source), spec)
+    raise ConfigError(f"{source}: a step must be a mapping with a 'method' key, got {type(item).__name__}")
+
+
+class Pipeline:
+    """Run compression steps in order on a copy of a model.
+
+    Args:
+        steps: method configs, :class:`Step` objects or ``{"method": ..., ...}`` mappings.
+        gate: callable ``(model) -> GateResult`` evaluated after each step (and its fine-tuning).
+        finetune: callable ``(model, steps, lr)`` used for fine-tuning between steps and as
+            the ``trainer=`` of methods that train (QAT, gradual pruning, LoRA).
+        on_failure: ``"stop"`` ends the pipeline at the first failed gate (the result
+            holds the failing model, ``passed=False``); ``"rollback"`` discards the failed
+            step and continues from the model before it.
+        default_finetune: fine-tuning applied after steps that do not set their own.
+        source: where the steps came from (for error notes).
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Step | MethodConfig | dict[str, Any]],
+        gate: Gate | None = None,
+        finetune: Finetune | None = None,
+        *,
+        on_failure: Literal["stop", "rollback"] = "stop",
+        default_finetune: FinetuneSpec | None = None,
+        source: str = "<pipeline>",
+        name: str = "",
+    ) -> None:
+        if on_failure not in ("stop", "rollback"):
+            raise ConfigError(f"{source}: on_failure must be 'stop' or 'rollback', got {on_failure!r}")
+        self.steps = [_as_step(s, f"{source}: steps[{i}]") for i, s in enumerate(steps)]
+        if not self.steps:
+            raise ConfigError(f"{source}: a pipeline needs at least one step")
+        self.gate = gate
+        self.finetune = finetune
+        self.on_failure = on_failure
+        self.default_finetune = default_finetune
+        self.source = source
+        self.name = name
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, gate: Gate | None = None, finetune: Finetune | None = None, source: str = "<recipe>") -> Pipeline:
+        return cls(recipe.steps, gate, finetune, on_failure=recipe.on_failure, default_finetune=recipe.finetune, source=source, name=recipe.name)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], gate: Gate | None = None, finetune: Finetune | None = None) -> Pipeline:
+        return cls.from_recipe(load_recipe(path), gate, finetune, source=str(path))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "on_failure": self.on_failure,
+            "finetune": self.default_finetune.model_dump() if self.default_finetune else None,
+            "steps": [{**s.config.to_dict(), **({"finetune": s.finetune.model_dump()} if s.finetune else {})} for s in self.steps],
+        }
+
+    def run(self, model: nn.Module, **kwargs: Any) -> PipelineResult:
+        """Run every step on a copy of ``model`` (never mutated). ``kwargs`` go to every method
+        (e.g. ``calibration=``); ``trainer=`` defaults to this pipeline's ``finetune``."""
+        if self.finetune is not None:
+            kwargs.setdefault("trainer", self.finetune)
+        current = copy.deepcopy(model)
+        out = PipelineResult(current, recipe=self.describe())
+        n = len(self.steps)
+        for i, step in enumerate(self.steps, start=1):
+            note = f"while running step {i}/{n} {step.config.method!r} ({self.source})"
+            t0 = time.perf_counter()
+            log.info("compress: %s", note[6:])
+            try:
+                result = compress(current, step.config, **kwargs)
+                ft = step.finetune or self.default_finetune
+                if ft is not None and ft.steps > 0:
+                    if self.finetune is None:
+                        raise ConfigError(f"{self.source}: step {i} asks for fine-tuning but no finetune callable was given")
+                    self.finetune(result.model, ft.steps, ft.lr)
+                gate_result = self.gate(result.model) if self.gate is not None else None
+            except Exception as err:
+                err.add_note(note)
+                raise
+            outcome = StepOutcome(i, step.config, result, ft, gate_result, seconds=time.perf_counter() - t0)
+            out.steps.append(outcome)
+            if gate_result is not None and not gate_result.passed:
+                if self.on_failure == "rollback":
+                    outcome.rolled_back = True
+                    log.warning("compress: step %d/%d %r failed the gate (%s); rolled back", i, n, step.config.method, gate_result.summary)
+                    continue
+                out.passed = False
+                out.stopped_at = i
+                out.model = result.model
+                log.warning("compress: step %d/%d %r failed the gate (%s); stopping", i, n, step.config.method, gate_result.summary)
+                return out
+            current = result.model
+        out.model = current
+        return out
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate a recipe YAML, checking every step's method config."""
+    recipe = parse_config(Recipe, read_yaml_mapping(path), source=str(path))
+    for i, s in enumerate(recipe.steps):
+        _as_step(s, f"{path}: steps[{i}]")
+    return recipe
