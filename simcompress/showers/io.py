@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import glob as _glob
 import hashlib
 import json
@@ -112,8 +113,9 @@ class _ContentHasher:
         self.v: int | None = None
 
     def update(self, incident: np.ndarray, showers: np.ndarray) -> None:
-        self.h_inc.update(np.ascontiguousarray(incident, dtype="<f4").tobytes())
-        self.h_sh.update(np.ascontiguousarray(showers, dtype="<f4").tobytes())
+        # memoryview of a contiguous little-endian float32 array: hashed without a copy
+        self.h_inc.update(memoryview(np.ascontiguousarray(incident, dtype="<f4")).cast("B"))
+        self.h_sh.update(memoryview(np.ascontiguousarray(showers, dtype="<f4")).cast("B"))
         self.n += len(incident)
         self.v = int(showers.shape[1])
 
@@ -254,6 +256,11 @@ class _Chunks:
             yield ShowerSet(np.concatenate(buf_e), np.concatenate(buf_s), geo)
 
 
+@functools.lru_cache(maxsize=1)
+def _software() -> tuple[tuple[str, str], ...]:
+    return tuple(software_versions().items())
+
+
 def _provenance(
     base: dict[str, Any], geo: Geometry, layout: str, hasher: _ContentHasher, e_range: list[float]
 ) -> dict[str, Any]:
@@ -269,7 +276,7 @@ def _provenance(
             "geometry_name": geo.name,
             "geometry_fingerprint": geo.fingerprint,
             "created": utc_now(),
-            "software": software_versions(),
+            "software": dict(_software()),
             "content_hash": hasher.hexdigest(),
             "incident_energy_range_mev": e_range,
         }
