@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.install-stamp
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench clean qkeras-env test-qkeras
 
 install: $(STAMP)
 
@@ -21,11 +21,25 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/simcompress demo
 
-test: install
+test: install qkeras-env
 	$(PY) -m pytest -q
+
+# QKeras interop: TensorFlow 2.14.1 needs numpy<2, so it lives in its own venv
+# (about 30 s and 330 MB of wheels; see pyproject's `qkeras` extra). The interop
+# tests in the main venv drive it through subprocesses.
+QKVENV := .venv-qkeras
+$(QKVENV)/.install-stamp: Makefile
+	test -x $(QKVENV)/bin/python || $(PYTHON) -m venv $(QKVENV)
+	$(QKVENV)/bin/python -m pip install -q "tensorflow-cpu==2.14.1" "qkeras==0.9.0" "hls4ml==1.3.0" "tensorflow-model-optimization==0.7.5" pyparsing
+	touch $@
+
+qkeras-env: $(QKVENV)/.install-stamp
+
+test-qkeras: install qkeras-env
+	$(PY) -m pytest -q tests/interop
 
 bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(QKVENV) build *.egg-info
