@@ -28,8 +28,15 @@ def simulate_command(
         None, "--format", "-f", help="root or hdf5 (CaloChallenge); default from the --out suffix."
     ),
     layout: str = typer.Option("auto", "--layout", help="ROOT layout: auto (dense up to 2048 voxels), dense, sparse."),
-    chunk_size: int = typer.Option(10_000, "--chunk-size", help="Showers simulated and written per chunk (memory bound)."),
-    step_x0: float = typer.Option(0.5, "--step-x0", help="Longitudinal step inside a layer (radiation lengths)."),
+    chunk_size: int = typer.Option(
+        0, "--chunk-size", help="Showers simulated per chunk (memory bound); 0 = about 64 MB of voxels per chunk."
+    ),
+    config: Optional[Path] = typer.Option(  # noqa: UP007
+        None, "--config", "-c", help="YAML file with reference-simulator options (step_x0, sampling_term, spot_scale, ...)."
+    ),
+    step_x0: Optional[float] = typer.Option(  # noqa: UP007
+        None, "--step-x0", help="Longitudinal step inside a layer (radiation lengths); overrides --config."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Simulate reference showers with the GFlash parametrisation and write them to a file.
@@ -49,11 +56,20 @@ def simulate_command(
         format = format.lower()  # noqa: A001
     else:
         raise ConfigError(f"--format {format!r} is not allowed; allowed: root, hdf5")
-    from .._config import parse_config
+    from .._config import load_yaml, parse_config
+    from ..showers.geometry import Geometry
 
-    cfg = parse_config(GFlashConfig, {"step_x0": step_x0}, source="--step-x0")
-    chunks = iter_simulate(geometry, events, energies, seed, chunk_size, progress, config=cfg)
-    path = write_showers(out, chunks, format=format, layout=layout, metadata={"command": "simcompress simulate"})
+    cfg = load_yaml(GFlashConfig, config) if config is not None else GFlashConfig()
+    if step_x0 is not None:
+        cfg = parse_config(GFlashConfig, {**cfg.model_dump(), "step_x0": step_x0}, source="--step-x0")
+    geo = Geometry.from_name(geometry)
+    if chunk_size < 0:
+        raise ConfigError(f"--chunk-size must be >= 0, got {chunk_size}")
+    if chunk_size == 0:
+        chunk_size = max(256, (64 << 20) // (4 * geo.n_voxels))
+    chunks = iter_simulate(geo, events, energies, seed, chunk_size, progress, config=cfg)
+    meta = {"command": "simcompress simulate", "config_file": str(config) if config else None}
+    path = write_showers(out, chunks, format=format, layout=layout, metadata=meta)
     console.print(f"wrote {events} showers ({geometry}, energies {energies}, seed {seed}) to {path}", highlight=False)
 
 

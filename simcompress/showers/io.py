@@ -415,7 +415,12 @@ def write_showers(
     if metadata:
         chunks.metadata.update(metadata)
     lay = _choose_layout(layout, geo, fmt, p)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():
+        raise ShowerFileError(f"{p}: is a folder; give a file name ending in .root, .h5 or .hdf5")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ShowerFileError(f"{p}: cannot create the output folder ({err.strerror or err})") from None
     tmp = _tmp_path(p)
     try:
         if fmt == "root":
@@ -423,6 +428,9 @@ def write_showers(
         else:
             _write_hdf5(tmp, chunks, 4 if compression_level is None else compression_level)
         os.replace(tmp, p)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ShowerFileError(f"{p}: cannot write ({type(err).__name__}: {err.strerror or err})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

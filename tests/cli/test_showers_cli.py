@@ -99,3 +99,30 @@ def test_info_bad_files_exit_2(tmp_path, capsys) -> None:
     empty.touch()
     assert main(["info", str(empty)]) == 2
     assert "empty file" in capsys.readouterr().err
+
+
+def test_info_on_a_plain_calochallenge_file(tmp_path, capsys) -> None:
+    p = tmp_path / "dataset_2_1.hdf5"
+    with h5py.File(p, "w") as f:
+        f["incident_energies"] = np.array([[1000.0], [2000.0]], np.float32)
+        f["showers"] = np.ones((2, 6480), np.float32)
+    assert main(["info", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "ds2: 45 layers, 6480 voxels" in out
+    assert "plain CaloChallenge file" in out
+
+
+def test_simulate_with_a_config_file(tmp_path, capsys) -> None:
+    cfg = tmp_path / "gflash.yaml"
+    cfg.write_text("sampling_term: 0.0\nstep_x0: 1.0\n")
+    out = tmp_path / "ref.root"
+    assert main(["simulate", "-n", "100", "--energies", "fixed:16384", "--config", str(cfg), "--out", str(out),
+                 "--no-progress"]) == 0
+    r = open_showers(out)
+    assert r.metadata["config"]["sampling_term"] == 0.0 and r.metadata["config"]["step_x0"] == 1.0
+    s = r.read()
+    assert (s.total_energy / 16384).std() < 0.005  # no sampling term configured
+    cfg.write_text("sampling_trem: 0.0\n")
+    assert main(["simulate", "-n", "10", "--config", str(cfg), "--out", str(tmp_path / "x.root"), "--no-progress"]) == 2
+    assert "unknown key 'sampling_trem'; did you mean 'sampling_term'" in capsys.readouterr().err
+    assert not (tmp_path / "x.root").exists()

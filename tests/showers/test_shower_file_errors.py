@@ -229,3 +229,37 @@ def test_writer_rejects_wrong_voxel_count(tmp_path, ds1_small) -> None:
     with pytest.raises(ShowerFileError, match="368 voxels per event but geometry 'ds2' has 6480"):
         write_showers(tmp_path / "out.root", ds1_small, geometry="ds2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sparse_file_without_provenance_needs_a_geometry(tmp_path, ds2_small) -> None:
+    import awkward as ak
+
+    p = tmp_path / "bare_sparse.root"
+    rows, cols = np.nonzero(ds2_small.showers)
+    counts = np.bincount(rows, minlength=len(ds2_small))
+    with uproot.recreate(p) as f:
+        t = f.mktree(
+            "showers",
+            {"incident_energy": np.float32, "hit_idx": "var * uint16", "hit_e": "var * float32"},
+            counter_name=lambda c: "nhit",
+        )
+        t.extend(
+            {
+                "incident_energy": ds2_small.incident_energy,
+                "hit_idx": ak.unflatten(cols.astype(np.uint16), counts),
+                "hit_e": ak.unflatten(ds2_small.showers[rows, cols], counts),
+            }
+        )
+    with pytest.raises(ShowerFileError, match="sparse file without geometry provenance; pass geometry=") as err:
+        open_showers(p)
+    _one_line(err, p)
+    np.testing.assert_array_equal(open_showers(p, geometry="ds2").read().showers, ds2_small.showers)
+
+
+def test_output_path_that_is_a_folder_or_unwritable(tmp_path, ds1_small) -> None:
+    (tmp_path / "out.root").mkdir()
+    with pytest.raises(ShowerFileError, match="out.root: is a folder"):
+        write_showers(tmp_path / "out.root", ds1_small)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ShowerFileError, match="cannot create the output folder"):
+        write_showers(tmp_path / "file" / "sub" / "out.root", ds1_small)
