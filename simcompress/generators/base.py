@@ -1,0 +1,182 @@
+"""The generator interface shared by every fast-simulation model.
+
+A :class:`ShowerGenerator` maps incident energies (MeV) to voxel energies (MeV) of
+one :class:`~simcompress.showers.geometry.Geometry`. Every generator is split into
+three parts so that compression and firmware can work on the middle one only::
+
+    showers = gen.postprocess(gen.network(z, gen.condition(E)), E)
+
+* :meth:`ShowerGenerator.condition` maps ``E`` (MeV) to the conditioning vector ``c``
+  (``log E`` scaled to ``[-1, 1]`` over :attr:`energy_range_mev`);
+* :attr:`ShowerGenerator.network` is a deterministic ``nn.Module`` with
+  ``forward(z, c)``: the GAN generator net (hls4ml-convertible), or a flow's
+  MADE stack (the inverse pass);
+* :meth:`ShowerGenerator.postprocess` turns the network output into showers in MeV
+  (normalisations, thresholds; anything not convertible to firmware lives here).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from ..errors import BundleError, ConfigError
+from ..showers.geometry import Geometry
+
+__all__ = ["ShowerGenerator", "GENERATORS", "register_generator", "build_generator", "EnergyCondition"]
+
+#: Registry of generator kinds (``"gan"``, ``"flow"``, ...); entry points ``simcompress.generators``.
+GENERATORS: Registry[type[ShowerGenerator]] = Registry("generator kind", "simcompress.generators")
+
+
+def register_generator(cls: type[ShowerGenerator]) -> type[ShowerGenerator]:
+    """Class decorator: register a generator class under its ``kind``."""
+    GENERATORS.register(cls.kind, cls)
+    return cls
+
+
+class EnergyCondition(nn.Module):
+    """``c = 2 (ln E - ln lo) / (ln hi - ln lo) - 1``: log incident energy scaled to [-1, 1].
+
+    Energies outside ``(lo, hi)`` give ``|c| > 1`` (extrapolation; the models were not
+    trained there).
+    """
+
+    def __init__(self, energy_range_mev: tuple[float, float]) -> None:
+        super().__init__()
+        lo, hi = float(energy_range_mev[0]), float(energy_range_mev[1])
+        if not (0 < lo < hi and math.isfinite(hi)):
+            raise ConfigError(f"energy_range_mev: need 0 < low < high, got {energy_range_mev!r}")
+        self.log_lo = math.log(lo)
+        self.log_span = math.log(hi) - math.log(lo)
+
+    def forward(self, e_mev: torch.Tensor) -> torch.Tensor:
+        return (2.0 * (torch.log(e_mev) - self.log_lo) / self.log_span - 1.0).unsqueeze(-1)
+
+
+class ShowerGenerator(nn.Module):
+    """Base class of every generator (see module docstring).
+
+    Attributes:
+        kind: registry name of the class (``"gan"``, ``"flow"``, ...).
+        geometry: readout geometry of the produced showers.
+        latent_dim: width of the noise ``z``.
+        energy_range_mev: ``(low, high)`` incident-energy range the model was built for.
+        network: the deterministic ``forward(z, c)`` part.
+    """
+
+    kind: ClassVar[str] = ""
+    n_cond: ClassVar[int] = 1
+    network: nn.Module
+
+    def __init__(self, geometry: Geometry, latent_dim: int, energy_range_mev: tuple[float, float]) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.geometry = geometry
+        self.latent_dim = int(latent_dim)
+        self.energy_range_mev = (float(energy_range_mev[0]), float(energy_range_mev[1]))
+        self.conditioner = EnergyCondition(self.energy_range_mev)
+
+    # -- the three parts -------------------------------------------------------------
+    def condition(self, incident_energies: torch.Tensor) -> torch.Tensor:
+        """(N,) MeV -> (N, n_cond) conditioning vector."""
+        return self.conditioner(incident_energies)
+
+    def postprocess(self, y: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
+        """Network output -> (N, n_voxels) showers in MeV."""
+        raise NotImplementedError
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard-normal noise (n, latent_dim), drawn on the generator's device, moved to the model's."""
+        dev = generator.device if generator is not None else self.device
+        return torch.randn(n, self.latent_dim, generator=generator, device=dev).to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        incident_energies: torch.Tensor,
+        generator: torch.Generator | None = None,
+        batch_size: int = 10_000,
+    ) -> torch.Tensor:
+        """Showers (N, n_voxels) in MeV for incident energies (N,) in MeV.
+
+        Deterministic for a given ``generator`` state; runs in eval mode on the module's device.
+        """
+        e = torch.as_tensor(incident_energies, dtype=torch.float32).reshape(-1).to(self.device)
+        if e.numel() and (not torch.isfinite(e).all() or (e <= 0).any()):
+            raise ConfigError("incident energies must be finite and > 0 MeV")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for start in range(0, e.shape[0], batch_size):
+                eb = e[start : start + batch_size]
+                z = self.sample_latent(eb.shape[0], generator)
+                out.append(self.postprocess(self.network(z, self.condition(eb)), eb))
+            if not out:
+                return torch.zeros(0, self.geometry.n_voxels, device=self.device)
+            return torch.cat(out)
+        finally:
+            self.train(was_training)
+
+    # -- serialisation ---------------------------------------------------------------
+    def architecture(self) -> dict[str, Any]:
+        """Kind-specific architecture parameters (JSON)."""
+        raise NotImplementedError
+
+    def config_dict(self) -> dict[str, Any]:
+        """JSON config sufficient to rebuild this generator with random weights."""
+        return {
+            "kind": self.kind,
+            "latent_dim": self.latent_dim,
+            "energy_range_mev": list(self.energy_range_mev),
+            "architecture": self.architecture(),
+            "geometry": self.geometry.to_dict(),
+            "geometry_fingerprint": self.geometry.fingerprint,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> ShowerGenerator:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, geometry={self.geometry.name!r}, latent_dim={self.latent_dim}"
+
+
+def build_generator(config: dict[str, Any], source: str = "<config>") -> ShowerGenerator:
+    """Rebuild a generator (random weights) from :meth:`ShowerGenerator.config_dict` output."""
+    from . import flow as _flow  # noqa: F401  (registers the built-in kinds)
+    from . import gan as _gan  # noqa: F401
+
+    if not isinstance(config, dict):
+        raise BundleError(f"{source}: generator config must be a mapping, got {type(config).__name__}")
+    missing = [k for k in ("kind", "geometry", "architecture", "energy_range_mev") if k not in config]
+    if missing:
+        raise BundleError(f"{source}: generator config lacks key(s) {', '.join(missing)}")
+    cls = GENERATORS.get(str(config["kind"]))
+    try:
+        geometry = Geometry.from_dict(config["geometry"], source=f"{source}: geometry")
+    except (ValueError, KeyError, TypeError) as err:
+        raise BundleError(f"{source}: invalid geometry ({err})") from None
+    fp = config.get("geometry_fingerprint")
+    if fp is not None and fp != geometry.fingerprint:
+        raise BundleError(f"{source}: geometry_fingerprint {fp!r} does not match the stored geometry's binning")
+    try:
+        return cls.from_config(config, geometry)
+    except (KeyError, TypeError) as err:
+        raise BundleError(f"{source}: invalid {config['kind']} architecture ({err!r})") from None

@@ -1,0 +1,200 @@
+"""Conditional Wasserstein GAN for calorimeter showers (CaloGAN / CaloChallenge-GAN tradition).
+
+Generator: ``cat(z, c) -> [Linear -> (BatchNorm1d) -> LeakyReLU] x k -> Linear`` with
+``1 + n_layers + n_voxels`` outputs; only layers hls4ml's PyTorch frontend converts
+exactly, no reshapes, torch.fx traceable. The outputs are logits of a factorised
+shower (CaloFlow-style energy bookkeeping), normalised in :meth:`GANGenerator.postprocess`:
+
+* ``r = response_scale * sigmoid(y[0])``: total deposited energy / incident energy;
+* ``f = softmax(y[1:1+L])``: fraction of the deposited energy in each layer;
+* ``v_l = softmax(y[layer l voxels])``: voxel fractions within each layer;
+* ``shower = E_inc * r * f[layer] * v``, voxels below ``threshold_mev`` set to 0.
+
+So the total energy follows the incident energy by construction and the network only
+has to learn dimensionless, O(1) quantities. The critic (:class:`Critic`) sees the
+same factorised features of real and generated showers (``log r``, ``f``, ``sqrt v``,
+standardised) plus ``c``; it is trained with the WGAN-GP objective (Gulrajani et al.
+2017, used by BoloGAN / CaloShowerGAN in the CaloChallenge) and saved next to the
+generator (``discriminator.safetensors``) so compressed generators can be fine-tuned
+adversarially.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..showers.geometry import Geometry
+from .base import ShowerGenerator, register_generator
+
+__all__ = ["GANNetwork", "GANGenerator", "Critic", "shower_features", "HLS4ML_SAFE_MODULES"]
+
+#: Module types the GAN network may contain (hls4ml PyTorch frontend converts them exactly).
+HLS4ML_SAFE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Sequential,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ELU,
+)
+
+_EPS_MEV = 1e-6
+
+
+class GANNetwork(nn.Module):
+    """``forward(z, c) = body(cat(z, c))``: an MLP of hls4ml-convertible layers."""
+
+    def __init__(
+        self, latent_dim: int, n_cond: int, hidden: list[int], n_out: int, negative_slope: float = 0.2, batchnorm: bool = False
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = latent_dim + n_cond
+        for h in hidden:
+            layers.append(nn.Linear(width, h))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.LeakyReLU(negative_slope))
+            width = h
+        layers.append(nn.Linear(width, n_out))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([z, c], dim=1))
+
+
+def _layer_onehot(geometry: Geometry) -> torch.Tensor:
+    idx = torch.as_tensor(geometry.voxel_layer, dtype=torch.long)
+    return torch.nn.functional.one_hot(idx, geometry.n_layers).to(torch.float32)
+
+
+def shower_features(showers: torch.Tensor, e_mev: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Factorised features ``[log r, f (L), sqrt v (V)]`` of showers (differentiable).
+
+    ``r`` = total / incident energy, ``f`` = layer fractions of the total, ``v`` = voxel
+    fractions within their layer (0 for an empty layer).
+    """
+    layer_e = showers @ onehot  # (N, L)
+    total = layer_e.sum(dim=1, keepdim=True)
+    r = total / e_mev.unsqueeze(1)
+    f = layer_e / (total + _EPS_MEV)
+    v = showers / (layer_e @ onehot.T + _EPS_MEV)
+    return torch.cat([torch.log(r + 1e-6), f, torch.sqrt(v.clamp_min(0) + 1e-12)], dim=1)
+
+
+class Critic(nn.Module):
+    """WGAN critic on standardised shower features and the condition."""
+
+    def __init__(self, n_features: int, n_cond: int, hidden: list[int], negative_slope: float = 0.2) -> None:
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(n_features))
+        self.register_buffer("feat_std", torch.ones(n_features))
+        layers: list[nn.Module] = []
+        width = n_features + n_cond
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(negative_slope)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.body = nn.Sequential(*layers)
+        self.hidden = list(hidden)
+        self.negative_slope = negative_slope
+
+    def set_standardisation(self, features: torch.Tensor) -> None:
+        self.feat_mean.copy_(features.mean(0))
+        self.feat_std.copy_(features.std(0).clamp_min(1e-3))
+
+    def forward(self, features: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        x = (features - self.feat_mean) / self.feat_std
+        return self.body(torch.cat([x, c], dim=1)).squeeze(1)
+
+
+@register_generator
+class GANGenerator(ShowerGenerator):
+    """Conditional WGAN-GP shower generator (see module docstring).
+
+    Example:
+        >>> from simcompress.showers import Geometry
+        >>> g = GANGenerator(Geometry.from_name("ds1-photons"), latent_dim=8, hidden=[16])
+        >>> g.sample(torch.tensor([1000.0, 65536.0]), torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 368])
+    """
+
+    kind = "gan"
+
+    def __init__(
+        self,
+        geometry: Geometry,
+        latent_dim: int = 64,
+        energy_range_mev: tuple[float, float] = (256.0, 4194304.0),
+        hidden: list[int] | None = None,
+        negative_slope: float = 0.2,
+        batchnorm: bool = False,
+        response_scale: float = 2.0,
+        threshold_mev: float = 0.0,
+        critic_hidden: list[int] | None = None,
+    ) -> None:
+        super().__init__(geometry, latent_dim, energy_range_mev)
+        self.hidden = list(hidden if hidden is not None else [256, 512])
+        self.negative_slope = float(negative_slope)
+        self.batchnorm = bool(batchnorm)
+        self.response_scale = float(response_scale)
+        self.threshold_mev = float(threshold_mev)
+        self.critic_hidden = list(critic_hidden if critic_hidden is not None else [512, 256])
+        n_l, n_v = geometry.n_layers, geometry.n_voxels
+        self.network = GANNetwork(latent_dim, self.n_cond, self.hidden, 1 + n_l + n_v, self.negative_slope, self.batchnorm)
+        self.register_buffer("onehot", _layer_onehot(geometry), persistent=False)
+        # the critic is deliberately NOT a registered submodule: compression must not see it
+        object.__setattr__(self, "_critic", Critic(1 + n_l + n_v, self.n_cond, self.critic_hidden, self.negative_slope))
+
+    @property
+    def critic(self) -> Critic:
+        return self._critic  # type: ignore[no-any-return]
+
+    def parts(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Network output -> (response r (N,), layer fractions (N, L), voxel-in-layer fractions (N, V))."""
+        n_l = self.geometry.n_layers
+        r = self.response_scale * torch.sigmoid(y[:, 0])
+        f = torch.softmax(y[:, 1 : 1 + n_l], dim=1)
+        vy = y[:, 1 + n_l :]
+        v = torch.cat([torch.softmax(vy[:, s], dim=1) for s in self.geometry.layer_slices], dim=1)
+        return r, f, v
+
+    def postprocess(self, y: torch.Tensor, incident_energies: torch.Tensor, threshold: bool = True) -> torch.Tensor:
+        r, f, v = self.parts(y)
+        showers = (incident_energies * r).unsqueeze(1) * (f @ self.onehot.T) * v
+        if threshold and self.threshold_mev > 0:
+            showers = torch.where(showers < self.threshold_mev, torch.zeros_like(showers), showers)
+        return showers
+
+    def features(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
+        return shower_features(showers, incident_energies, self.onehot)
+
+    def architecture(self) -> dict[str, Any]:
+        return {
+            "hidden": self.hidden,
+            "negative_slope": self.negative_slope,
+            "batchnorm": self.batchnorm,
+            "response_scale": self.response_scale,
+            "threshold_mev": self.threshold_mev,
+            "critic_hidden": self.critic_hidden,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> GANGenerator:
+        a = config["architecture"]
+        allowed = {"hidden", "negative_slope", "batchnorm", "response_scale", "threshold_mev", "critic_hidden"}
+        extra = set(a) - allowed
+        if extra:
+            raise KeyError(f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+        lo, hi = config["energy_range_mev"]
+        return cls(geometry, latent_dim=int(config["latent_dim"]), energy_range_mev=(lo, hi), **a)
+
+    def to(self, *args: Any, **kwargs: Any) -> GANGenerator:  # keep the critic with the generator
+        out = super().to(*args, **kwargs)
+        self.critic.to(*args, **kwargs)
+        return out  # type: ignore[return-value]
