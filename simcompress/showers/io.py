@@ -31,12 +31,14 @@ Example:
     >>> from simcompress.showers.io import write_showers, open_showers
     >>> s = simulate("ds1-photons", 100, energies="fixed:4096", seed=3, progress=False)
     >>> import tempfile, os
-    >>> path = write_showers(os.path.join(tempfile.mkdtemp(), "ref.root"), s)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_showers(os.path.join(tmp.name, "ref.root"), s)
     >>> r = open_showers(path)
     >>> r.n_events, r.geometry.name, r.layout
     (100, 'ds1-photons', 'dense')
     >>> bool((r.read().showers == s.showers).all())
     True
+    >>> tmp.cleanup()
 """
 
 from __future__ import annotations

@@ -169,3 +169,30 @@ def test_overwrite_is_atomic_replace(tmp_path, ds1_small) -> None:
     write_showers(target, ds1_small[:80])
     assert open_showers(target).n_events == 80
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.root"]
+
+
+def test_sparse_layout_above_65536_voxels_uses_uint32_indices(tmp_path) -> None:
+    from simcompress.showers.geometry import Layer
+
+    geo = Geometry("fine", (Layer(0, tuple(float(x) for x in range(701)), 100, (0.0, 1.0)),))
+    assert geo.n_voxels == 70_000
+    rng = np.random.default_rng(0)
+    vox = np.where(rng.random((6, geo.n_voxels)) < 0.01, rng.exponential(1.0, (6, geo.n_voxels)), 0.0)
+    vox[:, -1] = 2.5  # the last voxel index needs more than 16 bits
+    s = ShowerSet(np.full(6, 1000.0), vox, geo, {"origin": "random"})
+    path = write_showers(tmp_path / "fine.root", s)
+    with uproot.open(path) as f:
+        assert f["showers"].typenames()["hit_idx"] == "uint32_t[]"
+    r = open_showers(path)
+    assert r.layout == "sparse" and r.geometry == geo
+    _assert_same(r.read(), s)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from simcompress.showers import energies, io, reference
+
+    for module in (energies, reference, io):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
