@@ -1,0 +1,252 @@
+"""Distillation: losses fall, students match teachers for the same noise, students are ordinary bundles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from simcompress.compress import GateResult, compress, config_from_dict, list_methods
+from simcompress.compress.distill import FlowToIAFConfig, GANToGANConfig, ToMLPConfig, compare_sampling_speed
+from simcompress.compress.distill.students import IAFGenerator, MLPGenerator, check_firmware_layers
+from simcompress.compress.distill.train import Trainer
+from simcompress.compress.distill.config import TrainingConfig
+from simcompress.errors import ConfigError, UnsupportedLayerError
+from simcompress.generators import load_generator, save_generator
+from simcompress.generators.flow import FlowGenerator
+from simcompress.generators.gan import GANGenerator
+from simcompress.showers.geometry import Geometry
+
+# 2 layers, 3 + 4 voxels: flow dimension L + V = 9 (the "toy 8-D-ish problem")
+TOY = {
+    "name": "toy",
+    "layers": [
+        {"id": 0, "r_edges_mm": [0, 1, 2, 4], "n_alpha": 1},
+        {"id": 1, "r_edges_mm": [0, 2, 4], "n_alpha": 2},
+    ],
+}
+FAST_SPEED = {"speed_batch_sizes": (1, 64), "speed_min_seconds": 0.01}
+
+
+@pytest.fixture(scope="module")
+def geo() -> Geometry:
+    return Geometry.from_dict(TOY)
+
+
+def _train(steps: int = 300, **kw: object) -> dict:
+    return {"steps": steps, "batch_size": 128, "lr": 3e-3, "pool_size": 1024, "progress": False, "seed": 3, **kw}
+
+
+@pytest.fixture(scope="module")
+def flow_teacher(geo: Geometry) -> FlowGenerator:
+    torch.manual_seed(0)
+    t = FlowGenerator(geo, n_blocks=2, hidden=[32], n_groups=4, energy_range_mev=(1e3, 1e5))
+    with torch.no_grad():  # a non-trivial teacher: random affine maps instead of the identity
+        for b in t.network.blocks:
+            b.made.out.weight.normal_(0, 0.1)
+            b.made.out.bias.normal_(0, 0.3)
+    return t.eval()
+
+
+@pytest.fixture(scope="module")
+def gan_teacher(geo: Geometry) -> GANGenerator:
+    torch.manual_seed(1)
+    return GANGenerator(geo, latent_dim=8, hidden=[64, 64], energy_range_mev=(1e3, 1e5)).eval()
+
+
+@torch.no_grad()
+def _same_noise(teacher, student, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(777)
+    e = torch.exp(torch.empty(n).uniform_(torch.log(torch.tensor(1e3)).item(), torch.log(torch.tensor(1e5)).item(), generator=g))
+    z = torch.randn(n, teacher.latent_dim, generator=g)
+    return teacher.network(z, teacher.condition(e)), student.network(z, student.condition(e))
+
+
+def test_methods_registered() -> None:
+    assert {"distill_flow_iaf", "distill_mlp", "distill_gan"} <= set(list_methods())
+
+
+@pytest.fixture(scope="module")
+def iaf_result(flow_teacher: FlowGenerator):
+    cfg = FlowToIAFConfig(training=_train(400), student={"hidden": 32}, **FAST_SPEED)
+    return compress(flow_teacher, cfg)
+
+
+def test_iaf_student_reproduces_teacher_for_same_noise(flow_teacher: FlowGenerator, iaf_result) -> None:
+    student = iaf_result.model
+    assert isinstance(student, IAFGenerator) and student.kind == "iaf"
+    yt, ys = _same_noise(flow_teacher, student)
+    # before training the student is the identity map: its error is the teacher's displacement
+    identity_err = (yt - _same_noise(flow_teacher, IAFGenerator.like(flow_teacher, hidden=[32]))[1]).pow(2).mean()
+    err = (yt - ys).pow(2).mean()
+    assert identity_err > 0.05  # the toy teacher is far from the identity
+    assert err < 0.05 * identity_err  # the student reproduces the teacher's samples for the same noise
+    hist = iaf_result.extra["distillation"]["phases"]["flow_to_iaf"]
+    assert hist["final_loss"] < 0.1 * hist["first_loss"]
+    assert iaf_result.extra["distillation"]["intermediate_states"] is True
+
+
+def test_iaf_is_a_flow_with_exact_inverse(iaf_result, geo: Geometry) -> None:
+    student = iaf_result.model
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(64, student.latent_dim, generator=g)
+    c = student.condition(torch.full((64,), 5e3))
+    with torch.no_grad():
+        x = student.network(z, c)
+        z_back, _ = student.network.transform(x, c)
+        lp = student.network.log_prob(x, c)
+    assert (z_back - z).abs().max() < 1e-4
+    assert torch.isfinite(lp).all()
+
+
+def test_iaf_sampling_is_faster_and_measured(iaf_result) -> None:
+    speed = iaf_result.extra["speed"]
+    assert speed["measured"] is True and speed["batch_sizes"] == [1, 64]
+    for bs in ("1", "64"):
+        assert speed["rates"]["teacher"][bs]["showers_per_second"] > 0
+        assert speed["speedup"]["student"][bs] > 0
+
+
+def test_mlp_student_regression_and_physics(flow_teacher: FlowGenerator) -> None:
+    cfg = ToMLPConfig(training=_train(400), student={"width": 64, "depth": 2}, **FAST_SPEED)
+    res = compress(flow_teacher, cfg)
+    student = res.model
+    assert isinstance(student, MLPGenerator) and student.latent_dim == flow_teacher.latent_dim
+    check_firmware_layers(student.network)  # passes: only Linear / LeakyReLU
+    hist = res.extra["distillation"]["phases"]["to_mlp"]
+    assert hist["final_loss"] < 0.5 * hist["first_loss"]
+    same = res.extra["distillation"]["same_noise"]
+    assert abs(same["total_energy_mean_rel_diff"]) < 0.05
+    assert same["layer_fraction_mean_abs_diff"] < 0.1
+
+
+def test_gan_student_quarter_params_feature_matching(gan_teacher: GANGenerator) -> None:
+    ref = (torch.full((64,), 5e3), gan_teacher.sample(torch.full((64,), 5e3), torch.Generator().manual_seed(2)))
+    cfg = GANToGANConfig(training=_train(300), student={"width": 12, "depth": 2}, adversarial_steps=10, **FAST_SPEED)
+    res = compress(gan_teacher, cfg, reference=ref)
+    student = res.model
+    assert isinstance(student, GANGenerator)
+    d = res.extra["distillation"]
+    assert d["param_ratio"] <= 0.25
+    ph = d["phases"]["gan_to_gan"]
+    assert ph["final_loss"] < 0.3 * ph["first_loss"]
+    assert d["phases"]["adversarial"]["steps"] == 10
+    assert abs(d["same_noise"]["total_energy_mean_rel_diff"]) < 0.05
+
+
+def test_gan_student_too_large_refused(gan_teacher: GANGenerator) -> None:
+    cfg = GANToGANConfig(training=_train(2), student={"width": 64, "depth": 2}, **FAST_SPEED)
+    with pytest.raises(ConfigError, match="max_param_fraction"):
+        compress(gan_teacher, cfg)
+
+
+def test_adversarial_needs_reference(gan_teacher: GANGenerator) -> None:
+    cfg = GANToGANConfig(training=_train(2), student={"width": 8, "depth": 1}, adversarial_steps=5, **FAST_SPEED)
+    with pytest.raises(ConfigError, match="reference"):
+        compress(gan_teacher, cfg)
+
+
+def test_students_load_as_ordinary_bundles(iaf_result, gan_teacher: GANGenerator, tmp_path) -> None:
+    mlp = MLPGenerator(gan_teacher.geometry, latent_dim=8, width=16, depth=2, energy_range_mev=(1e3, 1e5))
+    small_gan = GANGenerator(gan_teacher.geometry, latent_dim=8, hidden=[8], energy_range_mev=(1e3, 1e5))
+    e = torch.tensor([2e3, 3e4, 9e4])
+    for name, gen in {"iaf": iaf_result.model, "mlp": mlp, "gan": small_gan}.items():
+        out = save_generator(gen, tmp_path / name, card={"note": "distilled"})
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["kind"] == gen.kind and "compression" not in cfg
+        back = load_generator(out)
+        assert type(back) is type(gen)
+        a = gen.sample(e, torch.Generator().manual_seed(9))
+        b = back.sample(e, torch.Generator().manual_seed(9))
+        assert torch.equal(a, b), name
+
+
+def test_firmware_recipe_refuses_unconvertible_layers() -> None:
+    with pytest.raises(ConfigError, match="hls4ml-convertible"):
+        config_from_dict({"method": "distill_mlp", "student": {"activation": "gelu"}}, "recipe.yaml")
+    ToMLPConfig(firmware=False, student={"activation": "gelu"})  # allowed off-firmware
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.SiLU(), torch.nn.Linear(4, 2))
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' is SiLU.*allowed: .*Linear"):
+        check_firmware_layers(net)
+
+
+def test_wrong_teacher_kind_refused(gan_teacher: GANGenerator, flow_teacher: FlowGenerator) -> None:
+    with pytest.raises(UnsupportedLayerError, match="kind 'gan'"):
+        compress(gan_teacher, FlowToIAFConfig(training=_train(2)))
+    with pytest.raises(UnsupportedLayerError, match="kind 'flow'"):
+        compress(flow_teacher, GANToGANConfig(training=_train(2)))
+
+
+def test_unknown_config_key_named() -> None:
+    with pytest.raises(ConfigError, match=r"training.step: unknown key 'step'; did you mean 'steps'"):
+        config_from_dict({"method": "distill_mlp", "training": {"step": 3}}, "r.yaml")
+
+
+def test_gate_on_teacher_and_student(gan_teacher: GANGenerator) -> None:
+    calls = []
+
+    def gate(model):
+        calls.append(model.kind)
+        x = model.sample(torch.full((32,), 5e3), torch.Generator().manual_seed(0))
+        return GateResult(passed=True, summary="ok", metrics={"mean_total_mev": float(x.sum(1).mean())})
+
+    cfg = GANToGANConfig(training=_train(5), student={"width": 8, "depth": 1}, **FAST_SPEED)
+    res = compress(gan_teacher, cfg, gate=gate)
+    fid = res.extra["fidelity"]
+    assert calls == ["gan", "gan"]
+    assert fid["teacher"]["passed"] and "mean_total_mev" in fid["student"]["metrics"]
+    json.dumps(res.report())  # the whole report is JSON
+
+
+def test_checkpoint_resume_is_bit_identical(tmp_path) -> None:
+    torch.manual_seed(0)
+    target = torch.randn(256, 2)
+
+    def make():
+        torch.manual_seed(1)
+        return torch.nn.Linear(2, 2)
+
+    def loss_for(m, fail_at=None):
+        calls = {"n": 0}
+
+        def fn(idx, gen):
+            calls["n"] += 1
+            if fail_at is not None and calls["n"] == fail_at:
+                raise KeyboardInterrupt
+            loss = (m(target[idx]) - target[idx].flip(1)).pow(2).mean()
+            return loss, {"loss": float(loss.detach())}
+
+        return fn
+
+    cfg = TrainingConfig(steps=20, batch_size=16, checkpoint_every=5, progress=False, checkpoint_dir=str(tmp_path / "a"))
+    ref = make()
+    Trainer("p", {"m": ref}, cfg, "fp").run(loss_for(ref), 256)
+
+    cfg_b = cfg.model_copy(update={"checkpoint_dir": str(tmp_path / "b")})
+    m1 = make()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer("p", {"m": m1}, cfg_b, "fp").run(loss_for(m1, fail_at=13), 256)
+    m2 = make()
+    t2 = Trainer("p", {"m": m2}, cfg_b, "fp")
+    hist = t2.run(loss_for(m2), 256)
+    assert hist[-1]["step"] == 20
+    for a, b in zip(ref.parameters(), m2.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="different distillation run"):
+        Trainer("p", {"m": make()}, cfg_b, "another-run").run(loss_for(make()), 256)
+
+
+def test_pool_cached_and_resumed(flow_teacher: FlowGenerator, tmp_path) -> None:
+    cfg = ToMLPConfig(training=_train(30, checkpoint_dir=str(tmp_path), checkpoint_every=10), student={"width": 16, "depth": 1}, **FAST_SPEED)
+    r1 = compress(flow_teacher, cfg)
+    assert (tmp_path / "pool.safetensors").is_file() and (tmp_path / "to_mlp" / "state.json").is_file()
+    r2 = compress(flow_teacher, cfg)  # finds the finished checkpoint: same student, no training
+    for a, b in zip(r1.model.parameters(), r2.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_compare_sampling_speed_same_run(gan_teacher: GANGenerator) -> None:
+    out = compare_sampling_speed({"teacher": gan_teacher, "student": gan_teacher}, (1, 10), 0.0)
+    assert set(out["speedup"]["student"]) == {"1", "10"}
+    assert out["rates"]["teacher"]["10"]["batch_size"] == 10
