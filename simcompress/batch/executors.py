@@ -1,0 +1,198 @@
+"""Where shard tasks run: a local process pool, or Dask distributed futures.
+
+Both runners take the same list of :class:`~simcompress.batch.worker.ShardJob` and
+call ``on_result(dict)`` as each shard finishes, in completion order. Neither
+schedules anything itself: the process pool is :class:`concurrent.futures.ProcessPoolExecutor`
+(spawned processes, one task each at a time), and the Dask runner submits
+futures (``retries=2``) to a ``LocalCluster``, an existing scheduler, or a
+dask-jobqueue cluster, releasing every future as soon as its result is recorded
+(a held finished future would be recomputed, and its file rewritten, when a
+worker dies).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ..errors import ConfigError, SimcompressError
+
+__all__ = ["BatchError", "ProcessPoolRunner", "DaskRunner", "make_runner"]
+
+log = logging.getLogger(__name__)
+
+Task = Callable[[Any], dict[str, Any]]
+OnResult = Callable[[dict[str, Any]], None]
+
+
+class BatchError(SimcompressError, RuntimeError):
+    """A shard could not be produced after its retries (finished shards are kept for a resume)."""
+
+
+def _pool_initializer(threads: int) -> None:
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class ProcessPoolRunner:
+    """Local processes from :class:`concurrent.futures.ProcessPoolExecutor` (spawn start method).
+
+    A task that raises is retried ``retries`` times; a dead worker process breaks the
+    pool, which is rebuilt and its unfinished shards resubmitted (at most
+    ``retries + 1`` times per run).
+    """
+
+    name = "local"
+
+    def __init__(self, n_workers: int, torch_threads: int = 1) -> None:
+        self.n_workers = n_workers
+        self.torch_threads = torch_threads
+        self.description = f"local process pool, {n_workers} worker{'s' if n_workers != 1 else ''}"
+
+    def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
+        pending = {job.shard_index: job for job in jobs}
+        failures: dict[int, int] = {}
+        breaks = 0
+        while pending:
+            pool = ProcessPoolExecutor(
+                max_workers=min(self.n_workers, len(pending)),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_pool_initializer,
+                initargs=(self.torch_threads,),
+            )
+            broken = False
+            try:
+                futures = {pool.submit(fn, job): idx for idx, job in pending.items()}
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        idx = futures.pop(fut)
+                        try:
+                            result = fut.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            continue
+                        except SimcompressError:
+                            raise  # bad input: retrying cannot help
+                        except Exception as err:
+                            failures[idx] = failures.get(idx, 0) + 1
+                            if failures[idx] > retries:
+                                raise BatchError(
+                                    f"shard {idx} failed {failures[idx]} times, last: {type(err).__name__}: {err}"
+                                ) from err
+                            log.warning("shard %d failed (%s), retrying", idx, err)
+                            futures[pool.submit(fn, pending[idx])] = idx
+                            continue
+                        del pending[idx]
+                        on_result(result)
+                    if broken:
+                        break
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if broken:
+                breaks += 1
+                if breaks > retries + 1:
+                    raise BatchError(f"worker processes died {breaks} times; {len(pending)} shards unfinished")
+                log.warning("a worker process died; restarting the pool for %d unfinished shards", len(pending))
+
+    def close(self) -> None:
+        pass
+
+
+class DaskRunner:
+    """Dask distributed futures on a client; closes what it created."""
+
+    name = "dask"
+
+    def __init__(self, client: Any, description: str, owned: Sequence[Any] = ()) -> None:
+        self.client = client
+        self.description = description
+        self._owned = list(owned)
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+
+    def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
+        from distributed import as_completed
+
+        token = uuid.uuid4().hex[:8]
+        futures = [
+            self.client.submit(fn, job, key=f"simcompress-shard-{token}-{job.shard_index:05d}", retries=retries, pure=False)
+            for job in jobs
+        ]
+        iterator = as_completed(futures)
+        del futures  # as_completed holds them; each is released once its result is recorded
+        try:
+            for fut in iterator:
+                result = fut.result()
+                fut.release()
+                del fut
+                on_result(result)
+        except BaseException:
+            iterator.clear()
+            raise
+
+    def close(self) -> None:
+        self.client.close()
+        for obj in reversed(self._owned):
+            obj.close()
+
+
+def make_runner(
+    executor: str,
+    *,
+    n_workers: int,
+    torch_threads: int,
+    scheduler: str | None = None,
+    cluster: Any = None,
+    memory_limit: str | None = None,
+) -> ProcessPoolRunner | DaskRunner:
+    """Build the runner for ``executor`` ("local" or "dask")."""
+    if executor == "local":
+        if scheduler or cluster is not None:
+            raise ConfigError("--scheduler and --cluster need --executor dask")
+        return ProcessPoolRunner(n_workers, torch_threads)
+    if executor != "dask":
+        raise ConfigError(f"--executor: {executor!r} is not allowed; allowed: dask, local")
+    try:
+        import distributed
+    except ImportError:  # pragma: no cover - the cluster extra is missing
+        raise ConfigError('--executor dask needs dask.distributed: pip install "simcompress[cluster]"') from None
+    if scheduler and cluster is not None:
+        raise ConfigError("give either --scheduler or --cluster, not both")
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler, timeout="15s")
+        except (OSError, TimeoutError, ValueError) as err:
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({err})") from None
+        return DaskRunner(client, f"dask scheduler {scheduler}")
+    if cluster is not None:
+        from .cluster import make_cluster
+
+        jq = make_cluster(cluster)
+        jq.scale(jobs=cluster.jobs)
+        client = distributed.Client(jq)
+        return DaskRunner(
+            client, f"dask-jobqueue {cluster.kind}, {cluster.jobs} job(s) x {cluster.processes} worker(s)", [jq]
+        )
+    local = distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        memory_limit=memory_limit or "auto",
+        silence_logs=logging.ERROR,
+    )
+    client = distributed.Client(local)
+    return DaskRunner(client, f"dask LocalCluster, {n_workers} worker process(es) x 1 thread", [local])

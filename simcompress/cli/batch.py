@@ -1,0 +1,112 @@
+"""``simcompress generate``, ``simcompress merge`` and ``simcompress cluster-script`` (batch generation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import ConfigError
+from ._app import app, console
+
+__all__ = ["generate_command", "merge_command", "cluster_script_command"]
+
+_SHARD_DEFAULT = 100_000
+
+
+def _print_summary(summary: dict, title: str) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key in ("out", "n_events", "n_shards", "generated_shards", "kept_shards", "regenerated_shards",
+                "generated_events", "seconds", "showers_per_second", "executor", "n_workers", "model_hash",
+                "root_seed", "sha256"):
+        if key in summary and summary[key] is not None:
+            value = summary[key]
+            if isinstance(value, float):
+                value = f"{value:,.1f}"
+            elif isinstance(value, int) and not isinstance(value, bool):
+                value = f"{value:,}"
+            table.add_row(key.replace("_", " "), str(value))
+    console.print(table)
+
+
+@app.command("generate")
+def generate_command(
+    model: str = typer.Option(..., "--model", "-m", help="Model bundle directory or shipped name (ds1-photons-gan, ...)."),
+    events: int = typer.Option(..., "--events", "-n", help="Exact number of showers (10_000_000 is accepted)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file, or the run directory of a sharded run."),
+    energies: str = typer.Option("ds1", "--energies", "-e", help="ds1 | log-uniform:1e3,1e6 | fixed:65536 | file:ref.root"),
+    seed: int = typer.Option(0, "--seed", help="Root seed; the same seed gives the same showers on any executor."),
+    format: Optional[str] = typer.Option(None, "--format", help="root (TTree, default) or hdf5 (CaloChallenge)."),
+    shard_size: Optional[int] = typer.Option(
+        None, "--shard-size", help=f"Showers per shard file; makes a sharded run in --out/ (default {_SHARD_DEFAULT:,} "
+        "when --executor/--workers/--scheduler/--cluster is given)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (process pool) or dask (LocalCluster, --scheduler or --cluster)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default: CPU count)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, tcp://host:8786."),
+    cluster: Optional[Path] = typer.Option(None, "--cluster", help="Batch-site config, configs/cluster/<site>.yaml (dask-jobqueue)."),
+    chunk_size: int = typer.Option(10_000, "--chunk-size", help="Showers per generation/write chunk."),
+    torch_threads: Optional[int] = typer.Option(None, "--torch-threads", help="Torch threads per task (default 1 in sharded runs)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="(advanced) module:attribute of another generator/file backend."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Generate showers with a model: one file on this machine, or shards in a run directory.
+
+    A sharded run (``--shard-size`` or any executor option) writes ``shard_00000.root``, ...
+    and ``manifest.json`` into ``--out``; running the same command again resumes it.
+    """
+    from ..batch import generate_to_file, run_generation
+
+    sharded = any(v is not None for v in (shard_size, executor, workers, scheduler, cluster))
+    if sharded:
+        if out.suffix.lower() in (".root", ".h5", ".hdf5"):
+            raise ConfigError(f"--out {out}: a sharded run writes a directory, not a {out.suffix} file")
+        fmt = format or "root"
+        summary = run_generation(
+            model, events, shard_size or _SHARD_DEFAULT, out, seed,
+            executor=executor or ("dask" if (scheduler or cluster) else "local"),
+            energies=energies, format=fmt, n_workers=workers, scheduler=scheduler, cluster=cluster,
+            chunk_size=chunk_size, torch_threads=torch_threads, progress=progress, backend=backend,
+        )
+        title = f"sharded run {summary.out}"
+    else:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        summary = generate_to_file(model, events, out, seed, energies=energies, format=format,
+                                   chunk_size=chunk_size, progress=progress, backend=backend)
+        title = f"wrote {summary.out}"
+    data = summary.to_dict()
+    data.pop("shard_seconds", None)
+    if json_out:
+        console.print_json(json.dumps(data))
+    else:
+        _print_summary(data, title)
+
+
+@app.command("merge")
+def merge_command(
+    run: Path = typer.Argument(..., help="Run directory of a finished sharded run (holds manifest.json)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Merged file (.root or .h5), outside the run directory."),
+    format: Optional[str] = typer.Option(None, "--format", help="root or hdf5 (default: from the suffix)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Concatenate the shards of a run into one file, checking each shard against the manifest."""
+    from ..batch import merge_shards
+
+    result = merge_shards(run, out, format=format, progress=progress)
+    console.print(f"merged {result['n_shards']} shards, {result['n_events']:,} showers -> {result['out']}")
+
+
+@app.command("cluster-script")
+def cluster_script_command(
+    cluster: Path = typer.Option(..., "--cluster", help="Batch-site config, configs/cluster/<site>.yaml."),
+) -> None:
+    """Print the batch job script that a ``--cluster`` run would submit (no batch system needed)."""
+    from ..batch import job_script
+
+    typer.echo(job_script(cluster))

@@ -1,0 +1,38 @@
+"""Fixtures of the batch tests: a stand-in model bundle and one shared 2-worker LocalCluster."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import batch_standin
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return batch_standin.make_bundle(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[object]:
+    """Two worker processes, one thread each, shared by the tests (startup costs a few seconds)."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        memory_limit="2GiB", silence_logs=logging.ERROR,
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def decoded(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    from simcompress.showers.io import open_showers
+
+    s = open_showers(run_dir).read()
+    return s.incident_energy, s.showers
