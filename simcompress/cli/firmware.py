@@ -1,0 +1,114 @@
+"""``simcompress firmware``: fixed-point compressed generator -> hls4ml trigger IP folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ._app import GateFailed, app, console
+
+__all__ = ["firmware_command"]
+
+
+@app.command("firmware")
+def firmware_command(
+    model: str = typer.Option(..., "--model", "-m", help="Compressed bundle directory with precision.json (fixed_point / qat_fixed_point)."),
+    config: Path = typer.Option(..., "--config", "-c", help="Firmware target YAML (configs/firmware/<target>.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="IP folder to create (written atomically)."),
+    samples: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--samples", "-n", help="Random inputs for the bit-exactness check (default: config check.n_samples)."
+    ),
+    reference: Optional[Path] = typer.Option(  # noqa: UP007
+        None, "--reference", "-r", help="Reference shower file: validate showers generated through the C simulation."
+    ),
+    physics_events: int = typer.Option(5000, "--physics-events", help="Showers generated through the C simulation for --reference."),
+    gate: str = typer.Option("default", "--gate", help="Validation gate preset or YAML for --reference."),
+    rtl: Optional[bool] = typer.Option(  # noqa: UP007
+        None, "--rtl/--no-rtl", help="Also run da4ml -> Verilog -> Verilator (default: config rtl.enabled)."
+    ),
+    synth: bool = typer.Option(False, "--synth", help="Run the vendor HLS synthesis (needs vitis_hls/vivado_hls on PATH)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+) -> None:
+    """Build the hls4ml IP of a fixed-point generator and prove it bit-exact with the emulation.
+
+    Writes the hls4ml project, co-simulation vectors, firmware.json (precisions, reuse factors,
+    resource/latency estimates, bit-exactness) and a README. Exit 1 if the C simulation and the
+    emulation disagree on any output; exit 2 on bad input or when --synth finds no vendor tool
+    (the project is still written).
+    """
+    from ..errors import ConfigError
+    from ..firmware import export_firmware, load_firmware_config
+    from ..firmware.export import SynthesisUnavailableError
+
+    cfg = load_firmware_config(config)
+    if samples is not None and samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {samples}")
+    if reference is not None and not reference.exists():
+        raise ConfigError(f"--reference {reference}: file not found")
+    synth_error: SynthesisUnavailableError | None = None
+    try:
+        res = export_firmware(model, cfg, out, n_samples=samples, synth=synth, rtl=rtl, overwrite=overwrite,
+                              keep_model=reference is not None)
+    except SynthesisUnavailableError as err:
+        synth_error = err
+        res = None
+    report = json.loads((out / "firmware.json").read_text())
+    if res is not None and reference is not None:
+        report["physics"] = _physics(res, reference, physics_events, gate, out)
+        tmp = out / "firmware.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        os.replace(tmp, out / "firmware.json")
+    _summary(report, out)
+    if synth_error is not None:
+        raise synth_error
+    if not report["bit_exactness"]["passed"]:
+        raise GateFailed(f"{report['bit_exactness']['mismatches']} mismatches between emulation and C simulation")
+    if report.get("rtl") and report["rtl"]["mismatches"]:
+        raise GateFailed(f"{report['rtl']['mismatches']} mismatches between emulation and Verilator")
+
+
+def _physics(res: Any, reference: Path, n_events: int, gate: str, out: Path) -> dict[str, Any]:
+    """Showers generated through the C simulation vs the reference (simcompress.validation)."""
+    import numpy as np
+
+    from ..errors import ConfigError
+    from ..firmware.export import csim_showers
+    from ..showers.data import ShowerSet
+    from ..showers.io import open_showers
+    from ..validation import validate
+
+    gen = res.model
+    if not all(hasattr(gen, a) for a in ("condition", "postprocess", "latent_dim", "geometry")):
+        raise ConfigError(f"--reference needs a shower generator bundle; {type(gen).__name__} is not one")
+    reader = open_showers(str(reference))
+    energies = reader.incident_energy()[:n_events].astype(np.float32)
+    showers = csim_showers(gen, res.hls_model, res.graph, energies, seed=0)
+    cand = ShowerSet(energies, showers, gen.geometry, {"source": "hls4ml C simulation"})
+    vres = validate(str(reference), {"csim": cand}, gate, out_dir=out / "validation", progress=False)
+    d = vres.to_dict()
+    return {"n_events": int(len(energies)), "reference": str(reference), "gate": gate,
+            "passed": bool(vres.passed), "report": "validation/", "metrics": d.get("candidates", {}).get("csim", d)}
+
+
+def _summary(report: dict[str, Any], out: Path) -> None:
+    b = report["bit_exactness"]
+    t = report["estimate"]["total"]
+    dev = report["deviation_from_float"]
+    console.print(f"[bold]{out}[/bold]: hls4ml project, vectors, firmware.json, README.md")
+    status = "[green]bit-exact[/green]" if b["passed"] else "[red]NOT bit-exact[/red]"
+    console.print(f"emulation vs C simulation: {b['mismatches']} mismatches on {b['n_samples']} inputs ({status})")
+    console.print(f"max |fixed - float| = {dev['max_abs']:.4g} (mean {dev['mean_abs']:.3g}, float output std {dev['float_output_std']:.3g})")
+    console.print(f"estimate ({report['target']['part']}): {t['dsp']} DSP, {t['lut']} LUT, {t['latency_cycles']} cycles "
+                  f"({t['latency_ns']:.0f} ns), II {t['initiation_interval_cycles']}")
+    tm = report["timings"]
+    console.print(f"convert {tm['convert_s']:.1f} s, compile {tm['compile_s']:.1f} s, C sim {tm['csim_samples_per_s']:.0f} samples/s")
+    if report.get("rtl"):
+        r = report["rtl"]
+        console.print(f"RTL (da4ml -> Verilator): {r['mismatches']} mismatches on {r['n_samples']} inputs, "
+                      f"{r.get('yosys', {}).get('luts', 'n/a')} yosys LUTs")
+    if report.get("physics"):
+        console.print(f"physics vs reference: gate {'passed' if report['physics']['passed'] else 'FAILED'} (see validation/)")

@@ -1,0 +1,176 @@
+"""Resource and latency estimates without vendor tools, and the reuse-factor planner.
+
+hls4ml 1.3.0 gives no resource estimate without Vivado/Vitis, so these are the
+project's own *proxies*, computed from the fixed-point graph and the chosen
+reuse factors. They are for comparing variants (precisions, reuse factors,
+pruning) against each other, not vendor numbers; ``firmware.json`` labels them
+``"estimate"``. The model (per Dense layer, io_parallel):
+
+* multipliers: ``ceil(nonzero_weights / reuse_factor)`` parallel instances (hls4ml's
+  ``multiplier_limit``; zero weights are removed by HLS constant propagation with
+  the Latency strategy);
+* DSP proxy: a multiplier of ``a x b`` bits (``a >= b``) maps to LUTs when
+  ``b <= 4`` or ``a + b <= 12`` (what Vivado HLS does for narrow products),
+  otherwise to ``ceil(a/27) * ceil(b/18)`` DSP48E2 slices;
+* LUT proxy: LUT multipliers cost ``ceil(0.6 * a * b)`` LUTs; each adder of the
+  accumulation tree costs one LUT per accumulator bit (carry chain); the output
+  cast and activations cost one LUT per output bit;
+* latency (cycles): ``reuse_factor`` (serialised multiplications) + multiplier
+  pipeline (3 for DSP, 1 for LUT) + ``ceil(log2(n_in + 1) / 2)`` adder-tree levels
+  (two per cycle at 200 MHz) + 1 for the cast; activations and cat cost 1 cycle;
+  the initiation interval is the largest reuse factor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from .config import FirmwareConfig
+from .graph import FixedGraph
+
+__all__ = ["LayerEstimate", "estimate", "plan_reuse_factors", "valid_reuse_factors"]
+
+
+@dataclass(frozen=True)
+class LayerEstimate:
+    name: str
+    kind: str
+    n_in: int
+    n_out: int
+    nonzero_weights: int
+    reuse_factor: int
+    strategy: str
+    multipliers: int
+    adders: int
+    dsp: int
+    lut: int
+    latency_cycles: int
+
+
+def valid_reuse_factors(n_in: int, n_out: int) -> list[int]:
+    """Reuse factors hls4ml accepts for a Dense layer (its ``_validate_reuse_factor`` rule)."""
+    out = []
+    for rf in range(1, n_in * n_out + 1):
+        mult_limit = math.ceil(n_in * n_out / min(n_in, rf))
+        ok = (mult_limit % n_out == 0) or rf >= n_in
+        ok = ok and ((rf % n_in == 0) or rf < n_in)
+        ok = ok and ((n_in * n_out) % rf == 0)
+        if ok:
+            out.append(rf)
+    return out
+
+
+def _mult_cost(a: int, b: int) -> tuple[int, int]:
+    a, b = max(a, b), min(a, b)
+    if b <= 10:
+        return 0, math.ceil(0.6 * a * b)
+    return math.ceil(a / 27) * math.ceil(b / 18), 0
+
+
+def _layer(graph: FixedGraph, op: Any, rf: int, strategy: str) -> LayerEstimate:
+    src_t = graph.op(op.srcs[0]).out_t
+    if op.kind == "linear":
+        nnz = int(np.count_nonzero(op.w_int))
+        n_out, n_in = op.w_int.shape
+        mults = math.ceil(nnz / rf) if nnz else 0
+        dsp1, lut1 = _mult_cost(src_t.width, op.w_t.width)
+        adders = math.ceil((nnz + (n_out if op.b_int is not None else 0)) / rf)
+        lut = mults * lut1 + adders * op.acc_t.width + n_out * op.out_t.width
+        dsp = mults * dsp1
+        lat = rf + (3 if dsp1 else 1) + math.ceil(math.log2(n_in + 1) / 2) + 1
+        return LayerEstimate(op.name, "Dense", n_in, n_out, nnz, rf, strategy, mults, adders, dsp, lut, lat)
+    n = op.n_out
+    return LayerEstimate(op.name, op.kind, n, n, 0, 1, "-", 0, 0, 0, n * op.out_t.width if op.kind != "cat" else 0, 1)
+
+
+def estimate(graph: FixedGraph, cfg: FirmwareConfig, reuse: dict[str, int] | None = None) -> dict[str, Any]:
+    """Per-layer and total resource / latency proxies (see the module docstring)."""
+    from .hls import layer_implementation
+
+    layers = []
+    for op in graph.ops:
+        if op.kind == "input":
+            continue
+        rf, strategy = layer_implementation(cfg, op.name, reuse) if op.kind == "linear" else (1, "-")
+        layers.append(_layer(graph, op, rf, strategy))
+    total_lat = sum(e.latency_cycles for e in layers)
+    ii = max([e.reuse_factor for e in layers] + [1])
+    return {
+        "kind": "estimate (simcompress proxy, not a vendor report)",
+        "part": cfg.part,
+        "clock_period_ns": cfg.clock_period_ns,
+        "layers": [asdict(e) for e in layers],
+        "total": {
+            "multipliers": sum(e.multipliers for e in layers),
+            "adders": sum(e.adders for e in layers),
+            "dsp": sum(e.dsp for e in layers),
+            "lut": sum(e.lut for e in layers),
+            "latency_cycles": total_lat,
+            "latency_ns": total_lat * cfg.clock_period_ns,
+            "initiation_interval_cycles": ii,
+            "throughput_per_s": 1e9 / (ii * cfg.clock_period_ns),
+        },
+    }
+
+
+def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]:
+    """Smallest reuse factors whose estimate fits ``cfg.budget`` (DSP, LUT, latency).
+
+    Greedy: start from the configured reuse factors; while over the DSP/LUT
+    budget, raise the reuse factor of the Dense layer using the most of the
+    scarcest resource to its next valid value. Raises :class:`ConfigError` when
+    the budget cannot be met even at the largest reuse factors, or when meeting
+    it breaks the latency limit.
+    """
+    from .hls import layer_implementation
+
+    reuse = {op.name: layer_implementation(cfg, op.name)[0] for op in graph.linear_ops}
+    for op in graph.linear_ops:
+        n_out, n_in = op.w_int.shape
+        valid = valid_reuse_factors(n_in, n_out)
+        if reuse[op.name] not in valid:
+            reuse[op.name] = min((v for v in valid if v >= reuse[op.name]), default=valid[-1])
+    budget = cfg.budget
+    if budget is None:
+        return reuse
+
+    def over(est: dict[str, Any]) -> str | None:
+        t = est["total"]
+        if budget.dsp is not None and t["dsp"] > budget.dsp:
+            return "dsp"
+        if budget.lut is not None and t["lut"] > budget.lut:
+            return "lut"
+        return None
+
+    while True:
+        est = estimate(graph, cfg, reuse)
+        res = over(est)
+        if res is None:
+            break
+        per = {e["name"]: e[res] for e in est["layers"] if e["kind"] == "Dense"}
+        for name in sorted(per, key=lambda k: -per[k]):
+            op = graph.op(name)
+            n_out, n_in = op.w_int.shape
+            bigger = [v for v in valid_reuse_factors(n_in, n_out) if v > reuse[name]]
+            if bigger and per[name] > 0:
+                reuse[name] = bigger[0]
+                break
+        else:
+            t = est["total"]
+            raise ConfigError(
+                f"firmware budget cannot be met: at the largest reuse factors the estimate is {t['dsp']} DSP and "
+                f"{t['lut']} LUT (budget: dsp={budget.dsp}, lut={budget.lut}); use narrower precisions or a bigger part"
+            )
+    if budget.max_latency_cycles is not None:
+        lat = estimate(graph, cfg, reuse)["total"]["latency_cycles"]
+        if lat > budget.max_latency_cycles:
+            raise ConfigError(
+                f"firmware budget: fitting the resources needs a latency of {lat} cycles > max_latency_cycles="
+                f"{budget.max_latency_cycles}"
+            )
+    return reuse
