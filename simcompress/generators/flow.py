@@ -10,20 +10,24 @@ Preprocessing (:meth:`FlowGenerator.preprocess`, after CaloFlow, Krause & Shih 2
 * every number ``x`` in [0, 1] is mapped to ``logit(alpha + (1 - 2 alpha) x)`` and standardised
   with the training-set mean and width (stored buffers).
 
-One flow models the joint density of ``[u (L), v (V)]`` given ``log E_inc`` (the single-flow
-variant of CaloFlow: the layer energies are the first coordinates of the same flow rather than
-a separate flow; the autoregressive structure still lets the voxel shapes depend on them).
+One flow models the joint density of ``[u (L), v (V)]`` given ``log E_inc``. It is CaloFlow's
+two-flow design folded into one autoregressive order: the ``L`` layer-energy coordinates lead
+the order of every block (one group each, permuted among themselves), so their density given
+``E_inc`` is a textbook MAF that never depends on the voxels, and the voxel coordinates are
+modelled conditionally on them. Sampling outliers in the voxel part therefore cannot disturb
+the total or per-layer energies (the voxel fractions are renormalised in each layer).
 
 Flow: a stack of :class:`MADE` blocks (Germain et al. 2015) with affine transforms (MAF,
 Papamakarios et al. 2017) and a fixed random permutation in front of each block. Degrees are
-assigned in ``n_groups`` contiguous groups of coordinates: coordinates of one group are
-transformed together given all earlier groups, so sampling takes ``n_groups`` network passes
-per block instead of ``D`` (``n_groups = D`` is the textbook MAF, ``n_groups = 2`` an affine
-coupling flow). The density is exact for every choice.
+assigned in ``n_groups`` groups: one per leading coordinate, then ``n_groups - n_leading``
+contiguous groups of voxel coordinates, transformed together given all earlier groups, so
+sampling takes ``n_groups`` network passes per block instead of ``D`` (one group per
+coordinate is the textbook MAF). The density is exact for every choice.
 
 Reuse (e.g. an IAF student built from the same blocks): :class:`MaskedLinear` is an
 ``nn.Linear`` subclass whose ``forward`` multiplies the weight by the ``mask`` buffer;
-:meth:`MADE.forward` returns ``(shift, log_scale)`` for inputs ``x`` and context ``c``;
+:meth:`MADE.forward` returns ``(shift, log_scale)`` for inputs ``x`` and context ``c``
+(build a student's MADE with the teacher's ``n_groups`` and ``n_leading`` to keep its order);
 :func:`affine_forward` / :func:`affine_inverse` are the two directions of the transform.
 """
 
@@ -59,9 +63,19 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def group_degrees(n_features: int, n_groups: int) -> torch.Tensor:
-    """Degree (group index 0..n_groups-1) of each of ``n_features`` contiguous coordinates."""
-    return torch.div(torch.arange(n_features) * n_groups, n_features, rounding_mode="floor")
+def group_degrees(n_features: int, n_groups: int, n_leading: int = 0) -> torch.Tensor:
+    """Degree (group index 0..n_groups-1) of each of ``n_features`` coordinates.
+
+    The first ``n_leading`` coordinates get one group each (textbook MAF order), the remaining
+    ``n_features - n_leading`` are split into ``n_groups - n_leading`` contiguous groups.
+    """
+    if not 0 <= n_leading < n_groups:
+        raise ValueError(f"n_leading must be in [0, n_groups={n_groups}), got {n_leading}")
+    n_rest, g_rest = n_features - n_leading, n_groups - n_leading
+    if g_rest > n_rest:
+        raise ValueError(f"{n_rest} trailing features cannot be split into {g_rest} groups")
+    rest = n_leading + torch.div(torch.arange(n_rest) * g_rest, n_rest, rounding_mode="floor")
+    return torch.cat([torch.arange(n_leading), rest])
 
 
 class MADE(nn.Module):
@@ -73,15 +87,16 @@ class MADE(nn.Module):
     """
 
     def __init__(
-        self, n_features: int, n_context: int, hidden: list[int], n_groups: int, scale_bound: float = 3.0
+        self, n_features: int, n_context: int, hidden: list[int], n_groups: int, scale_bound: float = 3.0, n_leading: int = 0
     ) -> None:
         super().__init__()
         if not 2 <= n_groups <= n_features:
             raise ValueError(f"n_groups must be in [2, {n_features}], got {n_groups}")
         self.n_features = n_features
         self.n_groups = n_groups
+        self.n_leading = int(n_leading)
         self.scale_bound = float(scale_bound)
-        d_in = group_degrees(n_features, n_groups)
+        d_in = group_degrees(n_features, n_groups, self.n_leading)
         self.register_buffer("degrees", d_in, persistent=False)
         layers: list[nn.Module] = []
         prev = d_in
@@ -150,15 +165,29 @@ class MAFNetwork(nn.Module):
     :meth:`transform` is the density direction (data -> noise, with log-determinant)."""
 
     def __init__(
-        self, n_features: int, n_context: int, n_blocks: int, hidden: list[int], n_groups: int, permutation_seed: int = 0
+        self,
+        n_features: int,
+        n_context: int,
+        n_blocks: int,
+        hidden: list[int],
+        n_groups: int,
+        permutation_seed: int = 0,
+        n_leading: int = 0,
     ) -> None:
         super().__init__()
         rng = np.random.default_rng(permutation_seed)
+        perms = []
+        for _ in range(n_blocks):
+            # the leading coordinates stay in front (permuted among themselves): they never
+            # depend on the trailing ones, in any block
+            lead = rng.permutation(n_leading)
+            rest = n_leading + rng.permutation(n_features - n_leading)
+            perms.append(torch.as_tensor(np.concatenate([lead, rest]).astype(np.int64)))
         self.blocks = nn.ModuleList(
-            MAFBlock(MADE(n_features, n_context, hidden, n_groups), torch.as_tensor(rng.permutation(n_features)))
-            for _ in range(n_blocks)
+            MAFBlock(MADE(n_features, n_context, hidden, n_groups, n_leading=n_leading), p) for p in perms
         )
         self.n_features = n_features
+        self.n_leading = n_leading
 
     def transform(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
@@ -186,7 +215,7 @@ class FlowGenerator(ShowerGenerator):
 
     Example:
         >>> from simcompress.showers import Geometry
-        >>> g = FlowGenerator(Geometry.from_name("ds1-photons"), n_blocks=1, hidden=[32], n_groups=4)
+        >>> g = FlowGenerator(Geometry.from_name("ds1-photons"), n_blocks=1, hidden=[32], n_groups=8)
         >>> g.sample(torch.tensor([1000.0]), torch.Generator().manual_seed(0)).shape
         torch.Size([1, 368])
     """
@@ -199,7 +228,7 @@ class FlowGenerator(ShowerGenerator):
         energy_range_mev: tuple[float, float] = (256.0, 4194304.0),
         n_blocks: int = 4,
         hidden: list[int] | None = None,
-        n_groups: int = 16,
+        n_groups: int = 21,
         alpha: float = 1e-6,
         noise_mev: float = 1e-3,
         response_scale: float = 2.0,
@@ -214,7 +243,11 @@ class FlowGenerator(ShowerGenerator):
         self.noise_mev = float(noise_mev)
         self.response_scale = float(response_scale)
         self.permutation_seed = int(permutation_seed)
-        self.network = MAFNetwork(n_l + n_v, self.n_cond, self.n_blocks, self.hidden, self.n_groups, self.permutation_seed)
+        #: the layer-energy coordinates lead every block's autoregressive order (one group each)
+        self.n_leading = n_l
+        self.network = MAFNetwork(
+            n_l + n_v, self.n_cond, self.n_blocks, self.hidden, self.n_groups, self.permutation_seed, n_leading=n_l
+        )
         self.register_buffer("feat_mean", torch.zeros(n_l + n_v))
         self.register_buffer("feat_std", torch.ones(n_l + n_v))
         idx = torch.as_tensor(geometry.voxel_layer, dtype=torch.long)
@@ -237,6 +270,8 @@ class FlowGenerator(ShowerGenerator):
         if dequantise and self.noise_mev > 0:
             dev = generator.device if generator is not None else x.device
             x = x + self.noise_mev * torch.rand(x.shape, generator=generator, device=dev).to(x.device)
+        elif self.noise_mev > 0:
+            x = x + 0.5 * self.noise_mev  # the mean of the dequantisation noise
         layer_e = x @ self.onehot  # (N, L)
         total = layer_e.sum(dim=1)
         u0 = total / (self.response_scale * incident_energies)
@@ -270,15 +305,17 @@ class FlowGenerator(ShowerGenerator):
         vsum = (v @ self.onehot) @ self.onehot.T
         v = torch.where(vsum > 0, v / vsum.clamp_min(1e-30), torch.zeros_like(v))
         showers = v * (le @ self.onehot.T)
-        if self.noise_mev > 0:
-            showers = torch.where(showers < self.noise_mev, torch.zeros_like(showers), showers)
+        if self.noise_mev > 0:  # remove the mean dequantisation noise; the noise band is zero
+            showers = showers - 0.5 * self.noise_mev
+            showers = torch.where(showers < 0.5 * self.noise_mev, torch.zeros_like(showers), showers)
         return showers
 
     # -- density -----------------------------------------------------------------------
     def log_prob(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
         """Exact log-density (N,) of the preprocessed showers given the incident energies.
 
-        The density is that of the standardised logit coordinates (no dequantisation noise).
+        The density is that of the standardised logit coordinates, with every voxel shifted by the
+        mean of the dequantisation noise (``noise_mev / 2``) instead of random noise.
         """
         y = self.preprocess(showers, incident_energies)
         return self.network.log_prob(y, self.condition(incident_energies))

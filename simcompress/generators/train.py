@@ -71,7 +71,7 @@ class GANModelConfig(StrictModel):
 class FlowModelConfig(StrictModel):
     n_blocks: int = Field(4, ge=1)
     hidden: list[int] = Field(default_factory=lambda: [256])
-    n_groups: int = Field(16, ge=2)
+    n_groups: int = Field(21, ge=2)
     alpha: float = Field(1e-6, gt=0, lt=0.5)
     noise_mev: float = Field(1e-3, ge=0)
     response_scale: float = Field(2.0, gt=0)

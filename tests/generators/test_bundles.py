@@ -32,7 +32,7 @@ def _gan(geometry):
 
 def _flow(geometry):
     torch.manual_seed(0)
-    g = FlowGenerator(geometry, n_blocks=1, hidden=[32], n_groups=4)
+    g = FlowGenerator(geometry, n_blocks=1, hidden=[32], n_groups=8)
     with torch.no_grad():
         for p in g.network.parameters():
             p.normal_(0, 0.05, generator=torch.Generator().manual_seed(7))

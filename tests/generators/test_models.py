@@ -31,7 +31,7 @@ def _small_gan(geometry) -> GANGenerator:
 
 def _small_flow(geometry) -> FlowGenerator:
     torch.manual_seed(0)
-    return FlowGenerator(geometry, n_blocks=2, hidden=[64], n_groups=4)
+    return FlowGenerator(geometry, n_blocks=2, hidden=[64], n_groups=8)
 
 
 def test_gan_training_steps_reduce_moment_loss(geometry, tiny_ref):
@@ -163,7 +163,7 @@ def _write(p, text):
 
 def test_training_resumes_bit_identically(geometry, tiny_ref, tmp_path):
     over = {"steps": 12, "batch_size": 64, "monitor_every": 4, "checkpoint_every": 4, "monitor_events": 100,
-            "model": {"n_blocks": 1, "hidden": [32], "n_groups": 4}}
+            "model": {"n_blocks": 1, "hidden": [32], "n_groups": 8}}
     cfg = load_train_config("flow", None, over)
     straight = train_generator(tiny_ref, cfg, tmp_path / "a", progress=False)
 
