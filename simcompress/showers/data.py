@@ -33,11 +33,15 @@ def check_showers(incident: np.ndarray, showers: np.ndarray, geometry: Geometry,
         raise ShowerFileError(f"{source}: NaN or infinite incident energies (event {int(np.argmin(np.isfinite(incident)))})")
     if np.any(incident <= 0):
         raise ShowerFileError(f"{source}: incident energies must be > 0 MeV (event {int(np.argmax(incident <= 0))})")
-    finite = np.isfinite(showers)
-    if not finite.all():
+    if not showers.size:
+        return
+    # min/max propagate NaN and show +-inf: two fast reductions, no (N, V) temporaries on valid data
+    lo, hi = showers.min(), showers.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = np.isfinite(showers)
         ev = int(np.argmin(finite.all(axis=1)))
         raise ShowerFileError(f"{source}: NaN or infinite voxel energies (first in event {ev})")
-    if showers.size and showers.min() < -NEGATIVE_TOLERANCE_MEV:
+    if lo < -NEGATIVE_TOLERANCE_MEV:
         ev = int(np.argmin(showers.min(axis=1)))
         raise ShowerFileError(
             f"{source}: negative voxel energy {float(showers.min()):.4g} MeV in event {ev} "

@@ -255,7 +255,9 @@ class _Chunks:
                 buf_e, buf_s = [e[target:]], [sh[target:]]
                 n -= target
         if n:
-            yield ShowerSet(np.concatenate(buf_e), np.concatenate(buf_s), geo)
+            e = np.concatenate(buf_e) if len(buf_e) > 1 else buf_e[0]
+            sh = np.concatenate(buf_s) if len(buf_s) > 1 else buf_s[0]
+            yield ShowerSet(e, sh, geo)
 
 
 @functools.lru_cache(maxsize=1)
@@ -739,7 +741,9 @@ class ShowerReader:
                     buffered -= step
             remaining -= take
         if buffered:
-            yield ShowerSet(np.concatenate(buf_e), np.concatenate(buf_s), self.geometry, dict(self.metadata))
+            e = np.concatenate(buf_e) if len(buf_e) > 1 else buf_e[0]
+            s = np.concatenate(buf_s) if len(buf_s) > 1 else buf_s[0]
+            yield ShowerSet(e, s, self.geometry, dict(self.metadata))
 
     def read(self, stop: int | None = None) -> ShowerSet:
         """All events (or the first ``stop``) as one :class:`ShowerSet`."""
