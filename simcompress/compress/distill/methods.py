@@ -198,6 +198,10 @@ def _finish(
             **kw,
         },
         "speed": speed,
+        # a distillation step replaces the model: later steps and the compressed bundle start from
+        # this architecture (save_compressed's base_config), not from the teacher's
+        "replaces_model": True,
+        "base_config": student.config_dict(),
     }
     fid = _fidelity(gate, teacher, student)
     if fid is not None:

@@ -250,3 +250,36 @@ def test_compare_sampling_speed_same_run(gan_teacher: GANGenerator) -> None:
     out = compare_sampling_speed({"teacher": gan_teacher, "student": gan_teacher}, (1, 10), 0.0)
     assert set(out["speedup"]["student"]) == {"1", "10"}
     assert out["rates"]["teacher"]["10"]["batch_size"] == 10
+
+
+def test_distill_then_fixed_point_chain_saves_and_loads(flow_teacher: FlowGenerator, tmp_path) -> None:
+    from simcompress.compress.bundle import save_compressed
+    from simcompress.compress.methods.fixed_point import precision_record
+    from simcompress.compress.pipeline import Pipeline
+
+    steps = [
+        {"method": "distill_mlp", "student": {"width": 16, "depth": 2}, "training": _train(40), **FAST_SPEED},
+        {"method": "fixed_point", "network": "network", "weight": {"width": 10}},
+    ]
+    res = Pipeline(steps).run(flow_teacher)
+    model = res.model
+    assert model.kind == "mlp"
+    rec = precision_record(model)
+    assert rec is not None and set(rec["layers"]) >= {"body.0", "body.2", "body.4"}
+    first = res.steps[0].result
+    assert first.extra["replaces_model"] is True
+    out = save_compressed(model, first.extra["base_config"], [s.config.to_dict() for s in res.steps], None, tmp_path / "b")
+    back = load_generator(out)
+    e = torch.tensor([2e3, 5e4])
+    assert torch.equal(model.sample(e, torch.Generator().manual_seed(4)), back.sample(e, torch.Generator().manual_seed(4)))
+
+
+@pytest.mark.parametrize("recipe", ["flow-to-iaf", "flow-to-mlp", "gan-to-small-gan", "distill-then-fixed-point"])
+def test_shipped_recipes_parse(recipe: str) -> None:
+    from pathlib import Path
+
+    from simcompress.compress.pipeline import load_recipe
+
+    path = Path(__file__).resolve().parents[3] / "configs" / "compress" / f"{recipe}.yaml"
+    r = load_recipe(path)
+    assert r.steps[0]["method"].startswith("distill_")
