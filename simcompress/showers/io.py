@@ -705,20 +705,45 @@ class ShowerReader:
                 yield inc, np.ascontiguousarray(d_sh[a:b], dtype=np.float32)
 
     # ------------------------------------------------------------------ public API
-    def iterate(self, step_size: int = 100_000, stop: int | None = None, validate: bool = True) -> Iterator[ShowerSet]:
+    def events_per_step(self, step_size: int | str | None) -> int:
+        """Events per chunk for ``step_size``: an event count, or a memory size such as ``"200 MB"``
+        (of dense float32 voxels, as ``uproot.iterate`` accepts)."""
+        if step_size is None:
+            return max(1, min(100_000, (256 << 20) // (4 * (self.geometry.n_voxels + 1))))
+        if isinstance(step_size, str):
+            text = step_size.strip().upper().replace(" ", "")
+            units = {"KB": 1e3, "MB": 1e6, "GB": 1e9, "KIB": 1024.0, "MIB": 1024.0**2, "GIB": 1024.0**3, "B": 1.0}
+            for unit in sorted(units, key=len, reverse=True):
+                if text.endswith(unit):
+                    try:
+                        nbytes = float(text[: -len(unit)]) * units[unit]
+                    except ValueError:
+                        break
+                    return max(1, int(nbytes // (4 * (self.geometry.n_voxels + 1))))
+            raise ConfigError(f"step_size {step_size!r}: expected a number of events or a size such as '200 MB'")
+        step = int(step_size)
+        if step < 1:
+            raise ConfigError(f"step_size must be >= 1, got {step_size}")
+        return step
+
+    def __iter__(self) -> Iterator[ShowerSet]:
+        return self.iterate()
+
+    def iterate(
+        self, step_size: int | str | None = None, stop: int | None = None, validate: bool = True
+    ) -> Iterator[ShowerSet]:
         """Yield dense :class:`ShowerSet` chunks of exactly ``step_size`` events (the last may be shorter).
 
         Chunks span file boundaries. Each chunk is checked (NaN/inf, negative beyond the
         tolerance) and a bad one raises :class:`ShowerFileError` naming its file.
 
         Args:
-            step_size: events per chunk (memory bound).
+            step_size: events per chunk (memory bound), or a size such as ``"200 MB"``; default
+                100 000 events or 256 MB of dense voxels, whichever is fewer (ds3: 1 657 events).
             stop: read at most this many events in total.
             validate: check values (on by default).
         """
-        step = int(step_size)
-        if step < 1:
-            raise ConfigError(f"step_size must be >= 1, got {step_size}")
+        step = self.events_per_step(step_size)
         remaining = self.n_events if stop is None else max(0, min(int(stop), self.n_events))
         buf_e: list[np.ndarray] = []
         buf_s: list[np.ndarray] = []

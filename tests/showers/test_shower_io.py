@@ -156,8 +156,8 @@ def test_interrupted_write_leaves_nothing(tmp_path, ds1_small) -> None:
         write_showers(target, chunks())
     assert list(tmp_path.iterdir()) == []
     # invalid data in a later chunk: one-line error, no file, no temporary left behind
-    bad = ds1_small[100:200]
-    bad.showers[5, 7] = np.nan
+    bad = ShowerSet(ds1_small.incident_energy[100:200], ds1_small.showers[100:200].copy(), ds1_small.geometry)
+    bad.showers[5, 7] = np.nan  # a copy: the session fixture stays intact
     with pytest.raises(ShowerFileError, match=r"out\.h5 \(data to write\): NaN or infinite voxel energies"):
         write_showers(tmp_path / "out.h5", [ds1_small[:100], bad])
     assert list(tmp_path.iterdir()) == []
@@ -196,3 +196,17 @@ def test_docstring_examples_run() -> None:
     for module in (energies, reference, io):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_step_size_in_events_or_bytes_and_default_memory_bound(tmp_path, ds1_small) -> None:
+    r = open_showers(write_showers(tmp_path / "s.root", ds1_small))
+    assert r.events_per_step("1 MB") == 1_000_000 // (4 * 369)
+    assert r.events_per_step("2 MiB") == 2 * 1024**2 // (4 * 369)
+    assert r.events_per_step(None) == 100_000
+    assert [len(c) for c in r.iterate(step_size="0.2 MB")] == [135, 135, 30]
+    assert sum(len(c) for c in r) == 300
+    big = open_showers(write_showers(tmp_path / "ds3.root", ShowerSet(
+        np.ones(2), np.zeros((2, 40500)), Geometry.from_name("ds3"))))
+    assert big.events_per_step(None) == (256 << 20) // (4 * 40501)  # 256 MB of dense voxels, not 100k events
+    with pytest.raises(Exception, match="expected a number of events or a size"):
+        r.events_per_step("lots")
