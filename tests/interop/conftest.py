@@ -95,7 +95,7 @@ def tf_side(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ]
     results = run_tf_job(tasks, wd, timeout=600)
     (wd / "results.json").write_text(json.dumps(results))
-    return {"dir": Path(wd), "results": results, "export": gen}
+    return {"dir": Path(wd), "results": results, "export": gen, "latent_dim": LATENT}
 
 
 @pytest.fixture()
