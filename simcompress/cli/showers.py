@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import typer
 
-from ._app import app, console
+from ._app import app, console, err_console
 
-__all__ = ["simulate_command", "info_command", "describe_file"]
+__all__ = ["simulate_command", "info_command", "convert_command", "describe_file", "file_statistics"]
 
 
 @app.command("simulate")
@@ -96,14 +96,62 @@ def describe_file(path: str) -> dict[str, Any]:
     }
 
 
+def file_statistics(path: str, progress: bool = False) -> dict[str, Any]:
+    """Stream a shower file once: mean and spread of E_dep/E_inc and the mean energy fraction per layer."""
+    import numpy as np
+
+    from ..showers.io import open_showers
+
+    r = open_showers(path)
+    n = 0
+    s1 = s2 = 0.0
+    layer_sum = np.zeros(r.geometry.n_layers)
+    total = 0.0
+    nonzero = 0
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(console=err_console, transient=True)
+        bar.start()
+        task = bar.add_task("reading", total=r.n_events)
+    try:
+        for chunk in r.iterate():
+            ratio = chunk.total_energy / chunk.incident_energy
+            n += len(chunk)
+            s1 += float(ratio.sum())
+            s2 += float((ratio**2).sum())
+            layer_sum += chunk.layer_energies().sum(axis=0)
+            total += float(chunk.total_energy.sum())
+            nonzero += int(np.count_nonzero(chunk.showers))
+            if bar is not None:
+                bar.advance(task, len(chunk))
+    finally:
+        if bar is not None:
+            bar.stop()
+    mean = s1 / n
+    return {
+        "e_dep_over_e_inc_mean": mean,
+        "e_dep_over_e_inc_std": float(np.sqrt(max(s2 / n - mean**2, 0.0))),
+        "layer_energy_fraction": {
+            str(layer.id): float(x / total) if total > 0 else 0.0 for layer, x in zip(r.geometry.layers, layer_sum)
+        },
+        "voxel_occupancy": nonzero / (n * r.geometry.n_voxels),
+    }
+
+
 @app.command("info")
 def info_command(
     files: list[str] = typer.Argument(..., help="Shower files (.root, .h5), folders or glob patterns."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
     full: bool = typer.Option(False, "--full", help="Print the complete provenance (software versions, config)."),
+    stats: bool = typer.Option(False, "--stats", help="Also read all showers: E_dep/E_inc, layer fractions, occupancy."),
 ) -> None:
     """Describe shower files: geometry, event count, energy range, layout and provenance."""
     summaries = [describe_file(f) for f in files]
+    if stats:
+        for s in summaries:
+            s["statistics"] = file_statistics(s["path"], progress=not as_json)
     if as_json:
         console.print_json(json.dumps(summaries if len(summaries) > 1 else summaries[0], default=str))
         return
@@ -128,4 +176,50 @@ def info_command(
                 lines.append("  provenance  " + json.dumps(prov, indent=2, sort_keys=True, default=str).replace("\n", "\n  "))
         else:
             lines.append("  provenance  (none: plain CaloChallenge file, geometry inferred from the voxel count)")
+        if "statistics" in s:
+            st = s["statistics"]
+            lines.append(
+                f"  E_dep/E_inc {st['e_dep_over_e_inc_mean']:.4f} +- {st['e_dep_over_e_inc_std']:.4f} (std), "
+                f"voxel occupancy {st['voxel_occupancy']:.3f}"
+            )
+            lines.append(
+                "  layers      " + ", ".join(f"{k}: {v:.3f}" for k, v in st["layer_energy_fraction"].items())
+            )
         console.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+@app.command("convert")
+def convert_command(
+    source: list[str] = typer.Argument(..., help="Input shower files, folders or globs (read together, in order)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file (.root, .h5 or .hdf5); written atomically."),
+    format: Optional[str] = typer.Option(  # noqa: A002, UP007
+        None, "--format", "-f", help="root or hdf5; default from the --out suffix."
+    ),
+    layout: str = typer.Option("auto", "--layout", help="ROOT layout: auto, dense, sparse."),
+    geometry: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--geometry", "-g", help="Geometry of input files that do not record one (e.g. sparse files)."
+    ),
+    stop: Optional[int] = typer.Option(None, "--stop", help="Convert only the first N events."),  # noqa: UP007
+) -> None:
+    """Convert shower files between ROOT and CaloChallenge HDF5 (merging several inputs into one file).
+
+    The decoded arrays are unchanged (the content hash in the output equals the input's);
+    the provenance of the first input is kept, with ``converted_from`` added.
+    """
+    from ..errors import ConfigError
+    from ..showers.io import open_showers, write_showers
+
+    if format is not None and format.lower() not in ("root", "hdf5"):
+        raise ConfigError(f"--format {format!r} is not allowed; allowed: root, hdf5")
+    if stop is not None and stop < 1:
+        raise ConfigError(f"--stop must be >= 1, got {stop}")
+    reader = open_showers(source if len(source) > 1 else source[0], geometry=geometry)
+    out_resolved = out.resolve()
+    if any(f.resolve() == out_resolved for f in reader.files):
+        raise ConfigError(f"{out}: the output is one of the inputs; write to another file")
+    meta = {"converted_from": [str(f) for f in reader.files]}
+    chunks = reader.iterate(stop=stop)
+    path = write_showers(out, chunks, format=format.lower() if format else None, layout=layout,
+                         geometry=reader.geometry, metadata=meta)
+    n = reader.n_events if stop is None else min(stop, reader.n_events)
+    console.print(f"converted {n} showers from {len(reader.files)} file(s) to {path}", highlight=False)

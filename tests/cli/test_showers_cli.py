@@ -126,3 +126,38 @@ def test_simulate_with_a_config_file(tmp_path, capsys) -> None:
     assert main(["simulate", "-n", "10", "--config", str(cfg), "--out", str(tmp_path / "x.root"), "--no-progress"]) == 2
     assert "unknown key 'sampling_trem'; did you mean 'sampling_term'" in capsys.readouterr().err
     assert not (tmp_path / "x.root").exists()
+
+
+def test_convert_root_to_hdf5_and_back_keeps_content(tmp_path, capsys) -> None:
+    src = tmp_path / "ref.root"
+    assert main(["simulate", "-n", "120", "--seed", "7", "--out", str(src), "--no-progress"]) == 0
+    h5 = tmp_path / "ref.h5"
+    assert main(["convert", str(src), "--out", str(h5)]) == 0
+    back = tmp_path / "back.root"
+    assert main(["convert", str(h5), "--out", str(back), "--layout", "sparse"]) == 0
+    a, b, c = open_showers(src), open_showers(h5), open_showers(back)
+    assert a.metadata["content_hash"] == b.metadata["content_hash"] == c.metadata["content_hash"]
+    assert c.layout == "sparse" and c.metadata["seed"] == 7
+    assert c.metadata["converted_from"] == [str(h5)]
+    np.testing.assert_array_equal(c.read().showers, a.read().showers)
+    # merging two inputs, first N events only
+    merged = tmp_path / "merged.h5"
+    assert main(["convert", str(src), str(back), "--out", str(merged), "--stop", "200"]) == 0
+    assert open_showers(merged).n_events == 200
+    capsys.readouterr()
+    assert main(["convert", str(src), "--out", str(src)]) == 2
+    assert "the output is one of the inputs" in capsys.readouterr().err
+
+
+def test_info_stats(tmp_path, capsys) -> None:
+    src = tmp_path / "ref.root"
+    assert main(["simulate", "-n", "300", "--energies", "fixed:65536", "--out", str(src), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--json", "--stats", str(src)]) == 0
+    st = json.loads(capsys.readouterr().out)["statistics"]
+    assert 0.97 < st["e_dep_over_e_inc_mean"] < 1.01
+    assert 0.0 < st["e_dep_over_e_inc_std"] < 0.03  # 0.11/sqrt(65.5) = 1.4 %
+    assert sum(st["layer_energy_fraction"].values()) == pytest.approx(1.0)
+    assert st["layer_energy_fraction"]["2"] > 0.5  # the ds1 middle layer takes most of a 65 GeV photon
+    assert main(["info", "--stats", str(src)]) == 0
+    assert "E_dep/E_inc" in capsys.readouterr().out
