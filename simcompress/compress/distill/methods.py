@@ -34,7 +34,7 @@ from .config import FlowToIAFConfig, GANToGANConfig, ToMLPConfig, _DistillBase
 from .speed import compare_sampling_speed
 from .train import Trainer, fingerprint_of, save_tensors_atomic
 
-__all__ = ["distill_flow_iaf", "distill_mlp", "distill_gan", "draw_pool", "Pool"]
+__all__ = ["distill_flow_iaf", "distill_mlp", "distill_gan", "draw_pool", "Pool", "build_student"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,54 @@ def draw_pool(teacher: Any, cfg: _DistillBase, fingerprint: str) -> Pool:
             {"z": pool.z, "e": pool.e, "y": pool.y, "showers": pool.showers}, cache, metadata={"fingerprint": fingerprint}
         )
     return pool
+
+
+def build_student(teacher: Any, config: _DistillBase) -> Any:
+    """The untrained student a config asks for (architecture from the config, the rest from the teacher).
+
+    IAF: the teacher's preprocessing, standardisation buffers and permutations; MLP: the
+    teacher's latent width, energy range and voxel threshold; GAN: the teacher's output
+    parametrisation and a copy of its critic (for feature matching and fine-tuning).
+    """
+    if isinstance(config, FlowToIAFConfig):
+        from .students import IAFGenerator
+
+        sa = config.student
+        return IAFGenerator.like(teacher, hidden=[sa.hidden] * sa.depth, n_blocks=sa.steps)
+    if isinstance(config, ToMLPConfig):
+        from .students import MLPGenerator
+
+        sa = config.student
+        return MLPGenerator(
+            teacher.geometry,
+            latent_dim=teacher.latent_dim,
+            energy_range_mev=teacher.energy_range_mev,
+            width=sa.width,
+            depth=sa.depth,
+            activation=sa.activation,
+            negative_slope=sa.negative_slope,
+            batchnorm=sa.batchnorm,
+            log_offset=config.log_offset,
+            threshold_mev=float(getattr(teacher, "threshold_mev", getattr(teacher, "noise_mev", 0.0))),
+        )
+    if isinstance(config, GANToGANConfig):
+        from ...generators.gan import GANGenerator
+
+        sa = config.student
+        student = GANGenerator(
+            teacher.geometry,
+            latent_dim=teacher.latent_dim,
+            energy_range_mev=teacher.energy_range_mev,
+            hidden=[sa.width] * sa.depth,
+            negative_slope=sa.negative_slope,
+            batchnorm=sa.batchnorm,
+            response_scale=teacher.response_scale,
+            threshold_mev=teacher.threshold_mev,
+            critic_hidden=teacher.critic_hidden,
+        )
+        student.critic.load_state_dict(teacher.critic.state_dict())
+        return student
+    raise ConfigError(f"build_student: not a distillation config: {type(config).__name__}")
 
 
 # --------------------------------------------------------------------------------------
@@ -247,7 +295,6 @@ def _std_normal_logp(z: torch.Tensor) -> torch.Tensor:
 def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None, **_: Any) -> CompressionResult:
     """MAF teacher -> IAF student by probability density distillation (CaloFlow II, arXiv:2110.11377)."""
     from ...generators.flow import FlowGenerator
-    from .students import IAFGenerator
 
     if not isinstance(model, FlowGenerator) or _kind(model) != "flow":
         raise UnsupportedLayerError(
@@ -258,7 +305,7 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
     _freeze(teacher)
     sa = config.student
     hidden = [sa.hidden] * sa.depth
-    student = IAFGenerator.like(teacher, hidden=hidden, n_blocks=sa.steps)
+    student = build_student(teacher, config)
     same_blocks = len(student.network.blocks) == len(teacher.network.blocks)
     if sa.init == "teacher":
         if not same_blocks or hidden != teacher.hidden:
@@ -339,27 +386,14 @@ def _layer_stats(showers: torch.Tensor, e: torch.Tensor, onehot: torch.Tensor) -
 def distill_mlp(model: nn.Module, config: ToMLPConfig, gate: Any = None, **_: Any) -> CompressionResult:
     """Any generator -> feed-forward MLP student: same-noise regression + physics terms."""
     from ...generators.base import ShowerGenerator
-    from .students import MLPGenerator, check_firmware_layers
+    from .students import check_firmware_layers
 
     if not isinstance(model, ShowerGenerator):
         raise UnsupportedLayerError(f"distill_mlp: teacher must be a ShowerGenerator, got {type(model).__name__}")
     t0 = time.perf_counter()
     teacher = model
     _freeze(teacher)
-    sa = config.student
-    threshold = float(getattr(teacher, "threshold_mev", getattr(teacher, "noise_mev", 0.0)))
-    student = MLPGenerator(
-        teacher.geometry,
-        latent_dim=teacher.latent_dim,
-        energy_range_mev=teacher.energy_range_mev,
-        width=sa.width,
-        depth=sa.depth,
-        activation=sa.activation,
-        negative_slope=sa.negative_slope,
-        batchnorm=sa.batchnorm,
-        log_offset=config.log_offset,
-        threshold_mev=threshold,
-    )
+    student = build_student(teacher, config)
     if config.firmware:
         check_firmware_layers(student.network, "distill_mlp student")
     fp = fingerprint_of(config.to_dict(), _teacher_fingerprint(teacher))
@@ -422,18 +456,7 @@ def distill_gan(
     _freeze(teacher)
     critic_t = teacher.critic
     _freeze(critic_t)
-    student = GANGenerator(
-        teacher.geometry,
-        latent_dim=teacher.latent_dim,
-        energy_range_mev=teacher.energy_range_mev,
-        hidden=[sa.width] * sa.depth,
-        negative_slope=sa.negative_slope,
-        batchnorm=sa.batchnorm,
-        response_scale=teacher.response_scale,
-        threshold_mev=teacher.threshold_mev,
-        critic_hidden=teacher.critic_hidden,
-    )
-    student.critic.load_state_dict(critic_t.state_dict())
+    student = build_student(teacher, config)
     pt, ps = _n_params(teacher.network), _n_params(student.network)
     if ps > config.max_param_fraction * pt:
         raise ConfigError(

@@ -150,7 +150,11 @@ class IAFGenerator(FlowGenerator):
         teacher_like: MAFNetwork = self.network  # type: ignore[assignment]
         n = self.latent_dim
         blocks = [
-            IAFBlock(MADE(n, self.n_cond, self.hidden, self.n_groups), blk.permutation) for blk in teacher_like.blocks
+            IAFBlock(
+                MADE(n, self.n_cond, self.hidden, self.n_groups, n_leading=int(getattr(blk.made, "n_leading", 0))),
+                blk.permutation,
+            )
+            for blk in teacher_like.blocks
         ]
         self.network = IAFNetwork(blocks, n)
 
