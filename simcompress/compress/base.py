@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol
 
 from torch import nn
 
+from .parametrizations import clone_model
 from .._config import StrictModel, parse_config
 from .._registry import Registry
 from ..errors import ConfigError
@@ -192,7 +193,7 @@ def compress(model: nn.Module, config: MethodConfig, **kwargs: Any) -> Compressi
     m = get_method(config.method)
     if not isinstance(config, m.config_cls):
         raise ConfigError(f"method {config.method!r} expects {m.config_cls.__name__}, got {type(config).__name__}")
-    work = copy.deepcopy(model)
+    work = clone_model(model)
     t0 = time.perf_counter()
     result = m.transform(work, config, **kwargs)
     if result.seconds == 0.0:

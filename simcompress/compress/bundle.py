@@ -224,6 +224,51 @@ def _precision(model: nn.Module) -> dict[str, Any] | None:
     return precision_record(model)
 
 
+_INT_DTYPES = {(8, True): torch.int8, (8, False): torch.uint8, (16, True): torch.int16, (16, False): torch.int32}
+
+
+def _pack_quantized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Store fake-quantized weights as their integer codes (int8/int16) instead of float originals.
+
+    Only where every parametrization before the :class:`FakeQuant` is a :class:`Mask`;
+    the loader turns the codes back into float originals that quantize to the same codes,
+    so the model computes bit-identical outputs (the pre-quantization float values are
+    not kept: a deploy bundle, not a training checkpoint).
+    """
+    packed: dict[str, dict[str, Any]] = {}
+    with torch.no_grad():
+        for mname, mod in model.named_modules():
+            if _is_param_path(mname) or not parametrize.is_parametrized(mod):
+                continue
+            for tname, plist in mod.parametrizations.items():
+                plist_l = list(plist)
+                idx = next((i for i, p in enumerate(plist_l) if isinstance(p, FakeQuant)), None)
+                if idx is None or not all(isinstance(p, Mask) for p in plist_l[:idx]):
+                    continue
+                fq = plist_l[idx]
+                width = 8 if fq.bits <= 8 else 16
+                dtype = _INT_DTYPES[(width, fq.signed)]
+                val = plist.original.detach()
+                for p in plist_l[:idx]:
+                    val = p(val)
+                prefix = f"{mname}.parametrizations.{tname}" if mname else f"parametrizations.{tname}"
+                key = f"{prefix}.original"
+                tensors[key] = fq.codes(val).to(dtype).contiguous()
+                packed[key] = {"dtype": str(val.dtype).removeprefix("torch."), "scale": f"{prefix}.{idx}.scale",
+                               "zero_point": f"{prefix}.{idx}.zero_point", "bits": fq.bits}
+    return packed
+
+
+def _unpack_quantized(tensors: dict[str, torch.Tensor], packed: dict[str, dict[str, Any]], source: Path) -> None:
+    for key, info in packed.items():
+        try:
+            codes, scale, zp = tensors[key], tensors[info["scale"]], tensors[info["zero_point"]]
+        except KeyError as err:
+            raise BundleError(f"{source}: packed tensor {err} missing") from None
+        dtype = getattr(torch, info["dtype"])
+        tensors[key] = ((codes.to(torch.float64) - zp.to(torch.float64)) * scale.to(torch.float64)).to(dtype)
+
+
 def save_compressed(
     model: nn.Module,
     base_config: dict[str, Any],
@@ -254,6 +299,7 @@ def save_compressed(
     tmp = _atomic_dir(out)
     try:
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+        packed = _pack_quantized(model, tensors)
         wfile = tmp / "weights.safetensors"
         save_file(tensors, str(wfile), metadata={"format": "pt", "simcompress": "compressed"})
         table = storage_table(model)
@@ -265,6 +311,7 @@ def save_compressed(
                 "format_version": FORMAT_VERSION,
                 "steps": steps,
                 "structure": structure,
+                "packed_quantized": packed,
                 "model_class": type(model).__name__,
             },
         }
@@ -337,6 +384,7 @@ def load_compressed(
     base = (builder or _default_builder)(base_config)
     model = _Rebuilder(comp["structure"], cfile).build("", base)
     tensors = load_file(str(wfile))
+    _unpack_quantized(tensors, comp.get("packed_quantized", {}), wfile)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

@@ -14,6 +14,7 @@ rebuilt without pickles.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -32,6 +33,8 @@ __all__ = [
     "find_parametrization",
     "effective",
     "bake",
+    "clone_model",
+    "isolate_classes",
 ]
 
 
@@ -220,6 +223,25 @@ def effective(module: nn.Module, tensor_name: str = "weight") -> Tensor:
         return getattr(module, tensor_name).detach().clone()
 
 
+def isolate_classes(model: nn.Module) -> nn.Module:
+    """Give every parametrized module of ``model`` its own copy of its dynamic class (in place).
+
+    ``parametrize`` stores the parametrized properties on a per-module dynamic class,
+    which ``copy.deepcopy`` shares between the copy and the original; removing or adding
+    a parametrization on the copy would then change the original's class too.
+    """
+    for mod in model.modules():
+        if parametrize.is_parametrized(mod):
+            cls = type(mod)
+            mod.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    return model
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that is safe for parametrized modules (see :func:`isolate_classes`)."""
+    return isolate_classes(copy.deepcopy(model))
+
+
 def bake(module: nn.Module) -> list[str]:
     """Remove every parametrization of ``module`` (in place), keeping the parametrized values.
 
@@ -228,6 +250,8 @@ def bake(module: nn.Module) -> list[str]:
     removed: list[str] = []
     if not parametrize.is_parametrized(module):
         return removed
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
     for tname in list(module.parametrizations.keys()):
         removed += [type(p).__name__ for p in module.parametrizations[tname]]
         parametrize.remove_parametrizations(module, tname, leave_parametrized=True)

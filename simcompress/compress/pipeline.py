@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
+from .parametrizations import clone_model
 from .._config import StrictModel, parse_config, read_yaml_mapping
 from ..errors import ConfigError
 from .base import CompressionResult, Gate, GateResult, MethodConfig, compress, config_from_dict
@@ -187,7 +188,7 @@ class Pipeline:
         (e.g. ``calibration=``); ``trainer=`` defaults to this pipeline's ``finetune``."""
         if self.finetune is not None:
             kwargs.setdefault("trainer", self.finetune)
-        current = copy.deepcopy(model)
+        current = clone_model(model)
         out = PipelineResult(current, recipe=self.describe())
         n = len(self.steps)
         for i, step in enumerate(self.steps, start=1):

@@ -44,12 +44,18 @@ def types_from_names(names: Iterable[str], allowed: dict[str, type[nn.Module]], 
 def targets(model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module], ...]) -> list[tuple[str, nn.Module]]:
     """Selected layers, exact type match (through parametrizations); ConfigError when none match."""
     found = [(n, m) for n, m in select_modules(model, config, types) if base_type(m) in types and "parametrizations" not in n.split(".")]
+    if _is_generator(model):  # a shower generator: only its sampling network is compressed
+        found = [(n, m) for n, m in found if n.startswith("network.")]
     if not found:
         names = ", ".join(t.__name__ for t in types)
         raise ConfigError(
             f"method {config.method!r}: no {names} layer matches include={list(config.include)} exclude={list(config.exclude)}"
         )
     return found
+
+
+def _is_generator(model: nn.Module) -> bool:
+    return all(hasattr(model, a) for a in ("sample", "network", "condition", "latent_dim"))
 
 
 Calibration = Callable[[nn.Module], Any] | Tensor | tuple[Tensor, ...] | list[Any]

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from ..base import CompressionResult, MethodConfig, register_method
+from ..parametrizations import clone_model
 from ._common import LAYER_TYPES, Trainer, record, require_trainer, targets, types_from_names
 from .magnitude_prune import prune_to_sparsity_
 
@@ -55,7 +56,7 @@ class GradualPruneConfig(MethodConfig):
 def gradual_prune(model: nn.Module, config: GradualPruneConfig, trainer: Trainer | None = None, **_: Any) -> CompressionResult:
     train = require_trainer(trainer, config.method)
     layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
-    befores = {n: copy.deepcopy(m) for n, m in layers}
+    befores = {n: clone_model(m) for n, m in layers}
     schedule = []
     t = 0
     while True:

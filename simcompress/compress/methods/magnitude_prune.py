@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 
 from ..base import CompressionResult, MethodConfig, register_method
 from ..parametrizations import Mask
+from ..parametrizations import clone_model
 from ._common import LAYER_TYPES, record, targets, types_from_names
 
 __all__ = ["MagnitudePruneConfig", "magnitude_prune", "prune_to_sparsity_", "set_mask_"]
@@ -75,7 +76,7 @@ def prune_to_sparsity_(layers: list[tuple[str, nn.Module]], sparsity: float, sco
 @register_method(MagnitudePruneConfig)
 def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, **_: Any) -> CompressionResult:
     layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
-    befores = {n: copy.deepcopy(m) for n, m in layers}
+    befores = {n: clone_model(m) for n, m in layers}
     prune_to_sparsity_(layers, config.sparsity, config.scope)
     recs = []
     for name, mod in layers:

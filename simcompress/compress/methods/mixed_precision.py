@@ -11,6 +11,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ..base import CompressionResult, MethodConfig, register_method
+from ..parametrizations import clone_model
 from ._common import LAYER_TYPES, collect_outputs, record, targets, types_from_names
 from ._quant import QuantSpec, quantize_weight_
 
@@ -45,7 +46,7 @@ class MixedPrecisionConfig(MethodConfig):
 
 
 def _sensitivity(model: nn.Module, name: str, bits: int, config: MixedPrecisionConfig, ref: torch.Tensor | None, calibration: Any) -> float:
-    trial = copy.deepcopy(model)
+    trial = clone_model(model)
     mod = trial.get_submodule(name)
     spec = config.weights.model_copy(update={"bits": bits})
     if config.sensitivity == "weight":
@@ -92,7 +93,7 @@ def mixed_precision(model: nn.Module, config: MixedPrecisionConfig, calibration:
         choice[best[1]] -= 1
     recs = []
     for name, mod in layers:
-        before = copy.deepcopy(mod)
+        before = clone_model(mod)
         b = cands[choice[name]]
         quantize_weight_(mod, config.weights.model_copy(update={"bits": b}))
         recs.append(record(name, "mixed_precision", before, mod, weight_bits=b, sensitivity={str(k): v for k, v in sens[name].items()}))

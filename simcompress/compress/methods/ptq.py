@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from ..base import CompressionResult, MethodConfig, register_method
+from ..parametrizations import clone_model
 from ._common import LAYER_TYPES, record, targets, types_from_names
 from ._quant import ActSpec, QuantSpec, calibrate_inputs, quantize_weight_
 
@@ -31,7 +32,7 @@ class PTQConfig(MethodConfig):
 
 def apply_ptq(model: nn.Module, config: PTQConfig, calibration: Any = None, kind: str = "ptq") -> list:
     layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
-    befores = {n: copy.deepcopy(m) for n, m in layers}
+    befores = {n: clone_model(m) for n, m in layers}
     if config.weights is not None:
         for _name, mod in layers:
             quantize_weight_(mod, config.weights)

@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from ..base import CompressionResult, register_method
+from ..parametrizations import clone_model
 from ._common import Trainer, record, require_trainer
 from .ptq import PTQConfig, apply_ptq
 
@@ -29,7 +30,7 @@ class QATConfig(PTQConfig):
 
 @register_method(QATConfig)
 def qat(model: nn.Module, config: QATConfig, calibration: Any = None, trainer: Trainer | None = None, **_: Any) -> CompressionResult:
-    before = copy.deepcopy(model)
+    before = clone_model(model)
     recs = apply_ptq(model, config, calibration, kind="qat")
     if config.steps:
         require_trainer(trainer, config.method)(model, config.steps, config.lr)

@@ -32,6 +32,7 @@ from ...errors import UnsupportedLayerError
 from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import TTLinear, base_type
 from ..parametrizations import ActQuant, Mask
+from ..parametrizations import clone_model
 from ._common import LAYER_TYPES, record, targets, types_from_names
 
 __all__ = ["StructuredPruneConfig", "structured_prune", "find_chain"]
@@ -223,7 +224,7 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) 
                                note="output feeds the traced module's output; width kept"))
             continue
         cons = model.get_submodule(chain.consumer)
-        before = nn.ModuleDict({"p": copy.deepcopy(prod), "c": copy.deepcopy(cons)})
+        before = nn.ModuleDict({"p": clone_model(prod), "c": clone_model(cons)})
         with torch.no_grad():
             w_in = prod.weight.detach().to(torch.float64).reshape(_units(prod), -1)
             w_out = cons.weight.detach().to(torch.float64).transpose(0, 1).reshape(_units(prod), -1)

@@ -1,0 +1,203 @@
+"""``simcompress compress``: run a compression recipe on a shower generator.
+
+Wires together the generators (model, fine-tuning), the validation package (the
+fidelity gate and the validation report) and the compression library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ._app import GateFailed, app, console
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _sampling_bytes(bundle: Path) -> int | None:
+    """Bytes on disk needed to sample: config.json + weights.safetensors."""
+    files = [bundle / "config.json", bundle / "weights.safetensors"]
+    if not all(f.is_file() for f in files):
+        return None
+    return sum(f.stat().st_size for f in files)
+
+
+def make_calibration(gen: Any, energies: Any, seed: int) -> Any:
+    """Calibration callable: the generator's network on seeded noise at ``energies`` (MeV)."""
+    import torch
+
+    z = torch.randn(len(energies), int(gen.latent_dim), generator=torch.Generator().manual_seed(seed))
+    e = torch.as_tensor(energies, dtype=torch.float32)
+
+    def run(m: Any) -> Any:
+        return m.network(z, m.condition(e))
+
+    return run
+
+
+def make_finetune(gen: Any, data: Any, seed: int) -> Any:
+    """Trainer ``(model, steps, lr)``: the generators' fine-tuning on reference showers
+    (GAN: adversarial with the bundle's critic; flow: maximum likelihood), or, with no
+    reference, distillation of the original network's outputs."""
+    import torch
+
+    calls = {"n": 0}
+    if data is not None:
+        from ..generators.train import finetune
+
+        def train(model: Any, steps: int, lr: float) -> Any:
+            calls["n"] += 1
+            was = model.training
+            finetune(model, data, steps, lr, seed=seed + calls["n"])
+            model.train(was)
+            return model
+
+        return train
+    from ..compress.training import distillation_trainer
+
+    lo, hi = (float(v) for v in gen.energy_range_mev)
+
+    def inputs(g: torch.Generator) -> tuple[Any, ...]:
+        e = torch.exp(torch.empty(256).uniform_(math.log(lo), math.log(hi), generator=g))
+        return (torch.randn(256, int(gen.latent_dim), generator=g), gen.condition(e))
+
+    return distillation_trainer(gen, inputs, seed=seed, forward="network")
+
+
+@app.command("compress")
+def compress_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Generator bundle directory or zoo name (e.g. ds1-photons-gan)."),
+    recipe: Path = typer.Option(..., "--recipe", "-r", help="Compression recipe YAML (configs/compress/*.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: compressed bundle, report.json/.md, validation/."),
+    reference: Path | None = typer.Option(None, "--reference", help="Reference showers (ROOT/HDF5) for the gate, fine-tuning and validation."),
+    gate_spec: str = typer.Option("default", "--gate-spec", help="Validation gate preset or YAML."),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="Evaluate the fidelity gate after each step (needs --reference)."),
+    n_events: int = typer.Option(10_000, "--n-events", help="Showers sampled per gate evaluation and for the validation report."),
+    finetune_events: int = typer.Option(20_000, "--finetune-events", help="Reference showers used for fine-tuning."),
+    calibration_events: int = typer.Option(2048, "--calibration-events", help="Samples for quantizer calibration."),
+    report_samples: int = typer.Option(2048, "--report-samples", help="Showers per call when measuring throughput."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also measure ONNX Runtime float32 and int8 forms."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0: leave as is)."),
+) -> None:
+    """Compress a shower generator with a recipe; write bundle, report and validation report.
+
+    Exit code 1 when the gate fails (report written, no bundle), 2 on bad input.
+    """
+    import numpy as np
+    import torch
+
+    from ..compress.bundle import save_compressed
+    from ..compress.pipeline import Pipeline, load_recipe
+    from ..compress.report import compression_report, report_markdown
+    from ..errors import ConfigError
+    from ..generators import load_generator
+    from ..generators.bundle import resolve_bundle
+
+    if threads:
+        torch.set_num_threads(threads)
+    rec = load_recipe(recipe)
+    if gate and reference is None:
+        raise ConfigError("--reference is required for the fidelity gate (or pass --no-gate)")
+    if reference is not None and not reference.exists():
+        raise ConfigError(f"{reference}: reference file not found")
+    gen = load_generator(model)
+    base_config = gen.config_dict()
+    gate_fn = None
+    data = None
+    prepared = None
+    energies = None
+    if reference is not None:
+        from ..showers.io import open_showers
+
+        reader = open_showers(reference)
+        data = reader.read(stop=finetune_events)
+        energies = np.asarray(data.incident_energy[:calibration_events], dtype=np.float64)
+    if gate and reference is not None:
+        from ..validation import make_model_gate
+
+        with console.status("preparing the fidelity gate (reference features, noise floor)"):
+            gate_fn = make_model_gate(reference, gate_spec, n_events=n_events, seed=seed)
+        prepared = gate_fn.prepared
+    if energies is None:
+        lo, hi = (float(v) for v in gen.energy_range_mev)
+        rng = np.random.default_rng(np.random.SeedSequence(seed))
+        energies = np.exp(rng.uniform(math.log(lo), math.log(hi), calibration_events))
+    pipeline = Pipeline.from_recipe(rec, gate=gate_fn, finetune=make_finetune(gen, data, seed), source=str(recipe))
+    console.print(f"compressing {model} with {recipe} ({len(pipeline.steps)} steps)")
+    result = pipeline.run(gen, calibration=make_calibration(gen, energies, seed))
+    for s in result.steps:
+        status = "" if s.gate is None else (" gate: " + ("pass" if s.gate.passed else "FAIL") + f" ({s.gate.summary})")
+        console.print(f"  step {s.index} {s.config.method}: {s.seconds:.1f}s{status}{' (rolled back)' if s.rolled_back else ''}")
+    comp = result.model.eval()
+    gen.eval()
+    fidelity: dict[str, Any] | None = None
+    validation_dir = out / "validation"
+    staged = out.with_name(f".{out.name}.staging")
+    if staged.exists():
+        shutil.rmtree(staged)
+    if prepared is not None:
+        from ..showers.data import ShowerSet
+        from ..validation import validate
+
+        e = torch.from_numpy(gate_fn.energies)
+        cands = {}
+        with torch.no_grad():
+            for name, m in (("original", gen), ("compressed", comp)):
+                y = m.sample(e, generator=torch.Generator().manual_seed(seed))
+                cands[name] = ShowerSet(gate_fn.energies, y.detach().float().numpy(), prepared.geometry, {"source": name})
+        vres = validate(prepared, cands, gate_spec, out_dir=staged / "validation", progress=False)
+        fidelity = {"validation_passed": bool(vres.passed), "gate_spec": gate_spec, "n_events": int(len(gate_fn.energies))}
+        last = [s.gate for s in result.applied if s.gate is not None]
+        if last:
+            fidelity["final_gate"] = last[-1].summary
+    orig_dir = resolve_bundle(model)
+    report = compression_report(
+        gen, comp, n_samples=report_samples, seed=seed, onnx=onnx, pipeline=result.to_dict(), fidelity=fidelity,
+    )
+    report["original"]["bundle_bytes"] = _sampling_bytes(orig_dir)
+    report["model"] = str(model)
+    report["recipe"] = str(recipe)
+    if not result.passed:
+        staged.mkdir(parents=True, exist_ok=True)
+        _atomic_text(staged / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+        _atomic_text(staged / "report.md", report_markdown(report, f"Compression report: {model} with {recipe.name} (GATE FAILED)"))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staged, out)
+        raise GateFailed(f"step {result.stopped_at} failed the gate; report in {out} (no bundle written)")
+    steps = [s.config.to_dict() for s in result.applied]
+    save_compressed(comp, base_config, steps, None, staged / "bundle")
+    bundle_dir = staged / "bundle"
+    report["compressed"]["bundle_bytes"] = _sampling_bytes(bundle_dir)
+    o_b, c_b = report["original"]["bundle_bytes"], report["compressed"]["bundle_bytes"]
+    report["ratios"]["bundle"] = o_b / c_b if o_b and c_b else None
+    report["provenance"]["bundle_bytes"] = "config.json + weights.safetensors on disk (what sampling reads)"
+    for f in bundle_dir.iterdir():
+        os.replace(f, staged / f.name)
+    bundle_dir.rmdir()
+    _atomic_text(staged / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    _atomic_text(staged / "report.md", report_markdown(report, f"Compression report: {model} with {recipe.name}"))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staged, out)
+    r = report["ratios"]
+    console.print(
+        f"wrote {out}: storage {r['storage']:.2f}x smaller, throughput x{r['throughput']:.2f} "
+        f"({report['throughput_unit']}), bundle {('%.2fx' % r['bundle']) if r['bundle'] else 'n/a'} smaller"
+    )
+    if validation_dir.exists():
+        console.print(f"validation report: {validation_dir / 'report.html'}")
