@@ -12,7 +12,11 @@ pruning) against each other, not vendor numbers; ``firmware.json`` labels them
 * DSP proxy: a multiplier of ``a x b`` bits (``a >= b``) maps to LUTs when
   ``b <= 4`` or ``a + b <= 12`` (what Vivado HLS does for narrow products),
   otherwise to ``ceil(a/27) * ceil(b/18)`` DSP48E2 slices;
-* LUT proxy: LUT multipliers cost ``ceil(0.6 * a * b)`` LUTs; each adder of the
+* with reuse factor 1 and the Latency strategy the weights are constants: each
+  multiplication is a shift-and-add network costing ``a * (csd(w) - 1)`` LUTs,
+  ``csd(w)`` being the non-zero digits of the weight code in canonical signed-digit
+  form (0 LUT for powers of two), and no DSP;
+* LUT proxy: generic LUT multipliers cost ``ceil(0.6 * a * b)`` LUTs; each adder of the
   accumulation tree costs one LUT per accumulator bit (carry chain); the output
   cast and activations cost one LUT per output bit;
 * latency (cycles): ``reuse_factor`` (serialised multiplications) + multiplier
@@ -23,6 +27,7 @@ pruning) against each other, not vendor numbers; ``firmware.json`` labels them
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -52,8 +57,8 @@ class LayerEstimate:
     latency_cycles: int
 
 
-def valid_reuse_factors(n_in: int, n_out: int) -> list[int]:
-    """Reuse factors hls4ml accepts for a Dense layer (its ``_validate_reuse_factor`` rule)."""
+@functools.lru_cache(maxsize=256)
+def _valid_rf(n_in: int, n_out: int) -> tuple[int, ...]:
     out = []
     for rf in range(1, n_in * n_out + 1):
         mult_limit = math.ceil(n_in * n_out / min(n_in, rf))
@@ -62,7 +67,24 @@ def valid_reuse_factors(n_in: int, n_out: int) -> list[int]:
         ok = ok and ((n_in * n_out) % rf == 0)
         if ok:
             out.append(rf)
-    return out
+    return tuple(out)
+
+
+def valid_reuse_factors(n_in: int, n_out: int) -> list[int]:
+    """Reuse factors hls4ml accepts for a Dense layer (its ``_validate_reuse_factor`` rule)."""
+    return list(_valid_rf(int(n_in), int(n_out)))
+
+
+def _csd_digits(n: int) -> int:
+    """Non-zero digits of ``n`` in canonical signed-digit (non-adjacent) form."""
+    n = abs(n)
+    count = 0
+    while n:
+        if n & 1:
+            n -= 2 - (n & 3)  # digit +1 or -1
+            count += 1
+        n >>= 1
+    return count
 
 
 def _mult_cost(a: int, b: int) -> tuple[int, int]:
@@ -80,7 +102,12 @@ def _layer(graph: FixedGraph, op: Any, rf: int, strategy: str) -> LayerEstimate:
         mults = math.ceil(nnz / rf) if nnz else 0
         dsp1, lut1 = _mult_cost(src_t.width, op.w_t.width)
         adders = math.ceil((nnz + (n_out if op.b_int is not None else 0)) / rf)
-        lut = mults * lut1 + adders * op.acc_t.width + n_out * op.out_t.width
+        if rf == 1 and strategy == "Latency":
+            dsp1 = 0
+            mult_lut = int(sum(src_t.width * max(_csd_digits(int(w)) - 1, 0) for w in op.w_int.ravel() if w))
+        else:
+            mult_lut = mults * lut1
+        lut = mult_lut + adders * op.acc_t.width + n_out * op.out_t.width
         dsp = mults * dsp1
         lat = rf + (3 if dsp1 else 1) + math.ceil(math.log2(n_in + 1) / 2) + 1
         return LayerEstimate(op.name, "Dense", n_in, n_out, nnz, rf, strategy, mults, adders, dsp, lut, lat)

@@ -117,6 +117,11 @@ def convert(graph: FixedGraph, net: nn.Module, cfg: FirmwareConfig, out_dir: str
             part=cfg.part,
             clock_period=cfg.clock_period_ns,
         )
+    # hls4ml's write_yml would yaml-dump the torch module object (a pickle-like !!python/object);
+    # keep a readable description instead
+    for key in ("PytorchModel", "KerasModel", "OnnxModel"):
+        if key in model.config.config:
+            model.config.config[key] = f"{type(net).__name__} (simcompress fixed-point network; see precision.json)"
     _verify_precisions(model, graph, config)
     return model
 
