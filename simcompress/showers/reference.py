@@ -121,6 +121,8 @@ SAMPLING = {
     "wc_ehat": 0.348, "wc_fs": -0.642,
     "spot_n1": 10.3, "spot_n2": 0.959, "sigma_samp": 0.11,  # N_spot = 10.3/0.11 (E/GeV)^0.959 (code)
 }
+#: mean free path of a high-energy photon before converting, in X0 (9/7).
+PHOTON_CONVERSION_X0 = 9.0 / 7.0
 SIGMA_MAX = 0.5
 T_MIN = 1.0
 ALPHA_MIN = 1.1
@@ -137,6 +139,9 @@ class GFlashConfig(StrictModel):
         max_spots: cap on the spots of one shower (``None`` = no cap; the multinomial
             placement costs the same for any number of spots, so no cap is needed for speed).
         fluctuations: per-shower fluctuations of ln T and ln alpha (False = mean profile).
+        photon_conversion: start each shower at an exponentially distributed depth with mean
+            9/7 X0 (the photon conversion length). Off by default, as in Geant4's GFlash,
+            which treats photons like electrons; turn it on for more realistic photon showers.
     """
 
     step_x0: float = Field(0.5, gt=0.0, le=5.0)
@@ -144,6 +149,7 @@ class GFlashConfig(StrictModel):
     spot_scale: float = Field(1.0, gt=0.0)
     max_spots: int | None = Field(None, ge=1)
     fluctuations: bool = True
+    photon_conversion: bool = False
 
 
 # ----------------------------------------------------------------------------- materials
@@ -389,17 +395,20 @@ def _simulate_block(
     # tau correction of ComputeTau: (alpha-1)/alpha * <alpha>/(<alpha>-1)
     a_mean = mean["alpha"]
     tau_corr = (alpha - 1.0) / alpha * a_mean / np.maximum(a_mean - 1.0, 1e-6) / t_max
+    # depth where the shower starts (photon conversion point), X0
+    t0 = rng.exponential(PHOTON_CONVERSION_X0, n) if cfg.photon_conversion else np.zeros(n)
     for pl in plans:
-        frac = gammainc(alpha[:, None], beta[:, None] * pl.t_edges[None, :])  # (n, n_sub+1)
+        t_rel = np.maximum(pl.t_edges[None, :] - t0[:, None], 0.0)  # (n, n_sub+1) depth after the start
+        frac = gammainc(alpha[:, None], beta[:, None] * t_rel)
         d_e = np.diff(frac, axis=1)  # (n, n_sub) energy fraction per step
         e_frac = d_e.sum(axis=1)
         e_layer = energy * e_frac
-        ps = gammainc(as_[:, None], bs[:, None] * pl.t_edges[[0, -1]][None, :])
+        ps = gammainc(as_[:, None], bs[:, None] * t_rel[:, [0, -1]])
         n_layer = np.floor(nspot * (ps[:, 1] - ps[:, 0]) + rng.random(n))
         n_layer = np.where(e_layer > 0, np.maximum(n_layer, 1.0), 0.0)
         # radial CDF at the layer's edges, energy-weighted over the steps inside the layer
-        t_mid = 0.5 * (pl.t_edges[1:] + pl.t_edges[:-1])
-        tau = t_mid[None, :] * tau_corr[:, None]  # (n, n_sub)
+        t_mid = 0.5 * (t_rel[:, 1:] + t_rel[:, :-1])
+        tau = t_mid * tau_corr[:, None]  # (n, n_sub)
         rc, rt, wc = radial_parameters(energy[:, None], tau, eff)
         r2 = (pl.r_edges_rm**2)[None, None, :]
         cdf = wc[..., None] * r2 / (r2 + rc[..., None] ** 2) + (1.0 - wc[..., None]) * r2 / (r2 + rt[..., None] ** 2)

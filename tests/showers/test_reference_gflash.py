@@ -215,3 +215,12 @@ def test_bad_arguments() -> None:
     flat = Geometry("flat", (Layer(0, (0.0, 1.0), 1, (0.0, 0.0)),), Material("homogeneous", W))
     with pytest.raises(GeometryError, match="layer 0: depth_x0"):
         simulate(flat, 1, progress=False)
+
+
+def test_photon_conversion_option_shifts_showers_by_the_conversion_length() -> None:
+    base = simulate("ds2", 300, energies="fixed:10000", seed=8, progress=False)
+    conv = simulate("ds2", 300, energies="fixed:10000", seed=8, progress=False, config={"photon_conversion": True})
+    shift = _longitudinal_centroid_x0(conv).mean() - _longitudinal_centroid_x0(base).mean()
+    assert shift == pytest.approx(9 / 7, abs=0.35)  # mean free path of a photon: 9/7 X0
+    # the start depth fluctuates too, so the centroid spread grows
+    assert _longitudinal_centroid_x0(conv).std() > _longitudinal_centroid_x0(base).std()
