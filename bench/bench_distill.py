@@ -1,0 +1,213 @@
+"""Distillation benchmark: sampling speed-up of each distilled student over its teacher at
+batch sizes 1 / 100 / 10 000, measured in the same run on this CPU (one torch thread), and
+fidelity of teacher and student against reference showers (GFlash, ds1 energies) when the
+students have been trained.
+
+Two modes:
+
+* ``python bench/bench_distill.py --train [--recipes flow-to-iaf,...] [--students DIR]``
+  distils the shipped zoo models with the recipes in ``configs/compress/`` and writes each
+  student bundle and its full report to ``DIR/<recipe>/`` (default ``bench/results/distill``).
+* ``python bench/bench_distill.py [--quick]`` (or ``python -m bench``) measures speed for every
+  recipe: trained students from ``DIR`` when present, otherwise the recipe's student
+  architecture with untrained weights (the speed of a network does not depend on its
+  weights; fidelity is then reported as not measured). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {
+    "flow-to-iaf": "ds1-photons-flow",
+    "flow-to-mlp": "ds1-photons-flow",
+    "gan-to-small-gan": "ds1-photons-gan",
+    "distill-then-fixed-point": "ds1-photons-flow",
+}
+DEFAULT_STUDENTS = ROOT / "bench" / "results" / "distill"
+
+
+def _students_dir() -> Path:
+    return Path(os.environ.get("SIMCOMPRESS_DISTILL_STUDENTS", DEFAULT_STUDENTS))
+
+
+def _reference(n: int, seed: int = 2024) -> Any:
+    from simcompress.showers.geometry import Geometry
+    from simcompress.showers.reference import simulate
+
+    return simulate(Geometry.from_name("ds1-photons"), n, energies="ds1", seed=seed, progress=False)
+
+
+def _teacher(name: str) -> Any:
+    from simcompress.generators import load_generator, zoo_names
+
+    if name not in zoo_names():
+        return None
+    return load_generator(name).eval()
+
+
+def _untrained_student(teacher: Any, recipe: str) -> Any:
+    from simcompress.compress.distill.methods import build_student
+    from simcompress.compress.pipeline import load_recipe
+    from simcompress.compress import config_from_dict
+
+    rec = load_recipe(ROOT / "configs" / "compress" / f"{recipe}.yaml")
+    cfg = config_from_dict(dict(rec.steps[0]), recipe)
+    return build_student(teacher, cfg).eval()
+
+
+def _fidelity(reference: Any, models: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from simcompress.showers.data import ShowerSet
+    from simcompress.validation import validate
+
+    e = torch.from_numpy(reference.incident_energy.astype(np.float32))
+    cands = {}
+    for name, m in models.items():
+        with torch.no_grad():
+            x = m.sample(e, generator=torch.Generator().manual_seed(seed)).float().numpy()
+        cands[name] = ShowerSet(reference.incident_energy, x, reference.geometry, {"source": name})
+    res = validate(reference, cands, progress=False, html=False)
+    out: dict[str, Any] = {"n_events": int(len(reference)), "reference": "GFlash ds1-photons (simcompress.showers.reference)"}
+    for name, cand in res.candidates.items():
+        feats = cand.features
+        sp = [v["sp"] for v in feats.values() if np.isfinite(v.get("sp", np.nan))]
+        ks = [v["ks"] for v in feats.values()]
+        out[name] = {
+            "gate_passed": bool(res.passed_for(name)),
+            "mean_separation_power": float(np.mean(sp)) if sp else None,
+            "max_ks": float(np.max(ks)) if ks else None,
+            "E_tot_over_E_inc_mean": {k: v["cand_mean"] for k, v in feats.items() if "tot" in k.lower()},
+            "multivariate": json.loads(json.dumps(cand.multivariate, default=float)),
+        }
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    import torch
+
+    from simcompress.compress.distill import compare_sampling_speed
+    from simcompress.generators import load_generator
+
+    batch_sizes = (1, 100, 1000) if quick else (1, 100, 10_000)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {"batch_sizes": list(batch_sizes), "torch_threads": 1, "recipes": {}}
+    try:
+        teachers: dict[str, Any] = {}
+        reference = None
+        for recipe, tname in RECIPES.items():
+            if tname not in teachers:
+                teachers[tname] = _teacher(tname)
+            teacher = teachers[tname]
+            if teacher is None:
+                out["recipes"][recipe] = {"skipped": f"zoo model {tname!r} not shipped yet"}
+                continue
+            sdir = _students_dir() / recipe / "student"
+            trained = (sdir / "config.json").is_file()
+            student = load_generator(sdir).eval() if trained else _untrained_student(teacher, recipe)
+            entry: dict[str, Any] = {
+                "teacher": tname,
+                "student": str(sdir) if trained else "recipe architecture, untrained weights (speed only)",
+                "teacher_params": sum(p.numel() for p in teacher.network.parameters()),
+                "student_params": sum(p.numel() for p in student.network.parameters()),
+            }
+            entry["speed"] = compare_sampling_speed(
+                {"teacher": teacher, "student": student}, batch_sizes, min_seconds=0.3 if quick else 1.0
+            )
+            entry["speedup"] = entry["speed"]["speedup"]["student"]
+            if trained:
+                if reference is None:
+                    reference = _reference(2000 if quick else 10_000)
+                entry["fidelity"] = _fidelity(reference, {"teacher": teacher, "student": student})
+            else:
+                entry["fidelity"] = "not measured (no trained student; run with --train)"
+            out["recipes"][recipe] = entry
+    finally:
+        torch.set_num_threads(prev)
+    return out
+
+
+def train(recipes: list[str], students: Path, n_reference: int = 20_000) -> dict[str, Any]:
+    """Distil the zoo teachers with the shipped recipes; write student bundles + reports."""
+    import torch
+
+    from simcompress.compress.bundle import save_compressed
+    from simcompress.compress.pipeline import Pipeline, load_recipe
+    from simcompress.generators import save_generator
+
+    torch.set_num_threads(1)
+    summary: dict[str, Any] = {}
+    reference = None
+    for recipe in recipes:
+        teacher = _teacher(RECIPES[recipe])
+        if teacher is None:
+            summary[recipe] = f"skipped: zoo model {RECIPES[recipe]!r} not shipped"
+            continue
+        rec = load_recipe(ROOT / "configs" / "compress" / f"{recipe}.yaml")
+        out = students / recipe
+        steps = []
+        for s in rec.steps:
+            s = dict(s)
+            if s["method"].startswith("distill_"):
+                tr = dict(s.get("training", {}))
+                tr.setdefault("checkpoint_dir", str(out / "checkpoints"))
+                s["training"] = tr
+            steps.append(s)
+        kwargs: dict[str, Any] = {}
+        if any(s["method"] == "distill_gan" and s.get("adversarial_steps", 0) > 0 for s in steps):
+            if reference is None:
+                reference = _reference(n_reference, seed=7)
+            kwargs["reference"] = (reference.incident_energy, reference.showers)
+        t0 = time.perf_counter()
+        res = Pipeline(steps, source=recipe).run(teacher, **kwargs)
+        seconds = time.perf_counter() - t0
+        model = res.model.eval()
+        first = res.steps[0].result
+        if len(res.steps) == 1:
+            save_generator(model, out / "student", card={"distilled_from": RECIPES[recipe], "recipe": recipe})
+        else:
+            save_compressed(model, first.extra["base_config"], [s.config.to_dict() for s in res.steps], None, out / "student")
+        report = {"recipe": recipe, "teacher": RECIPES[recipe], "seconds": seconds, "pipeline": res.to_dict()}
+        (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+        d = first.extra["distillation"]
+        summary[recipe] = {
+            "seconds": seconds,
+            "param_ratio": d["param_ratio"],
+            "same_noise": d["same_noise"],
+            "speedup": first.extra["speed"]["speedup"]["student"],
+            "final_loss": {k: v.get("final_loss") for k, v in d["phases"].items()},
+        }
+        print(json.dumps({recipe: summary[recipe]}, default=float), flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--train", action="store_true", help="distil the zoo teachers first (minutes per recipe)")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
+    ap.add_argument("--students", type=Path, default=None, help=f"student bundles folder (default {DEFAULT_STUDENTS})")
+    args = ap.parse_args(argv)
+    if args.students is not None:
+        os.environ["SIMCOMPRESS_DISTILL_STUDENTS"] = str(args.students)
+    if args.train:
+        names = [r for r in args.recipes.split(",") if r]
+        unknown = sorted(set(names) - set(RECIPES))
+        if unknown:
+            sys.exit(f"error: unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+        print(json.dumps({"trained": train(names, _students_dir())}, indent=1, default=float))
+    print(json.dumps(run(args.quick), indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
