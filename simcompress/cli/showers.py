@@ -200,6 +200,7 @@ def convert_command(
         None, "--geometry", "-g", help="Geometry of input files that do not record one (e.g. sparse files)."
     ),
     stop: Optional[int] = typer.Option(None, "--stop", help="Convert only the first N events."),  # noqa: UP007
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Convert shower files between ROOT and CaloChallenge HDF5 (merging several inputs into one file).
 
@@ -218,8 +219,17 @@ def convert_command(
     if any(f.resolve() == out_resolved for f in reader.files):
         raise ConfigError(f"{out}: the output is one of the inputs; write to another file")
     meta = {"converted_from": [str(f) for f in reader.files]}
-    chunks = reader.iterate(stop=stop)
-    path = write_showers(out, chunks, format=format.lower() if format else None, layout=layout,
-                         geometry=reader.geometry, metadata=meta)
     n = reader.n_events if stop is None else min(stop, reader.n_events)
+
+    def chunks() -> Any:
+        from rich.progress import Progress
+
+        with Progress(console=err_console, transient=True, disable=not progress) as bar:
+            task = bar.add_task("converting", total=n)
+            for chunk in reader.iterate(stop=stop):
+                yield chunk
+                bar.advance(task, len(chunk))
+
+    path = write_showers(out, chunks(), format=format.lower() if format else None, layout=layout,
+                         geometry=reader.geometry, metadata=meta)
     console.print(f"converted {n} showers from {len(reader.files)} file(s) to {path}", highlight=False)

@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import struct
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,7 +193,8 @@ def _choose_layout(layout: str, geometry: Geometry, fmt: str, path: Path) -> str
 
 
 def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.part")
+    # hidden (globs like *.root skip it), unique per process and call, in the target folder (same filesystem)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
 
 
 # ============================================================================ writing
