@@ -14,6 +14,7 @@ client's ``sys.executable``, a path that rarely exists on batch nodes.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,7 +104,7 @@ class ClusterConfig(StrictModel):
             raise ValueError("htcondor needs 'disk' (scratch disk per job, e.g. '10GB')")
         if self.kind == "htcondor":
             for d in self.extra_directives:
-                if "=" not in d:
+                if not re.match(r"^\s*\+?[A-Za-z_][\w.]*\s*=", d):
                     raise ValueError(f"htcondor extra_directives must be 'key = value', got {d!r}")
 
     @property

@@ -233,8 +233,8 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
     manifest.write()
 
     provenance = {
-        "generator": {"ref": str(model_path), "bundle_hash": model_hash},
-        "energies": energies, "root_seed": seed, "n_shards": n_shards, "run": str(out),
+        "model": str(model_path), "bundle_hash": model_hash, "energies": energies, "root_seed": seed,
+        "n_events": n_events, "shard_size": shard_size, "n_shards": n_shards, "run": str(out),
         "software_versions": software_versions(),
     }
     jobs = []

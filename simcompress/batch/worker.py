@@ -193,7 +193,7 @@ def generate_shard(job: ShardJob) -> dict[str, Any]:
             hasher.update(chunk.incident_energy, chunk.showers)
             yield chunk
 
-    metadata = {**job.provenance, "shard": identity}
+    metadata = {"batch": job.provenance, "shard": identity}
     try:
         with _no_grad():
             backend.write(partial, chunks(), format=job.format, metadata=metadata)

@@ -14,7 +14,20 @@ import batch_standin
 
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return batch_standin.make_bundle(tmp_path_factory.mktemp("model") / "tiny")
+    """A real (tiny, random-weights) GAN bundle written by the generators package."""
+    import torch
+
+    from simcompress.generators import GANGenerator, save_generator
+    from simcompress.showers import Geometry
+
+    torch.manual_seed(0)
+    gen = GANGenerator(Geometry.from_name("ds1-photons"), latent_dim=8, hidden=[16], critic_hidden=[8])
+    return save_generator(gen, tmp_path_factory.mktemp("model") / "tiny-gan", card={"note": "batch tests"})
+
+
+@pytest.fixture(scope="session")
+def standin_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return batch_standin.make_bundle(tmp_path_factory.mktemp("standin") / "tiny")
 
 
 @pytest.fixture(scope="session")
