@@ -525,10 +525,12 @@ def _inspect_root(path: Path) -> _FileInfo:
             classes = f.classnames()
         except Exception as err:
             raise ShowerFileError(f"{path}: corrupt ROOT directory ({type(err).__name__}: {err})") from None
-        trees = {k.split(";")[0] for k, c in classes.items() if c == "TTree"}
+        # our writer makes TTrees; RNTuples (uproot >= 5.7 `f[name] = data`) are read too
+        trees = {k.split(";")[0]: c for k, c in classes.items() if c in ("TTree", "ROOT::RNTuple")}
         if TREE_NAME not in trees:
             has = ", ".join(sorted(trees)) or "none"
-            raise ShowerFileError(f"{path}: no TTree {TREE_NAME!r} (TTrees in file: {has})")
+            raise ShowerFileError(f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: {has})")
+        is_rntuple = trees[TREE_NAME] == "ROOT::RNTuple"
         prov: dict[str, Any] = {}
         if any(k.split(";")[0] == PROVENANCE_KEY for k in classes):
             try:
@@ -547,8 +549,15 @@ def _inspect_root(path: Path) -> _FileInfo:
             raise ShowerFileError(f"{path}: TTree {TREE_NAME!r} has no branch 'incident_energy' (has: {', '.join(sorted(branches))})")
         if "voxels" in branches:
             layout = "dense"
-            interp = tree["voxels"].interpretation
-            shape = getattr(interp, "inner_shape", None) or getattr(getattr(interp, "to_dtype", None), "shape", ())
+            try:
+                if is_rntuple:  # no interpretation object: read the first entry's shape
+                    first = tree.arrays(["voxels"], entry_stop=1, library="np")["voxels"]
+                    shape = tuple(first.shape[1:]) if first.ndim > 1 else ()
+                else:
+                    interp = tree["voxels"].interpretation
+                    shape = getattr(interp, "inner_shape", None) or getattr(getattr(interp, "to_dtype", None), "shape", ())
+            except Exception as err:
+                raise ShowerFileError(f"{path}: unreadable branch 'voxels' ({type(err).__name__}: {err})") from None
             n_vox = int(np.prod(shape)) if shape else 1
         elif {"hit_idx", "hit_e"} <= branches:
             layout = "sparse"
@@ -683,9 +692,9 @@ class ShowerReader:
                 for b in tree.iterate(["incident_energy", "voxels"], step_size=step, entry_stop=stop, library="np"):
                     yield np.asarray(b["incident_energy"], np.float32), np.ascontiguousarray(b["voxels"], np.float32)
             else:
-                for b in tree.iterate(["incident_energy", "nhit", "hit_idx", "hit_e"], step_size=step, entry_stop=stop, library="ak"):
+                for b in tree.iterate(["incident_energy", "hit_idx", "hit_e"], step_size=step, entry_stop=stop, library="ak"):
                     inc = ak.to_numpy(b["incident_energy"]).astype(np.float32, copy=False)
-                    counts = ak.to_numpy(b["nhit"]).astype(np.int64)
+                    counts = ak.to_numpy(ak.num(b["hit_idx"], axis=1)).astype(np.int64)
                     idx = ak.to_numpy(ak.flatten(b["hit_idx"])).astype(np.int64)
                     e = ak.to_numpy(ak.flatten(b["hit_e"])).astype(np.float32, copy=False)
                     if idx.size and (idx.max() >= v):

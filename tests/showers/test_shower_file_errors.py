@@ -96,7 +96,7 @@ def test_missing_tree(tmp_path) -> None:
     p = tmp_path / "events.root"
     with uproot.recreate(p) as f:
         f.mktree("events", {"x": np.float32}).extend({"x": np.ones(3, np.float32)})
-    with pytest.raises(ShowerFileError, match=r"no TTree 'showers' \(TTrees in file: events\)") as err:
+    with pytest.raises(ShowerFileError, match=r"no TTree 'showers' \(TTrees/RNTuples in file: events\)") as err:
         open_showers(p)
     _one_line(err, p)
 

@@ -210,3 +210,26 @@ def test_step_size_in_events_or_bytes_and_default_memory_bound(tmp_path, ds1_sma
     assert big.events_per_step(None) == (256 << 20) // (4 * 40501)  # 256 MB of dense voxels, not 100k events
     with pytest.raises(Exception, match="expected a number of events or a size"):
         r.events_per_step("lots")
+
+
+def test_rntuple_files_are_read_too(tmp_path, ds1_small, ds2_small) -> None:
+    import awkward as ak
+
+    dense = tmp_path / "dense_rntuple.root"
+    with uproot.recreate(dense) as f:  # uproot >= 5.7 dict assignment writes an RNTuple
+        f["showers"] = {"incident_energy": ds1_small.incident_energy, "voxels": ds1_small.showers}
+    with uproot.open(dense) as f:
+        assert f.classnames()["showers;1"] == "ROOT::RNTuple"
+    r = open_showers(dense)
+    assert r.geometry.name == "ds1-photons" and r.layout == "dense"
+    _assert_same(r.read(), ds1_small)
+    sparse = tmp_path / "sparse_rntuple.root"
+    rows, cols = np.nonzero(ds2_small.showers)
+    counts = np.bincount(rows, minlength=len(ds2_small))
+    with uproot.recreate(sparse) as f:
+        f["showers"] = {
+            "incident_energy": ds2_small.incident_energy,
+            "hit_idx": ak.unflatten(cols.astype(np.uint16), counts),
+            "hit_e": ak.unflatten(ds2_small.showers[rows, cols], counts),
+        }
+    _assert_same(open_showers(sparse, geometry="ds2").read(), ds2_small)
