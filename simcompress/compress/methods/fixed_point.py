@@ -52,6 +52,7 @@ __all__ = [
     "QATFixedPointConfig",
     "FixedQuantize",
     "FixedPointNetwork",
+    "FoldedBatchNorm",
     "precision_record",
     "find_fixed_point_network",
     "PRECISION_FORMAT_VERSION",
@@ -168,6 +169,24 @@ class FixedQuantize(nn.Module):
         return cls(FixedType.from_dict(spec["type"], "FixedQuantize spec"), ste=bool(spec.get("ste", False)))
 
 
+class FoldedBatchNorm(nn.Identity):
+    """Placeholder left where a BatchNorm1d was folded into the preceding Linear (an identity)."""
+
+    def __init__(self, num_features: int = 0) -> None:
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, folded into the previous Linear"
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"num_features": self.num_features}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], *args: Any, **kwargs: Any) -> FoldedBatchNorm:  # noqa: ARG003
+        return cls(int(spec.get("num_features", 0)))
+
+
 class _QuantHook:
     """Forward hook casting a module's output through a quantizer (deep-copies with it)."""
 
@@ -259,7 +278,7 @@ def _register_bundle_types() -> None:
     register = getattr(bundle, "register_module_type", None)
     if register is None:
         return
-    for cls in (FixedQuantize, FixedPointNetwork):
+    for cls in (FixedQuantize, FixedPointNetwork, FoldedBatchNorm):
         try:
             register(cls)
         except ConfigError:  # already registered
@@ -333,7 +352,7 @@ def fold_batchnorm(net: nn.Module) -> list[str]:
                 lin.bias = nn.Parameter(b.to(lin.weight.dtype))
             else:
                 lin.bias.copy_(b.to(lin.bias.dtype))
-        _set_submodule(net, node.target, nn.Identity())
+        _set_submodule(net, node.target, FoldedBatchNorm(bn.num_features))
         folded.append(str(node.target))
     return folded
 
@@ -448,6 +467,7 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
     layers: dict[str, dict[str, Any]] = {}
     records: list[LayerRecord] = []
     placeholders = []
+    alias: dict[Any, Any] = {}  # Identity (folded BatchNorm) -> its input
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             types[node] = input_t
@@ -464,6 +484,7 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
             src = node.args[0] if node.args else None
             if isinstance(mod, nn.Identity):
                 types[node] = types.get(src, input_t)
+                alias[node] = alias.get(src, src)
             elif isinstance(mod, nn.Linear):
                 if name not in selected:
                     types[node] = None  # float layer: later layers cannot be typed exactly
@@ -523,6 +544,7 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
                     entry["alpha"] = alpha
                 layers[name] = entry
                 types[node] = act_t
+                src = alias.get(src, src)
                 if hasattr(src, "op") and src.op == "call_module" and str(src.target) in layers:
                     layers[str(src.target)]["activation"] = act_t.to_dict()
                     layers[str(src.target)]["activation_layer"] = name
