@@ -242,8 +242,14 @@ class _Chunks:
                     f"{self.path}: a chunk has {s.showers.shape[-1] if s.showers.ndim else 0} voxels per event "
                     f"but geometry {geo.name!r} has {geo.n_voxels}; nothing written"
                 )
-            if not s.geometry.same_binning(geo) and s.geometry.n_voxels == geo.n_voxels and s is self.first:
-                log.info("writing %s with geometry %r instead of the data's %r", self.path, geo.name, s.geometry.name)
+            if s is self.first:
+                if not s.geometry.same_binning(geo):
+                    log.info("writing %s with geometry %r instead of the data's %r", self.path, geo.name, s.geometry.name)
+            elif not s.geometry.same_binning(self.first.geometry):  # type: ignore[union-attr]
+                raise ShowerFileError(
+                    f"{self.path}: chunks with different binnings ({self.first.geometry.name!r} and "  # type: ignore[union-attr]
+                    f"{s.geometry.name!r}) cannot go into one file; nothing written"
+                )
             check_showers(s.incident_energy, s.showers, geo, f"{self.path} (data to write)")
             if len(s) == 0:
                 continue
@@ -501,7 +507,7 @@ def _geometry_from_provenance(prov: dict[str, Any], path: Path) -> Geometry | No
         name = gd.get("name")
         if name in builtin_geometries():
             builtin = Geometry.from_name(name)
-            if builtin.same_binning(geo):
+            if builtin == geo:  # same binning, depths and material: share the cached built-in
                 return builtin
         return geo
     name = prov.get("geometry_name") or (gd if isinstance(gd, str) else None)

@@ -263,3 +263,16 @@ def test_output_path_that_is_a_folder_or_unwritable(tmp_path, ds1_small) -> None
     (tmp_path / "file").write_text("x")
     with pytest.raises(ShowerFileError, match="cannot create the output folder"):
         write_showers(tmp_path / "file" / "sub" / "out.root", ds1_small)
+
+
+def test_writer_rejects_chunks_with_different_binnings(tmp_path, ds1_small) -> None:
+    from simcompress.showers.data import ShowerSet
+    from simcompress.showers.geometry import Geometry, Layer
+
+    g = ds1_small.geometry
+    other = Geometry("shuffled", tuple(Layer(l.id + 100, l.r_edges_mm, l.n_alpha, l.depth_x0) for l in g.layers), g.material)
+    assert other.n_voxels == g.n_voxels and not other.same_binning(g)
+    second = ShowerSet(ds1_small.incident_energy[:10], ds1_small.showers[:10], other)
+    with pytest.raises(ShowerFileError, match="chunks with different binnings \\('ds1-photons' and 'shuffled'\\)"):
+        write_showers(tmp_path / "mixed.root", [ds1_small[:10], second])
+    assert list(tmp_path.iterdir()) == []
