@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -131,7 +130,7 @@ def parse_energy_spec(spec: str | EnergySpec) -> EnergySpec:
             raise ConfigError(f"energies {spec!r}: 'file:' needs a shower file path")
         from .io import open_showers  # local: io imports heavy readers
 
-        values = np.asarray(open_showers(Path(arg)).incident_energy(), dtype=np.float64)
+        values = np.asarray(open_showers(arg.strip()).incident_energy(), dtype=np.float64)  # file, folder or glob
         return EnergySpec("file", float(values.min()), float(values.max()), values, text)
     raise ConfigError(
         f"energies {spec!r}: unknown kind {kind!r}; allowed: ds1, log-uniform:LO,HI, uniform:LO,HI, fixed:E, "
