@@ -1,0 +1,115 @@
+"""``simcompress validate``: compare candidate showers with reference showers, gate, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import ConfigError
+from ._app import GateFailed, app, console, err_console
+
+
+def _parse_candidate(spec: str, index: int) -> tuple[str, str]:
+    """``name=path`` or ``path`` (name from the file stem)."""
+    if "=" in spec and not Path(spec).exists():
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            raise ConfigError(f"--candidate {spec!r}: expected PATH or NAME=PATH")
+        return name, path
+    stem = Path(spec.rstrip("/")).stem or f"candidate{index}"
+    return stem, spec
+
+
+@app.command()
+def validate(
+    reference: str = typer.Option(..., "--reference", "-r", help="Reference showers: ROOT/HDF5 file, directory or glob."),
+    candidate: list[str] = typer.Option(
+        ..., "--candidate", "-c", help="Candidate showers, PATH or NAME=PATH; repeat for several (side by side)."
+    ),
+    gate: str = typer.Option("default", "--gate", "-g", help="Gate preset name (default, strict, loose) or YAML path."),
+    threshold_mev: float | None = typer.Option(
+        None, "--threshold-mev", help="Voxel threshold in MeV (default: CaloChallenge's, 1 MeV ds1, 15.15 keV ds2/3)."
+    ),
+    per_energy_bin: bool | None = typer.Option(
+        None, "--per-energy-bin/--inclusive", help="Also gate per incident-energy bin (default: from the gate spec)."
+    ),
+    geometry: str | None = typer.Option(None, "--geometry", help="Geometry name or file, if the files do not carry one."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report directory (report.html + metrics.json)."),
+    no_html: bool = typer.Option(False, "--no-html", help="Write metrics.json only."),
+    step_size: int = typer.Option(100_000, "--step-size", help="Events per streamed chunk."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Validate generated showers against reference showers.
+
+    Computes the CaloChallenge high-level features chunk by chunk, per-feature KS / W1 /
+    separation power with bootstrap errors, FPD, KPD and a classifier test, each next to the
+    reference-versus-reference noise floor, and applies the gate. Exit codes: 0 all gates
+    pass, 1 a gate failed, 2 bad input.
+    """
+    import warnings
+
+    from ..validation.core import EnergyMismatchWarning
+    from ..validation.core import validate as run_validate
+    from ..validation.gate import load_gate_spec
+
+    spec = load_gate_spec(gate)
+    cands: dict[str, str] = {}
+    for i, c in enumerate(candidate):
+        name, path = _parse_candidate(c, i)
+        if name in cands:
+            name = f"{name}_{i}"
+        cands[name] = path
+    geom = None
+    if geometry is not None:
+        from ..showers.geometry import Geometry
+
+        geom = Geometry.from_name(geometry)
+    if step_size < 1:
+        raise ConfigError(f"--step-size must be >= 1, got {step_size}")
+    ref_src: object = reference
+    if geom is not None:
+        from ..showers.io import open_showers
+
+        ref_src = open_showers(reference, geometry=geom)
+        cands_src = {n: open_showers(p, geometry=geom) for n, p in cands.items()}
+    else:
+        cands_src = dict(cands)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnergyMismatchWarning)
+        result = run_validate(
+            ref_src, cands_src, spec, None, threshold_mev=threshold_mev, per_energy_bin=per_energy_bin,
+            step_size=step_size, progress=not quiet,
+        )
+    for c in result.candidates.values():
+        for w in c.warnings:
+            err_console.print(f"[bold yellow]WARNING:[/bold yellow] {w}", highlight=False, soft_wrap=True)
+    if out is not None:
+        result.write(out, html=not no_html, progress=not quiet)
+        console.print(f"report written to {out}/", highlight=False)
+    _print_summary(result)
+    if not result.passed:
+        failed = result.failed_checks()
+        names = sorted({c.candidate for c in failed})
+        raise GateFailed(f"{len(failed)} of {len(result.checks)} checks failed (gate {spec.name!r}; candidates: {', '.join(names)})")
+
+
+def _print_summary(result: object) -> None:
+    from rich.table import Table
+
+    t = Table(title="validation summary")
+    for col in ("candidate", "events", "checks failed", "worst check", "value / threshold", "verdict"):
+        t.add_column(col)
+    for name, c in result.candidates.items():  # type: ignore[attr-defined]
+        chks = [k for k in result.checks if k.candidate == name]  # type: ignore[attr-defined]
+        worst = max(chks, key=lambda k: k.value / k.threshold if k.threshold > 0 else (0.0 if k.value <= 0 else 1e300), default=None)
+        ok = all(k.passed for k in chks)
+        t.add_row(
+            name,
+            str(c.n_events),
+            f"{sum(not k.passed for k in chks)} / {len(chks)}",
+            f"{worst.metric}({worst.target})" if worst else "-",
+            f"{worst.value:.4g} / {worst.threshold:.4g}" if worst else "-",
+            "[green]PASS[/green]" if ok else "[red]FAIL[/red]",
+        )
+    console.print(t)

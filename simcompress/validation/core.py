@@ -1,0 +1,708 @@
+"""The validation run: stream reference and candidates, compute metrics and noise floor, gate.
+
+:func:`validate` is the public entry point (``simcompress validate`` calls it);
+:class:`PreparedReference` caches everything computed from the reference alone (features,
+sorted feature columns, bin edges, the reference-versus-reference noise floor, FPD/KPD and
+classifier floors) so :func:`make_model_gate` can evaluate many models against it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._provenance import software_versions, utc_now
+from ..errors import ConfigError, GeometryError, ShowerFileError
+from ..showers.data import ShowerSet
+from ..showers.geometry import Geometry
+from . import metrics as M
+from .features import EnergyBin, FeatureAccumulator, FeatureTable, energy_bins, feature_family, high_level_vector
+from .gate import GateCheck, GateSpec, evaluate_gate, load_gate_spec
+
+__all__ = [
+    "EnergyMismatchWarning",
+    "PreparedReference",
+    "CandidateResult",
+    "ValidationResult",
+    "validate",
+    "evaluate_candidate",
+    "read_sample",
+]
+
+log = logging.getLogger(__name__)
+
+
+class EnergyMismatchWarning(UserWarning):
+    """Reference and candidate incident-energy distributions differ (histograms are distorted)."""
+
+
+# ------------------------------------------------------------------ sources
+
+
+@dataclass
+class Sample:
+    """What one streaming pass over a shower source keeps."""
+
+    name: str
+    source: str
+    features: FeatureTable
+    voxels: np.ndarray | None  # random subsample (k, V) for the low-level classifier
+    voxel_einc: np.ndarray | None
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.features.geometry
+
+
+class _Reservoir:
+    """Uniform random subsample of k rows from a stream (smallest random keys), seeded."""
+
+    def __init__(self, k: int, seed: int) -> None:
+        self.k = k
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+        self.keys = np.empty(0)
+        self.rows: np.ndarray | None = None
+        self.einc = np.empty(0, dtype=np.float32)
+
+    def update(self, einc: np.ndarray, rows: np.ndarray) -> None:
+        keys = self.rng.random(rows.shape[0])
+        if self.rows is not None and self.keys.size >= self.k:
+            sel = keys < self.keys.max()
+            keys, rows, einc = keys[sel], rows[sel], einc[sel]
+        allk = np.concatenate([self.keys, keys])
+        allr = rows if self.rows is None else np.concatenate([self.rows, rows])
+        alle = np.concatenate([self.einc, einc])
+        if allk.size > self.k:
+            keep = np.argpartition(allk, self.k - 1)[: self.k]
+            keep.sort()
+            allk, allr, alle = allk[keep], allr[keep], alle[keep]
+        self.keys, self.rows, self.einc = allk, np.ascontiguousarray(allr), alle
+
+
+def _describe(src: Any) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    if isinstance(src, ShowerSet):
+        return f"<ShowerSet {len(src)} events>"
+    return f"<{type(src).__name__}>"
+
+
+def _open(src: Any, geometry: Geometry | None) -> tuple[Geometry | None, Iterable[ShowerSet], int | None]:
+    """(geometry or None if unknown until the first chunk, chunk iterable, number of events or None)."""
+    if isinstance(src, ShowerSet):
+        return src.geometry, [src], len(src)
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            from ..showers.io import open_showers
+        except ImportError as err:  # pragma: no cover - depends on the showers package state
+            raise ShowerFileError(f"{src}: reading shower files needs simcompress.showers.io ({err})") from None
+        reader = open_showers(src, geometry=geometry)
+        return reader.geometry, _ReaderChunks(reader), int(reader.n_events)
+    if hasattr(src, "iterate") and hasattr(src, "geometry"):
+        return src.geometry, _ReaderChunks(src), int(getattr(src, "n_events", 0)) or None
+    if isinstance(src, Iterable):
+        return None, src, None
+    raise ConfigError(f"cannot read showers from {type(src).__name__}; pass a path, a ShowerSet or a reader")
+
+
+class _ReaderChunks:
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.step = 100_000
+
+    def __iter__(self) -> Iterator[ShowerSet]:
+        return iter(self.reader.iterate(step_size=self.step))
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    ) as p:
+        yield p
+
+
+def read_sample(
+    src: Any,
+    name: str,
+    *,
+    geometry: Geometry | None = None,
+    threshold_mev: float | None = None,
+    keep_voxels: int = 0,
+    step_size: int = 100_000,
+    seed: int = 0,
+    progress: Any = None,
+) -> Sample:
+    """Stream ``src`` once: features, plus a random subsample of ``keep_voxels`` raw showers."""
+    desc = _describe(src)
+    geom0, chunks, n_total = _open(src, geometry)
+    if isinstance(chunks, _ReaderChunks):
+        chunks.step = step_size
+    if geom0 is not None and geometry is not None and not geom0.same_binning(geometry):
+        raise GeometryError(
+            f"{desc}: geometry {geom0.name!r} ({geom0.n_voxels} voxels) does not match the reference geometry "
+            f"{geometry.name!r} ({geometry.n_voxels} voxels)"
+        )
+    task = progress.add_task(f"features {name}", total=n_total) if progress is not None else None
+    acc: FeatureAccumulator | None = None
+    res = _Reservoir(keep_voxels, seed) if keep_voxels > 0 else None
+    for chunk in chunks:
+        if acc is None:
+            g = geometry or geom0 or chunk.geometry
+            if not chunk.geometry.same_binning(g):
+                raise GeometryError(
+                    f"{desc}: geometry {chunk.geometry.name!r} ({chunk.geometry.n_voxels} voxels) does not match "
+                    f"the reference geometry {g.name!r} ({g.n_voxels} voxels)"
+                )
+            acc = FeatureAccumulator(g, threshold_mev, desc)
+        acc.update(chunk)
+        if res is not None:
+            res.update(chunk.incident_energy, chunk.showers)
+        if task is not None:
+            progress.update(task, advance=len(chunk))
+    if acc is None or acc.n_events == 0:
+        raise ShowerFileError(f"{desc}: no events (empty file or selection)")
+    table = acc.result()
+    return Sample(name, desc, table, res.rows if res else None, res.einc if res else None)
+
+
+# ------------------------------------------------------------------ per-feature metrics
+
+
+def _floor_scale(n_half: int, n_ref: int, n_cand: int) -> float:
+    """sqrt((1/n_ref + 1/n_cand) / (2/n_half)): KS/W1 noise at the candidate's sizes relative to the floor's."""
+    return math.sqrt((1.0 / n_ref + 1.0 / n_cand) / (2.0 / n_half))
+
+
+@dataclass
+class _FloorStats:
+    """Raw floor (half vs half) per feature: means and stds over splits."""
+
+    n_half: int
+    stats: dict[str, dict[str, float]]
+
+    def scaled(self, feat: str, n_ref: int, n_cand: int) -> dict[str, float]:
+        s = _floor_scale(self.n_half, n_ref, n_cand)
+        r = self.stats[feat]
+        return {
+            "ks": r["ks"] * s,
+            "ks_std": r["ks_std"] * s,
+            "w1": r["w1"] * s,
+            "w1_std": r["w1_std"] * s,
+            "sp": r["sp"] * s * s,
+            "sp_std": r["sp_std"] * s * s,
+            "n_half": self.n_half,
+        }
+
+
+def _floor_features(
+    cols: dict[str, np.ndarray], edges: dict[str, np.ndarray], n_splits: int, max_events: int, seed: int, min_half: int
+) -> _FloorStats:
+    n = next(iter(cols.values())).size
+    h = min(n // 2, max_events)
+    if h < min_half:
+        raise M.TooFewEventsError(f"noise floor: {n} reference events give halves of {h}, need at least {min_half}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
+    acc: dict[str, dict[str, list[float]]] = {f: {"ks": [], "w1": [], "sp": []} for f in cols}
+    for _ in range(n_splits):
+        perm = rng.permutation(n)
+        a, b = perm[:h], perm[h : 2 * h]
+        for f, c in cols.items():
+            r = M.ks_w1(c[a], c[b])
+            acc[f]["ks"].append(r.ks)
+            acc[f]["w1"].append(r.w1)
+            acc[f]["sp"].append(M.histogram_separation_power(c[a], c[b], edges[f]))
+    stats = {}
+    for f, d in acc.items():
+        stats[f] = {}
+        for k, v in d.items():
+            arr = np.asarray(v)
+            stats[f][k] = float(arr.mean())
+            stats[f][k + "_std"] = float(arr.std(ddof=1))
+    return _FloorStats(h, stats)
+
+
+def _edges_for(spec: GateSpec, name: str, ref: np.ndarray, cands: list[np.ndarray], g: Geometry, thr: float) -> np.ndarray:
+    rmax = max(layer.r_edges_mm[-1] for layer in g.layers)
+    return M.feature_binning(
+        ref, cands, n_bins=spec.n_bins, method=spec.binning, family=feature_family(name), threshold_mev=thr, geometry_r_max_mm=rmax
+    )
+
+
+# ------------------------------------------------------------------ prepared reference
+
+
+@dataclass
+class PreparedReference:
+    """Everything computed from the reference alone, reused for every candidate."""
+
+    sample: Sample
+    spec: GateSpec
+    sorted_cols: dict[str, np.ndarray]
+    floor: _FloorStats
+    hlv: np.ndarray | None = None
+    multivariate_floor: dict[str, Any] = field(default_factory=dict)
+    classifier_floor: dict[str, Any] = field(default_factory=dict)
+    bins: list[EnergyBin] = field(default_factory=list)
+    bin_floors: dict[str, _FloorStats | str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def features(self) -> FeatureTable:
+        return self.sample.features
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.sample.geometry
+
+    @property
+    def n_events(self) -> int:
+        return self.features.n_events
+
+    @classmethod
+    def build(
+        cls,
+        reference: Any,
+        spec: GateSpec | str | None = None,
+        *,
+        threshold_mev: float | None = None,
+        geometry: Geometry | None = None,
+        step_size: int = 100_000,
+        progress: bool = True,
+        _progress_bar: Any = None,
+    ) -> PreparedReference:
+        spec = load_gate_spec(spec)
+        thr = threshold_mev if threshold_mev is not None else spec.threshold_mev
+        keep = spec.classifier.max_events if (spec.classifier.enabled and "low" in spec.classifier.inputs) else 0
+        with _progress(progress and _progress_bar is None) as pb:
+            bar = _progress_bar or pb
+            sample = read_sample(
+                reference, "reference", geometry=geometry, threshold_mev=thr, keep_voxels=keep, step_size=step_size,
+                seed=spec.seed, progress=bar,
+            )
+        return cls.from_sample(sample, spec)
+
+    @classmethod
+    def from_sample(cls, sample: Sample, spec: GateSpec) -> PreparedReference:
+        t = sample.features
+        if t.n_events < spec.min_events:
+            raise M.TooFewEventsError(
+                f"{sample.source}: {t.n_events} reference events, the gate spec needs at least min_events={spec.min_events}"
+            )
+        sorted_cols = {f: np.sort(t[f].astype(np.float64)) for f in t.names}
+        # floor bins come from the reference only; candidate bins are widened per candidate
+        edges = {f: _edges_for(spec, f, sorted_cols[f], [], t.geometry, t.threshold_mev) for f in t.names}
+        cols = {f: t[f].astype(np.float64) for f in t.names}
+        floor = _floor_features(
+            cols, edges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, max(spec.min_events // 2, 2)
+        )
+        prep = cls(sample, spec, sorted_cols, floor)
+        prep.bins = energy_bins(t.incident_energy)
+        for b in prep.bins:
+            mask = b.mask(t.incident_energy)
+            nb = int(mask.sum())
+            if nb // 2 < spec.min_bin_events:
+                prep.bin_floors[b.label] = f"{nb} reference events in this bin, floor needs {2 * spec.min_bin_events}"
+                continue
+            bcols = {f: c[mask] for f, c in cols.items()}
+            bedges = {f: _edges_for(spec, f, np.sort(bcols[f]), [], t.geometry, t.threshold_mev) for f in t.names}
+            prep.bin_floors[b.label] = _floor_features(
+                bcols, bedges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, spec.min_bin_events
+            )
+        if spec.fpd.enabled or spec.kpd.enabled:
+            prep.hlv = high_level_vector(t)
+            prep.multivariate_floor = _multivariate_floor(prep)
+        if spec.classifier.enabled and spec.classifier.floor:
+            prep.classifier_floor = _classifier_floor(prep)
+        return prep
+
+
+def _half_split(n: int, seed: int, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
+    perm = rng.permutation(n)
+    h = n // 2 if cap is None else min(n // 2, cap)
+    return perm[:h], perm[h : 2 * h]
+
+
+def _fpd_sizes(rule: Any, n_small: int, dim: int) -> tuple[int, int]:
+    hi = min(rule.max_samples, n_small)
+    lo = min(rule.min_samples, max(hi // 2, 1))
+    if lo < 2 * dim:
+        raise M.TooFewEventsError(
+            f"FPD: {n_small} events per sample give batches of {lo}, need at least {2 * dim} for {dim} features"
+        )
+    return lo, hi
+
+
+def _multivariate(prep: PreparedReference, x: np.ndarray, y: np.ndarray, n_small: int) -> dict[str, Any]:
+    """FPD and KPD of x (reference role) vs y, batch sizes from ``n_small`` (so floor and candidate match)."""
+    spec = prep.spec
+    out: dict[str, Any] = {}
+    dim = x.shape[1]
+    if spec.fpd.enabled:
+        try:
+            lo, hi = _fpd_sizes(spec.fpd, n_small, dim)
+            v, e = M.fpd(x, y, min_samples=lo, max_samples=hi, num_batches=spec.fpd.num_batches,
+                         num_points=spec.fpd.num_points, seed=spec.seed)
+            out["fpd"] = {"value": v, "err": e, "min_samples": lo, "max_samples": hi}
+        except M.TooFewEventsError as err:
+            if spec.fpd.gate:
+                raise
+            out["fpd"] = {"skipped": str(err)}
+    if spec.kpd.enabled:
+        bs = min(spec.kpd.batch_size, n_small)
+        if bs < 20:
+            err = M.TooFewEventsError(f"KPD: batches of {bs} events, need at least 20")
+            if spec.kpd.gate:
+                raise err
+            out["kpd"] = {"skipped": str(err)}
+        else:
+            v, e = M.kpd(x, y, batch_size=bs, seed=spec.seed)
+            out["kpd"] = {"value": v, "err": e, "batch_size": bs}
+    return out
+
+
+def _multivariate_floor(prep: PreparedReference) -> dict[str, Any]:
+    assert prep.hlv is not None
+    a, b = _half_split(prep.hlv.shape[0], prep.spec.seed)
+    return _multivariate(prep, prep.hlv[a], prep.hlv[b], len(a))
+
+
+def _classifier_inputs(kind: str, sample: Sample, hlv: np.ndarray | None = None) -> np.ndarray:
+    from .classifier import low_level_inputs
+
+    if kind == "high":
+        return hlv if hlv is not None else high_level_vector(sample.features)
+    if sample.voxels is None or sample.voxel_einc is None:
+        raise ConfigError("low-level classifier needs the voxel subsample (classifier.inputs contains 'low')")
+    thr = sample.features.threshold_mev
+    vox = np.where(sample.voxels >= thr, sample.voxels, 0.0) if thr > 0 else np.maximum(sample.voxels, 0.0)
+    return low_level_inputs(sample.voxel_einc, vox)
+
+
+def _run_classifier(spec: GateSpec, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from .classifier import classifier_test
+
+    cr = spec.classifier
+    r = classifier_test(
+        x, y, n_hidden=cr.n_hidden, n_layers=cr.n_layers, epochs=cr.epochs, batch_size=cr.batch_size, lr=cr.lr,
+        calibrate=cr.calibrate, max_events=cr.max_events, min_events=cr.min_events, seed=spec.seed,
+    )
+    return r.to_dict()
+
+
+def _classifier_floor(prep: PreparedReference) -> dict[str, Any]:
+    out = {}
+    for kind in prep.spec.classifier.inputs:
+        x = _classifier_inputs(kind, prep.sample, prep.hlv)
+        a, b = _half_split(x.shape[0], prep.spec.seed)
+        try:
+            out[kind] = _run_classifier(prep.spec, x[a], x[b])
+        except M.TooFewEventsError as err:
+            out[kind] = {"skipped": f"noise floor: {err}"}
+    return out
+
+
+# ------------------------------------------------------------------ candidates
+
+
+@dataclass
+class CandidateResult:
+    """Every number for one candidate against the reference."""
+
+    name: str
+    source: str
+    n_events: int
+    features: dict[str, dict[str, Any]]
+    per_energy_bin: dict[str, dict[str, dict[str, Any]]]
+    multivariate: dict[str, Any]
+    classifier: dict[str, Any]
+    incident_energy: dict[str, Any]
+    warnings: list[str]
+    sample: Sample | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "n_events": self.n_events,
+            "incident_energy": self.incident_energy,
+            "warnings": self.warnings,
+            "features": self.features,
+            "per_energy_bin": self.per_energy_bin,
+            "multivariate": self.multivariate,
+            "classifier": self.classifier,
+        }
+
+
+def _feature_metrics(
+    prep: PreparedReference,
+    cand: FeatureTable,
+    *,
+    ref_sorted: dict[str, np.ndarray],
+    floor: _FloorStats,
+    bootstrap: bool,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    spec = prep.spec
+    out: dict[str, dict[str, Any]] = {}
+    n_ref = next(iter(ref_sorted.values())).size
+    for i, f in enumerate(cand.names):
+        r = ref_sorted[f]
+        c = np.sort(cand[f].astype(np.float64))
+        res = M.ks_w1(r, c, presorted=True)
+        edges = _edges_for(spec, f, r, [c], cand.geometry, cand.threshold_mev)
+        h1, _ = np.histogram(r, edges)
+        h2, _ = np.histogram(c, edges)
+        try:
+            sp = M.separation_power(h1, h2)
+        except M.TooFewEventsError:
+            sp = float("nan")
+        d: dict[str, Any] = {
+            "ks": res.ks,
+            "pvalue": res.pvalue,
+            "w1": res.w1,
+            "sp": sp,
+            "ref_mean": float(r.mean()),
+            "cand_mean": float(c.mean()),
+            "floor": floor.scaled(f, n_ref, c.size),
+        }
+        if bootstrap:
+            kse, w1e = M.bootstrap_ks_w1(
+                r, c, n_boot=spec.bootstrap.n_boot, max_events=spec.bootstrap.max_events, seed=seed + 17 * i
+            )
+            d["ks_err"], d["w1_err"] = kse, w1e
+            d["sp_err"] = (
+                M.bootstrap_separation_power(h1, h2, n_boot=spec.bootstrap.n_boot_hist, seed=seed + 17 * i)
+                if math.isfinite(sp) else float("nan")
+            )
+        out[f] = d
+    return out
+
+
+def evaluate_candidate(
+    prep: PreparedReference,
+    name: str,
+    candidate: Any,
+    *,
+    step_size: int = 100_000,
+    progress: Any = None,
+) -> CandidateResult:
+    """Read ``candidate`` (path, ShowerSet, reader or chunks) and compute every metric against ``prep``."""
+    spec = prep.spec
+    if isinstance(candidate, Sample):
+        sample = candidate
+    else:
+        keep = spec.classifier.max_events if (spec.classifier.enabled and "low" in spec.classifier.inputs) else 0
+        sample = read_sample(
+            candidate, name, geometry=prep.geometry, threshold_mev=prep.features.threshold_mev, keep_voxels=keep,
+            step_size=step_size, seed=spec.seed + 1, progress=progress if progress is not False else None,
+        )
+    t = sample.features
+    if t.n_events < spec.min_events:
+        raise M.TooFewEventsError(
+            f"{sample.source}: {t.n_events} candidate events, the gate spec needs at least min_events={spec.min_events}"
+        )
+    warns: list[str] = []
+    # incident energies: CaloChallenge warns that a different E_inc distribution distorts every histogram
+    einc = M.ks_w1(prep.features.incident_energy, t.incident_energy)
+    mismatch = einc.pvalue < spec.energy_mismatch_pvalue
+    einfo = {"ks": einc.ks, "pvalue": einc.pvalue, "mismatch": bool(mismatch)}
+    if mismatch:
+        msg = (
+            f"{sample.source}: incident-energy distribution differs from the reference (KS D={einc.ks:.3g}, "
+            f"p={einc.pvalue:.2g}); inclusive histograms are distorted, compare per energy bin "
+            f"(--per-energy-bin / per_energy_bin: true)"
+        )
+        if spec.energy_mismatch == "error":
+            raise ConfigError(msg)
+        warns.append(msg)
+    feats = _feature_metrics(prep, t, ref_sorted=prep.sorted_cols, floor=prep.floor, bootstrap=True, seed=spec.seed)
+    # per incident-energy bin (reference bins)
+    per_bin: dict[str, dict[str, dict[str, Any]]] = {}
+    for b in prep.bins:
+        fl = prep.bin_floors.get(b.label)
+        rmask = b.mask(prep.features.incident_energy)
+        cmask = b.mask(t.incident_energy)
+        nc = int(cmask.sum())
+        if not isinstance(fl, _FloorStats) or nc < spec.min_bin_events:
+            why = fl if isinstance(fl, str) else f"{nc} candidate events in this bin, need {spec.min_bin_events}"
+            per_bin[b.label] = {"_skipped": {"skipped": why}}
+            continue
+        rs = {f: np.sort(prep.features[f][rmask].astype(np.float64)) for f in t.names}
+        per_bin[b.label] = _feature_metrics(prep, t.select(cmask), ref_sorted=rs, floor=fl, bootstrap=False, seed=spec.seed)
+    outside = int((~np.any([b.mask(t.incident_energy) for b in prep.bins], axis=0)).sum()) if prep.bins else 0
+    if outside:
+        warns.append(f"{sample.source}: {outside} candidate events have incident energies outside every reference bin")
+    mv: dict[str, Any] = {}
+    if prep.hlv is not None:
+        # FPD_inf from finite samples keeps a size-dependent bias, so the candidate is compared at the
+        # floor's sizes: reference half A versus a same-seed subsample of the candidate of that size.
+        y = high_level_vector(t)
+        a, _ = _half_split(prep.hlv.shape[0], spec.seed)
+        cperm = np.random.default_rng(np.random.SeedSequence([spec.seed, 5])).permutation(y.shape[0])[: a.size]
+        mv = _multivariate(prep, prep.hlv[a], y[cperm], min(a.size, cperm.size))
+        for k, v in mv.items():
+            fl = prep.multivariate_floor.get(k, {})
+            if "value" in v:
+                if "value" not in fl:
+                    raise M.TooFewEventsError(f"{k}: reference noise floor unavailable ({fl.get('skipped', 'disabled')})")
+                v["floor"], v["floor_err"] = fl["value"], fl["err"]
+    cls_out: dict[str, Any] = {}
+    if spec.classifier.enabled:
+        for kind in spec.classifier.inputs:
+            x = _classifier_inputs(kind, prep.sample, prep.hlv)
+            y = _classifier_inputs(kind, sample)
+            try:
+                r = _run_classifier(spec, x, y)
+            except M.TooFewEventsError as err:
+                if spec.classifier.gate:
+                    raise M.TooFewEventsError(f"{sample.source}: classifier ({kind}): {err}") from None
+                cls_out[kind] = {"skipped": str(err)}
+                continue
+            fl = prep.classifier_floor.get(kind)
+            if fl is not None:
+                r["floor"] = fl if "auc" in fl else None
+            cls_out[kind] = r
+    return CandidateResult(name, sample.source, t.n_events, feats, per_bin, mv, cls_out, einfo, warns, sample)
+
+
+# ------------------------------------------------------------------ result
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of :func:`validate`: every number, the gate checks and the samples for plotting."""
+
+    reference: PreparedReference
+    candidates: dict[str, CandidateResult]
+    spec: GateSpec
+    checks: list[GateCheck]
+    created: str = field(default_factory=utc_now)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def failed_checks(self) -> list[GateCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    def passed_for(self, candidate: str) -> bool:
+        return all(c.passed for c in self.checks if c.candidate == candidate)
+
+    def to_dict(self) -> dict[str, Any]:
+        ref = self.reference
+        floor = {f: dict(v, n_half=ref.floor.n_half) for f, v in ref.floor.stats.items()}
+        return {
+            "format_version": 1,
+            "created": self.created,
+            "software": software_versions(),
+            "passed": self.passed,
+            "gate_spec": self.spec.model_dump(mode="json"),
+            "reference": {
+                "source": ref.sample.source,
+                "n_events": ref.n_events,
+                "geometry": ref.geometry.name,
+                "geometry_fingerprint": ref.geometry.fingerprint,
+                "threshold_mev": ref.features.threshold_mev,
+                "energy_bins": [{"label": b.label, "lo_mev": b.lo, "hi_mev": b.hi} for b in ref.bins],
+                "noise_floor_raw": floor,
+                "multivariate_floor": ref.multivariate_floor,
+                "classifier_floor": ref.classifier_floor,
+                "notes": ref.notes,
+            },
+            "candidates": {n: {**c.to_dict(), "passed": self.passed_for(n)} for n, c in self.candidates.items()},
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False)
+
+    def write(self, out_dir: str | os.PathLike[str], *, html: bool = True, progress: bool = False) -> Path:
+        """Write ``metrics.json`` (and ``report.html``) into ``out_dir`` atomically; returns the directory."""
+        from .report import write_report
+
+        return write_report(self, out_dir, html=html, progress=progress)
+
+
+def _jsonable(o: Any) -> Any:
+    """NaN/inf become None (strict JSON); numpy scalars become Python numbers."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        f = float(o)
+        return f if math.isfinite(f) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def validate(
+    reference: Any,
+    candidates: dict[str, Any],
+    spec: GateSpec | str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    threshold_mev: float | None = None,
+    per_energy_bin: bool | None = None,
+    step_size: int = 100_000,
+    progress: bool = True,
+    html: bool = True,
+) -> ValidationResult:
+    """Validate candidates against a reference.
+
+    Args:
+        reference: path (ROOT/HDF5/dir/glob), ShowerSet, reader, or :class:`PreparedReference`.
+        candidates: name -> source (same kinds as ``reference``).
+        spec: :class:`GateSpec`, preset name or YAML path (``"default"`` if None).
+        out_dir: if given, write ``metrics.json`` and ``report.html`` there.
+        threshold_mev: voxel threshold (overrides the spec; default CaloChallenge's per dataset).
+        per_energy_bin: gate on per-incident-energy-bin metrics too (overrides the spec).
+    """
+    gate_spec = load_gate_spec(spec)
+    updates: dict[str, Any] = {}
+    if threshold_mev is not None:
+        updates["threshold_mev"] = threshold_mev
+    if per_energy_bin is not None:
+        updates["per_energy_bin"] = per_energy_bin
+    if updates:
+        gate_spec = gate_spec.model_copy(update=updates)
+    if not candidates:
+        raise ConfigError("validate: no candidates given")
+    with _progress(progress) as bar:
+        if isinstance(reference, PreparedReference):
+            prep = reference
+        else:
+            prep = PreparedReference.build(reference, gate_spec, step_size=step_size, progress=False, _progress_bar=bar)
+        results = {}
+        for name, src in candidates.items():
+            results[name] = evaluate_candidate(prep, name, src, step_size=step_size, progress=bar)
+    for r in results.values():
+        for w in r.warnings:
+            if r.incident_energy.get("mismatch") and "incident-energy distribution differs" in w:
+                warnings.warn(w, EnergyMismatchWarning, stacklevel=2)
+            else:
+                log.warning(w)
+    res = ValidationResult(prep, results, gate_spec, evaluate_gate(gate_spec, results))
+    if out_dir is not None:
+        res.write(out_dir, html=html, progress=progress)
+    return res

@@ -1,0 +1,452 @@
+"""CaloChallenge high-level shower features, computed chunk by chunk.
+
+Definitions follow ``HighLevelFeatures.CalculateFeatures`` of the CaloChallenge 2022
+evaluation code so numbers are comparable with published results:
+
+* ``E_tot`` (MeV) and ``E_ratio`` = E_tot / E_inc;
+* ``E_layer_<id>`` (MeV) and ``frac_layer_<id>`` = E_layer / E_tot;
+* ``EC_x_<id>``, ``EC_y_<id>`` (mm), energy-weighted centres ``sum(x E) / (sum(E) + 1e-16)``
+  with x = r cos(alpha), y = r sin(alpha) at the voxel centres, only for layers with alpha binning;
+* ``width_x_<id>``, ``width_y_<id>`` (mm), ``sqrt(max(sum(x^2 E)/sum(E) - EC^2, 0))``;
+* ``EC_r_<id>``, ``width_r_<id>`` (mm) for every layer, with the radial bin centres;
+* ``sparsity_<id>`` = 1 - fraction of the layer's voxels at or above the threshold.
+
+Voxels below ``threshold_mev`` are set to zero before anything is computed (CaloChallenge
+uses 1 MeV for dataset 1 and 15.15 keV for datasets 2 and 3, see :func:`default_threshold_mev`).
+
+Besides the per-event features, the accumulator keeps streaming sums (never the voxels):
+the voxel-energy spectrum as a fixed log-binned histogram, the mean shower image with its
+per-voxel variance, and the mean radial profile of every layer. Memory is the per-event
+feature table (float32) plus O(n_voxels).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ShowerFileError
+from ..showers.data import ShowerSet
+from ..showers.geometry import Geometry
+
+__all__ = [
+    "FeatureTable",
+    "FeatureAccumulator",
+    "compute_features",
+    "feature_names",
+    "default_threshold_mev",
+    "energy_bins",
+    "EnergyBin",
+    "VOXEL_LOG10_EDGES",
+    "high_level_vector",
+]
+
+#: fixed log10(E/MeV) edges of the voxel-energy spectrum: 1 eV .. 10 TeV, 20 bins per decade.
+VOXEL_LOG10_EDGES = np.linspace(-6.0, 7.0, 13 * 20 + 1)
+
+_EPS = 1e-16  # CaloChallenge's guard in centres and widths
+_SUBCHUNK = 20_000  # rows converted to float64 at once
+
+
+def default_threshold_mev(geometry: Geometry) -> float:
+    """CaloChallenge's evaluation threshold: 1 MeV for dataset 1 (ds1 binning), 15.15 keV otherwise."""
+    if geometry.n_voxels in (368, 533) or geometry.name.startswith("ds1"):
+        return 1.0
+    return 0.5e-3 / 0.033
+
+
+def feature_names(geometry: Geometry) -> list[str]:
+    """Names of the per-event features for ``geometry``, in table order."""
+    names = ["E_tot", "E_ratio"]
+    ids = [layer.id for layer in geometry.layers]
+    names += [f"E_layer_{i}" for i in ids]
+    names += [f"frac_layer_{i}" for i in ids]
+    for layer in geometry.layers:
+        if layer.n_alpha > 1:
+            names += [f"EC_x_{layer.id}", f"EC_y_{layer.id}", f"width_x_{layer.id}", f"width_y_{layer.id}"]
+    names += [f"EC_r_{i}" for i in ids]
+    names += [f"width_r_{i}" for i in ids]
+    names += [f"sparsity_{i}" for i in ids]
+    return names
+
+
+def feature_family(name: str) -> str:
+    """``"E_layer_12"`` -> ``"E_layer"``; ``"E_ratio"`` -> ``"E_ratio"``."""
+    head, _, tail = name.rpartition("_")
+    return head if tail.isdigit() else name
+
+
+@dataclass(frozen=True)
+class EnergyBin:
+    """An incident-energy bin ``[lo, hi)`` in MeV with a human label."""
+
+    label: str
+    lo: float
+    hi: float
+
+    def mask(self, e: np.ndarray) -> np.ndarray:
+        return (e >= self.lo) & (e < self.hi)
+
+
+def energy_bins(incident_energy: np.ndarray, max_discrete: int = 30) -> list[EnergyBin]:
+    """Incident-energy bins for per-bin comparisons.
+
+    Discrete energies (CaloChallenge ds1: 15 values 2^8..2^22 MeV) give one bin per value;
+    continuous spectra give one bin per decade (1-10 GeV, 10-100 GeV, ...).
+    """
+    e = np.asarray(incident_energy, dtype=np.float64)
+    if e.size == 0:
+        return []
+    uniq = np.unique(e)
+    if uniq.size <= max_discrete:
+        out = []
+        for u in uniq:
+            # bins reach half-way (in log) to the neighbours so float32 round-off never matters
+            out.append(EnergyBin(_fmt_energy(u), float(u) * (1 - 1e-6), float(np.nextafter(u * (1 + 1e-6), np.inf))))
+        return out
+    lo_dec = math.floor(math.log10(float(uniq[0])))
+    hi_dec = math.floor(math.log10(float(uniq[-1])))
+    return [
+        EnergyBin(f"{_fmt_energy(10.0**d)}-{_fmt_energy(10.0 ** (d + 1))}", 10.0**d, 10.0 ** (d + 1))
+        for d in range(lo_dec, hi_dec + 1)
+    ]
+
+
+def _fmt_energy(e_mev: float) -> str:
+    e = float(e_mev)
+    for unit, scale in (("TeV", 1e6), ("GeV", 1e3), ("MeV", 1.0)):
+        if e >= scale:
+            v = e / scale
+            return f"{v:.4g} {unit}"
+    return f"{e * 1e3:.4g} keV"
+
+
+class FeatureTable(Mapping[str, np.ndarray]):
+    """Per-event features (name -> 1-D float array) plus streaming summaries.
+
+    Attributes:
+        values: (N, F) float32 matrix, columns in :attr:`names` order.
+        incident_energy: (N,) float64 MeV.
+        geometry: the geometry the features were computed for.
+        threshold_mev: voxel threshold used.
+        voxel_hist: counts of non-zero voxels per :data:`VOXEL_LOG10_EDGES` bin (int64).
+        mean_image / var_image: per-voxel mean and variance (MeV, MeV^2) over events.
+        radial_mean / radial_var: (n_r_total,) per-event energy per (layer, radial bin), summed over alpha.
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        values: np.ndarray,
+        incident_energy: np.ndarray,
+        geometry: Geometry,
+        threshold_mev: float,
+        voxel_hist: np.ndarray,
+        image_sum: np.ndarray,
+        image_sumsq: np.ndarray,
+        radial_sum: np.ndarray,
+        radial_sumsq: np.ndarray,
+    ) -> None:
+        self.names = list(names)
+        self.values = values
+        self.incident_energy = incident_energy
+        self.geometry = geometry
+        self.threshold_mev = float(threshold_mev)
+        self.voxel_hist = voxel_hist
+        self._image_sum = image_sum
+        self._image_sumsq = image_sumsq
+        self._radial_sum = radial_sum
+        self._radial_sumsq = radial_sumsq
+        self._index = {n: i for i, n in enumerate(self.names)}
+
+    # Mapping protocol
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.values[:, self._index[name]]
+        except KeyError:
+            from ..errors import UnknownNameError, did_you_mean
+
+            raise UnknownNameError(f"unknown feature {name!r}; {did_you_mean(name, self.names)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.values.shape[0])
+
+    def _mean_var(self, s: np.ndarray, ss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = max(self.n_events, 1)
+        mean = s / n
+        var = np.maximum(ss / n - mean**2, 0.0)
+        return mean, var
+
+    @property
+    def mean_image(self) -> np.ndarray:
+        return self._mean_var(self._image_sum, self._image_sumsq)[0]
+
+    @property
+    def var_image(self) -> np.ndarray:
+        return self._mean_var(self._image_sum, self._image_sumsq)[1]
+
+    @property
+    def radial_mean(self) -> np.ndarray:
+        return self._mean_var(self._radial_sum, self._radial_sumsq)[0]
+
+    @property
+    def radial_var(self) -> np.ndarray:
+        return self._mean_var(self._radial_sum, self._radial_sumsq)[1]
+
+    def radial_profile(self, layer_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(r_edges_mm, mean energy per radial bin, standard error of that mean) for one layer."""
+        offs = np.concatenate([[0], np.cumsum([layer.n_r for layer in self.geometry.layers])])
+        sl = slice(int(offs[layer_index]), int(offs[layer_index + 1]))
+        err = np.sqrt(self.radial_var[sl] / max(self.n_events, 1))
+        return np.asarray(self.geometry.layers[layer_index].r_edges_mm), self.radial_mean[sl], err
+
+    def longitudinal_profile(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean energy per layer, standard error of the mean), MeV."""
+        cols = [self[f"E_layer_{layer.id}"].astype(np.float64) for layer in self.geometry.layers]
+        m = np.array([c.mean() if c.size else np.nan for c in cols])
+        e = np.array([c.std() / math.sqrt(max(c.size, 1)) if c.size else np.nan for c in cols])
+        return m, e
+
+    def select(self, mask: np.ndarray) -> FeatureTable:
+        """A table of the events in boolean ``mask`` (streaming summaries are kept unchanged)."""
+        return FeatureTable(
+            self.names,
+            self.values[mask],
+            self.incident_energy[mask],
+            self.geometry,
+            self.threshold_mev,
+            self.voxel_hist,
+            self._image_sum,
+            self._image_sumsq,
+            self._radial_sum,
+            self._radial_sumsq,
+        )
+
+    def take(self, index: np.ndarray) -> FeatureTable:
+        """A table of the rows ``index`` (per-event features only; summaries unchanged)."""
+        return self.select(np.asarray(index))
+
+    def __repr__(self) -> str:
+        return f"FeatureTable({self.n_events} events, {len(self.names)} features, {self.geometry.name!r})"
+
+
+@dataclass
+class _Weights:
+    """Voxel weight matrix so that one matmul gives every per-layer sum."""
+
+    matrix: np.ndarray  # (V, K) float64
+    layer: np.ndarray  # column indices of sum(E) per layer
+    x: np.ndarray
+    xx: np.ndarray
+    y: np.ndarray
+    yy: np.ndarray
+    r: np.ndarray
+    rr: np.ndarray
+    alpha_layers: list[int] = field(default_factory=list)
+
+
+def _build_weights(g: Geometry) -> _Weights:
+    nl = g.n_layers
+    vl = g.voxel_layer
+    onehot = np.zeros((g.n_voxels, nl))
+    onehot[np.arange(g.n_voxels), vl] = 1.0
+    alpha_layers = [i for i, layer in enumerate(g.layers) if layer.n_alpha > 1]
+    cols = [onehot]
+    for coord in (g.voxel_x, g.voxel_y):
+        a = onehot[:, alpha_layers] * coord[:, None]
+        cols += [a, a * coord[:, None]]
+    cols += [onehot * g.voxel_r[:, None], onehot * (g.voxel_r**2)[:, None]]
+    m = np.concatenate(cols, axis=1)
+    na = len(alpha_layers)
+    o = nl
+    x = np.arange(o, o + na)
+    xx = np.arange(o + na, o + 2 * na)
+    y = np.arange(o + 2 * na, o + 3 * na)
+    yy = np.arange(o + 3 * na, o + 4 * na)
+    r = np.arange(o + 4 * na, o + 4 * na + nl)
+    rr = np.arange(o + 4 * na + nl, o + 4 * na + 2 * nl)
+    return _Weights(m, np.arange(nl), x, xx, y, yy, r, rr, alpha_layers)
+
+
+def _radial_matrix(g: Geometry) -> np.ndarray:
+    """(V, sum n_r) indicator: voxel -> (layer, radial bin)."""
+    offs = np.concatenate([[0], np.cumsum([layer.n_r for layer in g.layers])])
+    col = offs[g.voxel_layer] + g.voxel_i_r
+    m = np.zeros((g.n_voxels, int(offs[-1])))
+    m[np.arange(g.n_voxels), col] = 1.0
+    return m
+
+
+class FeatureAccumulator:
+    """Streaming feature computation: ``update(chunk)`` repeatedly, then ``result()``.
+
+    Example:
+        >>> acc = FeatureAccumulator(geometry, threshold_mev=1.0)   # doctest: +SKIP
+        >>> for chunk in open_showers("ref.root").iterate(100_000):  # doctest: +SKIP
+        ...     acc.update(chunk)
+        >>> table = acc.result()                                     # doctest: +SKIP
+    """
+
+    def __init__(self, geometry: Geometry, threshold_mev: float | None = None, source: str = "<showers>") -> None:
+        self.geometry = geometry
+        self.threshold_mev = default_threshold_mev(geometry) if threshold_mev is None else float(threshold_mev)
+        if not math.isfinite(self.threshold_mev) or self.threshold_mev < 0:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"voxel threshold must be a finite energy >= 0 MeV, got {threshold_mev!r}")
+        self.source = source
+        self.names = feature_names(geometry)
+        self._w = _build_weights(geometry)
+        self._rad = _radial_matrix(geometry)
+        self._layer_n = np.array([layer.n_voxels for layer in geometry.layers], dtype=np.float64)
+        self._onehot = self._w.matrix[:, : geometry.n_layers]
+        self._rows: list[np.ndarray] = []
+        self._einc: list[np.ndarray] = []
+        self._vox_hist = np.zeros(len(VOXEL_LOG10_EDGES) - 1, dtype=np.int64)
+        self._img = np.zeros(geometry.n_voxels)
+        self._img2 = np.zeros(geometry.n_voxels)
+        self._rs = np.zeros(self._rad.shape[1])
+        self._rs2 = np.zeros(self._rad.shape[1])
+        self.n_events = 0
+
+    def update(self, chunk: ShowerSet) -> None:
+        if not chunk.geometry.same_binning(self.geometry):
+            from ..errors import GeometryError
+
+            raise GeometryError(
+                f"{self.source}: chunk geometry {chunk.geometry.name!r} does not match {self.geometry.name!r}"
+            )
+        chunk.validate(self.source)
+        for start in range(0, len(chunk), _SUBCHUNK):
+            self._update_block(chunk.incident_energy[start : start + _SUBCHUNK], chunk.showers[start : start + _SUBCHUNK])
+
+    def _update_block(self, einc32: np.ndarray, x32: np.ndarray) -> None:
+        n = x32.shape[0]
+        if n == 0:
+            return
+        x = x32.astype(np.float64)
+        if self.threshold_mev > 0:
+            x[x < self.threshold_mev] = 0.0
+        else:
+            np.maximum(x, 0.0, out=x)  # tiny negative float noise is accepted by validate(); not energy
+        einc = einc32.astype(np.float64)
+        w = self._w
+        s = x @ w.matrix
+        e_layer = s[:, w.layer]
+        e_tot = e_layer.sum(axis=1)
+        denom = e_layer + _EPS
+        cols: list[np.ndarray] = [e_tot[:, None], (e_tot / einc)[:, None], e_layer]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(e_tot[:, None] > 0, e_layer / np.where(e_tot > 0, e_tot, 1.0)[:, None], 0.0)
+        cols.append(frac)
+        al = w.alpha_layers
+        if al:
+            da = denom[:, al]
+            ecx = s[:, w.x] / da
+            ecy = s[:, w.y] / da
+            wx = np.sqrt(np.maximum(s[:, w.xx] / da - ecx**2, 0.0))
+            wy = np.sqrt(np.maximum(s[:, w.yy] / da - ecy**2, 0.0))
+            block = np.empty((n, 4 * len(al)))
+            block[:, 0::4], block[:, 1::4], block[:, 2::4], block[:, 3::4] = ecx, ecy, wx, wy
+            cols.append(block)
+        ecr = s[:, w.r] / denom
+        wr = np.sqrt(np.maximum(s[:, w.rr] / denom - ecr**2, 0.0))
+        cols += [ecr, wr]
+        hits = (x > 0).astype(np.float64) @ self._onehot
+        cols.append(1.0 - hits / self._layer_n)
+        self._rows.append(np.concatenate(cols, axis=1).astype(np.float32))
+        self._einc.append(einc)
+        # streaming summaries
+        pos = x[x > 0]
+        if pos.size:
+            idx = np.floor((np.log10(pos) - VOXEL_LOG10_EDGES[0]) / (VOXEL_LOG10_EDGES[1] - VOXEL_LOG10_EDGES[0]))
+            idx = np.clip(idx.astype(np.int64), 0, len(self._vox_hist) - 1)
+            self._vox_hist += np.bincount(idx, minlength=len(self._vox_hist))
+        self._img += x.sum(axis=0)
+        self._img2 += (x * x).sum(axis=0)
+        rad = x @ self._rad
+        self._rs += rad.sum(axis=0)
+        self._rs2 += (rad * rad).sum(axis=0)
+        self.n_events += n
+
+    def result(self) -> FeatureTable:
+        if self.n_events == 0:
+            raise ShowerFileError(f"{self.source}: no events to compute features from")
+        values = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
+        einc = np.concatenate(self._einc)
+        return FeatureTable(
+            self.names,
+            values,
+            einc,
+            self.geometry,
+            self.threshold_mev,
+            self._vox_hist.copy(),
+            self._img.copy(),
+            self._img2.copy(),
+            self._rs.copy(),
+            self._rs2.copy(),
+        )
+
+
+def compute_features(
+    showers: ShowerSet | Iterable[ShowerSet],
+    threshold_mev: float | None = None,
+    geometry: Geometry | None = None,
+    source: str = "<showers>",
+) -> FeatureTable:
+    """High-level features of a :class:`ShowerSet` or of an iterable of chunks (streamed).
+
+    Args:
+        showers: one ShowerSet, or any iterable of ShowerSet chunks
+            (e.g. ``open_showers(path).iterate(100_000)``).
+        threshold_mev: voxel threshold in MeV; ``None`` picks CaloChallenge's (1 MeV ds1, 15.15 keV ds2/3).
+        geometry: optional; taken from the first chunk otherwise.
+        source: name used in error messages.
+    """
+    chunks: Iterable[ShowerSet] = [showers] if isinstance(showers, ShowerSet) else showers
+    acc: FeatureAccumulator | None = None
+    for chunk in chunks:
+        if acc is None:
+            acc = FeatureAccumulator(geometry or chunk.geometry, threshold_mev, source)
+        acc.update(chunk)
+    if acc is None:
+        raise ShowerFileError(f"{source}: no events to compute features from")
+    return acc.result()
+
+
+def high_level_vector(table: FeatureTable) -> np.ndarray:
+    """The CaloChallenge ``cls-high`` / FPD-KPD feature vector (float64, (N, D)).
+
+    ``[log10 E_inc, log10(E_layer + 1e-8), EC_x/100, EC_y/100, width_x/100, width_y/100,
+    log10(E_tot + 1e-8), sparsity, EC_r/100, width_r/100]``, following ``evaluate.py``.
+    """
+    g = table.geometry
+    cols: list[np.ndarray] = [np.log10(table.incident_energy)[:, None]]
+    ids = [layer.id for layer in g.layers]
+    alpha_ids = [layer.id for layer in g.layers if layer.n_alpha > 1]
+
+    def block(fmt: str, which: list[int], fn: Any = None) -> None:
+        if not which:
+            return
+        m = np.stack([table[fmt.format(i)].astype(np.float64) for i in which], axis=1)
+        cols.append(fn(m) if fn else m)
+
+    block("E_layer_{}", ids, lambda m: np.log10(m + 1e-8))
+    for fam in ("EC_x_{}", "EC_y_{}", "width_x_{}", "width_y_{}"):
+        block(fam, alpha_ids, lambda m: m / 100.0)
+    cols.append(np.log10(table["E_tot"].astype(np.float64) + 1e-8)[:, None])
+    block("sparsity_{}", ids)
+    block("EC_r_{}", ids, lambda m: m / 100.0)
+    block("width_r_{}", ids, lambda m: m / 100.0)
+    return np.concatenate(cols, axis=1)

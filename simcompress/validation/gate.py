@@ -1,0 +1,334 @@
+"""Fidelity gates: YAML thresholds relative to the reference-versus-reference noise floor.
+
+A :class:`GateSpec` (strict pydantic; unknown keys are errors) lists rules:
+
+* ``features``: per-feature rules on ``w1``, ``ks`` or ``separation_power``. A feature passes when
+  ``value <= max(ratio * floor, floor + k * floor_std)``, where ``floor`` and ``floor_std`` are the
+  mean and spread of the same metric between disjoint halves of the reference, over
+  ``noise_floor.n_splits`` random splits, rescaled to the candidate's sample sizes
+  (KS and W1 scale as sqrt(1/n + 1/m), the separation-power bias as 1/n + 1/m).
+* ``fpd`` / ``kpd``: ``value <= floor + k * sqrt(floor_err^2 + value_err^2)`` (and optionally ``<= max_value``).
+* ``classifier``: held-out ``AUC <= max_auc`` for each input kind (``low``: voxels; ``high``: features).
+
+Presets live in ``configs/validation/`` (``default``, ``strict``, ``loose``); :func:`load_gate_spec`
+accepts a preset name or a path. :func:`evaluate_gate` turns a validation result into
+:class:`GateCheck` rows; :func:`make_model_gate` builds the callable the compression pipeline uses.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from .._config import StrictModel, load_yaml
+from ..errors import ConfigError, UnknownNameError, did_you_mean
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core import CandidateResult
+
+__all__ = [
+    "FeatureRule",
+    "MultivariateRule",
+    "ClassifierRule",
+    "NoiseFloorConfig",
+    "BootstrapConfig",
+    "GateSpec",
+    "GateCheck",
+    "load_gate_spec",
+    "preset_names",
+    "evaluate_gate",
+    "feature_threshold",
+    "make_model_gate",
+]
+
+
+class FeatureRule(StrictModel):
+    """Per-feature rule: ``value <= max(ratio * floor, floor + k * floor_std)``."""
+
+    metric: Literal["w1", "ks", "separation_power"]
+    features: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    k: float = Field(5.0, ge=0)
+    ratio: float = Field(3.0, ge=1.0)
+
+    def selects(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.features) and not any(
+            fnmatch.fnmatchcase(name, p) for p in self.exclude
+        )
+
+
+class MultivariateRule(StrictModel):
+    """FPD/KPD rule: ``value <= floor + k * sqrt(floor_err^2 + value_err^2)`` (and ``<= max_value`` if set)."""
+
+    enabled: bool = True
+    gate: bool = True
+    k: float = Field(5.0, ge=0)
+    max_value: float | None = None
+    min_samples: int = Field(20_000, ge=10)
+    max_samples: int = Field(50_000, ge=10)
+    num_batches: int = Field(20, ge=2)
+    num_points: int = Field(10, ge=2)
+    batch_size: int = Field(5_000, ge=10)
+
+
+class ClassifierRule(StrictModel):
+    """Classifier two-sample test and its bound on the held-out AUC."""
+
+    enabled: bool = True
+    gate: bool = True
+    inputs: tuple[Literal["low", "high"], ...] = ("high",)
+    max_auc: float = Field(0.6, gt=0.5, le=1.0)
+    floor: bool = True
+    n_hidden: int = Field(256, ge=1)
+    n_layers: int = Field(2, ge=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(1000, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    calibrate: bool = True
+    max_events: int = Field(50_000, ge=100)
+    min_events: int = Field(200, ge=10)
+
+
+class NoiseFloorConfig(StrictModel):
+    """Reference-versus-reference floor: ``n_splits`` random half splits, each half capped at ``max_events``."""
+
+    n_splits: int = Field(8, ge=2)
+    max_events: int = Field(100_000, ge=10)
+
+
+class BootstrapConfig(StrictModel):
+    """Bootstrap errors: ``n_boot`` resamples of min(n, ``max_events``) events (KS/W1); multinomial for histograms."""
+
+    n_boot: int = Field(10, ge=2)
+    max_events: int = Field(50_000, ge=10)
+    n_boot_hist: int = Field(200, ge=2)
+
+
+class GateSpec(StrictModel):
+    """A complete validation gate (see module docstring)."""
+
+    name: str = "custom"
+    description: str = ""
+    features: tuple[FeatureRule, ...] = (
+        FeatureRule(metric="w1"),
+        FeatureRule(metric="separation_power"),
+    )
+    fpd: MultivariateRule = MultivariateRule()
+    kpd: MultivariateRule = MultivariateRule()
+    classifier: ClassifierRule = ClassifierRule()
+    noise_floor: NoiseFloorConfig = NoiseFloorConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    binning: Literal["quantile", "calochallenge"] = "quantile"
+    n_bins: int = Field(50, ge=2)
+    per_energy_bin: bool = False
+    min_bin_events: int = Field(50, ge=2)
+    energy_mismatch: Literal["warn", "error"] = "warn"
+    energy_mismatch_pvalue: float = Field(1e-3, gt=0, lt=1)
+    min_events: int = Field(200, ge=2)
+    threshold_mev: float | None = Field(None, ge=0)
+    seed: int = 0
+
+
+def _preset_dir() -> Path:
+    here = Path(__file__).resolve()
+    for cand in (here.parents[2] / "configs" / "validation", here.parent / "presets"):
+        if cand.is_dir():
+            return cand
+    return here.parents[2] / "configs" / "validation"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped gate presets (``configs/validation/*.yaml``)."""
+    d = _preset_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def load_gate_spec(name_or_path: str | os.PathLike[str] | GateSpec | None = None) -> GateSpec:
+    """Load a gate spec from a preset name (``"default"``), a YAML path, or pass a spec through."""
+    if isinstance(name_or_path, GateSpec):
+        return name_or_path
+    if name_or_path is None:
+        name_or_path = "default"
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return load_yaml(GateSpec, p)
+    cand = _preset_dir() / f"{name_or_path}.yaml"
+    if cand.is_file():
+        return load_yaml(GateSpec, cand)
+    raise UnknownNameError(f"unknown gate preset {str(name_or_path)!r}; {did_you_mean(str(name_or_path), preset_names())}")
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One gate comparison."""
+
+    candidate: str
+    metric: str
+    target: str  # feature name, "fpd", "kpd", "classifier:high", ...
+    value: float
+    threshold: float
+    passed: bool
+    energy_bin: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def feature_threshold(rule: FeatureRule, floor: float, floor_std: float) -> float:
+    """``max(ratio * floor, floor + k * floor_std)``."""
+    return max(rule.ratio * floor, floor + rule.k * floor_std)
+
+
+_KEY = {"w1": "w1", "ks": "ks", "separation_power": "sp"}
+
+
+def _feature_checks(
+    spec: GateSpec, cand: str, metrics: dict[str, dict[str, Any]], energy_bin: str = ""
+) -> list[GateCheck]:
+    out = []
+    for rule in spec.features:
+        key = _KEY[rule.metric]
+        for feat, m in metrics.items():
+            if not rule.selects(feat) or m.get("skipped"):
+                continue
+            value = float(m[key])
+            floor = float(m["floor"][key])
+            fstd = float(m["floor"][key + "_std"])
+            thr = feature_threshold(rule, floor, fstd)
+            out.append(
+                GateCheck(cand, rule.metric, feat, value, thr, bool(value <= thr), energy_bin, f"floor {floor:.4g} ± {fstd:.3g}")
+            )
+    return out
+
+
+def evaluate_gate(spec: GateSpec, candidates: dict[str, CandidateResult]) -> list[GateCheck]:
+    """All gate checks for every candidate of a validation run."""
+    checks: list[GateCheck] = []
+    for name, res in candidates.items():
+        checks += _feature_checks(spec, name, res.features)
+        if spec.per_energy_bin:
+            for label, feats in res.per_energy_bin.items():
+                checks += _feature_checks(spec, name, feats, energy_bin=label)
+        for key in ("fpd", "kpd"):
+            rule: MultivariateRule = getattr(spec, key)
+            m = res.multivariate.get(key)
+            if not (rule.enabled and rule.gate) or m is None:
+                continue
+            thr = m["floor"] + rule.k * math.sqrt(m["floor_err"] ** 2 + m["err"] ** 2)
+            if rule.max_value is not None:
+                thr = min(thr, rule.max_value) if thr > 0 else rule.max_value
+            checks.append(
+                GateCheck(name, key, key, m["value"], thr, bool(m["value"] <= thr), "", f"floor {m['floor']:.4g} ± {m['floor_err']:.3g}")
+            )
+        cr = spec.classifier
+        if cr.enabled and cr.gate:
+            for kind, m in res.classifier.items():
+                fl = m.get("floor")
+                det = f"floor AUC {fl['auc']:.3f}" if fl else ""
+                checks.append(GateCheck(name, "auc", f"classifier:{kind}", m["auc"], cr.max_auc, bool(m["auc"] <= cr.max_auc), "", det))
+    return checks
+
+
+def make_model_gate(
+    reference: Any,
+    spec: str | os.PathLike[str] | GateSpec | None = None,
+    n_events: int = 10_000,
+    seed: int = 0,
+    *,
+    threshold_mev: float | None = None,
+    batch_size: int = 10_000,
+    progress: bool = False,
+) -> Any:
+    """Build the fidelity gate the compression pipeline calls after each step.
+
+    The reference (path, ShowerSet or reader) is read once; its features and noise floor are
+    cached. The returned callable samples ``n_events`` showers from a ``ShowerGenerator``
+    (``model.sample(E, generator=torch.Generator().manual_seed(seed))``) at the incident
+    energies of ``n_events`` reference events drawn with a seeded permutation, validates them
+    against the full reference and returns :class:`simcompress.compress.base.GateResult`.
+    """
+    from .core import PreparedReference
+
+    gate_spec = load_gate_spec(spec)
+    if n_events < gate_spec.min_events:
+        raise ConfigError(f"model gate: n_events={n_events} is below the spec's min_events={gate_spec.min_events}")
+    prepared = PreparedReference.build(reference, gate_spec, threshold_mev=threshold_mev, progress=progress)
+    return _ModelGate(prepared, gate_spec, int(n_events), int(seed), int(batch_size))
+
+
+class _ModelGate:
+    def __init__(self, prepared: Any, spec: GateSpec, n_events: int, seed: int, batch_size: int) -> None:
+        import numpy as np
+
+        self.prepared = prepared
+        self.spec = spec
+        self.n_events = n_events
+        self.seed = seed
+        self.batch_size = batch_size
+        e = prepared.features.incident_energy
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+        idx = rng.permutation(e.size)[: min(n_events, e.size)]
+        if n_events > e.size:  # more events than the reference: draw the rest with replacement
+            idx = np.concatenate([idx, rng.integers(0, e.size, n_events - e.size)])
+        self.energies = e[idx].astype(np.float32)
+
+    def __call__(self, model: Any) -> Any:
+        import numpy as np
+        import torch
+
+        from ..compress.base import GateResult
+        from ..showers.data import ShowerSet
+        from .core import evaluate_candidate
+
+        geom = getattr(model, "geometry", None)
+        if geom is not None and not geom.same_binning(self.prepared.geometry):
+            from ..errors import GeometryError
+
+            raise GeometryError(
+                f"model gate: model geometry {geom.name!r} does not match reference {self.prepared.geometry.name!r}"
+            )
+        g = torch.Generator().manual_seed(self.seed)
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        if device.type != "cpu":
+            g = torch.Generator(device=device).manual_seed(self.seed)
+        e = torch.from_numpy(self.energies).to(device)
+        with torch.no_grad():
+            try:
+                out = model.sample(e, generator=g, batch_size=self.batch_size)
+            except TypeError:
+                out = model.sample(e, generator=g)
+        showers = out.detach().to("cpu", torch.float32).numpy()
+        cand = ShowerSet(self.energies, showers, self.prepared.geometry, {"source": "model gate"})
+        res = evaluate_candidate(self.prepared, "model", cand, progress=False)
+        checks = evaluate_gate(self.spec, {"model": res})
+        failed = [c for c in checks if not c.passed]
+        passed = not failed
+        if passed:
+            summary = f"gate {self.spec.name!r}: all {len(checks)} checks passed"
+        else:
+            worst = sorted(failed, key=lambda c: -(c.value / c.threshold if c.threshold > 0 else math.inf))[:3]
+            summary = f"gate {self.spec.name!r}: {len(failed)}/{len(checks)} checks failed, e.g. " + "; ".join(
+                f"{c.metric}({c.target})={c.value:.4g} > {c.threshold:.4g}" for c in worst
+            )
+        from .core import _jsonable
+
+        return GateResult(
+            passed=passed,
+            summary=summary,
+            metrics=_jsonable(
+                {
+                    "spec": self.spec.name,
+                    "n_events": int(np.size(self.energies)),
+                    "checks": [c.to_dict() for c in checks],
+                    "candidate": res.to_dict(),
+                }
+            ),
+        )
