@@ -224,3 +224,12 @@ def test_photon_conversion_option_shifts_showers_by_the_conversion_length() -> N
     assert shift == pytest.approx(9 / 7, abs=0.35)  # mean free path of a photon: 9/7 X0
     # the start depth fluctuates too, so the centroid spread grows
     assert _longitudinal_centroid_x0(conv).std() > _longitudinal_centroid_x0(base).std()
+
+
+@pytest.mark.parametrize("energy", ["fixed:0.5", "fixed:30", "fixed:1e8"])
+@pytest.mark.parametrize("geometry", ["ds1-photons", "ds2"])
+def test_extreme_energies_give_valid_showers(geometry: str, energy: str) -> None:
+    # below the critical energy and far above the CaloChallenge range the parametrisation is
+    # clamped (Geant4's limits), never NaN or negative
+    s = simulate(geometry, 20, energies=energy, seed=0, progress=False).validate(energy)
+    assert np.all(s.showers >= 0) and np.all(np.isfinite(s.total_energy))
