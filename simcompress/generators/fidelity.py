@@ -71,8 +71,9 @@ def compare_response(
     ref = response_table(ref_incident, ref_showers, layer_offsets, (ref_idx, centres))
     gen = response_table(gen_incident, gen_showers, layer_offsets, (gen_idx, centres))
     ok = (ref["n"] > 1) & (gen["n"] > 1)
-    mean_dev = 100.0 * (gen["mean_response"] / ref["mean_response"] - 1.0)
-    res_dev = 100.0 * (gen["resolution"] / ref["resolution"] - 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_dev = 100.0 * (gen["mean_response"] / ref["mean_response"] - 1.0)
+        res_dev = 100.0 * (gen["resolution"] / ref["resolution"] - 1.0)
     lf_dev = gen["layer_fraction"] - ref["layer_fraction"]
 
     def _l(a: np.ndarray) -> list[Any]:

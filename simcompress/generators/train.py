@@ -54,6 +54,7 @@ __all__ = [
     "train_generator",
     "finetune",
     "evaluate_fidelity",
+    "fidelity_summary",
 ]
 
 
@@ -353,6 +354,27 @@ def evaluate_fidelity(gen: ShowerGenerator, data: ShowerSet, seed: int = 12345, 
     return compare_response(data.incident_energy, data.showers, data.incident_energy, fake, data.geometry.layer_offsets)
 
 
+def fidelity_summary(fid: dict[str, Any], goal_pct: float = 2.0) -> dict[str, Any]:
+    """Plain-words verdict on :func:`evaluate_fidelity` output against the physics goal."""
+    if not fid:
+        return {}
+    m, r, lf = fid["max_abs_mean_dev_pct"], fid["max_abs_resolution_dev_pct"], fid["max_abs_layer_fraction_dev"]
+    devs = [abs(x) for x in fid["mean_response_dev_pct"] if x == x]
+    return {
+        "goal": f"per-energy mean response within {goal_pct:g} % of the reference at every incident energy",
+        "meets_goal": bool(m <= goal_pct),
+        "max_abs_mean_response_dev_pct": round(m, 3),
+        "median_abs_mean_response_dev_pct": round(float(np.median(devs)), 3) if devs else None,
+        "max_abs_resolution_dev_pct": round(r, 2),
+        "max_abs_layer_fraction_dev": round(lf, 5),
+        "text": (
+            f"worst per-energy mean response deviation {m:.2f} % (goal {goal_pct:g} %: "
+            f"{'met' if m <= goal_pct else 'not met'}); worst resolution deviation {r:.1f} %; "
+            f"worst mean layer-fraction deviation {lf:.4f}"
+        ),
+    }
+
+
 def _progress(enabled: bool):  # noqa: ANN202
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -488,6 +510,7 @@ def train_generator(
                 "finished": utc_now(),
             },
             "fidelity_heldout": fidelity,
+            "fidelity_summary": fidelity_summary(fidelity),
             **(card_extra or {}),
         }
         save_generator(gen.cpu(), out, card=card)
