@@ -31,7 +31,9 @@ and over depth steps (``step_x0``, default 0.5 X0) inside a layer. Spots of one 
 layer are placed all at once: binning N independent spots with the same radial and
 azimuthal distribution into voxels is exactly a multinomial draw over the voxels (plus
 an overflow cell for ``r`` beyond the last edge, which is lost, i.e. lateral leakage),
-so there is **no cap on the number of spots** and the cost does not grow with energy.
+so there is **no cap on the number of spots** and the cost does not grow with energy
+(showers with fewer spots than voxels in a layer draw their spots one by one instead,
+which has the same distribution and is cheaper).
 The one approximation with respect to Geant4: all spots of one readout layer carry the
 same energy (the layer energy over the layer's spot count), and their radial
 distribution is the energy-weighted mixture of the step profiles inside the layer (exact
@@ -370,6 +372,44 @@ def _plan(geometry: Geometry, eff: EffectiveMaterial, step_x0: float) -> list[_L
     return plans
 
 
+def _place_spots(n_spots: np.ndarray, cdf: np.ndarray, n_alpha: int, rng: np.random.Generator) -> np.ndarray:
+    """Counts of spots per (alpha, r) voxel of one layer, (n, n_alpha * n_r), CaloChallenge order.
+
+    ``cdf`` (n, n_r + 1) is each shower's radial CDF at the layer's edges; spots outside
+    ``[r_0, r_max]`` are lost; the azimuth is uniform. Binning i.i.d. spots is exactly a
+    multinomial draw, done two ways with the same distribution: showers with fewer spots
+    than voxels draw each spot (inverse CDF; cost ~ spots), the others one multinomial over
+    the voxels plus an overflow cell (cost ~ voxels, independent of the number of spots).
+    """
+    n, n_edges = cdf.shape
+    n_r = n_edges - 1
+    k = n_alpha * n_r
+    counts = np.zeros((n, k), dtype=np.int64)
+    few = n_spots < k
+    rows = np.flatnonzero(few & (n_spots > 0))
+    if rows.size:
+        per = n_spots[rows]
+        owner = np.repeat(np.arange(rows.size), per)
+        u = rng.random(owner.size)
+        # one searchsorted for all showers: row i's CDF (values in [0, 1]) shifted by 2 i is globally sorted
+        shifted = (cdf[rows] + 2.0 * np.arange(rows.size)[:, None]).ravel()
+        pos = np.searchsorted(shifted, u + 2.0 * owner, side="right")
+        j = pos - owner * n_edges - 1  # radial bin; -1 inside r_0, n_r beyond r_max
+        a = rng.integers(0, n_alpha, owner.size)
+        keep = (j >= 0) & (j < n_r)
+        flat = owner[keep] * k + a[keep] * n_r + j[keep]
+        counts[rows] = np.bincount(flat, minlength=rows.size * k).reshape(rows.size, k)
+    rows = np.flatnonzero(~few)
+    if rows.size:
+        q = np.diff(cdf[rows], axis=1) / n_alpha  # (m, n_r) probability per (alpha, r) cell
+        m = rows.size
+        pvals = np.empty((m, k + 1))
+        pvals[:, :k] = np.broadcast_to(q[:, None, :], (m, n_alpha, n_r)).reshape(m, k)
+        pvals[:, k] = np.maximum(0.0, 1.0 - pvals[:, :k].sum(axis=1))  # lateral leakage
+        counts[rows] = rng.multinomial(n_spots[rows], pvals)[:, :k]
+    return counts
+
+
 def _simulate_block(
     energy: np.ndarray,
     eff: EffectiveMaterial,
@@ -417,14 +457,9 @@ def _simulate_block(
         if not np.all(e_frac > 0):  # a layer the shower never reaches: any valid distribution
             cdf[e_frac <= 0] = np.linspace(0.0, 1.0, len(pl.r_edges_rm))
         cdf = np.maximum.accumulate(np.clip(cdf, 0.0, 1.0), axis=1)
-        q = np.diff(cdf, axis=1) / pl.n_alpha  # (n, n_r) probability per (alpha, r) cell
-        k = pl.n_alpha * pl.n_r
-        pvals = np.empty((n, k + 1))
-        pvals[:, :k] = np.broadcast_to(q[:, None, :], (n, pl.n_alpha, pl.n_r)).reshape(n, k)
-        pvals[:, k] = np.maximum(0.0, 1.0 - pvals[:, :k].sum(axis=1))  # lateral leakage
-        counts = rng.multinomial(n_layer.astype(np.int64), pvals)
+        counts = _place_spots(n_layer.astype(np.int64), cdf, pl.n_alpha, rng)
         e_spot = np.where(n_layer > 0, e_layer / np.maximum(n_layer, 1.0), 0.0)
-        vox = counts[:, :k] * e_spot[:, None]
+        vox = counts * e_spot[:, None]
         if sampling_term > 0:
             theta = sampling_term**2 * 1000.0  # MeV: variance = s^2 E(GeV) GeV^2
             vox = rng.gamma(vox / theta, theta)

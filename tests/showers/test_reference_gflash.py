@@ -233,3 +233,19 @@ def test_extreme_energies_give_valid_showers(geometry: str, energy: str) -> None
     # clamped (Geant4's limits), never NaN or negative
     s = simulate(geometry, 20, energies=energy, seed=0, progress=False).validate(energy)
     assert np.all(s.showers >= 0) and np.all(np.isfinite(s.total_energy))
+
+
+def test_spot_placement_paths_sample_the_same_multinomial() -> None:
+    from simcompress.showers.reference import _place_spots
+
+    # one radial CDF: 10 % inside r_0 and 20 % beyond r_max are lost; 3 radial x 2 azimuthal voxels
+    cdf = np.tile([0.1, 0.3, 0.6, 0.8], (20_000, 1))
+    p_cell = np.tile(np.diff(cdf[0]) / 2, 2)  # CaloChallenge order: alpha outer, radius inner
+    rng = np.random.default_rng(0)
+    for n in (3, 40):  # 3 < 6 voxels: spot by spot; 40: one multinomial per shower
+        counts = _place_spots(np.full(20_000, n), cdf, 2, rng)
+        assert counts.shape == (20_000, 6)
+        mean = counts.mean(axis=0)
+        sigma = np.sqrt(n * p_cell * (1 - p_cell) / 20_000)
+        assert np.all(np.abs(mean - n * p_cell) < 5 * sigma), (n, mean, n * p_cell)
+        assert counts.sum(axis=1).mean() == pytest.approx(0.7 * n, rel=0.02)  # 30 % lost
