@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import io
+import json
 import logging
 import os
 import warnings
@@ -122,6 +123,8 @@ def convert(graph: FixedGraph, net: nn.Module, cfg: FirmwareConfig, out_dir: str
     for key in ("PytorchModel", "KerasModel", "OnnxModel"):
         if key in model.config.config:
             model.config.config[key] = f"{type(net).__name__} (simcompress fixed-point network; see precision.json)"
+    if "InputShape" in model.config.config:  # tuples would become !!python/tuple in the yml
+        model.config.config["InputShape"] = json.loads(json.dumps(model.config.config["InputShape"]))
     _verify_precisions(model, graph, config)
     return model
 
