@@ -86,7 +86,9 @@ def _fidelity(reference: Any, models: dict[str, Any], seed: int = 0) -> dict[str
             "gate_passed": bool(res.passed_for(name)),
             "mean_separation_power": float(np.mean(sp)) if sp else None,
             "max_ks": float(np.max(ks)) if ks else None,
-            "E_tot_over_E_inc_mean": {k: v["cand_mean"] for k, v in feats.items() if "tot" in k.lower()},
+            "total_energy_mean_mev": {
+                k: {"candidate": v["cand_mean"], "reference": v["ref_mean"]} for k, v in feats.items() if "tot" in k.lower()
+            },
             "multivariate": json.loads(json.dumps(cand.multivariate, default=float)),
         }
     return out
@@ -95,6 +97,7 @@ def _fidelity(reference: Any, models: dict[str, Any], seed: int = 0) -> dict[str
 def run(quick: bool = False) -> dict:
     import torch
 
+    import simcompress.compress.methods  # noqa: F401  (registers FixedPointNetwork etc. before a compressed bundle loads)
     from simcompress.compress.distill import compare_sampling_speed
     from simcompress.generators import load_generator
 
