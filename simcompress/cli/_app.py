@@ -50,14 +50,23 @@ def main(argv: list[str] | None = None) -> int:
         return int(ex.exit_code or 0)
     except typer.Abort:
         return 1
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
+    except Exception as err:  # usage errors from typer's (vendored) click
+        if _is_click_exception(err):
+            err.show()  # type: ignore[attr-defined]
             return 2
         raise
     return 0
+
+
+def _is_click_exception(err: BaseException) -> bool:
+    """typer >= 0.25 vendors click as ``typer._click``; older typer uses ``click``."""
+    classes: list[type] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            classes.append(__import__(mod, fromlist=["ClickException"]).ClickException)
+        except ImportError:
+            continue
+    return isinstance(err, tuple(classes))
 
 
 def run() -> None:  # pragma: no cover - console script shim
