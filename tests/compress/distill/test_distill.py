@@ -283,3 +283,23 @@ def test_shipped_recipes_parse(recipe: str) -> None:
     path = Path(__file__).resolve().parents[3] / "configs" / "compress" / f"{recipe}.yaml"
     r = load_recipe(path)
     assert r.steps[0]["method"].startswith("distill_")
+
+
+def test_iaf_reverse_kl_and_endpoint_only_matching(flow_teacher: FlowGenerator) -> None:
+    # a student with fewer blocks than the teacher: only the end states can be matched
+    cfg = FlowToIAFConfig(training=_train(60), student={"hidden": 16, "steps": 1}, weight_reverse_kl=0.1, **FAST_SPEED)
+    res = compress(flow_teacher, cfg)
+    d = res.extra["distillation"]
+    assert d["intermediate_states"] is False
+    hist = d["phases"]["flow_to_iaf"]["history"]
+    assert all("reverse_kl_per_dim" in h and torch.isfinite(torch.tensor(h["reverse_kl_per_dim"])) for h in hist)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert len(res.model.network.blocks) == 1
+
+
+def test_iaf_teacher_init_needs_matching_shapes(flow_teacher: FlowGenerator) -> None:
+    with pytest.raises(ConfigError, match="init 'teacher'"):
+        compress(flow_teacher, FlowToIAFConfig(training=_train(2), student={"hidden": 16, "init": "teacher"}))
+    res = compress(flow_teacher, FlowToIAFConfig(training=_train(1), student={"hidden": 32, "init": "teacher"}, **FAST_SPEED))
+    for sb, tb in zip(res.model.network.blocks, flow_teacher.network.blocks, strict=True):
+        assert sb.made.out.weight.shape == tb.made.out.weight.shape
