@@ -94,6 +94,7 @@ def save_generator(gen: ShowerGenerator, path: str | os.PathLike[str], card: dic
             (out / "discriminator.safetensors").unlink()
         for name in ("weights.safetensors", "discriminator.safetensors", "card.json", "config.json"):
             if (tmp / name).exists():
+                os.chmod(tmp / name, 0o644)
                 os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
