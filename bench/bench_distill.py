@@ -46,11 +46,22 @@ def _reference(n: int, seed: int = 2024) -> Any:
 
 
 def _teacher(name: str) -> Any:
+    """The zoo model ``name``, or ``$SIMCOMPRESS_DISTILL_TEACHERS/<name>`` (a bundle) when that is set."""
     from simcompress.generators import load_generator, zoo_names
 
+    override = os.environ.get("SIMCOMPRESS_DISTILL_TEACHERS")
+    if override and (Path(override) / name / "config.json").is_file():
+        return load_generator(Path(override) / name).eval()
     if name not in zoo_names():
         return None
     return load_generator(name).eval()
+
+
+def _teacher_source(name: str) -> str:
+    override = os.environ.get("SIMCOMPRESS_DISTILL_TEACHERS")
+    if override and (Path(override) / name / "config.json").is_file():
+        return str(Path(override) / name)
+    return f"zoo:{name}"
 
 
 def _untrained_student(teacher: Any, recipe: str) -> Any:
@@ -119,7 +130,7 @@ def run(quick: bool = False) -> dict:
             trained = (sdir / "config.json").is_file()
             student = load_generator(sdir).eval() if trained else _untrained_student(teacher, recipe)
             entry: dict[str, Any] = {
-                "teacher": tname,
+                "teacher": _teacher_source(tname),
                 "student": str(sdir) if trained else "recipe architecture, untrained weights (speed only)",
                 "teacher_params": sum(p.numel() for p in teacher.network.parameters()),
                 "student_params": sum(p.numel() for p in student.network.parameters()),
@@ -177,10 +188,10 @@ def train(recipes: list[str], students: Path, n_reference: int = 20_000) -> dict
         model = res.model.eval()
         first = res.steps[0].result
         if len(res.steps) == 1:
-            save_generator(model, out / "student", card={"distilled_from": RECIPES[recipe], "recipe": recipe})
+            save_generator(model, out / "student", card={"distilled_from": _teacher_source(RECIPES[recipe]), "recipe": recipe})
         else:
             save_compressed(model, first.extra["base_config"], [s.config.to_dict() for s in res.steps], None, out / "student")
-        report = {"recipe": recipe, "teacher": RECIPES[recipe], "seconds": seconds, "pipeline": res.to_dict()}
+        report = {"recipe": recipe, "teacher": _teacher_source(RECIPES[recipe]), "seconds": seconds, "pipeline": res.to_dict()}
         (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
         d = first.extra["distillation"]
         summary[recipe] = {
@@ -200,9 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", action="store_true", help="distil the zoo teachers first (minutes per recipe)")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
     ap.add_argument("--students", type=Path, default=None, help=f"student bundles folder (default {DEFAULT_STUDENTS})")
+    ap.add_argument("--teachers", type=Path, default=None, help="folder of teacher bundles named like the zoo (default: the zoo)")
     args = ap.parse_args(argv)
     if args.students is not None:
         os.environ["SIMCOMPRESS_DISTILL_STUDENTS"] = str(args.students)
+    if args.teachers is not None:
+        os.environ["SIMCOMPRESS_DISTILL_TEACHERS"] = str(args.teachers)
     if args.train:
         names = [r for r in args.recipes.split(",") if r]
         unknown = sorted(set(names) - set(RECIPES))
