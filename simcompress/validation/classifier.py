@@ -110,8 +110,8 @@ def classifier_test(
     n_layers: int = 2,
     dropout: float = 0.0,
     epochs: int = 20,
-    batch_size: int = 1000,
-    lr: float = 5e-4,
+    batch_size: int | None = None,
+    lr: float = 1e-3,
     split: tuple[float, float, float] = (0.6, 0.2, 0.2),
     calibrate: bool = True,
     max_events: int | None = None,
@@ -124,6 +124,8 @@ def classifier_test(
 
     Args:
         reference, candidate: (N, D) input arrays (see module docstring).
+        batch_size: training batch size; ``None`` picks min(1000, max(32, n_train // 20)) so small
+            samples still get enough optimiser steps per epoch (CaloChallenge uses 1000).
         max_events: cap per class (random subsample) to bound training time.
         min_events: refuse (``TooFewEventsError``) with fewer events per class.
         standardize: scale inputs by the training split's mean and std (fitted on training data only).
@@ -153,7 +155,7 @@ def _classifier_test(
     n_layers: int,
     dropout: float,
     epochs: int,
-    batch_size: int,
+    batch_size: int | None,
     lr: float,
     split: tuple[float, float, float],
     calibrate: bool,
@@ -204,6 +206,8 @@ def _classifier_test(
     loss_fn = torch.nn.BCEWithLogitsLoss()
     ttr, ytr_t = torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr)
     tte = torch.from_numpy(np.ascontiguousarray(xte))
+    if batch_size is None:
+        batch_size = min(1000, max(32, ttr.shape[0] // 20))
     best_acc, best_epoch, best_state = -1.0, 0, None
     for epoch in range(epochs):
         net.train()

@@ -88,8 +88,8 @@ class ClassifierRule(StrictModel):
     n_hidden: int = Field(256, ge=1)
     n_layers: int = Field(2, ge=1)
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(1000, ge=1)
-    lr: float = Field(5e-4, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0)
     calibrate: bool = True
     max_events: int = Field(50_000, ge=100)
     min_events: int = Field(200, ge=10)
@@ -127,6 +127,9 @@ class GateSpec(StrictModel):
     binning: Literal["quantile", "calochallenge"] = "quantile"
     n_bins: int = Field(50, ge=2)
     per_energy_bin: bool = False
+    #: per-bin thresholds are multiplied by this: there are n_bins times more checks (look-elsewhere)
+    #: and each rests on a floor from few events.
+    per_bin_scale: float = Field(1.5, ge=1.0)
     min_bin_events: int = Field(50, ge=2)
     energy_mismatch: Literal["warn", "error"] = "warn"
     energy_mismatch_pvalue: float = Field(1e-3, gt=0, lt=1)
@@ -201,7 +204,7 @@ def _feature_checks(
             value = float(m[key])
             floor = float(m["floor"][key])
             fstd = float(m["floor"][key + "_std"])
-            thr = feature_threshold(rule, floor, fstd)
+            thr = feature_threshold(rule, floor, fstd) * (spec.per_bin_scale if energy_bin else 1.0)
             out.append(
                 GateCheck(cand, rule.metric, feat, value, thr, bool(value <= thr), energy_bin, f"floor {floor:.4g} ± {fstd:.3g}")
             )
