@@ -35,3 +35,17 @@ def test_train_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["train", "gan", "--out", str(tmp_path / "o")]) == 2  # neither --data nor --reference-events
     assert main(["train", "vae", "--reference-events", "10", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_train_cli_from_root_file(tmp_path, tiny_ref):
+    from simcompress.showers.io import write_showers
+
+    ref = write_showers(tmp_path / "ref.root", tiny_ref)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("kind: gan\nmodel: {latent_dim: 4, hidden: [16], critic_hidden: [16]}\nsteps: 2\nbatch_size: 16\nn_critic: 1\n")
+    out = tmp_path / "g"
+    assert main(["train", "gan", "--data", str(ref), "--config", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["data"]["source"] == str(ref) and card["training"]["data"]["n_events"] == 600
+    assert (out / "discriminator.safetensors").is_file()
+    assert main(["train", "gan", "--data", str(tmp_path / "missing.root"), "--out", str(tmp_path / "x")]) == 2
