@@ -148,6 +148,11 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
                 pending_relu_for = None
             elif qt.contains(cur_t):
                 pass  # the cast can never change a value: drop it
+            elif not qt.signed:  # an unsigned saturating cast is relu followed by the cast
+                rname = f"body.{len(mods)}"
+                mods.append(nn.ReLU())
+                layers[rname] = {"result": qt.to_dict(), "source": e["name"]}
+                cur_t = qt
             else:
                 raise UnsupportedLayerError(
                     f"layer {e['name']!r}: a cast to {qt.to_hls()} of {cur_t.to_hls()} values that does not follow a "

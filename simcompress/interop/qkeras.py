@@ -57,6 +57,7 @@ __all__ = [
     "load_qkeras_network",
     "export_qkeras",
     "network_from_precision",
+    "network_from_fixed_point",
     "check_exact",
     "KERAS_VERSION",
 ]
@@ -185,10 +186,16 @@ def fixed_to_quantizer(t: FixedType, kind: str | None, where: str) -> dict[str, 
     if t.rounding != "RND_CONV" or t.overflow not in ("SAT", "SAT_SYM"):
         raise UnsupportedLayerError(
             f"{where}: type {t.to_hls()} has no QKeras equivalent; QKeras quantizers round half to even and saturate "
-            "(need AP_RND_CONV with AP_SAT, or AP_SAT_SYM for signed types)"
+            "(need AP_RND_CONV with AP_SAT, or AP_SAT_SYM for signed types; in the fixed_point compression method: "
+            "rounding: RND_CONV, overflow: SAT)"
         )
     if t.width > 24:
         raise UnsupportedLayerError(f"{where}: type {t.to_hls()} is wider than 24 bits; QKeras computes in float32")
+    if t.integer - int(t.signed) < 0:
+        raise UnsupportedLayerError(
+            f"{where}: type {t.to_hls()} needs a negative QKeras 'integer' ({t.integer - int(t.signed)}), which QKeras 0.9.0 "
+            f"cannot run (integer K.pow(2, integer) fails in TensorFlow); give it at least {int(t.signed)} integer bit(s)"
+        )
     if t.signed:
         cfg = {"bits": t.width, "integer": t.integer - 1, "symmetric": int(t.overflow == "SAT_SYM"), "alpha": 1,
                "keep_negative": True, "use_stochastic_rounding": False, "qnoise_factor": 1.0}
@@ -770,9 +777,10 @@ def _write_bytes_list(obj: h5py.Group | h5py.File, key: str, names: list[str]) -
 def export_qkeras(model: Any, path: str | os.PathLike[str], *, extra_metadata: dict[str, Any] | None = None) -> Path:
     """Write a :class:`QKerasNetwork` (or a generator whose ``network`` is one) as a QKeras ``.h5``.
 
-    The file loads with ``qkeras.utils.load_qmodel(path, compile=False)`` under TensorFlow 2.14
-    and computes exactly what the network computes. Use :func:`network_from_precision` first for
-    a plain ``nn.Linear``/``nn.ReLU`` MLP with a precision record. Generator metadata
+    ``model`` may also be any generator or module quantized by ``compress``' ``fixed_point``
+    method (:func:`network_from_fixed_point`). The file loads with
+    ``qkeras.utils.load_qmodel(path, compile=False)`` under TensorFlow 2.14 and computes exactly
+    what the network computes. Generator metadata
     (geometry, latent size, energy range, postprocessing) is stored in the root attribute
     ``simcompress`` (JSON), which Keras ignores and :func:`load_qkeras_generator` reads back.
 
@@ -783,14 +791,16 @@ def export_qkeras(model: Any, path: str | os.PathLike[str], *, extra_metadata: d
     net = model
     if not isinstance(net, QKerasNetwork):
         inner = getattr(model, "network", None)
-        if not isinstance(inner, QKerasNetwork):
-            raise UnsupportedLayerError(
-                f"export_qkeras needs a QKerasNetwork or a generator built on one, got {type(model).__name__}; "
-                "convert a fixed-point nn.Linear/nn.ReLU MLP with network_from_precision(module, precision) first"
-            )
-        net = inner
+        if isinstance(inner, QKerasNetwork):
+            net = inner
+        else:
+            net = network_from_fixed_point(model)
         if hasattr(model, "qkeras_metadata"):
             meta = {**model.qkeras_metadata(), **meta}
+        elif all(hasattr(model, a) for a in ("geometry", "latent_dim", "energy_range_mev", "kind")):
+            meta = {"kind": "qkeras-mlp", "source_kind": model.kind, "latent_dim": int(model.latent_dim),
+                    "energy_range_mev": list(model.energy_range_mev), "geometry": model.geometry.to_dict(),
+                    "input_order": "cat(z, c)", **meta}
     out = Path(path)
     layers: list[dict[str, Any]] = [{"class_name": "InputLayer", "config": {
         "batch_input_shape": [None, net.n_in], "dtype": "float32", "sparse": False, "ragged": False, "name": "input"}}]
@@ -882,20 +892,62 @@ def _weight_quantizer(t: FixedType | None, where: str) -> dict[str, Any] | None:
         return None
     if t.overflow not in ("SAT", "SAT_SYM") or t.rounding != "RND_CONV":
         t = t.replace(rounding="RND_CONV", overflow="SAT")  # identity on on-grid values
+    need = int(t.signed)
+    if t.integer < need:  # QKeras cannot run negative 'integer': widen, same grid, same stored values
+        t = t.replace(width=t.width + need - t.integer, integer=need)
     return fixed_to_quantizer(t, "quantized_bits", where)
 
 
 # --------------------------------------------------------------------------- from simcompress models
-def network_from_precision(module: nn.Module, precision: dict[str, Any], name: str = "simcompress_mlp") -> QKerasNetwork:
-    """Build a :class:`QKerasNetwork` from a fixed-point ``nn.Linear``/``nn.ReLU`` MLP and its precision record.
+def _chain_modules(module: nn.Module) -> tuple[list[tuple[str, nn.Module]], int]:
+    """The module chain of ``forward(*inputs) = chain(cat(inputs))`` (torch.fx), and the number of inputs."""
+    import torch.fx
 
-    ``module`` is an MLP whose leaf modules, in ``named_modules`` order, are ``nn.Linear``,
-    ``nn.ReLU`` (and ``nn.Identity``/``nn.Dropout``); ``precision`` is the ``compress``
-    precision record ``{"input": type, "layers": {linear_name: {"weight", "bias", "result",
-    "activation"}}}`` (types as dicts or ``ap_fixed<...>`` strings). Weights must already lie on
-    their grids. ``result``/``activation`` casts become QKeras quantizers, so they must round
-    half to even and saturate (RND_CONV + SAT/SAT_SYM); a ``result`` type that holds the exact
-    accumulator (no rounding, no overflow possible) is dropped.
+    try:
+        gm = torch.fx.symbolic_trace(module)
+    except Exception as err:  # noqa: BLE001
+        raise UnsupportedLayerError(f"{type(module).__name__}: torch.fx cannot trace the network ({err})") from None
+    modules = dict(module.named_modules())
+    chain: list[tuple[str, nn.Module]] = []
+    placeholders: list[Any] = []
+    cur = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            placeholders.append(node)
+            cur = node if len(placeholders) == 1 else None
+        elif node.op == "call_function" and node.target in (torch.cat, torch.concat):
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+            if list(node.args[0]) != placeholders or dim not in (1, -1) or chain:
+                raise UnsupportedLayerError(f"{node.name}: only a torch.cat of all inputs (dim=1) at the start is supported")
+            cur = node
+        elif node.op == "call_module" and cur is not None and node.args[0] is cur:
+            chain.append((str(node.target), modules[str(node.target)]))
+            cur = node
+        elif node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu) and node.args[0] is cur:
+            chain.append((node.name, nn.ReLU()))
+            cur = node
+        elif node.op == "output" and node.args[0] is cur:
+            continue
+        else:
+            raise UnsupportedLayerError(
+                f"{node.name}: {node.op} {getattr(node.target, '__name__', node.target)!s} is not part of a single "
+                "Linear/ReLU chain; QKeras export supports feed-forward MLPs only"
+            )
+    return chain, len(placeholders)
+
+
+def network_from_precision(module: nn.Module, precision: dict[str, Any], name: str = "simcompress_mlp") -> QKerasNetwork:
+    """Build a :class:`QKerasNetwork` from a fixed-point MLP and its ``compress`` precision record.
+
+    ``module`` computes ``chain(cat(inputs))`` (or ``chain(x)``) with ``nn.Linear``, ``nn.ReLU``
+    (``nn.LeakyReLU(0)``), ``nn.Identity`` (folded batch norm) and ``nn.Dropout`` modules;
+    ``precision`` is the record of :mod:`simcompress.compress.methods.fixed_point`
+    (``{"input": type, "layers": {module_name: {"weight", "bias", "result"}}}``, types as dicts
+    or ``ap_fixed<...>`` strings). Weights must lie on their grids (a parametrized ``Linear``
+    returns its quantized weight). Each ``result`` cast becomes a QKeras quantizer, so it must
+    round half to even and saturate (``RND_CONV`` + ``SAT``/``SAT_SYM``; set ``rounding: RND_CONV``
+    in the ``fixed_point`` config); a cast that can never round or overflow (it holds the exact
+    accumulator) is dropped.
 
     Raises:
         UnsupportedLayerError: another layer type, or a type QKeras cannot express.
@@ -910,92 +962,94 @@ def network_from_precision(module: nn.Module, precision: dict[str, Any], name: s
         except ConfigError as err:
             raise UnsupportedLayerError(str(err)) from None
 
-    layers_rec = precision.get("layers", {}) if isinstance(precision, dict) else {}
-    inp = ftype(precision.get("input"), "precision.input") if isinstance(precision, dict) else None
-    leaves = [(n, m) for n, m in module.named_modules() if len(list(m.children())) == 0]
-    entries: list[dict[str, Any]] = []
-    tensors: list[tuple[int, str, torch.Tensor]] = []
+    if not isinstance(precision, dict) or "input" not in precision:
+        raise UnsupportedLayerError("network_from_precision: the precision record needs an 'input' type")
+    rec_layers = precision.get("layers", {})
+    inp = ftype(precision["input"], "precision.input")
+    chain, _n_inputs = _chain_modules(module)
+    entries: list[dict[str, Any]] = [{"op": "quant", "name": "input_quant", "type": inp.to_dict(), "qkeras": "quantized_bits"}]
+    tensors: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     n_in: int | None = None
-    if inp is not None:
-        entries.append({"op": "quant", "name": "input_quant", "type": inp.to_dict(), "qkeras": "quantized_bits"})
-    for lname, m in leaves:
-        safe = lname.replace(".", "_") or "layer"
+    for lname, m in chain:
+        safe = lname.replace(".", "_")
+        rec = rec_layers.get(lname, {})
+        rt = ftype(rec.get("result"), f"precision.layers.{lname}.result")
         if isinstance(m, nn.Linear):
             n_in = m.in_features if n_in is None else n_in
-            rec = layers_rec.get(lname, {})
             wt, bt = ftype(rec.get("weight"), f"{lname}.weight"), ftype(rec.get("bias"), f"{lname}.bias")
-            idx = len(entries)
+            tensors[len(entries)] = (m.weight.detach().clone(), m.bias.detach().clone() if m.bias is not None else None)
             entries.append({"op": "dense", "name": safe, "in": m.in_features, "out": m.out_features,
                             "bias": m.bias is not None, "weight_type": wt.to_dict() if wt else None,
                             "bias_type": bt.to_dict() if bt else None})
-            tensors.append((idx, "weight", m.weight.detach().clone()))
-            if m.bias is not None:
-                tensors.append((idx, "bias", m.bias.detach().clone()))
-            rt = ftype(rec.get("result"), f"{lname}.result")
             if rt is not None:
                 entries.append({"op": "quant", "name": f"{safe}_result", "type": rt.to_dict(), "qkeras": "quantized_bits",
-                                "_check_drop": True})
-            act = rec.get("activation")
-            at = ftype(act.get("type") if isinstance(act, dict) else act, f"{lname}.activation")
-            if at is not None:
-                entries.append({"op": "_act_type", "type": at})
-        elif isinstance(m, nn.ReLU):
-            entries.append({"op": "relu", "name": safe})
+                                "_optional": True})
+        elif isinstance(m, nn.ReLU) or (isinstance(m, nn.LeakyReLU) and float(m.negative_slope) == 0.0):
+            if rt is not None:  # relu then an unsigned saturating cast is quantized_relu alone
+                entries.append({"op": "relu", "name": safe})
+                entries.append({"op": "quant", "name": f"{safe}_quant", "type": rt.to_dict(),
+                                "qkeras": "quantized_bits" if rt.signed else "quantized_relu"})
+            else:
+                entries.append({"op": "relu", "name": safe})
         elif isinstance(m, (nn.Identity, nn.Dropout)):
             continue
         else:
             raise UnsupportedLayerError(
-                f"layer {lname!r} ({type(m).__name__}) has no exact QKeras equivalent; supported: Linear, ReLU, Identity, Dropout"
+                f"layer {lname!r} ({type(m).__name__}) has no exact QKeras equivalent; supported: Linear, ReLU, "
+                "LeakyReLU(0), Identity, Dropout (QKeras' leaky quantized_relu needs a power-of-two slope)"
             )
-    # attach activation types: a pending "_act_type" goes after the next relu
-    final: list[dict[str, Any]] = []
-    pending: FixedType | None = None
-    for e in entries:
-        if e["op"] == "_act_type":
-            pending = e["type"]
-            continue
-        final.append(e)
-        if e["op"] == "relu" and pending is not None:
-            final.append({"op": "quant", "name": f"{e['name']}_quant", "type": pending.to_dict(), "qkeras": "quantized_relu"})
-            pending = None
     if n_in is None:
         raise UnsupportedLayerError("network_from_precision: the module has no nn.Linear layer")
-    # build, load weights, then drop result casts that can never round or overflow
-    clean = [{k: v for k, v in e.items() if k != "_check_drop"} for e in final]
-    net = QKerasNetwork(clean, n_in, name, input_type=inp)
-    pos = {id(e): i for i, e in enumerate(final)}
-    dense_pos = [i for i, e in enumerate(final) if e["op"] == "dense"]
-    with torch.no_grad():
-        for (idx, attr, t), di in zip(tensors, _expand(dense_pos, tensors)):
-            getattr(net.body[di], attr).copy_(t)
+    # a relu directly followed by an unsigned cast: the cast alone (quantized_relu) is the same function
+    merged: list[dict[str, Any]] = []
+    for e in entries:
+        if (e["op"] == "quant" and merged and merged[-1]["op"] == "relu" and not FixedType.from_dict(e["type"]).signed):
+            merged.pop()
+        merged.append(e)
+    net = _build(merged, n_in, name, inp, tensors, entries)
+    # drop result casts that can never round or overflow (they hold the exact accumulator)
     ranges = net._ranges()[0]
     keep = []
-    for i, e in enumerate(final):
-        if e.get("_check_drop") and ranges[i - 1] is not None:
-            acc = ranges[i - 1]
-            t = FixedType.from_dict(e["type"])
+    for i, e in enumerate(net.layers):
+        if e.get("_optional") and ranges[i - 1] is not None:
+            acc, t = ranges[i - 1], FixedType.from_dict(e["type"])
             if acc.frac <= t.frac and t.min_value <= acc.lo and acc.hi <= t.max_value:
                 continue
         keep.append(i)
-    del pos
-    if len(keep) == len(final):
-        return net
-    net2 = QKerasNetwork([clean[i] for i in keep], n_in, name, input_type=inp)
+    clean = [{k: v for k, v in e.items() if k != "_optional"} for e in net.layers]
+    out = QKerasNetwork([clean[i] for i in keep], n_in, name, input_type=inp)
     with torch.no_grad():
         for new_i, old_i in enumerate(keep):
-            for k, v in net.body[old_i].state_dict().items():
-                net2.body[new_i].state_dict()[k].copy_(v)
-    return net2
-
-
-def _expand(dense_pos: list[int], tensors: Iterable[tuple[int, str, torch.Tensor]]) -> list[int]:
-    """Map each (entry index, attr, tensor) to its body index (entry indices before _act_type removal)."""
-    # entries and final differ only by removed "_act_type" items and inserted relu quantizers;
-    # dense layers keep their relative order, so map the k-th distinct dense to the k-th dense position.
-    out = []
-    seen: dict[int, int] = {}
-    for idx, _, _ in tensors:
-        if idx not in seen:
-            seen[idx] = dense_pos[len(seen)]
-        out.append(seen[idx])
+            out.body[new_i].load_state_dict(net.body[old_i].state_dict())
     return out
+
+
+def _build(merged: list[dict[str, Any]], n_in: int, name: str, inp: FixedType,
+           tensors: dict[int, tuple[torch.Tensor, torch.Tensor | None]], entries: list[dict[str, Any]]) -> QKerasNetwork:
+    net = QKerasNetwork(merged, n_in, name, input_type=inp)
+    pos = {id(e): i for i, e in enumerate(merged)}
+    with torch.no_grad():
+        for idx, (w, b) in tensors.items():
+            lin = net.body[pos[id(entries[idx])]]
+            lin.weight.copy_(w)
+            if b is not None:
+                lin.bias.copy_(b)
+    return net
+
+
+def network_from_fixed_point(model: nn.Module, name: str = "simcompress_mlp") -> QKerasNetwork:
+    """The :class:`QKerasNetwork` of a model quantized by ``compress``' ``fixed_point``/``qat_fixed_point``.
+
+    Raises:
+        UnsupportedLayerError: no fixed-point network inside, or a layer/type QKeras cannot express.
+    """
+    from ..compress.methods.fixed_point import find_fixed_point_network
+
+    found = find_fixed_point_network(model)
+    if found is None:
+        raise UnsupportedLayerError(
+            f"{type(model).__name__} has no fixed-point network; quantize it first with the 'fixed_point' method "
+            "(rounding: RND_CONV, overflow: SAT, as QKeras quantizers)"
+        )
+    _, fpn = found
+    return network_from_precision(fpn.inner, fpn.record, name)

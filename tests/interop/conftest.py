@@ -71,6 +71,9 @@ def tf_side(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     np.save(wd / "x_bn.npy", inputs(n_in=5, seed=3))
     gen = QKerasMLPGenerator.random(Geometry.from_name("ds1-photons"), latent_dim=LATENT, hidden=[16, 32], seed=1)
     export_qkeras(gen, wd / "export.h5")
+    student = compressed_mlp_student(Geometry.from_name("ds1-photons"))
+    export_qkeras(student, wd / "student.h5")
+    np.save(wd / "x_student.npy", inputs(n_in=7, seed=11))
     bn_bad = [dict(layer) for layer in BN_LAYERS]
     bn_bad[2] = {k: v for k, v in bn_bad[2].items() if k != "moving_variance"}
     bn_bad[2]["moving_variance"] = [0.7, 1.3, 2.1, 0.9]
@@ -92,10 +95,30 @@ def tf_side(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             {"type": "QActivation", "name": "act", "activation": "quantized_po2(4)"}]},
         {"op": "predict", "model": "export.h5", "x": "x.npy", "out": "y_export_qkeras.npy"},
         {"op": "resave", "model": "export.h5", "out": "export_resaved.h5"},
+        {"op": "predict", "model": "student.h5", "x": "x_student.npy", "out": "y_student_qkeras.npy"},
     ]
     results = run_tf_job(tasks, wd, timeout=600)
     (wd / "results.json").write_text(json.dumps(results))
-    return {"dir": Path(wd), "results": results, "export": gen, "latent_dim": LATENT}
+    return {"dir": Path(wd), "results": results, "export": gen, "latent_dim": LATENT,
+            "student": student}
+
+
+def compressed_mlp_student(geometry: Any, rounding: str = "RND_CONV") -> Any:
+    """A distilled MLP student (ReLU, 6 latent + 1 condition) quantized by compress' fixed_point method."""
+    from simcompress.compress import compress, config_from_dict
+    from simcompress.compress.distill.students import MLPGenerator
+
+    torch.manual_seed(0)
+    student = MLPGenerator(geometry, latent_dim=6, width=16, depth=2, activation="relu")
+    spec = lambda w: {"width": w, "rounding": rounding, "overflow": "SAT"}  # noqa: E731
+    cfg = config_from_dict({"method": "fixed_point", "input": spec(10), "weight": spec(8), "bias": spec(8),
+                            "result": spec(14), "activation": spec(10), "calibration_samples": 256})
+    return compress(student, cfg).model
+
+
+@pytest.fixture()
+def make_student() -> Any:
+    return compressed_mlp_student
 
 
 @pytest.fixture()

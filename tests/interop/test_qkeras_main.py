@@ -232,12 +232,13 @@ def test_plain_mlp_with_precision_record_exports_exactly(tmp_path) -> None:
     in_t = FixedType(10, 4, True, "RND_CONV", "SAT")
     act_t = FixedType(8, 3, False, "RND_CONV", "SAT")
     rec = {"input": in_t.to_dict(), "layers": {
-        "0": {"weight": wt.to_dict(), "bias": wt.to_dict(), "result": "ap_fixed<40,20,AP_RND_CONV,AP_SAT>",
-              "activation": {"type": act_t.to_dict()}},
+        "0": {"weight": wt.to_dict(), "bias": wt.to_dict(), "result": "ap_fixed<40,20,AP_RND_CONV,AP_SAT>"},
+        "1": {"result": act_t.to_dict()},
         "2": {"weight": wt.to_dict(), "bias": wt.to_dict()}}}
     net = network_from_precision(mlp, rec)
-    # the 40-bit result type can hold the exact accumulator: dropped; the relu cast stays
-    assert [e["op"] for e in net.layers] == ["quant", "dense", "relu", "quant", "dense"]
+    # the 40-bit result type holds the exact accumulator: dropped; ReLU + unsigned cast = quantized_relu
+    assert [e["op"] for e in net.layers] == ["quant", "dense", "quant", "dense"]
+    assert net.body[2].qkeras == "quantized_relu"
     x = torch.randn(300, 5) * 4
     ref = mlp[2](act_t.quantize(torch.relu(mlp[0](in_t.quantize(x)))))
     assert torch.equal(net(x), ref)
@@ -276,3 +277,52 @@ def test_imported_generator_goes_through_the_validation_gate(tmp_path, geometry)
     assert len(checks) > 10
     # an untrained network is not a calorimeter simulation: the gate must say so
     assert not res.passed
+
+
+def test_compressed_fixed_point_generator_exports_exactly(tmp_path, geometry, make_student) -> None:
+    from simcompress.firmware.graph import build_graph
+
+    model = make_student(geometry)
+    path = export_qkeras(model, tmp_path / "student.h5")
+    net = load_qkeras_network(path)
+    z = torch.randn(500, 6, generator=torch.Generator().manual_seed(1)) * 2
+    c = torch.rand(500, 1, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        want = model.network(z, c)
+        assert torch.equal(net(z, c), want)
+    # and the firmware graph of the re-imported network is the compressed model's arithmetic
+    plain, rec, sizes = firmware_network(net, latent_dim=6)
+    emu = build_graph(plain, rec, sizes).emulate([z.double().numpy(), c.double().numpy()])
+    assert np.array_equal(emu, want.double().numpy())
+    with h5py.File(path) as f:
+        meta = json.loads(f.attrs["simcompress"])
+    assert meta["source_kind"] == "mlp" and meta["latent_dim"] == 6
+
+
+def test_export_refuses_rounding_qkeras_lacks(geometry, make_student) -> None:
+    model = make_student(geometry, rounding="RND")
+    with pytest.raises(UnsupportedLayerError, match=r"ap_fixed<10,\d+,AP_RND,AP_SAT> has no QKeras equivalent.*rounding: RND_CONV"):
+        export_qkeras(model, "unused.h5")
+    with pytest.raises(UnsupportedLayerError, match="no fixed-point network"):
+        export_qkeras(nn.Sequential(nn.Linear(2, 2)), "unused.h5")
+
+
+def test_negative_integer_bits(tmp_path) -> None:
+    """QKeras 0.9.0 cannot run quantizers with integer < 0: weights are widened (same grid), casts refused."""
+    tiny_w = FixedType(6, -1, True, "RND_CONV", "SAT")  # values in [-0.25, 0.25), step 2**-7
+    in_t = FixedType(8, 3, True, "RND_CONV", "SAT")
+    layers = [{"op": "quant", "name": "in_q", "type": in_t.to_dict(), "qkeras": "quantized_bits"},
+              {"op": "dense", "name": "fc1", "in": 3, "out": 2, "bias": True,
+               "weight_type": tiny_w.to_dict(), "bias_type": tiny_w.to_dict()}]
+    net = QKerasNetwork(layers, 3)
+    with torch.no_grad():
+        net.body[1].weight.copy_(tiny_w.quantize(torch.randn(2, 3)))
+        net.body[1].bias.copy_(tiny_w.quantize(torch.randn(2)))
+    back = load_qkeras_network(export_qkeras(net, tmp_path / "w.h5"))
+    assert back.layers[1]["weight_type"]["integer"] == 1 and back.layers[1]["weight_type"]["width"] == 8
+    x = torch.randn(50, 3) * 3
+    assert torch.equal(back(x), net(x))
+    bad = QKerasNetwork([*layers, {"op": "quant", "name": "out_q", "type": FixedType(8, 0, True, "RND_CONV", "SAT").to_dict()}], 3)
+    bad.body[1].load_state_dict(net.body[1].state_dict())
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'out_q'.*negative QKeras 'integer' \(-1\)"):
+        export_qkeras(bad, tmp_path / "bad.h5")

@@ -112,3 +112,13 @@ def test_inexact_models_from_tensorflow_are_refused(tf_side) -> None:
         load_qkeras_network(d / "auto_po2.h5")
     with pytest.raises(UnsupportedLayerError, match=r"layer 'act' \(QActivation\) activation: quantizer 'quantized_po2'"):
         load_qkeras_network(d / "po2_act.h5")
+
+
+def test_compressed_generator_exported_runs_identically_in_qkeras(tf_side) -> None:
+    """A generator quantized by compress' fixed_point method, exported: QKeras computes the same numbers."""
+    d = tf_side["dir"]
+    model = tf_side["student"]
+    x = np.load(d / "x_student.npy")
+    with torch.no_grad():
+        want = model.network(torch.from_numpy(x[:, :6]), torch.from_numpy(x[:, 6:])).numpy()
+    assert np.array_equal(np.load(d / "y_student_qkeras.npy"), want)
