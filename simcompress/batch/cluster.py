@@ -202,7 +202,7 @@ def job_script(cfg: ClusterConfig | str | os.PathLike[str]) -> str:
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # a throw-away scheduler starts and stops just to render the script
     try:
-        cluster = make_cluster(cfg, scheduler_options={"dashboard": False, "port": 0,
+        cluster = make_cluster(cfg, scheduler_options={"dashboard": False, "dashboard_address": ":0", "port": 0,
                                                        **({"interface": cfg.interface} if cfg.interface else {})})
         try:
             address = cluster.scheduler_address

@@ -30,7 +30,12 @@ FORMATS = ("root", "hdf5")
 
 @dataclass
 class GenerationSummary:
-    """What a generation run did (returned by :func:`run_generation` and :func:`generate_to_file`)."""
+    """What a generation run did (returned by :func:`run_generation` and :func:`generate_to_file`).
+
+    ``seconds`` is the generation phase (workers up: model loads, generation, writing, checks);
+    ``overhead_seconds`` the worker start-up, connection and shutdown around it.
+    ``showers_per_second`` counts only showers generated in this call (not kept shards).
+    """
 
     out: str
     n_events: int
@@ -45,7 +50,9 @@ class GenerationSummary:
     model_hash: str
     root_seed: int
     sha256: str | None = None
+    overhead_seconds: float = 0.0
     shard_seconds: list[float] = field(default_factory=list)
+    shard_cpu_seconds: list[float] = field(default_factory=list)
 
     @property
     def showers_per_second(self) -> float:
@@ -209,14 +216,18 @@ def run_generation(
         raise ConfigError("give either --scheduler or --cluster, not both")
     workers = _positive("--workers", n_workers or min(os.cpu_count() or 1, n_shards))
     # workers (or the connection to them) first: nothing is written if they cannot start
+    t_startup = time.perf_counter()
     runner = make_runner(executor, n_workers=workers, torch_threads=torch_threads,
                          scheduler=scheduler, cluster=cluster, memory_limit=memory_limit)
     try:
-        return _run_shards(runner, manifest, out, config, model_path, model_ref, model_hash, energies, seed,
-                           n_events, shard_size, n_shards, format, chunk_size, torch_threads, backend_spec,
-                           executor, workers, retries, progress)
+        runner.warm(torch_threads)
+        summary = _run_shards(runner, manifest, out, config, model_path, model_ref, model_hash, energies, seed,
+                              n_events, shard_size, n_shards, format, chunk_size, torch_threads, backend_spec,
+                              executor, workers, retries, progress)
     finally:
         runner.close()
+    summary.overhead_seconds = time.perf_counter() - t_startup - summary.seconds
+    return summary
 
 
 def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[str, Any], model_path: Any,
@@ -251,6 +262,7 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
 
     counts = {"generated": 0, "kept": 0, "regenerated": 0, "events": 0}
     shard_seconds: list[float] = []
+    shard_cpu: list[float] = []
     bar = _Progress(progress, n_events, f"generating {n_shards} shard{'s' if n_shards > 1 else ''}")
     last_write = [time.monotonic()]
 
@@ -263,6 +275,7 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
             counts["generated"] += 1
             counts["events"] += int(res["n_events"])
             shard_seconds.append(float(res["seconds"]))
+            shard_cpu.append(float(res.get("cpu_seconds", float("nan"))))
             if recorded[i]:
                 counts["regenerated"] += 1
                 log.warning("shard %d was %s and has been regenerated", i, res.get("reason", "invalid"))
@@ -292,7 +305,7 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
         out=str(out), n_events=n_events, n_shards=n_shards, generated_shards=counts["generated"],
         kept_shards=counts["kept"], regenerated_shards=counts["regenerated"], generated_events=counts["events"],
         seconds=seconds, executor=runner.description, n_workers=n_workers_seen or n_workers, model_hash=model_hash,
-        root_seed=seed, shard_seconds=shard_seconds,
+        root_seed=seed, shard_seconds=shard_seconds, shard_cpu_seconds=shard_cpu,
     )
 
 

@@ -59,6 +59,9 @@ class ProcessPoolRunner:
         self.torch_threads = torch_threads
         self.description = f"local process pool, {n_workers} worker{'s' if n_workers != 1 else ''}"
 
+    def warm(self, torch_threads: int) -> None:
+        """Nothing to do: the pool starts its processes (with torch imported) when the run starts."""
+
     def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
         pending = {job.shard_index: job for job in jobs}
         failures: dict[int, int] = {}
@@ -109,6 +112,16 @@ class ProcessPoolRunner:
         pass
 
 
+def warm_worker(torch_threads: int) -> int:
+    """Import the task's modules and set torch's threads in a worker process (``Client.run``)."""
+    import torch
+
+    from . import worker  # noqa: F401
+
+    torch.set_num_threads(torch_threads)
+    return torch.get_num_threads()
+
+
 class DaskRunner:
     """Dask distributed futures on a client; closes what it created."""
 
@@ -122,6 +135,10 @@ class DaskRunner:
     @property
     def n_workers(self) -> int:
         return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+
+    def warm(self, torch_threads: int) -> None:
+        """Import torch and the task code on the workers already connected (startup, not generation)."""
+        self.client.run(warm_worker, torch_threads)
 
     def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
         from distributed import as_completed

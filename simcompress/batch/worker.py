@@ -157,6 +157,7 @@ def _adoptable(path: Path, job: ShardJob) -> tuple[bool, str]:
 def generate_shard(job: ShardJob) -> dict[str, Any]:
     """Produce (or verify) one shard; returns a small JSON-able dict for the manifest."""
     t0 = time.perf_counter()
+    c0 = time.process_time()
     out_dir = Path(job.out_dir)
     final = out_dir / job.filename
     base = {"shard": job.shard_index, "file": job.filename, "host": socket.gethostname(), "pid": os.getpid()}
@@ -212,6 +213,7 @@ def generate_shard(job: ShardJob) -> dict[str, Any]:
             partial.unlink()
     return {**base, "status": "generated", "reason": reason, "n_events": hasher.n_events,
             "sha256": digest, "seed": identity["seed"], "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
             "model_loads": model_loads_in_this_process(), "torch_threads": job.torch_threads}
 
 

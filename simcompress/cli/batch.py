@@ -20,7 +20,7 @@ _SHARD_DEFAULT = 100_000
 def _print_summary(summary: dict, title: str) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     for key in ("out", "n_events", "n_shards", "generated_shards", "kept_shards", "regenerated_shards",
-                "generated_events", "seconds", "showers_per_second", "executor", "n_workers", "model_hash",
+                "generated_events", "seconds", "overhead_seconds", "showers_per_second", "executor", "n_workers", "model_hash",
                 "root_seed", "sha256"):
         if key in summary and summary[key] is not None:
             value = summary[key]
@@ -82,6 +82,7 @@ def generate_command(
         title = f"wrote {summary.out}"
     data = summary.to_dict()
     data.pop("shard_seconds", None)
+    data.pop("shard_cpu_seconds", None)
     if json_out:
         console.print_json(json.dumps(data))
     else:

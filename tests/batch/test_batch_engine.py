@@ -115,9 +115,9 @@ def test_worker_killed_in_local_process_pool(reference_run: Path, bundle: Path, 
     marker = tmp_path / "crashed"
     monkeypatch.setenv(CRASH_ENV, str(marker))
     out = tmp_path / "run"
-    s = _run(bundle, out, executor="local", n_workers=2)
+    s = _run(bundle, out, executor="local", n_workers=1)
     assert marker.exists()
-    assert s.n_events == N and s.generated_shards == 3 and s.n_workers == 2
+    assert s.n_events == N and s.generated_shards == 3 and s.n_workers == 1
     assert sum(e["n_events"] for e in _manifest(out)["shards"].values()) == N
     assert np.array_equal(decoded(out)[1], decoded(reference_run)[1])
 
