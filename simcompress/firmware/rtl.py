@@ -212,7 +212,7 @@ def yosys_luts(rtl_dir: str | os.PathLike[str], top: str = "simcompress_gen", ti
     (src / "whatever.mem").touch()  # lookup_table.v $readmemh's this default name
     script = (
         f"read_verilog -I static {' '.join('static/' + s for s in static)} {' '.join(tops)}\n"
-        f"synth_xilinx -top {top} -family xcup -flatten\nstat\n"
+        f"synth_xilinx -top {top} -family xcup -flatten\ntee -q -o yosys_stat.txt stat\n"
     )
     t0 = time.perf_counter()
     try:
@@ -222,7 +222,9 @@ def yosys_luts(rtl_dir: str | os.PathLike[str], top: str = "simcompress_gen", ti
         return {"skipped": f"yosys did not finish in {timeout_s} s"}
     if proc.returncode != 0:
         return {"skipped": f"yosys failed: {proc.stderr.strip()[-300:]}"}
-    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\w+)\s+(\d+)\s*$", proc.stdout, re.M)}
+    stat_file = src / "yosys_stat.txt"
+    text = stat_file.read_text() if stat_file.is_file() else proc.stdout
+    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+([A-Z][A-Z0-9_]*)\s+(\d+)\s*$", text, re.M)}
     luts = sum(v for k, v in cells.items() if re.fullmatch(r"LUT\d", k))
     return {"luts": luts, "cells": cells, "seconds": time.perf_counter() - t0,
             "note": "yosys synth_xilinx proxy; Vivado usually maps tighter"}
