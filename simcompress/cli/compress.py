@@ -127,7 +127,7 @@ def compress_cmd(
         data = reader.read(stop=finetune_events)
         energies = np.asarray(data.incident_energy[:calibration_events], dtype=np.float64)
     if gate and reference is not None:
-        from ..validation import make_model_gate
+        from ..validation.gate import make_model_gate
 
         with console.status("preparing the fidelity gate (reference features, noise floor)"):
             gate_fn = make_model_gate(reference, gate_spec, n_events=n_events, seed=seed)
@@ -151,7 +151,7 @@ def compress_cmd(
         shutil.rmtree(staged)
     if prepared is not None:
         from ..showers.data import ShowerSet
-        from ..validation import validate
+        from ..validation.core import validate
 
         e = torch.from_numpy(gate_fn.energies)
         cands = {}

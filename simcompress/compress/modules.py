@@ -131,7 +131,7 @@ def balanced_factors(n: int, d: int, max_pad: float = 0.1) -> list[int]:
     the largest factor (the TT cost grows with it).
 
     >>> balanced_factors(368, 2)
-    [20, 19]
+    [21, 18]
     >>> balanced_factors(64, 3)
     [4, 4, 4]
     """
