@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--train", action="store_true", help="distil the zoo teachers first (minutes per recipe)")
+    ap.add_argument("--no-measure", action="store_true", help="with --train: train only, skip the speed/fidelity run")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
     ap.add_argument("--students", type=Path, default=None, help=f"student bundles folder (default {DEFAULT_STUDENTS})")
     ap.add_argument("--teachers", type=Path, default=None, help="folder of teacher bundles named like the zoo (default: the zoo)")
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             sys.exit(f"error: unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
         print(json.dumps({"trained": train(names, _students_dir())}, indent=1, default=float))
+        if args.no_measure:
+            return
     print(json.dumps(run(args.quick), indent=1, default=float))
 
 
