@@ -37,6 +37,7 @@ def validate(
     geometry: str | None = typer.Option(None, "--geometry", help="Geometry name or file, if the files do not carry one."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report directory (report.html + metrics.json)."),
     no_html: bool = typer.Option(False, "--no-html", help="Write metrics.json only."),
+    max_figures: int | None = typer.Option(None, "--max-figures", help="Cap on per-feature figures (default 80; the rest in tables)."),
     step_size: int = typer.Option(100_000, "--step-size", help="Events per streamed chunk."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -85,7 +86,7 @@ def validate(
         for w in c.warnings:
             err_console.print(f"[bold yellow]WARNING:[/bold yellow] {w}", highlight=False, soft_wrap=True)
     if out is not None:
-        result.write(out, html=not no_html, progress=not quiet)
+        result.write(out, html=not no_html, progress=not quiet, max_feature_figures=max_figures)
         console.print(f"report written to {out}/", highlight=False)
     _print_summary(result)
     if not result.passed:

@@ -633,11 +633,13 @@ class ValidationResult:
     def to_json(self) -> str:
         return json.dumps(_jsonable(self.to_dict()), indent=1, allow_nan=False)
 
-    def write(self, out_dir: str | os.PathLike[str], *, html: bool = True, progress: bool = False) -> Path:
+    def write(
+        self, out_dir: str | os.PathLike[str], *, html: bool = True, progress: bool = False, max_feature_figures: int | None = None
+    ) -> Path:
         """Write ``metrics.json`` (and ``report.html``) into ``out_dir`` atomically; returns the directory."""
         from .report import write_report
 
-        return write_report(self, out_dir, html=html, progress=progress)
+        return write_report(self, out_dir, html=html, progress=progress, max_feature_figures=max_feature_figures)
 
 
 def _jsonable(o: Any) -> Any:

@@ -85,8 +85,8 @@ def feature_figure(name: str, ref: np.ndarray, cands: dict[str, np.ndarray], edg
 
     plt = _plt()
     with _style():
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.11)
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
+        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.13)
         widths = np.diff(edges)
         centers = 0.5 * (edges[:-1] + edges[1:])
 
@@ -112,9 +112,25 @@ def feature_figure(name: str, ref: np.ndarray, cands: dict[str, np.ndarray], edg
         _label(ax, name)
         _ratio_panel(rax, centers, r, re, rows)
         rax.set_xlabel(f"{name} [{unit}]" if unit else name)
-        if edges[0] > 0 and edges[-1] / edges[0] > 1e3:
+        if edges[0] > 0 and edges[-1] / edges[0] > 100:
             ax.set_xscale("log")
         return _png(fig)
+
+
+def _plot_edges(ref: np.ndarray, cands: list[np.ndarray], fallback: np.ndarray, n: int = 50) -> np.ndarray:
+    """Equal-width plotting bins over the central 99.8 % (log-spaced for positive features spanning decades)."""
+    allv = np.concatenate([ref, *cands])
+    lo, hi = np.quantile(allv, [0.001, 0.999])
+    if not hi > lo:
+        return fallback
+    if lo > 0 and hi / lo > 100:
+        return np.geomspace(lo, hi, n + 1)
+    uniq = np.unique(allv)
+    if uniq.size <= n:  # discrete feature (sparsity): one bin per value
+        mids = 0.5 * (uniq[:-1] + uniq[1:])
+        step = np.min(np.diff(uniq)) if uniq.size > 1 else 1.0
+        return np.concatenate([[uniq[0] - step / 2], mids, [uniq[-1] + step / 2]])
+    return np.linspace(lo, hi, n + 1)
 
 
 def _unit(name: str) -> str:
@@ -128,8 +144,8 @@ def _unit(name: str) -> str:
 def longitudinal_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> str:
     plt = _plt()
     with _style():
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.11)
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
+        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.13)
         x = np.arange(ref.geometry.n_layers)
         m, e = ref.longitudinal_profile()
         ax.bar(x, m, width=0.8, color="0.4", alpha=0.35, label="Reference")
@@ -203,10 +219,13 @@ def image_figure(ref: FeatureTable, cands: dict[str, FeatureTable], max_layers: 
         for c_i, li in enumerate(layers):
             layer = g.layers[li]
             ax = fig.add_subplot(nrow, ncol, r_i * ncol + c_i + 1, projection="polar")
-            a_edges = np.linspace(-np.pi, np.pi, layer.n_alpha + 1)
+            # each alpha bin drawn as several angular steps: polar quads have straight edges, and a
+            # single bin spanning 2 pi would otherwise collapse to a line
+            sub = max(1, 64 // layer.n_alpha)
+            a_edges = np.linspace(-np.pi, np.pi, layer.n_alpha * sub + 1)
             r_edges = np.asarray(layer.r_edges_mm, dtype=float)
             # log-like radius axis (CaloChallenge draws ds1 with a log radius): r -> log1p(r)
-            view = img[g.layer_slices[li]].reshape(layer.n_alpha, layer.n_r)
+            view = np.repeat(img[g.layer_slices[li]].reshape(layer.n_alpha, layer.n_r), sub, axis=0)
             mesh = ax.pcolormesh(a_edges, np.log1p(r_edges), np.clip(view.T, vmin, None), norm=norm, cmap="viridis")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -227,8 +246,8 @@ def voxel_spectrum_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> 
     e = edges[lo : hi + 1]
     plt = _plt()
     with _style():
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.11)
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
+        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.13)
         centers = np.sqrt(e[:-1] * e[1:])
         r = ref.voxel_hist[lo:hi] / ref.n_events
         re = np.sqrt(ref.voxel_hist[lo:hi]) / ref.n_events
@@ -363,8 +382,13 @@ def _env() -> Any:
     return jinja2.Environment(autoescape=jinja2.select_autoescape(default=True, default_for_string=True), undefined=jinja2.StrictUndefined)
 
 
-def report_section(result: ValidationResult, *, max_feature_figures: int = MAX_FEATURE_FIGURES, progress: bool = False) -> str:
-    """The validation report as an HTML fragment (``<section>``), for embedding in other reports."""
+def report_section(result: ValidationResult, *, max_feature_figures: int | None = None, progress: bool = False) -> str:
+    """The validation report as an HTML fragment (``<section>``), for embedding in other reports.
+
+    ``max_feature_figures`` caps the per-feature figures (default :data:`MAX_FEATURE_FIGURES`).
+    """
+    if max_feature_figures is None:
+        max_feature_figures = MAX_FEATURE_FIGURES
     from markupsafe import Markup
 
     from .core import _edges_for
@@ -468,9 +492,7 @@ def report_section(result: ValidationResult, *, max_feature_figures: int = MAX_F
             rv = rt[f].astype(np.float64)
             edges = _edges_for(result.spec, f, np.sort(rv), list(cvals.values()), rt.geometry, rt.threshold_mev)
             if result.spec.binning == "quantile":
-                lo, hi = np.quantile(np.concatenate([rv, *cvals.values()]), [0.001, 0.999])
-                if hi > lo:
-                    edges = np.linspace(lo, hi, 51)
+                edges = _plot_edges(rv, list(cvals.values()), edges)
             png = feature_figure(f, rv, cvals, edges, _unit(f))
             first = next(iter(result.candidates.values())).features[f]["floor"] if result.candidates else None
             rows = []
@@ -546,14 +568,21 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def write_report(result: ValidationResult, out_dir: str | os.PathLike[str], *, html: bool = True, progress: bool = False) -> Path:
+def write_report(
+    result: ValidationResult,
+    out_dir: str | os.PathLike[str],
+    *,
+    html: bool = True,
+    progress: bool = False,
+    max_feature_figures: int | None = None,
+) -> Path:
     """Write ``metrics.json`` and (optionally) ``report.html`` into ``out_dir``; each file atomically.
 
     Both are rendered in memory first, so a failure leaves no partial output.
     """
     out = Path(out_dir)
     js = result.to_json()
-    page = render_html(result, progress=progress) if html else None
+    page = render_html(result, progress=progress, max_feature_figures=max_feature_figures) if html else None
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(out / "metrics.json", js + "\n")
     if page is not None:
