@@ -32,7 +32,7 @@ from ..compress.fixed_point import FixedType, integer_bits_for_range
 from ..errors import UnsupportedLayerError
 from .qkeras import QKerasNetwork, _frac_bits
 
-__all__ = ["FirmwareMLP", "firmware_network"]
+__all__ = ["FirmwareMLP", "firmware_network", "as_fixed_point_generator"]
 
 
 class FirmwareMLP(nn.Module):
@@ -173,3 +173,21 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
         sizes = [net.n_in]
     record["input_sizes"] = sizes
     return plain.eval(), record, sizes
+
+
+def as_fixed_point_generator(gen: Any) -> Any:
+    """A copy of a :class:`~simcompress.interop.generator.QKerasMLPGenerator` whose ``network`` is the
+    ``compress`` fixed-point form (:class:`~simcompress.compress.methods.fixed_point.FixedPointNetwork`
+    around :func:`firmware_network`'s plain MLP and record).
+
+    It samples exactly the same showers, and :func:`simcompress.firmware.export_firmware` (and
+    the fixed-point compression tools) accept it unchanged.
+    """
+    import copy
+
+    from ..compress.methods.fixed_point import FixedPointNetwork
+
+    plain, record, _sizes = firmware_network(gen)
+    out = copy.deepcopy(gen)
+    out.network = FixedPointNetwork(plain, record).eval()
+    return out

@@ -185,7 +185,10 @@ def load_qkeras_generator(
     if geometry is None and "geometry" in meta:
         geom = Geometry.from_dict(meta["geometry"], source=f"{p}: simcompress.geometry")
     elif geometry is None:
-        raise ConfigError(f"{p}: no simcompress metadata in the file; pass geometry=..., latent_dim=..., energy_range_mev=...")
+        raise ConfigError(
+            f"{p}: no simcompress metadata in the file; give the geometry, latent_dim and energy range "
+            "(CLI: --geometry, --latent-dim, --energy-range)"
+        )
     else:
         geom = Geometry.from_name(geometry) if isinstance(geometry, str) else geometry
     ld = latent_dim if latent_dim is not None else meta.get("latent_dim", net.n_in - QKerasMLPGenerator.n_cond)

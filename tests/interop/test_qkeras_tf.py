@@ -122,3 +122,21 @@ def test_compressed_generator_exported_runs_identically_in_qkeras(tf_side) -> No
     with torch.no_grad():
         want = model.network(torch.from_numpy(x[:, :6]), torch.from_numpy(x[:, 6:])).numpy()
     assert np.array_equal(np.load(d / "y_student_qkeras.npy"), want)
+
+
+@pytest.mark.firmware
+def test_qkeras_written_generator_to_firmware_with_zero_mismatches(tf_side, tmp_path) -> None:
+    """A generator file written by TensorFlow/QKeras goes through simcompress.firmware.export_firmware unchanged."""
+    from simcompress.firmware import export_firmware
+    from simcompress.firmware.config import FirmwareConfig
+    from simcompress.interop.firmware import as_fixed_point_generator
+
+    gen = tf_side["export"]
+    imported = load_qkeras_generator(tf_side["dir"] / "export_resaved.h5", gen.geometry, latent_dim=gen.latent_dim,
+                                     energy_range_mev=gen.energy_range_mev)
+    fp = as_fixed_point_generator(imported)
+    e = torch.tensor([1000.0, 3e5])
+    assert torch.equal(fp.sample(e, torch.Generator().manual_seed(4)), gen.sample(e, torch.Generator().manual_seed(4)))
+    res = export_firmware(fp, FirmwareConfig(project_name="qk_tf"), tmp_path / "fw", n_samples=300)
+    assert res.mismatches == 0
+    assert res.report["bit_exactness"]["n_outputs"] == 300 * gen.network.n_out
