@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 

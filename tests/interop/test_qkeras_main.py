@@ -326,3 +326,19 @@ def test_negative_integer_bits(tmp_path) -> None:
     bad.body[1].load_state_dict(net.body[1].state_dict())
     with pytest.raises(UnsupportedLayerError, match=r"layer 'out_q'.*negative QKeras 'integer' \(-1\)"):
         export_qkeras(bad, tmp_path / "bad.h5")
+
+
+def test_compress_methods_and_compressed_bundles_work_on_an_imported_generator(tmp_path, geometry) -> None:
+    from simcompress.compress import compress, config_from_dict
+    from simcompress.compress.bundle import load_compressed, save_compressed
+
+    gen = load_qkeras_generator(export_qkeras(QKerasMLPGenerator.random(geometry, latent_dim=4, hidden=[16], seed=6),
+                                              tmp_path / "g.h5"))
+    cfg = config_from_dict({"method": "magnitude_prune", "sparsity": 0.5})
+    res = compress(gen, cfg)
+    w = res.model.network.body[1].weight
+    assert 0.4 <= float((w == 0).float().mean()) <= 0.6
+    save_compressed(res.model, gen.config_dict(), [cfg.to_dict()], res.report(), tmp_path / "pruned")
+    back = load_compressed(tmp_path / "pruned")
+    e = torch.tensor([1e3, 1e5, 3e6])
+    assert torch.equal(back.sample(e, torch.Generator().manual_seed(0)), res.model.sample(e, torch.Generator().manual_seed(0)))
