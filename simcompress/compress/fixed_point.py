@@ -306,34 +306,46 @@ class FixedType:
         return np.ldexp(n.astype(np.float64), -self.frac) + 0.0
 
     def _quantize_torch(self, x: Any) -> Any:
+        """Float64 arithmetic only (integers below 2**53 are exact); plain ops (ONNX-exportable)."""
         import torch
 
         if self.width > MAX_FLOAT_EXACT_WIDTH:
             raise ConfigError(f"{self.to_hls()}: quantizing floats is exact only up to {MAX_FLOAT_EXACT_WIDTH} bits")
         with torch.no_grad():
-            q = torch.ldexp(x.detach().to(torch.float64), torch.tensor(float(self.frac), dtype=torch.float64))
-            q = q.clamp(-float(2**61), float(2**61))
+            x64 = x.detach().to(torch.float64)
+            q = (x64 * math.ldexp(1.0, self.frac)).clamp(-float(2**52), float(2**52))
             fl = torch.floor(q)
             r = q - fl
-            cmp = torch.sign(r - 0.5).to(torch.int64)
-            fl_i = fl.to(torch.int64)
-            n = _round_floor_parts(fl_i, cmp, r != 0, q < 0, self.rounding, torch)
-            lo, hi = self.int_min, self.int_max
+            above, tie = r > 0.5, r == 0.5
+            neg = q < 0
+            mode = self.rounding
+            if mode == "TRN":
+                up = torch.zeros_like(above)
+            elif mode == "TRN_ZERO":
+                up = (r != 0) & neg
+            elif mode == "RND":
+                up = above | tie
+            elif mode == "RND_ZERO":
+                up = above | (tie & neg)
+            elif mode == "RND_MIN_INF":
+                up = above
+            elif mode == "RND_INF":
+                up = above | (tie & ~neg)
+            else:  # RND_CONV
+                up = above | (tie & (torch.remainder(fl, 2.0) != 0))
+            n = fl + up.to(torch.float64)
+            lo, hi = float(self.int_min), float(self.int_max)
             if self.overflow == "WRAP":
-                span = 1 << self.width
-                if self.width < 63:
-                    n = torch.remainder(n, span)
-                    if self.signed:
-                        n = torch.where(n >= (1 << (self.width - 1)), n - span, n)
+                span = float(2**self.width)
+                n = torch.remainder(n - lo, span) + lo
             elif self.overflow == "SAT":
                 n = n.clamp(lo, hi)
             elif self.overflow == "SAT_SYM":
                 n = n.clamp(-hi if self.signed else lo, hi)
             else:
                 n = torch.where((n < lo) | (n > hi), torch.zeros_like(n), n)
-            out = torch.ldexp(n.to(torch.float64), torch.tensor(float(-self.frac), dtype=torch.float64)) + 0.0
-            # NaN stays NaN (the comparisons above are False for NaN)
-            out = torch.where(torch.isnan(x.detach().to(torch.float64)), x.detach().to(torch.float64), out)
+            out = n * math.ldexp(1.0, -self.frac) + 0.0
+            out = torch.where(torch.isnan(x64), x64, out)  # NaN stays NaN
         return out.to(x.dtype)
 
     # ------------------------------------------------------------ type algebra

@@ -359,7 +359,28 @@ def fold_batchnorm(net: nn.Module) -> list[str]:
 
 def _calibration_inputs(model: nn.Module, net: nn.Module, cfg: FixedPointConfig, given: Any) -> list[torch.Tensor] | None:
     if given is not None:
-        items = given if isinstance(given, (list, tuple)) else [given]
+        if callable(given):
+            # the pipeline's calibration callable runs the whole model (e.g. m.network(z, m.condition(e)));
+            # capture what reaches the network
+            captured: list[list[torch.Tensor]] = []
+
+            def grab(_m: nn.Module, args: tuple[Any, ...]) -> None:
+                captured.append([a.detach() for a in args if isinstance(a, torch.Tensor)])
+
+            handle = net.register_forward_pre_hook(grab)
+            try:
+                with torch.no_grad():
+                    given(model)
+            finally:
+                handle.remove()
+            if not captured:
+                raise ConfigError(f"{cfg.method}: the calibration callable never ran the network")
+            return [torch.cat([c[k] for c in captured]).float() for k in range(len(captured[0]))]
+        if isinstance(given, torch.Tensor):
+            return [given.float()]
+        items = list(given)
+        if items and isinstance(items[0], (list, tuple)):  # a list of batches
+            return [torch.cat([torch.as_tensor(b[k]) for b in items]).float() for k in range(len(items[0]))]
         return [torch.as_tensor(t).float() for t in items]
     latent = getattr(model, "latent_dim", None)
     cond = getattr(model, "condition", None)
