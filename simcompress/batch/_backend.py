@@ -29,6 +29,19 @@ DEFAULT_BACKEND = "simcompress.batch._backend:Backend"
 class Backend:
     """Default backend: simcompress model bundles and shower files."""
 
+    def warm(self) -> None:
+        """Import what tasks need (called once per worker process before the timed run)."""
+        import awkward  # noqa: F401
+        import h5py  # noqa: F401
+        import rich.progress  # noqa: F401
+        import uproot  # noqa: F401
+
+        from ..generators import GENERATORS
+        from ..generators import generate  # noqa: F401
+        from ..showers import io  # noqa: F401
+
+        GENERATORS.list()  # loads the entry-point plugins (compressed/distilled generator kinds)
+
     # ---- models (client and workers) -------------------------------------------------
     def zoo_names(self) -> list[str]:
         try:

@@ -20,7 +20,7 @@ from .executors import make_runner
 from .hashing import ContentHasher
 from .manifest import MANIFEST_NAME, Manifest, shard_filename
 from .seeds import check_seed
-from .worker import PARTIAL_DIR, ShardJob, generate_shard
+from .worker import PARTIAL_DIR, ShardJob, generate_shard, verify_shard
 
 __all__ = ["GenerationSummary", "run_generation", "generate_to_file", "merge_shards", "FORMATS"]
 
@@ -215,25 +215,69 @@ def run_generation(
     if scheduler and cluster is not None:
         raise ConfigError("give either --scheduler or --cluster, not both")
     workers = _positive("--workers", n_workers or min(os.cpu_count() or 1, n_shards))
-    # workers (or the connection to them) first: nothing is written if they cannot start
     t_startup = time.perf_counter()
-    runner = make_runner(executor, n_workers=workers, torch_threads=torch_threads,
-                         scheduler=scheduler, cluster=cluster, memory_limit=memory_limit)
+    verified = _verify_on_client(manifest, out, n_shards, backend_spec) if manifest is not None else {}
+    # workers (or the connection to them) before any write: nothing is written if they cannot start
+    runner: Any
+    if len(verified) == n_shards:
+        runner = _NoWorkers()
+    else:
+        runner = make_runner(executor, n_workers=workers, torch_threads=torch_threads,
+                             scheduler=scheduler, cluster=cluster, memory_limit=memory_limit)
     try:
-        runner.warm(torch_threads)
+        runner.warm(torch_threads, backend_spec)
         summary = _run_shards(runner, manifest, out, config, model_path, model_ref, model_hash, energies, seed,
                               n_events, shard_size, n_shards, format, chunk_size, torch_threads, backend_spec,
-                              executor, workers, retries, progress)
+                              executor, workers, retries, progress, verified)
     finally:
         runner.close()
     summary.overhead_seconds = time.perf_counter() - t_startup - summary.seconds
     return summary
 
 
+#: a resumed run whose recorded shards total at most this many bytes is verified in the client
+#: process (no workers are started when every shard checks out); larger runs verify in the tasks.
+CLIENT_VERIFY_BYTES = 256 * 1024**2
+
+
+class _NoWorkers:
+    """Stands in for a runner when every shard was verified on the client."""
+
+    description = "none (every shard verified)"
+    n_workers = 0
+
+    def warm(self, torch_threads: int, backend: str | None = None) -> None:
+        pass
+
+    def run(self, fn: Any, jobs: list[Any], on_result: Any, retries: int = 2) -> None:
+        if jobs:  # pragma: no cover - guarded by the caller
+            raise RuntimeError("no workers for pending shards")
+
+    def close(self) -> None:
+        pass
+
+
+def _verify_on_client(manifest: Manifest, out: Path, n_shards: int, backend_spec: str) -> dict[int, dict[str, Any]]:
+    """Check recorded shards here when they are small in total; returns ``{index: entry}`` of the good ones."""
+    recorded = {i: e for i in range(n_shards) if (e := manifest.shard(i)) is not None}
+    size = sum((out / e["file"]).stat().st_size for e in recorded.values() if (out / e["file"]).is_file())
+    if not recorded or size > CLIENT_VERIFY_BYTES:
+        return {}
+    good = {}
+    for i, e in recorded.items():
+        ok, reason = verify_shard(out / e["file"], e["sha256"], backend_spec)
+        if ok:
+            good[i] = e
+        else:
+            log.info("shard %d: %s; it will be regenerated", i, reason)
+    return good
+
+
 def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[str, Any], model_path: Any,
                 model_ref: str, model_hash: str, energies: str, seed: int, n_events: int, shard_size: int,
                 n_shards: int, format: str, chunk_size: int, torch_threads: int, backend_spec: str,
-                executor: str, n_workers: int, retries: int, progress: bool) -> GenerationSummary:
+                executor: str, n_workers: int, retries: int, progress: bool,
+                verified: dict[int, dict[str, Any]]) -> GenerationSummary:
     if manifest is None:
         out.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.new(out, config, {"ref": str(model_path), "path": model_ref, "bundle_hash": model_hash})
@@ -253,6 +297,8 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
     for i in range(n_shards):
         entry = manifest.shard(i)
         recorded[i] = entry is not None
+        if i in verified:
+            continue
         jobs.append(ShardJob(
             out_dir=str(out), shard_index=i, n_events=min(shard_size, n_events - i * shard_size),
             filename=shard_filename(i, format), format=format, model_ref=model_ref, model_hash=model_hash,
@@ -285,6 +331,9 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
             manifest.write()
             last_write[0] = time.monotonic()
 
+    for i, entry in verified.items():
+        on_result({"shard": i, "status": "kept", "file": entry["file"], "n_events": entry["n_events"],
+                   "sha256": entry["sha256"]})
     t_run = time.perf_counter()
     try:
         runner.run(generate_shard, jobs, on_result, retries=retries)
@@ -304,7 +353,8 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
     return GenerationSummary(
         out=str(out), n_events=n_events, n_shards=n_shards, generated_shards=counts["generated"],
         kept_shards=counts["kept"], regenerated_shards=counts["regenerated"], generated_events=counts["events"],
-        seconds=seconds, executor=runner.description, n_workers=n_workers_seen or n_workers, model_hash=model_hash,
+        seconds=seconds, executor=runner.description, n_workers=n_workers_seen if isinstance(runner, _NoWorkers) else (n_workers_seen or n_workers),
+        model_hash=model_hash,
         root_seed=seed, shard_seconds=shard_seconds, shard_cpu_seconds=shard_cpu,
     )
 

@@ -58,21 +58,31 @@ class ProcessPoolRunner:
         self.n_workers = n_workers
         self.torch_threads = torch_threads
         self.description = f"local process pool, {n_workers} worker{'s' if n_workers != 1 else ''}"
+        self._pool: ProcessPoolExecutor | None = None
 
-    def warm(self, torch_threads: int) -> None:
-        """Nothing to do: the pool starts its processes (with torch imported) when the run starts."""
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.n_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_pool_initializer,
+            initargs=(self.torch_threads,),
+        )
+
+    def warm(self, torch_threads: int, backend: str | None = None) -> None:
+        """Start the worker processes (torch and the task code imported) before the timed run."""
+        self._pool = self._new_pool()
+        # one slow-ish task per worker: the pool spawns a process for each submission it cannot hand
+        # to an idle one; a dead process here surfaces again, and is handled, in run()
+        futures = [self._pool.submit(warm_worker, torch_threads, backend, 0.2) for _ in range(self.n_workers)]
+        wait(futures)
 
     def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
         pending = {job.shard_index: job for job in jobs}
         failures: dict[int, int] = {}
         breaks = 0
         while pending:
-            pool = ProcessPoolExecutor(
-                max_workers=min(self.n_workers, len(pending)),
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_pool_initializer,
-                initargs=(self.torch_threads,),
-            )
+            pool = self._pool or self._new_pool()
+            self._pool = None
             broken = False
             try:
                 futures = {pool.submit(fn, job): idx for idx, job in pending.items()}
@@ -109,16 +119,22 @@ class ProcessPoolRunner:
                 log.warning("a worker process died; restarting the pool for %d unfinished shards", len(pending))
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
-def warm_worker(torch_threads: int) -> int:
-    """Import the task's modules and set torch's threads in a worker process (``Client.run``)."""
+def warm_worker(torch_threads: int, backend: str | None = None, hold_s: float = 0.0) -> int:
+    """Import the task's modules and set torch's threads in a worker process (start-up, not generation)."""
+    import time
+
     import torch
 
-    from . import worker  # noqa: F401
+    from ._backend import get_backend
 
     torch.set_num_threads(torch_threads)
+    get_backend(backend).warm()
+    time.sleep(hold_s)
     return torch.get_num_threads()
 
 
@@ -136,9 +152,9 @@ class DaskRunner:
     def n_workers(self) -> int:
         return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
-    def warm(self, torch_threads: int) -> None:
+    def warm(self, torch_threads: int, backend: str | None = None) -> None:
         """Import torch and the task code on the workers already connected (startup, not generation)."""
-        self.client.run(warm_worker, torch_threads)
+        self.client.run(warm_worker, torch_threads, backend)
 
     def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
         from distributed import as_completed

@@ -15,6 +15,7 @@ import batch_standin
 from conftest import decoded
 from simcompress.batch import MANIFEST_NAME, generate_to_file, merge_shards, run_generation, shard_seed
 from simcompress.generators import bundle_hash
+from simcompress.batch import engine
 from simcompress.batch.worker import CRASH_ENV, PARTIAL_DIR, load_model_cached
 from simcompress.errors import BundleError, ConfigError, UnknownNameError
 from simcompress.showers.io import open_showers
@@ -123,7 +124,7 @@ def test_worker_killed_in_local_process_pool(reference_run: Path, bundle: Path, 
 
 
 def test_rerun_keeps_verified_and_regenerates_only_the_corrupt_shard(
-    reference_run: Path, bundle: Path, dask_cluster, tmp_path: Path
+    reference_run: Path, bundle: Path, dask_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "run"
     _run(bundle, out, executor="dask", scheduler=dask_cluster.scheduler_address)
@@ -133,7 +134,9 @@ def test_rerun_keeps_verified_and_regenerates_only_the_corrupt_shard(
     mid = len(raw) // 2
     raw[mid : mid + 64] = bytes(64)  # zero a block inside a compressed basket
     victim.write_bytes(bytes(raw))
-    s = _run(bundle, out, executor="dask", scheduler=dask_cluster.scheduler_address)
+    with monkeypatch.context() as mp:  # large runs: the tasks verify their own shard on the workers
+        mp.setattr(engine, "CLIENT_VERIFY_BYTES", 0)
+        s = _run(bundle, out, executor="dask", scheduler=dask_cluster.scheduler_address)
     assert (s.kept_shards, s.generated_shards, s.regenerated_shards) == (2, 1, 1)
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("shard_*.root")}
     assert after["shard_00000.root"] == before["shard_00000.root"]
@@ -143,9 +146,11 @@ def test_rerun_keeps_verified_and_regenerates_only_the_corrupt_shard(
     # a deleted shard is regenerated too; a complete run is left alone
     (out / "shard_00002.root").unlink()
     s = _run(bundle, out, executor="dask", scheduler=dask_cluster.scheduler_address)
-    assert (s.kept_shards, s.generated_shards) == (2, 1)
-    s = _run(bundle, out, executor="dask", scheduler=dask_cluster.scheduler_address)
-    assert (s.kept_shards, s.generated_shards) == (3, 0)
+    assert (s.kept_shards, s.generated_shards, s.regenerated_shards) == (2, 1, 1)
+    # small complete runs are verified on the client: no worker is even contacted
+    s = _run(bundle, out, executor="dask", scheduler="tcp://127.0.0.1:9")
+    assert (s.kept_shards, s.generated_shards, s.n_workers) == (3, 0, 0)
+    assert s.executor.startswith("none")
     assert len(_manifest(out)["history"]) == 4
 
 
