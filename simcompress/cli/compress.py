@@ -131,7 +131,7 @@ def compress_cmd(
 
         with console.status("preparing the fidelity gate (reference features, noise floor)"):
             gate_fn = make_model_gate(reference, gate_spec, n_events=n_events, seed=seed)
-        prepared = gate_fn.prepared
+        prepared = getattr(gate_fn, "prepared", None)
     if energies is None:
         lo, hi = (float(v) for v in gen.energy_range_mev)
         rng = np.random.default_rng(np.random.SeedSequence(seed))
