@@ -96,6 +96,19 @@ def tf_side(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         {"op": "predict", "model": "export.h5", "x": "x.npy", "out": "y_export_qkeras.npy"},
         {"op": "resave", "model": "export.h5", "out": "export_resaved.h5"},
         {"op": "predict", "model": "student.h5", "x": "x_student.npy", "out": "y_student_qkeras.npy"},
+        {"op": "build", "out": "seq.h5", "n_in": 5, "seed": 4, "sequential": True, "train": {"epochs": 1}, "layers": [
+            {"type": "QActivation", "name": "in_q", "activation": "quantized_bits(8,3,alpha=1)"},
+            {"type": "QDense", "name": "fc1", "units": 6, "kernel_quantizer": "quantized_bits(8,0,alpha=1)",
+             "bias_quantizer": "quantized_bits(8,0,alpha=1)", "activation": "relu"},
+            {"type": "Dropout", "name": "drop"},
+            {"type": "QActivation", "name": "r", "activation": "quantized_relu(6,2)"},
+            {"type": "QDense", "name": "fc2", "units": 3, "kernel_quantizer": "quantized_bits(8,0,alpha=1)",
+             "bias_quantizer": "quantized_bits(8,0,alpha=1)"},
+            {"type": "ReLU", "name": "relu_out"}]},
+        {"op": "predict", "model": "seq.h5", "x": "x.npy", "out": "y_seq_qkeras.npy"},
+        {"op": "build", "out": "float_dense.h5", "n_in": 5, "seed": 4, "sequential": True, "layers": [
+            {"type": "QActivation", "name": "in_q", "activation": "quantized_bits(8,3,alpha=1)"},
+            {"type": "Dense", "name": "fc1", "units": 6}]},
     ]
     results = run_tf_job(tasks, wd, timeout=600)
     (wd / "results.json").write_text(json.dumps(results))

@@ -140,3 +140,15 @@ def test_qkeras_written_generator_to_firmware_with_zero_mismatches(tf_side, tmp_
     res = export_firmware(fp, FirmwareConfig(project_name="qk_tf"), tmp_path / "fw", n_samples=300)
     assert res.mismatches == 0
     assert res.report["bit_exactness"]["n_outputs"] == 300 * gen.network.n_out
+
+
+def test_sequential_model_with_plain_keras_layers(tf_side) -> None:
+    d = tf_side["dir"]
+    net = load_qkeras_network(d / "seq.h5")
+    assert [e["op"] for e in net.layers] == ["quant", "dense", "relu", "quant", "dense", "relu"]
+    x = np.load(d / "x.npy")
+    assert np.array_equal(_forward(net, x), np.load(d / "y_seq_qkeras.npy"))
+    # an unquantized float Dense: its float32 products are not exact, refused unless strict=False
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'fc1' \(Dense\): its accumulator can exceed float32"):
+        load_qkeras_network(d / "float_dense.h5")
+    assert load_qkeras_network(d / "float_dense.h5", strict=False).float32_exact is False

@@ -50,12 +50,32 @@ def build(task, wd):
     from tensorflow.keras.layers import Conv1D, Input, Reshape
     from tensorflow.keras.models import Model
 
+    from tensorflow.keras.layers import Dense, Dropout, ReLU
+    from tensorflow.keras.models import Sequential
+
     seed = int(task.get("seed", 0))
     tf.keras.utils.set_random_seed(seed)
     x_in = Input((int(task["n_in"]),), name=task.get("input_name", "x"))
     x = x_in
+    seq = [x_in] if task.get("sequential") else None
     for spec in task["layers"]:
         t = spec["type"]
+        if seq is not None:  # Sequential model (plain Keras layers allowed)
+            if t == "QActivation":
+                seq.append(QActivation(spec["activation"], name=spec["name"]))
+            elif t == "QDense":
+                seq.append(QDense(int(spec["units"]), kernel_quantizer=_quantizer(spec.get("kernel_quantizer")),
+                                  bias_quantizer=_quantizer(spec.get("bias_quantizer")),
+                                  activation=spec.get("activation"), name=spec["name"]))
+            elif t == "Dense":
+                seq.append(Dense(int(spec["units"]), activation=spec.get("activation"), name=spec["name"]))
+            elif t == "ReLU":
+                seq.append(ReLU(name=spec["name"]))
+            elif t == "Dropout":
+                seq.append(Dropout(float(spec.get("rate", 0.1)), name=spec["name"]))
+            else:
+                raise ValueError(f"unknown layer type {t!r}")
+            continue
         if t == "QActivation":
             x = QActivation(spec["activation"], name=spec["name"])(x)
         elif t == "QDense":
@@ -70,7 +90,10 @@ def build(task, wd):
             x = Conv1D(int(spec["filters"]), int(spec["kernel_size"]), name=spec["name"])(x)
         else:
             raise ValueError(f"unknown layer type {t!r}")
-    model = Model(x_in, x, name=task.get("model_name", "qkeras_generator"))
+    if seq is not None:
+        model = Sequential(seq, name=task.get("model_name", "qkeras_sequential"))
+    else:
+        model = Model(x_in, x, name=task.get("model_name", "qkeras_generator"))
     tr = task.get("train")
     if tr:
         rng = np.random.default_rng(seed)
