@@ -179,8 +179,8 @@ def compress_cmd(
             shutil.rmtree(out)
         os.replace(staged, out)
         raise GateFailed(f"step {result.stopped_at} failed the gate; report in {out} (no bundle written)")
-    steps = [s.config.to_dict() for s in result.applied]
-    save_compressed(comp, base_config, steps, None, staged / "bundle")
+    base_for_bundle, steps = result.base_and_steps(base_config)
+    save_compressed(comp, base_for_bundle, steps, None, staged / "bundle")
     bundle_dir = staged / "bundle"
     report["compressed"]["bundle_bytes"] = _sampling_bytes(bundle_dir)
     o_b, c_b = report["original"]["bundle_bytes"], report["compressed"]["bundle_bytes"]

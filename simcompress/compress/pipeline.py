@@ -103,6 +103,20 @@ class PipelineResult:
         """Steps whose result is in the final model."""
         return [s for s in self.steps if not s.rolled_back]
 
+    def base_and_steps(self, original_config: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The config to rebuild the final architecture from, and the step configs applied on top.
+
+        A step whose result replaces the architecture (distillation: ``extra["replaces_model"]``)
+        makes its ``extra["base_config"]`` the new base.
+        """
+        base, steps = original_config, []
+        for s in self.applied:
+            extra = s.result.extra if s.result is not None else {}
+            if extra.get("replaces_model"):
+                base, steps = dict(extra["base_config"]), []
+            steps.append(s.config.to_dict())
+        return base, steps
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
