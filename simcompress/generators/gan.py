@@ -5,7 +5,14 @@ Generator: ``cat(z, c) -> [Linear -> (BatchNorm1d) -> LeakyReLU] x k -> Linear``
 exactly, no reshapes, torch.fx traceable. The outputs are logits of a factorised
 shower (CaloFlow-style energy bookkeeping), normalised in :meth:`GANGenerator.postprocess`:
 
-* ``r = response_scale * sigmoid(y[0])``: total deposited energy / incident energy;
+* response ``r`` = total deposited energy / incident energy. With ``response_mode="calibrated"``
+  (default) ``log r = m(c) + s(c) * y[0]``, where ``m`` and ``s`` are the mean and spread of
+  ``log r`` in the training data, tabulated at ``n_calib`` knots in ``c`` and interpolated
+  linearly (buffers fitted by :meth:`GANGenerator.calibrate`): the network then only has to
+  produce a standardised, energy-independent number, and the energy resolution, which falls
+  from 20 % to 0.2 % over the ds1 range, comes out right at every energy. With
+  ``response_mode="sigmoid"``, ``r = response_scale * sigmoid(y[0])``. ``r`` is capped at
+  ``response_scale``;
 * ``f = softmax(y[1:1+L])``: fraction of the deposited energy in each layer;
 * ``v_l = softmax(y[layer l voxels])``: voxel fractions within each layer;
 * ``shower = E_inc * r * f[layer] * v``, voxels below ``threshold_mev`` set to 0.
@@ -137,8 +144,19 @@ class GANGenerator(ShowerGenerator):
         response_scale: float = 2.0,
         threshold_mev: float = 0.0,
         critic_hidden: list[int] | None = None,
+        response_mode: str = "calibrated",
+        n_calib: int = 15,
     ) -> None:
         super().__init__(geometry, latent_dim, energy_range_mev)
+        if response_mode not in ("calibrated", "sigmoid"):
+            raise KeyError(f"response_mode {response_mode!r} not allowed; allowed: calibrated, sigmoid")
+        if n_calib < 2:
+            raise KeyError(f"n_calib must be >= 2, got {n_calib}")
+        self.response_mode = response_mode
+        self.n_calib = int(n_calib)
+        if response_mode == "calibrated":
+            self.register_buffer("resp_mean", torch.zeros(self.n_calib))
+            self.register_buffer("resp_std", torch.full((self.n_calib,), 0.1))
         self.hidden = list(hidden if hidden is not None else [256, 512])
         self.negative_slope = float(negative_slope)
         self.batchnorm = bool(batchnorm)
@@ -155,17 +173,58 @@ class GANGenerator(ShowerGenerator):
     def critic(self) -> Critic:
         return self._critic  # type: ignore[no-any-return]
 
-    def parts(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Network output -> (response r (N,), layer fractions (N, L), voxel-in-layer fractions (N, V))."""
+    def _knot_interp(self, c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        pos = (c.reshape(-1).clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)
+        i0 = pos.floor().clamp(0, self.n_calib - 2).long()
+        w = pos - i0
+        return table[i0] * (1 - w) + table[i0 + 1] * w
+
+    @torch.no_grad()
+    def calibrate(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> None:
+        """Fit the response tables ``m(c)``, ``s(c)`` (mean and std of ``log r``) to reference showers."""
+        if self.response_mode != "calibrated":
+            return
+        c = self.condition(incident_energies).reshape(-1)
+        log_r = torch.log(showers.sum(1).double() / incident_energies.double()).clamp_min(-20)
+        k = torch.round((c.clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)).long()
+        n = torch.bincount(k, minlength=self.n_calib).double()
+        s1 = torch.zeros(self.n_calib, dtype=torch.float64).index_add_(0, k, log_r)
+        s2 = torch.zeros(self.n_calib, dtype=torch.float64).index_add_(0, k, log_r * log_r)
+        ok = n > 1
+        if not ok.any():
+            raise ValueError("calibrate: need at least 2 showers in one energy bin")
+        mean = s1 / n.clamp_min(1)
+        std = (s2 / n.clamp_min(1) - mean**2).clamp_min(0).sqrt().clamp_min(1e-4)
+        knots = torch.arange(self.n_calib, dtype=torch.float64)
+        # bins without data: linear interpolation (constant outside) between the filled ones
+        import numpy as np
+
+        kx = knots[ok].numpy()
+        self.resp_mean.copy_(torch.from_numpy(np.interp(knots.numpy(), kx, mean[ok].numpy())))
+        self.resp_std.copy_(torch.from_numpy(np.interp(knots.numpy(), kx, std[ok].numpy())))
+
+    def parts(
+        self, y: torch.Tensor, c: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Network output -> (response r (N,), layer fractions (N, L), voxel-in-layer fractions (N, V)).
+
+        ``c`` (the condition) is needed for ``response_mode="calibrated"``.
+        """
         n_l = self.geometry.n_layers
-        r = self.response_scale * torch.sigmoid(y[:, 0])
+        if self.response_mode == "calibrated":
+            if c is None:
+                raise ValueError("parts: the condition c is needed with response_mode='calibrated'")
+            log_r = self._knot_interp(c, self.resp_mean) + self._knot_interp(c, self.resp_std) * y[:, 0].clamp(-10, 10)
+            r = torch.exp(log_r).clamp_max(self.response_scale)
+        else:
+            r = self.response_scale * torch.sigmoid(y[:, 0])
         f = torch.softmax(y[:, 1 : 1 + n_l], dim=1)
         vy = y[:, 1 + n_l :]
         v = torch.cat([torch.softmax(vy[:, s], dim=1) for s in self.geometry.layer_slices], dim=1)
         return r, f, v
 
     def postprocess(self, y: torch.Tensor, incident_energies: torch.Tensor, threshold: bool = True) -> torch.Tensor:
-        r, f, v = self.parts(y)
+        r, f, v = self.parts(y, self.condition(incident_energies))
         showers = (incident_energies * r).unsqueeze(1) * (f @ self.onehot.T) * v
         if threshold and self.threshold_mev > 0:
             showers = torch.where(showers < self.threshold_mev, torch.zeros_like(showers), showers)
@@ -182,16 +241,21 @@ class GANGenerator(ShowerGenerator):
             "response_scale": self.response_scale,
             "threshold_mev": self.threshold_mev,
             "critic_hidden": self.critic_hidden,
+            "response_mode": self.response_mode,
+            "n_calib": self.n_calib,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any], geometry: Geometry) -> GANGenerator:
         a = config["architecture"]
-        allowed = {"hidden", "negative_slope", "batchnorm", "response_scale", "threshold_mev", "critic_hidden"}
+        allowed = {
+            "hidden", "negative_slope", "batchnorm", "response_scale", "threshold_mev", "critic_hidden", "response_mode", "n_calib",
+        }
         extra = set(a) - allowed
         if extra:
             raise KeyError(f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
         lo, hi = config["energy_range_mev"]
+        a = {"response_mode": "sigmoid", **a}  # bundles written before the key existed
         return cls(geometry, latent_dim=int(config["latent_dim"]), energy_range_mev=(lo, hi), **a)
 
     def to(self, *args: Any, **kwargs: Any) -> GANGenerator:  # keep the critic with the generator

@@ -68,6 +68,8 @@ class GANModelConfig(StrictModel):
     response_scale: float = Field(2.0, gt=0)
     threshold_mev: float = Field(0.0, ge=0)
     critic_hidden: list[int] = Field(default_factory=lambda: [512, 256])
+    response_mode: Literal["calibrated", "sigmoid"] = "calibrated"
+    n_calib: int = Field(15, ge=2)
 
 
 class FlowModelConfig(StrictModel):
@@ -441,6 +443,8 @@ def train_generator(
                 )
         if isinstance(gen, GANGenerator):
             assert isinstance(cfg, GANTrainConfig)
+            gen.calibrate(torch.as_tensor(train_set.showers), torch.as_tensor(train_set.incident_energy))
+            gen.to(device)
             st = _gan_setup(gen, train_set, cfg, device)
             gen.critic.set_standardisation(st["feats"].cpu())
             gen.critic.to(device)
@@ -571,11 +575,13 @@ def bundle_from_checkpoint(
     return gen
 
 
-def finetune(gen: ShowerGenerator, data: ShowerSet, steps: int, lr: float, seed: int = 0, batch_size: int = 256) -> ShowerGenerator:
+def finetune(
+    gen: ShowerGenerator, data: ShowerSet, steps: int, lr: float, seed: int = 0, batch_size: int = 256, critic_warmup: int = 100
+) -> ShowerGenerator:
     """Fine-tune ``gen`` in place for ``steps`` steps on ``data`` and return it.
 
-    GAN: WGAN-GP against the critic stored with the generator (warmed up first for 100 critic
-    steps when the bundle carried none) plus the per-energy moment term; flow: maximum
+    GAN: WGAN-GP against the critic stored with the generator (warmed up first for
+    ``critic_warmup`` critic steps when the bundle carried none) plus the per-energy moment term; flow: maximum
     likelihood. Only the parameters of ``gen.network`` are trained.
     """
     if steps < 0 or lr <= 0:
@@ -595,7 +601,7 @@ def finetune(gen: ShowerGenerator, data: ShowerSet, steps: int, lr: float, seed:
         opt_g = torch.optim.Adam(params, lr=lr, betas=cfg.betas)
         opt_d = torch.optim.Adam(gen.critic.parameters(), lr=lr, betas=cfg.betas)
         if not getattr(gen, "has_trained_critic", False):
-            for _ in range(100 // cfg.n_critic):
+            for _ in range(max(1, critic_warmup // cfg.n_critic)):
                 _gan_step(gen, st, cfg, opt_g, opt_d, rng, device, train_generator=False)
             gen.has_trained_critic = True  # type: ignore[attr-defined]
         for _ in range(steps):

@@ -187,3 +187,21 @@ def test_training_resumes_bit_identically(geometry, tiny_ref, tmp_path):
     other = load_train_config("flow", None, {**over, "seed": 9})
     with pytest.raises(ConfigError, match="another recipe"):
         train_generator(tiny_ref, other, tmp_path / "b", progress=False)
+
+
+def test_gan_response_calibration_follows_reference(geometry, tiny_ref):
+    gen = _small_gan(geometry)
+    assert gen.response_mode == "calibrated"
+    gen.calibrate(torch.as_tensor(tiny_ref.showers), torch.as_tensor(tiny_ref.incident_energy))
+    # GFlash photons: response ~1, resolution falls with energy (stochastic term)
+    assert gen.resp_mean.abs().max().item() < 0.1
+    assert gen.resp_std[0].item() > 5 * gen.resp_std[-1].item()
+    # a standard-normal y0 reproduces the tabulated mean and spread of log r at a knot energy
+    e = torch.full((4000,), 4096.0)
+    y = torch.zeros(4000, 1 + geometry.n_layers + geometry.n_voxels)
+    y[:, 0] = torch.randn(4000, generator=torch.Generator().manual_seed(0))
+    r, f, v = gen.parts(y, gen.condition(e))
+    k = 4  # 4096 MeV = 2^12 is the 5th of the 15 ds1 energies
+    assert abs(torch.log(r).mean().item() - gen.resp_mean[k].item()) < 0.1 * gen.resp_std[k].item() + 1e-4
+    assert torch.log(r).std().item() == pytest.approx(gen.resp_std[k].item(), rel=0.05)
+    assert torch.allclose(f.sum(1), torch.ones(4000)) and torch.allclose(v @ gen.onehot, torch.ones(4000, geometry.n_layers))
