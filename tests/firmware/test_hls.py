@@ -23,12 +23,9 @@ def _spec(w: int, r: str, o: str, **kw: Any) -> dict[str, Any]:
     return {"width": w, "rounding": r, "overflow": o, **kw}
 
 
+# (RND/SAT with 8-bit weights, Latency, reuse factor 1, Vitis, io_parallel: the defaults, covered by
+# test_export_firmware_ip_folder and the CLI test)
 CASES = {
-    # 8-bit weights, RND/SAT everywhere, Latency RF 1, io_parallel, Vitis
-    "w8-rnd-sat-latency": (
-        {"weight": _spec(8, "RND", "SAT")},
-        FirmwareConfig(),
-    ),
     # narrow TRN/WRAP results that really overflow, Resource strategy with reuse, Vivado backend
     "w5-trn-wrap-resource-rf": (
         {"weight": _spec(5, "TRN", "WRAP"), "bias": _spec(6, "TRN", "WRAP"), "input": _spec(8, "TRN", "WRAP"),
