@@ -88,8 +88,12 @@ class _DistillBase(MethodConfig):
 class FlowToIAFConfig(_DistillBase):
     """Probability density distillation of a MAF teacher into an IAF student (CaloFlow II).
 
-    Loss = ``w_z * sum_k MSE(h_k^student, h_k^teacher)`` on teacher pairs (data -> z)
-    + ``w_x * sum_k MSE(...)`` on student samples (noise -> x) + ``w_kl * reverse KL``.
+    Loss = ``w_z * mean_k D(h_k^student, h_k^teacher)`` on teacher pairs (data -> z)
+    + ``w_x * mean_k D(...)`` on student samples (noise -> x) + ``w_kl * reverse KL``, where
+    ``D`` is a Huber (default) or squared distance of the differences divided, per coordinate
+    and per state, by the teacher's robust spread (1.4826 MAD over the pool): a flow's
+    standardised coordinates can have rare samples at |y| ~ 1e5 (coordinates whose training
+    spread was tiny), which would otherwise dominate a plain MSE and blow the training up.
     """
 
     method: ClassVar[str] = "distill_flow_iaf"
@@ -98,6 +102,10 @@ class FlowToIAFConfig(_DistillBase):
     weight_data_pass: float = Field(1.0, ge=0, description="noise z -> student x -> teacher z, all steps")
     intermediate: bool = Field(True, description="match every intermediate flow state, not only the ends")
     weight_reverse_kl: float = Field(0.0, ge=0, description="E_student[log q - log p_teacher] per dimension")
+    state_loss: Literal["huber", "mse"] = Field(
+        "huber", description="per-coordinate loss on state differences scaled by the teacher's robust spread"
+    )
+    huber_delta: float = Field(1.0, gt=0, description="Huber transition (in units of the robust spread)")
 
     @model_validator(mode="after")
     def _some_loss(self) -> FlowToIAFConfig:

@@ -287,6 +287,18 @@ def _teacher_states(network: Any, y: torch.Tensor, c: torch.Tensor) -> tuple[lis
     return states, logdet
 
 
+@torch.no_grad()
+def _state_scales(network: Any, y: torch.Tensor, c: torch.Tensor, batch: int) -> list[torch.Tensor]:
+    """Robust per-coordinate spread (1.4826 * median absolute deviation, >= 1e-3) of every teacher state."""
+    chunks = [_teacher_states(network, y[s : s + batch], c[s : s + batch])[0] for s in range(0, y.shape[0], batch)]
+    out = []
+    for k in range(len(chunks[0])):
+        h = torch.cat([ch[k] for ch in chunks])
+        med = h.median(dim=0).values
+        out.append((1.4826 * (h - med).abs().median(dim=0).values).clamp_min(1e-3))
+    return out
+
+
 def _std_normal_logp(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.pow(2).sum(1) + z.shape[1] * float(np.log(2 * np.pi)))
 
@@ -321,9 +333,16 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
     pool = draw_pool(teacher, config, fp)
     c_pool = teacher.condition(pool.e)
     d = teacher.latent_dim
+    scales = _state_scales(teacher.network, pool.y, c_pool, config.training.pool_batch_size)
+
+    def dist(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+        r = (a - b) / scales[k]
+        if config.state_loss == "mse":
+            return r.pow(2).mean()
+        return torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=config.huber_delta)
 
     def match(a: list[torch.Tensor], b: list[torch.Tensor], ks: list[int]) -> torch.Tensor:
-        return torch.stack([(a[k] - b[k]).pow(2).mean() for k in ks]).mean()
+        return torch.stack([dist(a[k], b[k], k) for k in ks]).mean()
 
     n_steps = len(student.network.blocks)
 
@@ -336,8 +355,7 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
             with torch.no_grad():
                 hs, _ = _teacher_states(teacher.network, pool.y[idx], c)
             gs, _ = student.network.sample_states(hs[-1], c)
-            ks = list(range(n_steps)) if intermediate else [0]
-            lz = match(gs, hs, ks) if intermediate else (gs[0] - hs[0]).pow(2).mean()
+            lz = match(gs, hs, list(range(n_steps)) if intermediate else [0])
             loss = loss + config.weight_latent_pass * lz
             parts["latent_pass"] = _f(lz)
         if config.weight_data_pass > 0 or config.weight_reverse_kl > 0:
@@ -346,7 +364,7 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
             hs, ld_t = _teacher_states(teacher.network, gs[0], c)
             if config.weight_data_pass > 0:
                 ks = list(range(1, n_steps + 1)) if intermediate else [len(hs) - 1]
-                lx = match(hs, gs, ks) if intermediate else (hs[-1] - z).pow(2).mean()
+                lx = match(hs, gs, ks) if intermediate else dist(hs[-1], z, len(scales) - 1)
                 loss = loss + config.weight_data_pass * lx
                 parts["data_pass"] = _f(lx)
             if config.weight_reverse_kl > 0:
