@@ -100,6 +100,9 @@ def _fidelity(reference: Any, models: dict[str, Any], seed: int = 0) -> dict[str
             "total_energy_mean_mev": {
                 k: {"candidate": v["cand_mean"], "reference": v["ref_mean"]} for k, v in feats.items() if "tot" in k.lower()
             },
+            "classifier_auc": {k: v.get("auc") for k, v in (cand.classifier or {}).items()},
+            "fpd": (cand.multivariate or {}).get("fpd", {}).get("value"),
+            "kpd": (cand.multivariate or {}).get("kpd", {}).get("value"),
             "multivariate": json.loads(json.dumps(cand.multivariate, default=float)),
         }
     return out
