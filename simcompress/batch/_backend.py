@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterable, Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -44,26 +43,19 @@ class Backend:
 
     # ---- models (client and workers) -------------------------------------------------
     def zoo_names(self) -> list[str]:
-        try:
-            zoo = resources.files("simcompress.generators").joinpath("zoo")
-        except ModuleNotFoundError:
-            return []
-        if not zoo.is_dir():
-            return []
-        return sorted(p.name for p in zoo.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+        from ..generators import zoo_names
+
+        return list(zoo_names())
 
     def model_path(self, ref: str) -> Path:
         """Local path of a bundle given as a path or a shipped ("zoo") name."""
         p = Path(ref).expanduser()
         if p.exists():
             return p.resolve()
-        if os.sep not in ref and "/" not in ref:
-            try:
-                zoo = resources.files("simcompress.generators").joinpath("zoo", ref)
-            except ModuleNotFoundError:
-                zoo = None
-            if zoo is not None and zoo.is_dir():
-                return Path(str(zoo))
+        if os.sep not in ref and "/" not in ref and ref in self.zoo_names():
+            from ..generators.bundle import zoo_path
+
+            return Path(zoo_path(ref))
         raise UnknownNameError(
             f"--model: {ref!r} is neither a model bundle directory nor a shipped model; "
             f"{did_you_mean(ref, self.zoo_names())}"

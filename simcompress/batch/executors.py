@@ -143,10 +143,11 @@ class DaskRunner:
 
     name = "dask"
 
-    def __init__(self, client: Any, description: str, owned: Sequence[Any] = ()) -> None:
+    def __init__(self, client: Any, description: str, owned: Sequence[Any] = (), quiet_level: int | None = None) -> None:
         self.client = client
         self.description = description
         self._owned = list(owned)
+        self._quiet_level = quiet_level  # distributed's logger level to restore after closing
 
     @property
     def n_workers(self) -> int:
@@ -177,9 +178,20 @@ class DaskRunner:
             raise
 
     def close(self) -> None:
-        self.client.close()
-        for obj in reversed(self._owned):
-            obj.close()
+        nanny = logging.getLogger("distributed.nanny")
+        nanny_level = nanny.level
+        if self._quiet_level is not None:
+            # worker processes that imported torch take a few seconds to exit; the nanny then kills
+            # them and warns, which is harmless at the end of a run
+            nanny.setLevel(logging.ERROR)
+        try:
+            self.client.close()
+            for obj in reversed(self._owned):
+                obj.close()
+        finally:
+            nanny.setLevel(nanny_level)
+            if self._quiet_level is not None:
+                logging.getLogger("distributed").setLevel(self._quiet_level)
 
 
 def make_runner(
@@ -219,6 +231,10 @@ def make_runner(
         return DaskRunner(
             client, f"dask-jobqueue {cluster.kind}, {cluster.jobs} job(s) x {cluster.processes} worker(s)", [jq]
         )
+    # a private LocalCluster: its INFO chatter (start, stop) is noise; warnings (lost workers) stay
+    dlog = logging.getLogger("distributed")
+    previous = dlog.level
+    dlog.setLevel(logging.WARNING)
     local = distributed.LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
@@ -228,4 +244,4 @@ def make_runner(
         silence_logs=logging.ERROR,
     )
     client = distributed.Client(local)
-    return DaskRunner(client, f"dask LocalCluster, {n_workers} worker process(es) x 1 thread", [local])
+    return DaskRunner(client, f"dask LocalCluster, {n_workers} worker process(es) x 1 thread", [local], previous)
