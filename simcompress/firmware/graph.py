@@ -357,7 +357,7 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
                 sizes[node.name] = sizes[s]
             elif isinstance(mod, nn.LeakyReLU):
                 p_t = FixedType.from_dict(entry["param"], f"precision.layers.{name}.param")
-                alpha = float(mod.negative_slope)
+                alpha = float(entry.get("alpha", mod.negative_slope))
                 a_int = int(p_t.quantize_int(np.array([alpha]))[0])
                 ops.append(Op("leaky_relu", node.name, [s], out_t, sizes[s], alpha_int=a_int, param_t=p_t,
                               alpha=alpha, module=name))

@@ -9,7 +9,7 @@ from torch import nn
 class TinyGen(nn.Module):
     """noise (4) + conditioning (1) -> 12 -> 8 -> 6 voxels, with BatchNorm, LeakyReLU and a functional ReLU."""
 
-    def __init__(self, latent: int = 4, hidden: tuple[int, int] = (12, 8), n_out: int = 6, slope: float = 0.25) -> None:
+    def __init__(self, latent: int = 4, hidden: tuple[int, int] = (12, 8), n_out: int = 6, slope: float = 0.2) -> None:
         super().__init__()
         self.fc1 = nn.Linear(latent + 1, hidden[0])
         self.bn1 = nn.BatchNorm1d(hidden[0])

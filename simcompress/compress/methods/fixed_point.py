@@ -229,6 +229,10 @@ class FixedPointNetwork(nn.Module):
                         continue
                     if not parametrize.is_parametrized(mod, pname):
                         parametrize.register_parametrization(mod, pname, FixedQuantize(entry[pname], ste=ste))
+            if isinstance(mod, nn.LeakyReLU) and entry.get("param") is not None:
+                # the slope the firmware multiplies by is param_t(alpha): use it in torch too
+                p_t = FixedType.from_dict(entry["param"], f"precision.layers.{name}.param")
+                mod.negative_slope = float(p_t.quantize(np.array([float(entry.get("alpha", mod.negative_slope))]))[0])
             if entry.get("result") is not None:
                 q = FixedQuantize(entry["result"], ste=ste)
                 self.output_quant[_key(name)] = q
