@@ -225,6 +225,11 @@ def export_firmware(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if synth and report["synthesis"].get("status") == "failed":
+        raise SynthesisUnavailableError(
+            f"vendor synthesis with {report['synthesis']['tool']} failed ({report['synthesis']['reason']}); "
+            f"the HLS project is ready in {out / 'hls'}"
+        )
     if synth and report["synthesis"].get("status") == "unavailable":
         raise SynthesisUnavailableError(
             f"synthesis needs the vendor tool ({'vitis_hls' if config.backend == 'Vitis' else 'vivado_hls'}) on "
@@ -357,8 +362,11 @@ def _synthesize(hm: Any, cfg: FirmwareConfig, tmp: Path) -> dict[str, Any]:
     hls4ml = import_hls4ml()
     hm.config.config["OutputDir"] = str(tmp / "hls")
     t0 = time.perf_counter()
-    with _quiet():
-        result = hm.build(csim=False, synth=True, vsynth=False)
+    try:
+        with _quiet():
+            result = hm.build(csim=False, synth=True, vsynth=False)
+    except Exception as err:  # noqa: BLE001 - hls4ml raises bare Exception when the tool setup is incomplete
+        return {"status": "failed", "tool": tool, "reason": str(err).strip().splitlines()[0][:300]}
     rep = {"status": "done", "tool": tool, "seconds": time.perf_counter() - t0}
     try:
         with _quiet():
