@@ -21,6 +21,7 @@ def train(
         0, "--reference-events", help="Instead of --data: simulate this many reference showers (ds1 energies) with the built-in GFlash simulator."
     ),
     reference_seed: int = typer.Option(1, "--reference-seed", help="Seed of the simulated reference sample."),
+    reference_energies: str = typer.Option("ds1", "--reference-energies", help="Energy spec of the simulated reference sample."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training recipe YAML (configs/generators/*.yaml)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output bundle directory (checkpoints go to OUT/checkpoints)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override the recipe's number of steps."),
@@ -47,8 +48,11 @@ def train(
     else:
         from ..showers.reference import simulate
 
-        showers = simulate(cfg.geometry, reference_events, energies="ds1", seed=reference_seed, progress=progress)
-        source = f"simcompress.showers.reference.simulate({cfg.geometry!r}, {reference_events}, energies='ds1', seed={reference_seed})"
+        showers = simulate(cfg.geometry, reference_events, energies=reference_energies, seed=reference_seed, progress=progress)
+        source = (
+            f"simcompress.showers.reference.simulate({cfg.geometry!r}, {reference_events}, "
+            f"energies={reference_energies!r}, seed={reference_seed})"
+        )
     command = "simcompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if Path(sys.argv[0]).name == "simcompress" else None
     logf = open(log_file, "a") if log_file else None  # noqa: SIM115
     try:

@@ -182,3 +182,32 @@ def test_geometry_mismatch_for_training_data(tiny_ref):
     gen = GANGenerator(Geometry.from_name("ds2"), latent_dim=4, hidden=[8], critic_hidden=[8])
     with pytest.raises(ConfigError, match="geometry"):
         finetune(gen, tiny_ref, steps=1, lr=1e-3)
+
+
+def test_load_generator_delegates_compressed_bundles(geometry, tmp_path):
+    from simcompress.compress import compress, config_from_dict
+    from simcompress.compress.bundle import save_compressed
+
+    gen = _gan(geometry).eval()
+    step = {"method": "magnitude_prune", "sparsity": 0.5}
+    res = compress(gen, config_from_dict(step))
+    save_compressed(res.model, gen.config_dict(), [step], None, tmp_path / "c")
+    assert "compression" in json.loads((tmp_path / "c" / "config.json").read_text())
+    loaded = load_generator(tmp_path / "c")
+    e = torch.tensor([1e3, 1e5])
+    assert torch.equal(
+        loaded.sample(e, torch.Generator().manual_seed(3)), res.model.sample(e, torch.Generator().manual_seed(3))
+    )
+
+
+def test_shipped_recipes_are_valid():
+    from pathlib import Path
+
+    from simcompress.generators.train import build_from_config, load_train_config
+
+    recipes = sorted(Path(__file__).parents[2].joinpath("configs", "generators").glob("*.yaml"))
+    assert len(recipes) >= 2
+    for p in recipes:
+        kind = "gan" if "gan" in p.stem else "flow"
+        gen = build_from_config(load_train_config(kind, p))
+        assert gen.kind == kind
