@@ -324,11 +324,22 @@ def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray, degree: int = 4, coef0: floa
         raise TooFewEventsError("MMD: need at least 2 events per sample")
     gamma = 1.0 / d
 
+    def power(k: np.ndarray) -> np.ndarray:
+        # in place; repeated squaring is ~5x faster than ``k ** 4`` (pow) on large matrices
+        if degree == 4:
+            np.square(k, out=k)
+            np.square(k, out=k)
+        else:
+            np.power(k, degree, out=k)
+        return k
+
     def ksum(a: np.ndarray, b: np.ndarray, same: bool) -> float:
         tot = 0.0
         for i in range(0, a.shape[0], block):
-            k = (a[i : i + block] @ b.T * gamma + coef0) ** degree
-            tot += float(k.sum())
+            k = a[i : i + block] @ b.T
+            k *= gamma
+            k += coef0
+            tot += float(power(k).sum())
         if same:
             diag = ((np.einsum("ij,ij->i", a, a) * gamma + coef0) ** degree).sum()
             tot -= float(diag)
