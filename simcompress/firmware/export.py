@@ -39,7 +39,7 @@ from ..errors import BundleError, ConfigError, SimcompressError
 from .config import FirmwareConfig
 from .estimate import estimate, plan_reuse_factors
 from .graph import FixedGraph, build_graph, input_sizes_from, resolve
-from .hls import compile_model, convert, csim_predict, layer_implementation, write_project_files
+from .hls import compile_model, convert, csim_predict, layer_implementation
 
 __all__ = ["export_firmware", "FirmwareResult", "SynthesisUnavailableError", "load_fixed_point_model",
            "float_network", "check_inputs", "csim_showers", "vendor_tool"]

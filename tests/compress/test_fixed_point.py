@@ -367,3 +367,27 @@ def test_matches_vendor_ap_fixed_headers(tmp_path: Path) -> None:
         ours = t.quantize(xs)
         bad = np.nonzero(ours != got[:, k])[0]
         assert bad.size == 0, f"{t.to_hls()}: x={xs[bad[:3]]} ours {ours[bad[:3]]} ap_fixed {got[bad[:3], k]}"
+
+
+def test_calibration_callable_and_network_path() -> None:
+    """The pipeline passes ``calibration=callable(model)``; the method captures what reaches ``model.network``."""
+
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = _net()
+
+    x = _cal()
+    by_call = compress(Holder(), config_from_dict({"method": "fixed_point"}), calibration=lambda m: m.network(*x))
+    by_tuple = compress(_net(), config_from_dict({"method": "fixed_point"}), calibration=tuple(x))
+    rec_call, rec_tuple = precision_record(by_call.model), precision_record(by_tuple.model)
+    assert isinstance(by_call.model.network, FixedPointNetwork)
+    assert rec_call["network"] == "network" and rec_tuple["network"] == ""
+    assert rec_call["layers"] == rec_tuple["layers"] and rec_call["input"] == rec_tuple["input"]
+
+
+def test_exclude_leaves_layer_float_and_is_refused_downstream() -> None:
+    with pytest.raises(ConfigError, match="'out' follows an unquantized layer|include every Linear"):
+        compress(_net(), config_from_dict({"method": "fixed_point", "exclude": ["fc2"]}), calibration=_cal())
+    res = compress(_net(), config_from_dict({"method": "fixed_point", "exclude": ["out"]}), calibration=_cal())
+    assert "out" not in precision_record(res.model)["layers"]

@@ -447,9 +447,6 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
     gm = _trace(net)
     modules = dict(net.named_modules())
 
-    class _Cfg:  # selection helper: include/exclude on Linear names
-        include, exclude = cfg.include, cfg.exclude
-
     selected = {
         n
         for n, m in modules.items()
