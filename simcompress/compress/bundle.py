@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -228,12 +230,16 @@ _INT_DTYPES = {(8, True): torch.int8, (8, False): torch.uint8, (16, True): torch
 
 
 def _pack_quantized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
-    """Store fake-quantized weights as their integer codes (int8/int16) instead of float originals.
+    """Store what the model computes with, compactly, in place of float originals.
 
-    Only where every parametrization before the :class:`FakeQuant` is a :class:`Mask`;
-    the loader turns the codes back into float originals that quantize to the same codes,
-    so the model computes bit-identical outputs (the pre-quantization float values are
-    not kept: a deploy bundle, not a training checkpoint).
+    * fake-quantized weights (every parametrization before the :class:`FakeQuant` a
+      :class:`Mask`): their integer codes (int8/int16); the loader turns them back into
+      float originals that quantize to the same codes;
+    * weights with only masks on them: the kept values (1-D) instead of the dense original;
+    * boolean tensors (masks): packed 8 per byte.
+
+    The model rebuilt from these computes bit-identical outputs; the float values that
+    the quantizers and masks discard are not kept (a deploy bundle, not a training checkpoint).
     """
     packed: dict[str, dict[str, Any]] = {}
     with torch.no_grad():
@@ -242,31 +248,58 @@ def _pack_quantized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[
                 continue
             for tname, plist in mod.parametrizations.items():
                 plist_l = list(plist)
+                prefix = f"{mname}.parametrizations.{tname}" if mname else f"parametrizations.{tname}"
+                key = f"{prefix}.original"
+                val = plist.original.detach()
+                if plist_l and all(isinstance(p, Mask) for p in plist_l):
+                    keep = torch.ones_like(val, dtype=torch.bool)
+                    for p in plist_l:
+                        keep &= p.mask
+                    tensors[key] = val[keep].contiguous()
+                    packed[key] = {"kind": "masked", "shape": list(val.shape), "dtype": str(val.dtype).removeprefix("torch."),
+                                   "masks": [f"{prefix}.{i}.mask" for i in range(len(plist_l))]}
+                    continue
                 idx = next((i for i, p in enumerate(plist_l) if isinstance(p, FakeQuant)), None)
                 if idx is None or not all(isinstance(p, Mask) for p in plist_l[:idx]):
                     continue
                 fq = plist_l[idx]
                 width = 8 if fq.bits <= 8 else 16
                 dtype = _INT_DTYPES[(width, fq.signed)]
-                val = plist.original.detach()
                 for p in plist_l[:idx]:
                     val = p(val)
-                prefix = f"{mname}.parametrizations.{tname}" if mname else f"parametrizations.{tname}"
-                key = f"{prefix}.original"
                 tensors[key] = fq.codes(val).to(dtype).contiguous()
-                packed[key] = {"dtype": str(val.dtype).removeprefix("torch."), "scale": f"{prefix}.{idx}.scale",
+                packed[key] = {"kind": "codes", "dtype": str(val.dtype).removeprefix("torch."), "scale": f"{prefix}.{idx}.scale",
                                "zero_point": f"{prefix}.{idx}.zero_point", "bits": fq.bits}
+    for key, t in list(tensors.items()):
+        if t.dtype == torch.bool:
+            bits = np.packbits(t.reshape(-1).numpy().astype(np.uint8))
+            tensors[key] = torch.from_numpy(bits)
+            packed[key] = {"kind": "bits", "shape": list(t.shape)}
     return packed
 
 
 def _unpack_quantized(tensors: dict[str, torch.Tensor], packed: dict[str, dict[str, Any]], source: Path) -> None:
-    for key, info in packed.items():
-        try:
-            codes, scale, zp = tensors[key], tensors[info["scale"]], tensors[info["zero_point"]]
-        except KeyError as err:
-            raise BundleError(f"{source}: packed tensor {err} missing") from None
-        dtype = getattr(torch, info["dtype"])
-        tensors[key] = ((codes.to(torch.float64) - zp.to(torch.float64)) * scale.to(torch.float64)).to(dtype)
+    try:
+        for key, info in packed.items():
+            if info.get("kind") == "bits":
+                n = math.prod(info["shape"])
+                flat = np.unpackbits(tensors[key].numpy(), count=n).astype(bool)
+                tensors[key] = torch.from_numpy(flat).reshape(info["shape"])
+        for key, info in packed.items():
+            kind = info.get("kind", "codes")
+            if kind == "masked":
+                keep = torch.ones(info["shape"], dtype=torch.bool)
+                for m in info["masks"]:
+                    keep &= tensors[m]
+                full = torch.zeros(info["shape"], dtype=getattr(torch, info["dtype"]))
+                full[keep] = tensors[key]
+                tensors[key] = full
+            elif kind == "codes":
+                codes, scale, zp = tensors[key], tensors[info["scale"]], tensors[info["zero_point"]]
+                dtype = getattr(torch, info["dtype"])
+                tensors[key] = ((codes.to(torch.float64) - zp.to(torch.float64)) * scale.to(torch.float64)).to(dtype)
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise BundleError(f"{source}: packed tensors inconsistent with config.json ({err})") from None
 
 
 def save_compressed(

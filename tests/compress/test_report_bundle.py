@@ -167,3 +167,19 @@ def test_generator_bundle_round_trip(tmp_path: Path) -> None:
     b = res.model.sample(e, generator=torch.Generator().manual_seed(1))
     assert type(loaded) is type(gen) and torch.equal(a, b)
     assert math.isfinite(float(a.sum()))
+
+
+def test_pruned_bundle_stores_kept_values_and_packed_masks(tmp_path: Path) -> None:
+    widths = (32, 128, 128, 8)
+    model = make_mlp(widths=widths)
+    x = torch.randn(16, 32)
+    res = compress(model, config_from_dict({"method": "magnitude_prune", "sparsity": 0.9}))
+    save_compressed(model, {}, [], None, tmp_path / "float")
+    save_compressed(res.model, {}, [], None, tmp_path / "pruned")
+    f = (tmp_path / "float" / "weights.safetensors").stat().st_size
+    p = (tmp_path / "pruned" / "weights.safetensors").stat().st_size
+    assert p < 0.25 * f  # 10 % of the values (4 bytes) + 1 bit per weight of mask
+    loaded = load_compressed(tmp_path / "pruned", builder=lambda _c: make_mlp(widths=widths))
+    assert torch.equal(loaded(x), res.model(x))
+    sparsity = json.loads((tmp_path / "pruned" / "sparsity.json").read_text())
+    assert sparsity["2.weight"]["nnz"] == round(0.1 * 128 * 128)
