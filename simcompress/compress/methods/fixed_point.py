@@ -601,14 +601,6 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
         "folded_batchnorm": folded,
     }
     wrapped = FixedPointNetwork(net, record, ste=ste)
-    if not ste:
-        # PTQ: store the quantized values as the parametrizations' originals (idempotent, frozen)
-        for _n, m in wrapped.inner.named_modules():
-            if isinstance(m, nn.Linear) and parametrize.is_parametrized(m):
-                for pname, plist in m.parametrizations.items():
-                    with torch.no_grad():
-                        plist.original.copy_(plist[0](plist.original))
-                    plist.original.requires_grad_(False)
     if path == "":
         out_model: nn.Module = wrapped
     else:
