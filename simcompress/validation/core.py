@@ -480,7 +480,13 @@ def _feature_metrics(
             "sp": sp,
             "ref_mean": float(r.mean()),
             "cand_mean": float(c.mean()),
-            "floor": floor.scaled(f, n_ref, c.size),
+            "floor": {
+                **floor.scaled(f, n_ref, c.size),
+                # one-event resolution: what moving a single candidate event across the observed range does
+                "w1_res": float(max(r[-1], c[-1]) - min(r[0], c[0])) / c.size,
+                "ks_res": 1.0 / c.size,
+                "sp_res": 1.0 / c.size,
+            },
         }
         if bootstrap:
             kse, w1e = M.bootstrap_ks_w1(

@@ -3,7 +3,7 @@
 A :class:`GateSpec` (strict pydantic; unknown keys are errors) lists rules:
 
 * ``features``: per-feature rules on ``w1``, ``ks`` or ``separation_power``. A feature passes when
-  ``value <= max(ratio * floor, floor + k * floor_std)``, where ``floor`` and ``floor_std`` are the
+  ``value <= max(ratio * floor, floor + k * floor_std, k * one_event_resolution)``, where ``floor`` and ``floor_std`` are the
   mean and spread of the same metric between disjoint halves of the reference, over
   ``noise_floor.n_splits`` random splits, rescaled to the candidate's sample sizes
   (KS and W1 scale as sqrt(1/n + 1/m), the separation-power bias as 1/n + 1/m).
@@ -184,9 +184,15 @@ class GateCheck:
         return asdict(self)
 
 
-def feature_threshold(rule: FeatureRule, floor: float, floor_std: float) -> float:
-    """``max(ratio * floor, floor + k * floor_std)``."""
-    return max(rule.ratio * floor, floor + rule.k * floor_std)
+def feature_threshold(rule: FeatureRule, floor: float, floor_std: float, resolution: float = 0.0) -> float:
+    """``max(ratio * floor, floor + k * floor_std, k * resolution)``.
+
+    ``resolution`` is the metric's one-event granularity (W1: observed range / n_candidate; KS and
+    separation power: 1 / n_candidate). It only matters where the reference floor is degenerate,
+    e.g. a feature constant in every reference event of an energy bin, where a floor of 0 would
+    otherwise fail a candidate for a single event.
+    """
+    return max(rule.ratio * floor, floor + rule.k * floor_std, rule.k * resolution)
 
 
 _KEY = {"w1": "w1", "ks": "ks", "separation_power": "sp"}
@@ -204,7 +210,8 @@ def _feature_checks(
             value = float(m[key])
             floor = float(m["floor"][key])
             fstd = float(m["floor"][key + "_std"])
-            thr = feature_threshold(rule, floor, fstd) * (spec.per_bin_scale if energy_bin else 1.0)
+            res = float(m["floor"].get(key + "_res", 0.0))
+            thr = feature_threshold(rule, floor, fstd, res) * (spec.per_bin_scale if energy_bin else 1.0)
             out.append(
                 GateCheck(cand, rule.metric, feat, value, thr, bool(value <= thr), energy_bin, f"floor {floor:.4g} ± {fstd:.3g}")
             )
@@ -212,13 +219,21 @@ def _feature_checks(
 
 
 def evaluate_gate(spec: GateSpec, candidates: dict[str, CandidateResult]) -> list[GateCheck]:
-    """All gate checks for every candidate of a validation run."""
+    """All gate checks for every candidate of a validation run.
+
+    With ``per_energy_bin`` on and a candidate whose incident-energy distribution differs from
+    the reference's, only the per-bin checks gate that candidate: the inclusive histograms,
+    FPD/KPD and the classifier (which sees log E_inc) are distorted by construction. They stay
+    in the report and in ``metrics.json``.
+    """
     checks: list[GateCheck] = []
     for name, res in candidates.items():
-        checks += _feature_checks(spec, name, res.features)
         if spec.per_energy_bin:
             for label, feats in res.per_energy_bin.items():
                 checks += _feature_checks(spec, name, feats, energy_bin=label)
+            if res.incident_energy.get("mismatch"):
+                continue
+        checks += _feature_checks(spec, name, res.features)
         for key in ("fpd", "kpd"):
             rule: MultivariateRule = getattr(spec, key)
             m = res.multivariate.get(key)

@@ -104,3 +104,15 @@ def test_bad_gate_spec_exits_2(files, tmp_path, capsys) -> None:
     assert "max_acu" in capsys.readouterr().err
     assert main(["validate", "-r", str(files["ref"]), "-c", str(files["good"]), "--gate", "nope", "-q"]) == 2
     assert "known: default" in capsys.readouterr().err
+
+
+def test_energy_mismatch_warns_and_per_bin_gate(files, tmp_path, capsys) -> None:
+    from simcompress.showers.io import open_showers
+
+    gen = open_showers(files["good"]).read()
+    high = write_showers(tmp_path / "high.root", gen[gen.incident_energy > 3e4])
+    args = ["validate", "-r", str(files["ref"]), "-c", str(high), "--gate", str(files["gate"]), "-q"]
+    assert main(args) == 1  # inclusive histograms are distorted by the different E_inc spectrum
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "incident-energy distribution differs" in err and "--per-energy-bin" in err
+    assert main([*args, "--per-energy-bin"]) == 0

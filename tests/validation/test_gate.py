@@ -50,6 +50,7 @@ def test_feature_threshold_formula() -> None:
     r = FeatureRule(metric="w1", ratio=3.0, k=5.0)
     assert feature_threshold(r, 1.0, 0.1) == 3.0
     assert feature_threshold(r, 1.0, 1.0) == 6.0
+    assert feature_threshold(r, 0.0, 0.0, 0.01) == pytest.approx(0.05)  # degenerate floor: k events
     assert r.selects("E_layer_3") and not FeatureRule(metric="ks", features=("E_*",), exclude=("E_layer_3",)).selects("E_layer_3")
 
 
@@ -115,6 +116,9 @@ def test_energy_mismatch_warns_and_per_bin_comparison(prepared, independent, fas
     # per-bin comparison of the same physics in the populated bins passes
     per_bin = [k for k in res.checks if k.energy_bin]
     assert per_bin and all(k.passed for k in per_bin)
+    # with the E_inc mismatch only per-bin checks gate; the inclusive numbers are still reported
+    assert len(per_bin) == len(res.checks) and res.passed
+    assert c.features["E_tot"]["w1"] > 3 * c.features["E_tot"]["floor"]["w1"]
     assert "_skipped" in c.per_energy_bin["256 MeV"]
     strict = fast_spec.model_copy(update={"energy_mismatch": "error"})
     prep2 = PreparedReference(prepared.sample, strict, prepared.sorted_cols, prepared.floor)
