@@ -247,9 +247,6 @@ class _Range:
     def of_type(cls, t: FixedType) -> _Range:
         return cls(t.min_value, t.max_value, t.frac)
 
-    def max_code(self) -> float:
-        return max(abs(self.lo), abs(self.hi)) * 2.0**self.frac
-
     def fixed_type(self, rounding: str = "TRN", overflow: str = "WRAP") -> FixedType:
         signed = self.lo < 0
         integer = integer_bits_for_range(self.lo, self.hi, signed=signed)
@@ -464,8 +461,9 @@ def _bn_range(mod: nn.BatchNorm1d, cur: _Range) -> tuple[_Range, bool]:
     """
     var = mod.running_var.detach().to(torch.float32).numpy()
     eps = np.float32(mod.eps)
-    s = (var + eps).astype(np.float64)
-    ok = bool(np.all(s > 0)) and bool(np.all(np.log2(s) / 2 == np.round(np.log2(s) / 2)))
+    s = (var + eps).astype(np.float64)  # TF: float32 sum; torch may add in float64: both must be exact
+    ok = bool(np.all(s > 0)) and bool(np.array_equal(s, var.astype(np.float64) + float(eps)))
+    ok = ok and bool(np.all(np.log2(s) / 2 == np.round(np.log2(s) / 2)))
     scale, shift = _bn_affine(mod)
     mean = mod.running_mean.detach().to(torch.float64).numpy()
     if ok:
@@ -964,7 +962,7 @@ def network_from_precision(module: nn.Module, precision: dict[str, Any], name: s
         raise UnsupportedLayerError("network_from_precision: the precision record needs an 'input' type")
     rec_layers = precision.get("layers", {})
     inp = ftype(precision["input"], "precision.input")
-    chain, _n_inputs = _chain_modules(module)
+    chain, _ = _chain_modules(module)
     entries: list[dict[str, Any]] = [{"op": "quant", "name": "input_quant", "type": inp.to_dict(), "qkeras": "quantized_bits"}]
     tensors: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     n_in: int | None = None

@@ -342,3 +342,36 @@ def test_compress_methods_and_compressed_bundles_work_on_an_imported_generator(t
     back = load_compressed(tmp_path / "pruned")
     e = torch.tensor([1e3, 1e5, 3e6])
     assert torch.equal(back.sample(e, torch.Generator().manual_seed(0)), res.model.sample(e, torch.Generator().manual_seed(0)))
+
+
+def test_batch_normalization_exact_or_refused(tmp_path) -> None:
+    in_t = FixedType(6, 3, True, "RND_CONV", "SAT")
+    w_t = FixedType(4, 1, True, "RND_CONV", "SAT")
+    layers = [{"op": "quant", "name": "in_q", "type": in_t.to_dict(), "qkeras": "quantized_bits"},
+              {"op": "dense", "name": "fc1", "in": 3, "out": 4, "bias": True, "weight_type": w_t.to_dict(),
+               "bias_type": w_t.to_dict()},
+              {"op": "bn", "name": "bn", "features": 4, "eps": 2.0**-10}]
+    net = QKerasNetwork(layers, 3)
+    eps = 2.0**-10
+    with torch.no_grad():
+        net.body[1].weight.copy_(w_t.quantize(torch.randn(4, 3)))
+        net.body[1].bias.copy_(w_t.quantize(torch.randn(4)))
+        bn = net.body[2]
+        bn.running_var.copy_(torch.tensor([1 - eps, 4 - eps, 0.25 - eps, 16 - eps]))
+        bn.running_mean.copy_(torch.tensor([0.25, -0.5, 1.125, 0.0]))
+        bn.weight.copy_(torch.tensor([1.5, -0.75, 0.5, 1.0]))
+        bn.bias.copy_(torch.tensor([0.25, 0.0, -1.0, 0.5]))
+    assert net.float32_exact is True
+    back = load_qkeras_network(export_qkeras(net, tmp_path / "bn.h5"))
+    x = torch.randn(200, 3) * 4
+    with torch.no_grad():
+        y = back(x)
+        # exact reference in float64: gamma * (x - mean) / sqrt(var + eps) + beta
+        h = net.body[1](in_t.quantize(x)).double()
+        ref = (h - bn.running_mean.double()) / torch.sqrt(bn.running_var.double() + eps) * bn.weight.double() + bn.bias.double()
+    assert torch.equal(y.double(), ref)
+    with torch.no_grad():
+        bn.running_var.copy_(torch.tensor([0.7, 1.3, 2.1, 0.9]))
+    assert net.float32_exact is False
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'bn' \(BatchNormalization\).*not a power of 4"):
+        load_qkeras_network(export_qkeras(net, tmp_path / "bn_bad.h5"))
