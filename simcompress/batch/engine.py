@@ -63,11 +63,14 @@ class GenerationSummary:
 
 
 def _format_for(out: Path, format: str | None) -> str:
+    suffix = out.suffix.lower()
     if format is not None:
         if format not in FORMATS:
             raise ConfigError(f"--format: {format!r} is not allowed; allowed: {', '.join(FORMATS)}")
+        implied = {".root": "root", ".h5": "hdf5", ".hdf5": "hdf5"}.get(suffix)
+        if implied is not None and implied != format:
+            raise ConfigError(f"--out {out}: a {suffix} file cannot hold --format {format}")
         return format
-    suffix = out.suffix.lower()
     if suffix == ".root":
         return "root"
     if suffix in (".h5", ".hdf5"):

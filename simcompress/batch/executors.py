@@ -239,7 +239,7 @@ def make_runner(
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         memory_limit=memory_limit or "auto",
         silence_logs=logging.ERROR,
     )

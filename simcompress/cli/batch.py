@@ -55,8 +55,8 @@ def generate_command(
 ) -> None:
     """Generate showers with a model: one file on this machine, or shards in a run directory.
 
-    A sharded run (``--shard-size`` or any executor option) writes ``shard_00000.root``, ...
-    and ``manifest.json`` into ``--out``; running the same command again resumes it.
+    A sharded run (--shard-size or any executor option) writes shard_00000.root, ...
+    and manifest.json into --out; running the same command again resumes it.
     """
     from ..batch import generate_to_file, run_generation
 
@@ -107,7 +107,7 @@ def merge_command(
 def cluster_script_command(
     cluster: Path = typer.Option(..., "--cluster", help="Batch-site config, configs/cluster/<site>.yaml."),
 ) -> None:
-    """Print the batch job script that a ``--cluster`` run would submit (no batch system needed)."""
+    """Print the batch job script that a --cluster run would submit (no batch system needed)."""
     from ..batch import job_script
 
     typer.echo(job_script(cluster))

@@ -35,7 +35,7 @@ def dask_cluster() -> Iterator[object]:
     """Two worker processes, one thread each, shared by the tests (startup costs a few seconds)."""
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
         memory_limit="2GiB", silence_logs=logging.ERROR,
     )
     try:

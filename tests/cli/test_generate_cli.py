@@ -90,6 +90,7 @@ def test_cluster_script_prints_job_scripts(capsys: pytest.CaptureFixture[str]) -
         (["--events", "0"], "--events: must be a positive integer"),
         (["--out", "{tmp}/x.txt"], "cannot tell the format"),
         (["--seed", "-4"], "seed must be in"),
+        (["--format", "hdf5"], "a .root file cannot hold --format hdf5"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(gan_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
