@@ -70,17 +70,22 @@ def firmware_command(
     if report.get("rtl") and report["rtl"]["mismatches"]:
         raise GateFailed(f"{report['rtl']['mismatches']} mismatches between emulation and Verilator")
     if report.get("physics") and not report["physics"]["passed"]:
-        raise GateFailed(f"physics of the C-simulated showers fails the '{gate}' gate (see {out / 'validation'})")
+        raise GateFailed(f"physics of the C-simulated showers fails the '{gate}' gate (float network with the same "
+                         f"noise: {'passes' if report['physics']['float_passed'] else 'fails too'}; see {out / 'validation'})")
 
 
 def _physics(res: Any, reference: Path, n_events: int, gate: str, out: Path) -> dict[str, Any]:
-    """Showers generated through the C simulation vs the reference (simcompress.validation)."""
+    """Showers generated through the C simulation, and through the float network with the same noise,
+    vs the reference (simcompress.validation): what the firmware costs in physics, separately from the model."""
     import numpy as np
+    import torch
 
     from ..errors import ConfigError
-    from ..firmware.export import csim_showers
+    from ..firmware.export import csim_showers, float_network
+    from ..firmware.graph import resolve
     from ..showers.data import ShowerSet
     from ..showers.io import open_showers
+
     try:
         from ..validation import validate
     except ImportError:  # older layout: the function lives in validation.core
@@ -92,13 +97,25 @@ def _physics(res: Any, reference: Path, n_events: int, gate: str, out: Path) -> 
     reader = open_showers(str(reference))
     energies = reader.incident_energy()[:n_events].astype(np.float32)
     showers = csim_showers(gen, res.hls_model, res.graph, energies, seed=0)
-    cand = ShowerSet(energies, showers, gen.geometry, {"source": "hls4ml C simulation"})
-    vres = validate(str(reference), {"csim": cand}, gate, out_dir=out / "validation", progress=False)
-    cand_d = vres.to_dict().get("candidates", {}).get("csim", {})
-    feats = {name: {k: v for k, v in m.items() if k in ("ks", "w1", "sp")}
-             for name, m in cand_d.get("features", {}).items() if isinstance(m, dict)}
+    e = torch.from_numpy(energies)
+    z = torch.randn(len(e), int(gen.latent_dim), generator=torch.Generator().manual_seed(0))  # as csim_showers
+    with torch.no_grad():
+        net, _ = resolve(gen)
+        y = float_network(net)(z, gen.condition(e).reshape(len(e), -1))
+        showers_float = gen.postprocess(y, e).cpu().numpy().astype(np.float32)
+    cands = {"csim": ShowerSet(energies, showers, gen.geometry, {"source": "hls4ml C simulation"}),
+             "float": ShowerSet(energies, showers_float, gen.geometry, {"source": "float network, same noise"})}
+    vres = validate(str(reference), cands, gate, out_dir=out / "validation", progress=False)
+    d = vres.to_dict().get("candidates", {})
+
+    def feats(name: str) -> dict[str, Any]:
+        return {k: {m: v for m, v in f.items() if m in ("ks", "w1", "sp")}
+                for k, f in d.get(name, {}).get("features", {}).items() if isinstance(f, dict)}
+
     return {"n_events": int(len(energies)), "reference": str(reference), "gate": gate,
-            "passed": bool(vres.passed), "report": "validation/ (metrics.json, report.html)", "features": feats}
+            "passed": bool(vres.passed_for("csim")), "float_passed": bool(vres.passed_for("float")),
+            "report": "validation/ (metrics.json, report.html)", "features": feats("csim"),
+            "features_float_same_noise": feats("float")}
 
 
 def _summary(report: dict[str, Any], out: Path) -> None:
@@ -118,4 +135,6 @@ def _summary(report: dict[str, Any], out: Path) -> None:
         console.print(f"RTL (da4ml -> Verilator): {r['mismatches']} mismatches on {r['n_samples']} inputs, "
                       f"{r.get('yosys', {}).get('luts', 'n/a')} yosys LUTs")
     if report.get("physics"):
-        console.print(f"physics vs reference: gate {'passed' if report['physics']['passed'] else 'FAILED'} (see validation/)")
+        ph = report["physics"]
+        console.print(f"physics vs reference ({ph['n_events']} showers): C simulation {'passed' if ph['passed'] else 'FAILED'}, "
+                      f"float network (same noise) {'passed' if ph['float_passed'] else 'FAILED'} the '{ph['gate']}' gate (see validation/)")
