@@ -6,7 +6,8 @@ in full mode, 17 -> 16 -> 32 -> 368 in quick mode) is trained for 3 epochs in th
 ``.venv-qkeras`` TensorFlow interpreter, then
 
 * imported into simcompress (``load_qkeras_network``) and compared with QKeras' predictions;
-* converted by hls4ml's Keras route (``bit_exact=True``, C simulation) in the TF venv;
+* converted by hls4ml's Keras route (``bit_exact=True``, C simulation) in the TF venv, and for
+  contrast with hls4ml's default (``bit_exact`` unset: raw inputs are first cast to ``fixed<16,6>``);
 * converted by simcompress.firmware's PyTorch route (``firmware_network`` -> ``build_graph``
   -> hls4ml PyTorch frontend, C simulation) in the main venv;
 
@@ -70,6 +71,8 @@ def run(quick: bool = True) -> dict[str, Any]:
             {"op": "predict", "model": "m.h5", "x": "x.npy", "out": "y_qkeras.npy"},
             {"op": "hls4ml", "model": "m.h5", "x": "x.npy", "out": "y_hls_keras.npy", "dir": "hls", "bit_exact": True},
             {"op": "predict", "model": "export.h5", "x": "x.npy", "out": "y_export.npy"},
+            {"op": "hls4ml", "model": "m.h5", "x": "x.npy", "out": "y_hls_default.npy", "dir": "hls_default",
+             "bit_exact": False},
         ]
         t0 = time.perf_counter()
         res = run_tf_job(tasks, wd, timeout=1800)
@@ -88,6 +91,11 @@ def run(quick: bool = True) -> dict[str, Any]:
             y_gen = gen.network(torch.from_numpy(x)).double().numpy()
         out["import_vs_qkeras"] = _cmp(y_torch, y_qk)
         out["keras_hls4ml_vs_qkeras"] = _cmp(y_keras_hls, y_qk)
+        # hls4ml's default (bit_exact unset) casts raw inputs to fixed<16,6,TRN,WRAP> first: exact only on the grid
+        y_default = np.load(wd / "y_hls_default.npy").astype(np.float64)
+        half = n // 2
+        out["keras_hls4ml_default_vs_qkeras_on_grid_inputs"] = _cmp(y_default[:half], y_qk[:half])
+        out["keras_hls4ml_default_vs_qkeras_raw_inputs"] = _cmp(y_default[half:], y_qk[half:])
         out["export_vs_qkeras"] = _cmp(y_gen, np.load(wd / "y_export.npy").astype(np.float64))
 
         from simcompress.firmware import hls
