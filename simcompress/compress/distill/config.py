@@ -106,6 +106,11 @@ class FlowToIAFConfig(_DistillBase):
         "huber", description="per-coordinate loss on state differences scaled by the teacher's robust spread"
     )
     huber_delta: float = Field(1.0, gt=0, description="Huber transition (in units of the robust spread)")
+    outlier_clip: float | None = Field(
+        30.0,
+        gt=0,
+        description="latent pass: ignore teacher-state coordinates farther than this many robust spreads from the median",
+    )
 
     @model_validator(mode="after")
     def _some_loss(self) -> FlowToIAFConfig:

@@ -288,15 +288,18 @@ def _teacher_states(network: Any, y: torch.Tensor, c: torch.Tensor) -> tuple[lis
 
 
 @torch.no_grad()
-def _state_scales(network: Any, y: torch.Tensor, c: torch.Tensor, batch: int) -> list[torch.Tensor]:
-    """Robust per-coordinate spread (1.4826 * median absolute deviation, >= 1e-3) of every teacher state."""
+def _state_scales(
+    network: Any, y: torch.Tensor, c: torch.Tensor, batch: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-coordinate median and robust spread (1.4826 MAD, >= 1e-3) of every teacher state over the pool."""
     chunks = [_teacher_states(network, y[s : s + batch], c[s : s + batch])[0] for s in range(0, y.shape[0], batch)]
-    out = []
+    medians, scales = [], []
     for k in range(len(chunks[0])):
         h = torch.cat([ch[k] for ch in chunks])
         med = h.median(dim=0).values
-        out.append((1.4826 * (h - med).abs().median(dim=0).values).clamp_min(1e-3))
-    return out
+        medians.append(med)
+        scales.append((1.4826 * (h - med).abs().median(dim=0).values).clamp_min(1e-3))
+    return medians, scales
 
 
 def _std_normal_logp(z: torch.Tensor) -> torch.Tensor:
@@ -333,16 +336,24 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
     pool = draw_pool(teacher, config, fp)
     c_pool = teacher.condition(pool.e)
     d = teacher.latent_dim
-    scales = _state_scales(teacher.network, pool.y, c_pool, config.training.pool_batch_size)
+    medians, scales = _state_scales(teacher.network, pool.y, c_pool, config.training.pool_batch_size)
+    clip = config.outlier_clip
 
-    def dist(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    def dist(a: torch.Tensor, b: torch.Tensor, k: int, teacher_side: torch.Tensor | None = None) -> torch.Tensor:
         r = (a - b) / scales[k]
         if config.state_loss == "mse":
-            return r.pow(2).mean()
-        return torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=config.huber_delta)
+            per = r.pow(2)
+        else:
+            per = torch.nn.functional.huber_loss(r, torch.zeros_like(r), delta=config.huber_delta, reduction="none")
+        if teacher_side is None or clip is None:
+            return per.mean()
+        # rare teacher samples far outside the bulk (|y| up to 1e5 in standardised flow space) are
+        # not targets a one-pass student should chase: they would dominate every batch
+        keep = ((teacher_side - medians[k]).abs() <= clip * scales[k]).to(per.dtype)
+        return (per * keep).sum() / keep.sum().clamp_min(1.0)
 
-    def match(a: list[torch.Tensor], b: list[torch.Tensor], ks: list[int]) -> torch.Tensor:
-        return torch.stack([dist(a[k], b[k], k) for k in ks]).mean()
+    def match(a: list[torch.Tensor], b: list[torch.Tensor], ks: list[int], teacher_is_b: bool = False) -> torch.Tensor:
+        return torch.stack([dist(a[k], b[k], k, b[k] if teacher_is_b else None) for k in ks]).mean()
 
     n_steps = len(student.network.blocks)
 
@@ -355,7 +366,7 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
             with torch.no_grad():
                 hs, _ = _teacher_states(teacher.network, pool.y[idx], c)
             gs, _ = student.network.sample_states(hs[-1], c)
-            lz = match(gs, hs, list(range(n_steps)) if intermediate else [0])
+            lz = match(gs, hs, list(range(n_steps)) if intermediate else [0], teacher_is_b=True)
             loss = loss + config.weight_latent_pass * lz
             parts["latent_pass"] = _f(lz)
         if config.weight_data_pass > 0 or config.weight_reverse_kl > 0:
