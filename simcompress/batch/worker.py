@@ -35,9 +35,10 @@ __all__ = ["ShardJob", "generate_shard", "load_model_cached", "verify_shard", "P
 
 #: temporary directory (inside the run directory) holding shards being written.
 PARTIAL_DIR = ".partial"
-#: test hook: path of a marker file; the first task that reaches the rename step while the
-#: marker does not exist creates it and kills its own process (``os._exit(1)``), to
-#: exercise worker deaths in the middle of a shard. Unset in normal use.
+#: test hook: path of a marker file; the first task that reaches the second chunk of a shard
+#: (or, for one-chunk shards, the rename) while the marker does not exist creates it and kills
+#: its own process (``os._exit(1)``), to exercise worker deaths in the middle of a shard.
+#: Unset in normal use.
 CRASH_ENV = "SIMCOMPRESS_BATCH_CRASH_ONCE"
 
 #: models kept per worker process (a long-lived scheduler may serve runs of several models)
