@@ -470,6 +470,7 @@ def merge_shards(
                 h.update(chunk.incident_energy, chunk.showers)
                 total.update(chunk.incident_energy, chunk.showers)
                 bar.advance(len(chunk))
+                chunk.metadata = {}  # the merged file's provenance is the run's, not shard 0's
                 yield chunk
             if h.hexdigest() != entry.get("sha256") or h.n_events != entry.get("n_events"):
                 raise ShowerFileError(
@@ -479,7 +480,9 @@ def merge_shards(
 
     metadata = {
         "merged_from": str(run), "n_shards": len(files), "n_events": manifest.done_events(),
+        "seed": manifest.config.get("root_seed"), "energies": manifest.config.get("energies"),
         "run_config": manifest.config, "generator": manifest.data.get("model", {}),
+        "shard_sha256": [manifest.shard(i)["sha256"] for i in range(len(files))],  # type: ignore[index]
         "software_versions": software_versions(), "created": utc_now(),
     }
     try:

@@ -210,6 +210,7 @@ def test_merge_checks_shards_and_refuses_bad_targets(reference_run: Path, tmp_pa
     assert res["n_events"] == N and res["n_shards"] == 3
     merged = open_showers(out)
     assert merged.n_events == N and merged.metadata["merged_from"] == str(reference_run)
+    assert merged.metadata["seed"] == 7 and "shard" not in merged.metadata and len(merged.metadata["shard_sha256"]) == 3
     assert np.array_equal(merged.read().showers, decoded(reference_run)[1])
     h5 = merge_shards(reference_run, tmp_path / "all.h5")
     assert h5["sha256"] == res["sha256"]
