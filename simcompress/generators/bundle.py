@@ -171,6 +171,15 @@ def load_generator(
 
         model = load_compressed(p, device=device)
         _check_geometry(getattr(model, "geometry", None), geometry, p)
+        model.bundle_path = str(p)
+        try:
+            model.bundle_hash = bundle_hash(p)
+        except BundleError:  # a compressed bundle without weights.safetensors: hash what is there
+            h = hashlib.sha256()
+            for f in sorted(q for q in p.iterdir() if q.suffix in (".json", ".safetensors") and q.name != "card.json"):
+                h.update(f.name.encode())
+                h.update(f.read_bytes())
+            model.bundle_hash = h.hexdigest()
         return model  # type: ignore[no-any-return]
     for name in _REQUIRED:
         if not (p / name).is_file():

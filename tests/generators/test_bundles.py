@@ -194,6 +194,7 @@ def test_load_generator_delegates_compressed_bundles(geometry, tmp_path):
     save_compressed(res.model, gen.config_dict(), [step], None, tmp_path / "c")
     assert "compression" in json.loads((tmp_path / "c" / "config.json").read_text())
     loaded = load_generator(tmp_path / "c")
+    assert loaded.bundle_path == str(tmp_path / "c") and len(loaded.bundle_hash) == 64
     e = torch.tensor([1e3, 1e5])
     assert torch.equal(
         loaded.sample(e, torch.Generator().manual_seed(3)), res.model.sample(e, torch.Generator().manual_seed(3))
