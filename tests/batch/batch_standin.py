@@ -125,3 +125,10 @@ def set_env(name: str, value: str | None) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
+
+
+def decoded(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    from simcompress.showers.io import open_showers
+
+    s = open_showers(run_dir).read()
+    return s.incident_energy, s.showers

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import batch_standin
@@ -42,10 +41,3 @@ def dask_cluster() -> Iterator[object]:
         yield cluster
     finally:
         cluster.close()
-
-
-def decoded(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    from simcompress.showers.io import open_showers
-
-    s = open_showers(run_dir).read()
-    return s.incident_energy, s.showers

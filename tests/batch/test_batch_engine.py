@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import batch_standin
-from conftest import decoded
+from batch_standin import decoded
 from simcompress.batch import MANIFEST_NAME, generate_to_file, merge_shards, run_generation, shard_seed
 from simcompress.generators import bundle_hash
 from simcompress.batch import engine
