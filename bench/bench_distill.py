@@ -109,6 +109,9 @@ def _fidelity(reference: Any, models: dict[str, Any], seed: int = 0) -> dict[str
 
 
 def run(quick: bool = False) -> dict:
+    """Per teacher: one speed measurement of the teacher and all its students (same run, same
+    batch sizes, interleaved) and one validation of teacher and trained students against the
+    same GFlash reference sample."""
     import torch
 
     import simcompress.compress.methods  # noqa: F401  (registers FixedPointNetwork etc. before a compressed bundle loads)
@@ -118,37 +121,45 @@ def run(quick: bool = False) -> dict:
     batch_sizes = (1, 100, 1000) if quick else (1, 100, 10_000)
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
-    out: dict[str, Any] = {"batch_sizes": list(batch_sizes), "torch_threads": 1, "recipes": {}}
+    out: dict[str, Any] = {"batch_sizes": list(batch_sizes), "torch_threads": 1, "recipes": {}, "fidelity": {}}
     try:
-        teachers: dict[str, Any] = {}
         reference = None
-        for recipe, tname in RECIPES.items():
-            if tname not in teachers:
-                teachers[tname] = _teacher(tname)
-            teacher = teachers[tname]
+        for tname in dict.fromkeys(RECIPES.values()):
+            teacher = _teacher(tname)
+            recipes = [r for r, t in RECIPES.items() if t == tname]
             if teacher is None:
-                out["recipes"][recipe] = {"skipped": f"zoo model {tname!r} not shipped yet"}
+                for r in recipes:
+                    out["recipes"][r] = {"skipped": f"zoo model {tname!r} not shipped yet"}
                 continue
-            sdir = _students_dir() / recipe / "student"
-            trained = (sdir / "config.json").is_file()
-            student = load_generator(sdir).eval() if trained else _untrained_student(teacher, recipe)
-            entry: dict[str, Any] = {
-                "teacher": _teacher_source(tname),
-                "student": str(sdir) if trained else "recipe architecture, untrained weights (speed only)",
-                "teacher_params": sum(p.numel() for p in teacher.network.parameters()),
-                "student_params": sum(p.numel() for p in student.network.parameters()),
-            }
-            entry["speed"] = compare_sampling_speed(
-                {"teacher": teacher, "student": student}, batch_sizes, min_seconds=0.3 if quick else 1.0
-            )
-            entry["speedup"] = entry["speed"]["speedup"]["student"]
+            models: dict[str, Any] = {"teacher": teacher}
+            trained: list[str] = []
+            for recipe in recipes:
+                sdir = _students_dir() / recipe / "student"
+                is_trained = (sdir / "config.json").is_file()
+                student = load_generator(sdir).eval() if is_trained else _untrained_student(teacher, recipe)
+                models[recipe] = student
+                if is_trained:
+                    trained.append(recipe)
+                out["recipes"][recipe] = {
+                    "teacher": _teacher_source(tname),
+                    "student": str(sdir) if is_trained else "recipe architecture, untrained weights (speed only)",
+                    "teacher_params": sum(p.numel() for p in teacher.network.parameters()),
+                    "student_params": sum(p.numel() for p in student.network.parameters()),
+                }
+            speed = compare_sampling_speed(models, batch_sizes, min_seconds=0.3 if quick else 1.0)
+            for recipe in recipes:
+                out["recipes"][recipe]["speedup"] = speed["speedup"][recipe]
+                out["recipes"][recipe]["showers_per_second"] = {
+                    who: {bs: speed["rates"][name][bs]["showers_per_second"] for bs in speed["rates"][name]}
+                    for who, name in (("teacher", "teacher"), ("student", recipe))
+                }
             if trained:
                 if reference is None:
                     reference = _reference(2000 if quick else 10_000)
-                entry["fidelity"] = _fidelity(reference, {"teacher": teacher, "student": student})
-            else:
-                entry["fidelity"] = "not measured (no trained student; run with --train)"
-            out["recipes"][recipe] = entry
+                out["fidelity"][tname] = _fidelity(reference, {"teacher": teacher, **{r: models[r] for r in trained}})
+            for recipe in recipes:
+                if recipe not in trained:
+                    out["recipes"][recipe]["fidelity"] = "not measured (no trained student; run with --train)"
     finally:
         torch.set_num_threads(prev)
     return out
