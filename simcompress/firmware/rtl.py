@@ -37,7 +37,7 @@ from ..compress.fixed_point import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
 from .graph import FixedGraph
 
-__all__ = ["prepare_verilator", "trace_da4ml", "build_rtl", "yosys_luts", "rtl_available"]
+__all__ = ["prepare_verilator", "trace_da4ml", "build_rtl", "write_verilog", "yosys_luts", "rtl_available"]
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,21 @@ def build_rtl(graph: FixedGraph, out_dir: str | os.PathLike[str], inputs: list[n
     if yosys:
         result["yosys"] = yosys_luts(out_dir, timeout_s=yosys_timeout_s)
     return result
+
+
+def write_verilog(graph: FixedGraph, out_dir: str | os.PathLike[str], *, latency_cutoff: float | None = None,
+                  part: str = "xcvu13p-flga2577-2-e", clock_period_ns: float = 5.0) -> Path:
+    """Write da4ml's Verilog for ``graph`` without building the Verilator model; returns ``out_dir``."""
+    reason = rtl_available()
+    if reason:
+        raise ConfigError(reason)
+    from da4ml.codegen import VerilogModel
+
+    comb = trace_da4ml(graph)
+    with contextlib.redirect_stdout(io.StringIO()):
+        VerilogModel(comb, "simcompress_gen", str(out_dir), latency_cutoff=latency_cutoff or -1, print_latency=False,
+                     part_name=part, clock_period=clock_period_ns).write()
+    return Path(out_dir)
 
 
 def yosys_luts(rtl_dir: str | os.PathLike[str], top: str = "simcompress_gen", timeout_s: int = 600) -> dict[str, Any]:
