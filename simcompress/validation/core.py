@@ -295,11 +295,12 @@ class PreparedReference:
                 reference, "reference", geometry=geometry, threshold_mev=thr, keep_voxels=keep, step_size=step_size,
                 seed=spec.seed, progress=bar,
             )
-        return cls.from_sample(sample, spec)
+            return cls.from_sample(sample, spec, progress=bar)
 
     @classmethod
-    def from_sample(cls, sample: Sample, spec: GateSpec) -> PreparedReference:
+    def from_sample(cls, sample: Sample, spec: GateSpec, progress: Any = None) -> PreparedReference:
         t = sample.features
+        stage = _Stages(progress, "noise floor (ref/ref)", 4)
         if t.n_events < spec.min_events:
             raise M.TooFewEventsError(
                 f"{sample.source}: {t.n_events} reference events, the gate spec needs at least min_events={spec.min_events}"
@@ -311,6 +312,7 @@ class PreparedReference:
         floor = _floor_features(
             cols, edges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, max(spec.min_events // 2, 2)
         )
+        stage.next()
         prep = cls(sample, spec, sorted_cols, floor)
         prep.bins = energy_bins(t.incident_energy)
         for b in prep.bins:
@@ -324,12 +326,27 @@ class PreparedReference:
             prep.bin_floors[b.label] = _floor_features(
                 bcols, bedges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, spec.min_bin_events
             )
+        stage.next()
         if spec.fpd.enabled or spec.kpd.enabled:
             prep.hlv = high_level_vector(t)
             prep.multivariate_floor = _multivariate_floor(prep)
+        stage.next()
         if spec.classifier.enabled and spec.classifier.floor:
             prep.classifier_floor = _classifier_floor(prep)
+        stage.next()
         return prep
+
+
+class _Stages:
+    """A progress-bar task advanced once per stage (no-op without a progress bar)."""
+
+    def __init__(self, progress: Any, label: str, n: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task(label, total=n) if progress is not None else None
+
+    def next(self) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
 
 
 def _half_split(n: int, seed: int, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -520,6 +537,7 @@ def evaluate_candidate(
             step_size=step_size, seed=spec.seed + 1, progress=progress if progress is not False else None,
         )
     t = sample.features
+    stage = _Stages(progress if progress is not False else None, f"metrics {name}", 4)
     if t.n_events < spec.min_events:
         raise M.TooFewEventsError(
             f"{sample.source}: {t.n_events} candidate events, the gate spec needs at least min_events={spec.min_events}"
@@ -539,6 +557,7 @@ def evaluate_candidate(
             raise ConfigError(msg)
         warns.append(msg)
     feats = _feature_metrics(prep, t, ref_sorted=prep.sorted_cols, floor=prep.floor, bootstrap=True, seed=spec.seed)
+    stage.next()
     # per incident-energy bin (reference bins)
     per_bin: dict[str, dict[str, dict[str, Any]]] = {}
     for b in prep.bins:
@@ -555,6 +574,7 @@ def evaluate_candidate(
     outside = int((~np.any([b.mask(t.incident_energy) for b in prep.bins], axis=0)).sum()) if prep.bins else 0
     if outside:
         warns.append(f"{sample.source}: {outside} candidate events have incident energies outside every reference bin")
+    stage.next()
     mv: dict[str, Any] = {}
     if prep.hlv is not None:
         # FPD_inf from finite samples keeps a size-dependent bias, so the candidate is compared at the
@@ -569,6 +589,7 @@ def evaluate_candidate(
                 if "value" not in fl:
                     raise M.TooFewEventsError(f"{k}: reference noise floor unavailable ({fl.get('skipped', 'disabled')})")
                 v["floor"], v["floor_err"] = fl["value"], fl["err"]
+    stage.next()
     cls_out: dict[str, Any] = {}
     if spec.classifier.enabled:
         for kind in spec.classifier.inputs:
@@ -585,6 +606,7 @@ def evaluate_candidate(
             if fl is not None:
                 r["floor"] = fl if "auc" in fl else None
             cls_out[kind] = r
+    stage.next()
     return CandidateResult(name, sample.source, t.n_events, feats, per_bin, mv, cls_out, einfo, warns, sample)
 
 
@@ -664,6 +686,35 @@ def _jsonable(o: Any) -> Any:
     return o
 
 
+def _preflight(reference: Any, candidates: dict[str, Any], spec: GateSpec) -> None:
+    """Cheap checks before any heavy work: files open, geometries match, enough events (where known)."""
+    if isinstance(reference, PreparedReference):
+        rgeom: Geometry | None = reference.geometry
+    elif isinstance(reference, (str, os.PathLike, ShowerSet)):
+        rgeom, _, n = _open(reference, None)
+        if n is not None and n < spec.min_events:
+            raise M.TooFewEventsError(
+                f"{_describe(reference)}: {n} reference events, the gate spec needs at least min_events={spec.min_events}"
+            )
+    else:
+        return
+    for src in candidates.values():
+        if not isinstance(src, (str, os.PathLike, ShowerSet)):
+            continue
+        g, _, n = _open(src, rgeom)
+        if n == 0:
+            raise ShowerFileError(f"{_describe(src)}: no events (empty file or selection)")
+        if g is not None and rgeom is not None and not g.same_binning(rgeom):
+            raise GeometryError(
+                f"{_describe(src)}: geometry {g.name!r} ({g.n_voxels} voxels) does not match the reference geometry "
+                f"{rgeom.name!r} ({rgeom.n_voxels} voxels)"
+            )
+        if n is not None and n < spec.min_events:
+            raise M.TooFewEventsError(
+                f"{_describe(src)}: {n} candidate events, the gate spec needs at least min_events={spec.min_events}"
+            )
+
+
 def validate(
     reference: Any,
     candidates: dict[str, Any],
@@ -696,14 +747,39 @@ def validate(
         gate_spec = gate_spec.model_copy(update=updates)
     if not candidates:
         raise ConfigError("validate: no candidates given")
+    _preflight(reference, candidates, gate_spec)
+    keep = gate_spec.classifier.max_events if (gate_spec.classifier.enabled and "low" in gate_spec.classifier.inputs) else 0
     with _progress(progress) as bar:
+        # read everything first (one streaming pass each), so bad files fail before the costly floor
+        ref_sample: Sample | None = None
         if isinstance(reference, PreparedReference):
-            prep = reference
+            prep: PreparedReference | None = reference
+            geom, thr = reference.geometry, reference.features.threshold_mev
         else:
-            prep = PreparedReference.build(reference, gate_spec, step_size=step_size, progress=False, _progress_bar=bar)
-        results = {}
+            prep = None
+            ref_sample = read_sample(
+                reference, "reference", threshold_mev=gate_spec.threshold_mev, keep_voxels=keep, step_size=step_size,
+                seed=gate_spec.seed, progress=bar,
+            )
+            geom, thr = ref_sample.geometry, ref_sample.features.threshold_mev
+        samples: dict[str, Sample] = {}
         for name, src in candidates.items():
-            results[name] = evaluate_candidate(prep, name, src, step_size=step_size, progress=bar)
+            smp = src if isinstance(src, Sample) else read_sample(
+                src, name, geometry=geom, threshold_mev=thr, keep_voxels=keep, step_size=step_size,
+                seed=gate_spec.seed + 1, progress=bar,
+            )
+            if smp.features.n_events < gate_spec.min_events:
+                raise M.TooFewEventsError(
+                    f"{smp.source}: {smp.features.n_events} candidate events, the gate spec needs at least "
+                    f"min_events={gate_spec.min_events}"
+                )
+            samples[name] = smp
+        if prep is None:
+            assert ref_sample is not None
+            prep = PreparedReference.from_sample(ref_sample, gate_spec, progress=bar)
+        results = {}
+        for name, smp in samples.items():
+            results[name] = evaluate_candidate(prep, name, smp, step_size=step_size, progress=bar)
     for r in results.values():
         for w in r.warnings:
             if r.incident_energy.get("mismatch") and "incident-energy distribution differs" in w:

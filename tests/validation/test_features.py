@@ -49,6 +49,21 @@ def test_features_equal_voxel_loops(reference, thr) -> None:
             assert t[name][i] == pytest.approx(v, rel=2e-5, abs=1e-4), name
 
 
+@pytest.mark.parametrize("name", ["ds1-pions", "ds2"])
+def test_features_equal_voxel_loops_other_geometries(name) -> None:
+    from simcompress.validation._toy import toy_showers
+
+    g = Geometry.from_name(name)
+    sub = toy_showers(g, 3, seed=4, energies=np.array([2e3, 5e4, 4e5]))
+    thr = default_threshold_mev(g)
+    t = compute_features(sub)
+    assert t.threshold_mev == thr
+    for i in range(3):
+        b = _brute(g, float(sub.incident_energy[i]), sub.showers[i], thr)
+        for fname, v in b.items():
+            assert t[fname][i] == pytest.approx(v, rel=2e-5, abs=1e-4), fname
+
+
 def test_feature_names_follow_geometry(geometry) -> None:
     names = feature_names(geometry)
     # ds1 photons: layers 1 and 2 have alpha bins (x/y centres and widths), all 5 have r, sparsity
