@@ -105,8 +105,8 @@ def energy_bins(incident_energy: np.ndarray, max_discrete: int = 30) -> list[Ene
     if uniq.size <= max_discrete:
         out = []
         for u in uniq:
-            # bins reach half-way (in log) to the neighbours so float32 round-off never matters
-            out.append(EnergyBin(_fmt_energy(u), float(u) * (1 - 1e-6), float(np.nextafter(u * (1 + 1e-6), np.inf))))
+            # a relative 1e-6 window: float32 round-off of the stored energy never drops an event
+            out.append(EnergyBin(_fmt_energy(u), float(u) * (1 - 1e-6), float(u) * (1 + 1e-6)))
         return out
     lo_dec = math.floor(math.log10(float(uniq[0])))
     hi_dec = math.floor(math.log10(float(uniq[-1])))

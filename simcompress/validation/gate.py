@@ -318,11 +318,16 @@ class _ModelGate:
         if device.type != "cpu":
             g = torch.Generator(device=device).manual_seed(self.seed)
         e = torch.from_numpy(self.energies).to(device)
+        import inspect
+
+        kwargs: dict[str, Any] = {"generator": g}
+        try:
+            if "batch_size" in inspect.signature(model.sample).parameters:
+                kwargs["batch_size"] = self.batch_size
+        except (TypeError, ValueError):  # builtins / C extensions without a signature
+            pass
         with torch.no_grad():
-            try:
-                out = model.sample(e, generator=g, batch_size=self.batch_size)
-            except TypeError:
-                out = model.sample(e, generator=g)
+            out = model.sample(e, **kwargs)
         showers = out.detach().to("cpu", torch.float32).numpy()
         cand = ShowerSet(self.energies, showers, self.prepared.geometry, {"source": "model gate"})
         res = evaluate_candidate(self.prepared, "model", cand, progress=False)
