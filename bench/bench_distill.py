@@ -165,7 +165,7 @@ def run(quick: bool = False) -> dict:
     return out
 
 
-def train(recipes: list[str], students: Path, n_reference: int = 20_000) -> dict[str, Any]:
+def train(recipes: list[str], students: Path, n_reference: int = 20_000, max_steps: int | None = None) -> dict[str, Any]:
     """Distil the zoo teachers with the shipped recipes; write student bundles + reports."""
     import torch
 
@@ -189,6 +189,8 @@ def train(recipes: list[str], students: Path, n_reference: int = 20_000) -> dict
             if s["method"].startswith("distill_"):
                 tr = dict(s.get("training", {}))
                 tr.setdefault("checkpoint_dir", str(out / "checkpoints"))
+                if max_steps is not None:
+                    tr["steps"] = min(int(tr.get("steps", max_steps)), max_steps)
                 s["training"] = tr
             steps.append(s)
         kwargs: dict[str, Any] = {}
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--train", action="store_true", help="distil the zoo teachers first (minutes per recipe)")
     ap.add_argument("--no-measure", action="store_true", help="with --train: train only, skip the speed/fidelity run")
+    ap.add_argument("--max-steps", type=int, default=None, help="with --train: cap the distillation steps (busy machines)")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated recipe names")
     ap.add_argument("--students", type=Path, default=None, help=f"student bundles folder (default {DEFAULT_STUDENTS})")
     ap.add_argument("--teachers", type=Path, default=None, help="folder of teacher bundles named like the zoo (default: the zoo)")
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         unknown = sorted(set(names) - set(RECIPES))
         if unknown:
             sys.exit(f"error: unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
-        print(json.dumps({"trained": train(names, _students_dir())}, indent=1, default=float))
+        print(json.dumps({"trained": train(names, _students_dir(), max_steps=args.max_steps)}, indent=1, default=float))
         if args.no_measure:
             return
     print(json.dumps(run(args.quick), indent=1, default=float))
