@@ -194,3 +194,13 @@ def test_model_gate(reference, independent, fast_spec) -> None:
     assert not bad.passed and "E_ratio" in bad.summary or "E_tot" in bad.summary
     with pytest.raises(ConfigError, match="min_events"):
         make_model_gate(reference, fast_spec, n_events=10)
+
+
+def test_degenerate_candidate_fails_cleanly(prepared, reference) -> None:
+    """An untrained generator emitting empty showers: every number finite or null in JSON, gate fails."""
+    zeros = ShowerSet(reference.incident_energy[:600].copy(), np.zeros((600, reference.geometry.n_voxels)), reference.geometry)
+    res = validate(prepared, {"zeros": zeros}, progress=False)
+    assert not res.passed
+    d = json.loads(res.to_json())
+    assert d["candidates"]["zeros"]["features"]["E_ratio"]["w1"] == pytest.approx(float(np.mean(prepared.features["E_ratio"])), rel=1e-5)
+    assert {c.metric for c in res.failed_checks()} >= {"w1", "separation_power", "fpd"}
