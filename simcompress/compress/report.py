@@ -94,10 +94,14 @@ def count_ops(model: nn.Module, run: Callable[[nn.Module], Any], n_samples: int)
                 rows = x.numel() // mod.in_features
                 macs = mod.macs_per_sample() * rows
                 nz = macs
-            elif cls is nn.Linear:
+            elif isinstance(mod, nn.Linear):
                 rows = x.numel() // mod.in_features
                 macs = rows * mod.in_features * mod.out_features
-                nz = rows * int(torch.count_nonzero(mod.weight.detach()))
+                w = mod.weight.detach()
+                fixed = getattr(mod, "mask", None)  # e.g. MADE's MaskedLinear: weight * mask in forward
+                if isinstance(fixed, Tensor) and fixed.shape == w.shape:
+                    w = w * fixed
+                nz = rows * int(torch.count_nonzero(w))
             else:  # Conv1d/Conv2d
                 k = math.prod(mod.kernel_size) * (mod.in_channels // mod.groups)
                 positions = out.numel() // mod.out_channels
@@ -114,7 +118,7 @@ def count_ops(model: nn.Module, run: Callable[[nn.Module], Any], n_samples: int)
     for name, mod in model.named_modules():
         if "parametrizations" in name.split("."):
             continue
-        if isinstance(mod, TTLinear) or base_type(mod) in (nn.Linear, nn.Conv1d, nn.Conv2d):
+        if isinstance(mod, (TTLinear, nn.Linear, nn.Conv1d, nn.Conv2d)):
             hooks.append(mod.register_forward_hook(hook(name)))
     try:
         with torch.no_grad():

@@ -272,3 +272,34 @@ def test_polynomial_schedule_and_gradual_pruning(trainer) -> None:  # noqa: ANN0
     for r in res.layers:
         w = res.model.get_submodule(r.name).weight
         assert int((w == 0).sum()) == round(0.8 * w.numel())  # recovery training keeps masked weights at zero
+
+
+class _MaskedLinear(nn.Linear):
+    """A Linear subclass with its own forward (like MADE's masked layers)."""
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__(i, o)
+        self.register_buffer("mask", torch.tril(torch.ones(o, i)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+def test_structural_methods_keep_linear_subclasses_and_say_so() -> None:
+    model = nn.Sequential(_MaskedLinear(6, 6), nn.ReLU(), nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+    x = torch.randn(4, 6)
+    res = compress(model, SVDConfig(rank=1))
+    kept = [r for r in res.layers if r.name == "0"]
+    assert kept and kept[0].details["kept"] and "own forward" in kept[0].details["note"]
+    assert type(res.model[0]) is _MaskedLinear
+    # weight-only methods act through .weight, so the subclass keeps its own maths on quantized weights
+    q = compress(model, config_from_dict({"method": "ptq", "weights": {"bits": 4}}))
+    assert {r.name for r in q.layers} == {"0", "2", "4"}
+    w = q.model[0].weight.detach()
+    assert torch.equal(q.model[0](x), nn.functional.linear(x, w * model[0].mask, q.model[0].bias))
+
+
+def test_structured_pruning_keep_mode_records_the_reason() -> None:
+    res = compress(_Residual(), config_from_dict({"method": "structured_prune", "include": ["a"], "on_unsupported": "keep"}))
+    assert res.layers[0].details["kept"] and "add" in res.layers[0].details["note"]
+    assert res.model.a.out_features == 4

@@ -41,9 +41,20 @@ def types_from_names(names: Iterable[str], allowed: dict[str, type[nn.Module]], 
     return tuple(out)
 
 
-def targets(model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module], ...]) -> list[tuple[str, nn.Module]]:
-    """Selected layers, exact type match (through parametrizations); ConfigError when none match."""
-    found = [(n, m) for n, m in select_modules(model, config, types) if base_type(m) in types and "parametrizations" not in n.split(".")]
+def targets(
+    model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module], ...], subclasses: bool = False
+) -> list[tuple[str, nn.Module]]:
+    """Selected layers (ConfigError when none match).
+
+    ``subclasses=False`` (structural methods: factorizing, shrinking) takes exact types
+    only: a subclass with its own forward (e.g. a MADE ``MaskedLinear``) would lose its
+    maths; see :func:`skipped_subclasses`. Weight-only methods (quantizers, masks, LoRA)
+    act through ``module.weight`` and accept subclasses.
+    """
+    found = [
+        (n, m) for n, m in select_modules(model, config, types)
+        if (subclasses or base_type(m) in types) and "parametrizations" not in n.split(".")
+    ]
     if _is_generator(model):  # a shower generator: only its sampling network is compressed
         found = [(n, m) for n, m in found if n.startswith("network.")]
     if not found:
@@ -52,6 +63,19 @@ def targets(model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module]
             f"method {config.method!r}: no {names} layer matches include={list(config.include)} exclude={list(config.exclude)}"
         )
     return found
+
+
+def skipped_subclasses(model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module], ...], kind: str) -> list[LayerRecord]:
+    """Records for selected layers that subclass a target type but are not one (kept unchanged, said so)."""
+    recs = []
+    for n, m in select_modules(model, config, types):
+        if base_type(m) in types or "parametrizations" in n.split("."):
+            continue
+        if _is_generator(model) and not n.startswith("network."):
+            continue
+        recs.append(record(n, kind, m, m, kept=True,
+                           note=f"{base_type(m).__name__} subclasses a supported layer but has its own forward; a {kind} of it would change its maths"))
+    return recs
 
 
 def _is_generator(model: nn.Module) -> bool:

@@ -55,7 +55,7 @@ class GradualPruneConfig(MethodConfig):
 @register_method(GradualPruneConfig)
 def gradual_prune(model: nn.Module, config: GradualPruneConfig, trainer: Trainer | None = None, **_: Any) -> CompressionResult:
     train = require_trainer(trainer, config.method)
-    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
+    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method), subclasses=True)
     befores = {n: clone_model(m) for n, m in layers}
     schedule = []
     t = 0

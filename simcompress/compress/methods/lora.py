@@ -41,7 +41,7 @@ def merge_lora_(module: nn.Module) -> None:
 
 @register_method(LoRAConfig)
 def lora(model: nn.Module, config: LoRAConfig, trainer: Trainer | None = None, **_: Any) -> CompressionResult:
-    layers = targets(model, config, (nn.Linear,))
+    layers = targets(model, config, (nn.Linear,), subclasses=True)
     for name, mod in layers:
         if parametrize.is_parametrized(mod, "weight"):
             kinds = [type(p).__name__ for p in parametrizations_of(mod, "weight")]

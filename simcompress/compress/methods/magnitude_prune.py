@@ -75,7 +75,7 @@ def prune_to_sparsity_(layers: list[tuple[str, nn.Module]], sparsity: float, sco
 
 @register_method(MagnitudePruneConfig)
 def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, **_: Any) -> CompressionResult:
-    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
+    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method), subclasses=True)
     befores = {n: clone_model(m) for n, m in layers}
     prune_to_sparsity_(layers, config.sparsity, config.scope)
     recs = []

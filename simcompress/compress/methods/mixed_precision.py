@@ -62,7 +62,7 @@ def _sensitivity(model: nn.Module, name: str, bits: int, config: MixedPrecisionC
 
 @register_method(MixedPrecisionConfig)
 def mixed_precision(model: nn.Module, config: MixedPrecisionConfig, calibration: Any = None, **_: Any) -> CompressionResult:
-    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
+    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method), subclasses=True)
     if config.sensitivity == "output" and calibration is None:
         raise ConfigError("mixed_precision: sensitivity='output' needs calibration=... (or set sensitivity: weight)")
     cands = config.candidate_bits

@@ -31,7 +31,7 @@ class PTQConfig(MethodConfig):
 
 
 def apply_ptq(model: nn.Module, config: PTQConfig, calibration: Any = None, kind: str = "ptq") -> list:
-    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
+    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method), subclasses=True)
     befores = {n: clone_model(m) for n, m in layers}
     if config.weights is not None:
         for _name, mod in layers:

@@ -33,7 +33,7 @@ from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import TTLinear, base_type
 from ..parametrizations import ActQuant, Mask
 from ..parametrizations import clone_model
-from ._common import LAYER_TYPES, record, targets, types_from_names
+from ._common import LAYER_TYPES, record, skipped_subclasses, targets, types_from_names
 
 __all__ = ["StructuredPruneConfig", "structured_prune", "find_chain"]
 
@@ -55,7 +55,10 @@ class StructuredPruneConfig(MethodConfig):
     Importance of unit ``j``: ``l2`` / ``l1`` norm of its incoming weights, or
     ``l2_product`` (incoming L2 norm times outgoing L2 norm in the consumer, so
     units nobody listens to go first). The kept count is rounded up to a
-    multiple of ``round_to`` and is at least ``min_keep``.
+    multiple of ``round_to`` and is at least ``min_keep``. A selected layer whose
+    dependencies cannot be shrunk exactly raises UnsupportedLayerError
+    (``on_unsupported="error"``) or is kept unchanged with the reason in its record
+    (``"keep"``, for recipes meant to run on several architectures).
     """
 
     method: ClassVar[str] = "structured_prune"
@@ -64,6 +67,7 @@ class StructuredPruneConfig(MethodConfig):
     round_to: int = Field(1, ge=1)
     min_keep: int = Field(1, ge=1)
     types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+    on_unsupported: Literal["error", "keep"] = "error"
 
 
 class _Tracer(fx.Tracer):
@@ -213,10 +217,18 @@ def _shrink_in(mod: nn.Module, idx: Tensor) -> None:
 
 @register_method(StructuredPruneConfig)
 def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) -> CompressionResult:
-    layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method))
+    types = types_from_names(config.types, LAYER_TYPES, config.method)
+    layers = targets(model, config, types)
     graphs = _graphs(model, "")
-    chains = [find_chain(model, graphs, name) for name, _ in layers]  # analyse everything before changing anything
-    recs = []
+    recs = skipped_subclasses(model, config, types, "structured_prune")
+    chains = []
+    for name, mod in layers:  # analyse everything before changing anything
+        try:
+            chains.append(find_chain(model, graphs, name))
+        except UnsupportedLayerError as err:
+            if config.on_unsupported == "error":
+                raise
+            recs.append(record(name, "structured_prune", mod, mod, kept=True, note=str(err)))
     for chain in chains:
         prod = model.get_submodule(chain.producer)
         if chain.consumer is None:

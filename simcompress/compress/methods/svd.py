@@ -13,7 +13,7 @@ from ..._config import StrictModel
 from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
 from ..modules import Factorized
 from ..parametrizations import ActQuant, attach_input_quantizer, parametrizations_of
-from ._common import record, set_module, targets
+from ._common import record, set_module, skipped_subclasses, targets
 
 __all__ = ["SVDOptions", "SVDConfig", "svd", "choose_rank", "factorize_linear"]
 
@@ -106,7 +106,7 @@ def factorize_linear(w: Tensor, opts: SVDOptions) -> tuple[Tensor, Tensor, dict[
 
 
 def factorize_layers(model: nn.Module, config: MethodConfig, opts: SVDOptions, kind: str) -> list[LayerRecord]:
-    recs = []
+    recs = skipped_subclasses(model, config, (nn.Linear,), kind)
     for name, mod in targets(model, config, (nn.Linear,)):
         w = mod.weight.detach()
         b, a, details = factorize_linear(w, opts)

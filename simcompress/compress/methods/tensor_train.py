@@ -14,7 +14,7 @@ from ...errors import UnsupportedLayerError
 from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import TTLinear, balanced_factors
 from ..parametrizations import ActQuant, attach_input_quantizer
-from ._common import record, set_module, targets
+from ._common import record, set_module, skipped_subclasses, targets
 
 __all__ = ["TensorTrainConfig", "tensor_train", "tt_decompose"]
 
@@ -61,7 +61,7 @@ def tt_decompose(w: Tensor, out_factors: list[int], in_factors: list[int], max_r
 
 @register_method(TensorTrainConfig)
 def tensor_train(model: nn.Module, config: TensorTrainConfig, **_: Any) -> CompressionResult:
-    recs = []
+    recs = skipped_subclasses(model, config, (nn.Linear,), "tensor_train")
     for name, mod in targets(model, config, (nn.Linear,)):
         out_f, in_f = mod.out_features, mod.in_features
         try:

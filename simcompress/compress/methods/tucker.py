@@ -13,7 +13,7 @@ from ...errors import UnsupportedLayerError
 from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import Factorized
 from ..parametrizations import ActQuant, attach_input_quantizer
-from ._common import LAYER_TYPES, record, set_module, targets, types_from_names
+from ._common import LAYER_TYPES, record, set_module, skipped_subclasses, targets, types_from_names
 
 __all__ = ["TuckerConfig", "tucker"]
 
@@ -35,8 +35,9 @@ class TuckerConfig(MethodConfig):
 @register_method(TuckerConfig)
 def tucker(model: nn.Module, config: TuckerConfig, **_: Any) -> CompressionResult:
     allowed = {k: v for k, v in LAYER_TYPES.items() if k.startswith("Conv")}
-    recs = []
-    for name, mod in targets(model, config, types_from_names(config.types, allowed, config.method)):
+    types = types_from_names(config.types, allowed, config.method)
+    recs = skipped_subclasses(model, config, types, "tucker")
+    for name, mod in targets(model, config, types):
         if mod.groups != 1:
             raise UnsupportedLayerError(f"tucker: layer {name!r} is a grouped convolution (groups={mod.groups})")
         w = mod.weight.detach().to(torch.float64)
