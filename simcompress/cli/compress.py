@@ -102,7 +102,7 @@ def compress_cmd(
 
     from ..compress.bundle import save_compressed
     from ..compress.pipeline import Pipeline, load_recipe
-    from ..compress.report import compression_report, report_markdown
+    from ..compress.report import compression_report, report_html, report_markdown
     from ..errors import ConfigError
     from ..generators import load_generator
     from ..generators.bundle import resolve_bundle
@@ -145,6 +145,7 @@ def compress_cmd(
     comp = result.model.eval()
     gen.eval()
     fidelity: dict[str, Any] | None = None
+    validation_html: str | None = None
     validation_dir = out / "validation"
     staged = out.with_name(f".{out.name}.staging")
     if staged.exists():
@@ -160,10 +161,21 @@ def compress_cmd(
                 y = m.sample(e, generator=torch.Generator().manual_seed(seed))
                 cands[name] = ShowerSet(gate_fn.energies, y.detach().float().numpy(), prepared.geometry, {"source": name})
         vres = validate(prepared, cands, gate_spec, out_dir=staged / "validation", progress=False)
-        fidelity = {"validation_passed": bool(vres.passed), "gate_spec": gate_spec, "n_events": int(len(gate_fn.energies))}
+        fidelity = {
+            "validation_passed_original": bool(vres.passed_for("original")),
+            "validation_passed_compressed": bool(vres.passed_for("compressed")),
+            "gate_spec": gate_spec,
+            "n_events": int(len(gate_fn.energies)),
+        }
         last = [s.gate for s in result.applied if s.gate is not None]
         if last:
             fidelity["final_gate"] = last[-1].summary
+        try:
+            from ..validation.report import report_section
+
+            validation_html = report_section(vres)
+        except Exception as err:  # noqa: BLE001 - the compression report still gets written
+            log.warning("could not embed the validation section: %s", err)
     orig_dir = resolve_bundle(model)
     report = compression_report(
         gen, comp, n_samples=report_samples, seed=seed, onnx=onnx, pipeline=result.to_dict(), fidelity=fidelity,
@@ -175,6 +187,7 @@ def compress_cmd(
         staged.mkdir(parents=True, exist_ok=True)
         _atomic_text(staged / "report.json", json.dumps(report, indent=2, default=str) + "\n")
         _atomic_text(staged / "report.md", report_markdown(report, f"Compression report: {model} with {recipe.name} (GATE FAILED)"))
+        _atomic_text(staged / "report.html", report_html(report, f"Compression report: {model} with {recipe.name} (GATE FAILED)", validation_html))
         if out.exists():
             shutil.rmtree(out)
         os.replace(staged, out)
@@ -191,6 +204,7 @@ def compress_cmd(
     bundle_dir.rmdir()
     _atomic_text(staged / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     _atomic_text(staged / "report.md", report_markdown(report, f"Compression report: {model} with {recipe.name}"))
+    _atomic_text(staged / "report.html", report_html(report, f"Compression report: {model} with {recipe.name}", validation_html))
     if out.exists():
         shutil.rmtree(out)
     os.replace(staged, out)
@@ -199,5 +213,4 @@ def compress_cmd(
         f"wrote {out}: storage {r['storage']:.2f}x smaller, throughput x{r['throughput']:.2f} "
         f"({report['throughput_unit']}), bundle {('%.2fx' % r['bundle']) if r['bundle'] else 'n/a'} smaller"
     )
-    if validation_dir.exists():
-        console.print(f"validation report: {validation_dir / 'report.html'}")
+    console.print(f"report: {out / 'report.html'}" + (f"; validation report: {validation_dir / 'report.html'}" if validation_dir.exists() else ""))

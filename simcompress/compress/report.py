@@ -44,7 +44,7 @@ from .accounting import count_params, storage_bits, storage_table
 from .modules import TTLinear, base_type
 from .parametrizations import ActQuant, FakeQuant, bake, find_parametrization
 
-__all__ = ["deployable", "count_ops", "measure_throughput", "compression_report", "report_markdown", "dir_bytes", "is_generator"]
+__all__ = ["deployable", "count_ops", "measure_throughput", "compression_report", "report_markdown", "report_html", "dir_bytes", "is_generator"]
 
 log = logging.getLogger(__name__)
 
@@ -401,3 +401,44 @@ def report_markdown(report: dict[str, Any], title: str = "Compression report") -
     if fid:
         lines += ["## Fidelity", "", "```", *[f"{k}: {v}" for k, v in fid.items() if not isinstance(v, (dict, list))], "```", ""]
     return "\n".join(lines)
+
+
+def report_html(report: dict[str, Any], title: str = "Compression report", validation_section: str | None = None) -> str:
+    """Self-contained HTML page: the compression tables, then (optionally) a validation section
+    (an HTML fragment, e.g. :func:`simcompress.validation.report.report_section`, passed in by the
+    caller so that ``compress`` does not import ``validation``)."""
+    import html as _h
+
+    def table(header: list[str], rows: list[list[Any]]) -> str:
+        head = "".join(f"<th>{_h.escape(str(c))}</th>" for c in header)
+        body = "".join("<tr>" + "".join(f"<td>{_h.escape(_fmt(c) if not isinstance(c, str) else c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    o, c, r = report["original"], report["compressed"], report["ratios"]
+    rows = [
+        ["parameters", o["params"], c["params"], r["params"], "counted"],
+        ["storage (bytes, from actual bits)", o["storage_bytes"], c["storage_bytes"], r["storage"], "counted"],
+        ["bundle on disk (bytes)", o["bundle_bytes"], c["bundle_bytes"], r.get("bundle"), "measured"],
+        ["MACs / sample (non-zero weights)", o["macs_nonzero_per_sample"], c["macs_nonzero_per_sample"], r["macs_nonzero"], "counted"],
+        ["bit-operations / sample", o["bops_per_sample"], c["bops_per_sample"], r["bops"], "counted"],
+        [f"throughput ({report['throughput_unit']})", o["throughput"], c["throughput"], r["throughput"], "measured"],
+    ]
+    parts = [f"<h1>{_h.escape(title)}</h1>", table(["quantity", "original", "compressed", "ratio", "how"], rows),
+             "<p>Deployable form measured: " + _h.escape("; ".join(report["deployable_form"])) + ".</p>"]
+    onnx = report.get("onnx") or {}
+    if onnx.get("measured"):
+        orows = [[k, v["forwards_per_s"], v["onnx_bytes"], v["max_abs_diff_vs_torch_compressed"]]
+                 for k, v in onnx.items() if isinstance(v, dict) and "forwards_per_s" in v]
+        parts += [f"<h2>ONNX Runtime ({_h.escape(onnx['unit'])}, batch {onnx['batch']})</h2>",
+                  table(["form", "forwards/s", "ONNX bytes", "max abs diff vs torch"], orows)]
+        if "int8_note" in onnx:
+            parts.append(f"<p>{_h.escape(onnx['int8_note'])}.</p>")
+    pipe = report.get("pipeline")
+    if pipe:
+        srows = [[s["index"], s["method"], "n/a" if s["gate"] is None else ("pass" if s["gate"]["passed"] else "FAIL: " + s["gate"]["summary"]),
+                  "yes" if s["rolled_back"] else "no", s["seconds"]] for s in pipe["steps"]]
+        parts += ["<h2>Steps</h2>", table(["#", "method", "gate", "rolled back", "seconds"], srows)]
+    if validation_section:
+        parts += ["<h2>Validation against the reference</h2>", validation_section]
+    css = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_h.escape(title)}</title><style>{css}</style></head><body>{''.join(parts)}</body></html>\n"

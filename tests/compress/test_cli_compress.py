@@ -43,6 +43,7 @@ def test_cli_compress_writes_bundle_and_report(tiny_gan: Path, tmp_path: Path) -
     assert rep["ratios"]["storage"] > 3.0  # 8-bit weights, float32 biases and scales
     assert rep["compressed"]["bundle_bytes"] < rep["original"]["bundle_bytes"]  # int8 codes on disk
     assert (out / "report.md").read_text().startswith("# Compression report")
+    assert "<table>" in (out / "report.html").read_text()
     gen = load_generator(out)
     showers = gen.sample(torch.full((4,), 1e4), generator=torch.Generator().manual_seed(0))
     assert showers.shape == (4, 368) and torch.isfinite(showers).all()
