@@ -61,8 +61,12 @@ def _validate(ref: Path, cand: Path, out: Path, html: bool) -> tuple[int, float]
     args = ["validate", "-r", str(ref), "-c", str(cand), "--out", str(out), "-q"]
     if not html:
         args.append("--no-html")
+    import contextlib
+    import io
+
     t = time.perf_counter()
-    rc = main(args)
+    with contextlib.redirect_stdout(io.StringIO()):  # keep the command's summary table out of the JSON
+        rc = main(args)
     dt = time.perf_counter() - t
     if rc not in (0, 1):
         raise RuntimeError(f"simcompress validate exited {rc}")
