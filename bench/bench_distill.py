@@ -58,10 +58,16 @@ def _teacher(name: str) -> Any:
 
 
 def _teacher_source(name: str) -> str:
+    """Where the teacher came from, with its bundle hash (the zoo may be updated between runs)."""
+    from simcompress.generators import bundle_hash
+
     override = os.environ.get("SIMCOMPRESS_DISTILL_TEACHERS")
     if override and (Path(override) / name / "config.json").is_file():
-        return str(Path(override) / name)
-    return f"zoo:{name}"
+        path: Any = Path(override) / name
+        where = str(path)
+    else:
+        path, where = name, f"zoo:{name}"
+    return f"{where} (bundle {bundle_hash(path)[:12]})"
 
 
 def _untrained_student(teacher: Any, recipe: str) -> Any:
