@@ -48,33 +48,39 @@ def make_calibration(gen: Any, energies: Any, seed: int) -> Any:
     return run
 
 
-def make_finetune(gen: Any, data: Any, seed: int) -> Any:
-    """Trainer ``(model, steps, lr)``: the generators' fine-tuning on reference showers
-    (GAN: adversarial with the bundle's critic; flow: maximum likelihood), or, with no
-    reference, distillation of the original network's outputs."""
+def make_finetune(gen: Any, data: Any, seed: int, n_teacher: int = 4096) -> Any:
+    """Trainer ``(model, steps, lr)``: the generators' fine-tuning (GAN: adversarial with the
+    bundle's critic; flow: maximum likelihood) on the reference showers, or, with no reference,
+    on ``n_teacher`` showers sampled from the original generator (self-distillation)."""
+    import numpy as np
     import torch
 
+    from ..generators.train import finetune
+
+    held = {"data": data}
+
+    def training_data() -> Any:
+        if held["data"] is None:  # sampled once, on first use
+            from ..showers.data import ShowerSet
+
+            lo, hi = (float(v) for v in gen.energy_range_mev)
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+            e = np.exp(rng.uniform(math.log(lo), math.log(hi), n_teacher)).astype(np.float32)
+            with torch.no_grad():
+                y = gen.sample(torch.from_numpy(e), generator=torch.Generator().manual_seed(seed + 7))
+            held["data"] = ShowerSet(e, y.detach().float().numpy(), gen.geometry, {"source": "original generator (self-distillation)"})
+        return held["data"]
+
     calls = {"n": 0}
-    if data is not None:
-        from ..generators.train import finetune
 
-        def train(model: Any, steps: int, lr: float) -> Any:
-            calls["n"] += 1
-            was = model.training
-            finetune(model, data, steps, lr, seed=seed + calls["n"])
-            model.train(was)
-            return model
+    def train(model: Any, steps: int, lr: float) -> Any:
+        calls["n"] += 1
+        was = model.training
+        finetune(model, training_data(), steps, lr, seed=seed + calls["n"])
+        model.train(was)
+        return model
 
-        return train
-    from ..compress.training import distillation_trainer
-
-    lo, hi = (float(v) for v in gen.energy_range_mev)
-
-    def inputs(g: torch.Generator) -> tuple[Any, ...]:
-        e = torch.exp(torch.empty(256).uniform_(math.log(lo), math.log(hi), generator=g))
-        return (torch.randn(256, int(gen.latent_dim), generator=g), gen.condition(e))
-
-    return distillation_trainer(gen, inputs, seed=seed, forward="network")
+    return train
 
 
 @app.command("compress")
