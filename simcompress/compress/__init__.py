@@ -15,6 +15,8 @@ from .base import (
     list_methods,
     register_method,
 )
+from .bundle import load_compressed, register_module_type, save_compressed
+from .pipeline import Pipeline, PipelineResult, load_recipe
 
 __all__ = [
     "CompressionResult",
@@ -27,4 +29,10 @@ __all__ = [
     "get_method",
     "list_methods",
     "register_method",
+    "Pipeline",
+    "PipelineResult",
+    "load_recipe",
+    "save_compressed",
+    "load_compressed",
+    "register_module_type",
 ]

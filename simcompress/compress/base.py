@@ -187,7 +187,25 @@ def select_modules(
 
 
 def compress(model: nn.Module, config: MethodConfig, **kwargs: Any) -> CompressionResult:
-    """Apply one compression method to a deep copy of ``model``; the input is never mutated."""
+    """Apply one compression method to a copy of ``model``; the input is never mutated.
+
+    Keyword arguments go to the method; the built-in ones read
+    ``calibration=`` (a callable ``(model) -> outputs``, an input tensor, a tuple of inputs
+    or a list of batches; for activation quantizers and output sensitivities) and
+    ``trainer=`` (a callable ``(model, steps, lr)`` training in place; QAT, gradual pruning,
+    LoRA), and ignore the rest.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from simcompress.compress import compress, config_from_dict
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> result = compress(model, config_from_dict({"method": "svd", "rank": 2}))
+        >>> type(result.model[0]).__name__, [type(m).__name__ for m in result.model[0]]
+        ('Factorized', ['Linear', 'Linear'])
+        >>> isinstance(model[0], nn.Linear)  # the input is untouched
+        True
+    """
     if not isinstance(config, MethodConfig):
         raise ConfigError(f"compress() needs a MethodConfig, got {type(config).__name__}")
     m = get_method(config.method)
