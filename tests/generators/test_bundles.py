@@ -139,8 +139,10 @@ def test_shipped_models_follow_incident_energy(name):
     assert x.shape == (4 * n, 368) and (x >= 0).all()
     mean_tot = x.sum(1).reshape(4, n).mean(1)
     assert np.all(np.diff(mean_tot) > 0)
-    # response close to the reference (~1.0): within 5 % at every energy for the shipped models
-    np.testing.assert_allclose(mean_tot / np.array(energies), 1.0, atol=0.05)
+    # response close to the reference (~1.0) at every energy: 2 % plus 4 standard errors of the mean
+    r = (x.sum(1) / e.numpy()).reshape(4, n)
+    tol = 0.02 + 4 * r.std(1) / np.sqrt(n)
+    assert np.all(np.abs(r.mean(1) - 1.0) < tol), (r.mean(1), tol)
     card = json.loads((gen.bundle_path and open(f"{gen.bundle_path}/card.json").read()) or "{}")
     fid = card["fidelity_heldout"]
     assert fid["max_abs_mean_dev_pct"] < 5.0 and len(fid["energy_mev"]) == 15
