@@ -123,6 +123,7 @@ def compress_cmd(
     gen = load_generator(model)
     base_config = gen.config_dict()
     gate_fn = None
+    original_gate = None
     data = None
     prepared = None
     energies = None
@@ -138,6 +139,9 @@ def compress_cmd(
         with console.status("preparing the fidelity gate (reference features, noise floor)"):
             gate_fn = make_model_gate(reference, gate_spec, n_events=n_events, seed=seed)
         prepared = getattr(gate_fn, "prepared", None)
+        with console.status("gate on the uncompressed model (baseline)"):
+            original_gate = gate_fn(gen)
+        console.print(f"  uncompressed model: gate {'pass' if original_gate.passed else 'FAIL'} ({original_gate.summary})")
     if energies is None:
         lo, hi = (float(v) for v in gen.energy_range_mev)
         rng = np.random.default_rng(np.random.SeedSequence(seed))
@@ -189,6 +193,9 @@ def compress_cmd(
     report["original"]["bundle_bytes"] = _sampling_bytes(orig_dir)
     report["model"] = str(model)
     report["recipe"] = str(recipe)
+    if original_gate is not None:
+        report.setdefault("fidelity", {})
+        report["fidelity"] = {**(report["fidelity"] or {}), "original_gate_passed": original_gate.passed, "original_gate": original_gate.summary}
     if not result.passed:
         staged.mkdir(parents=True, exist_ok=True)
         _atomic_text(staged / "report.json", json.dumps(report, indent=2, default=str) + "\n")

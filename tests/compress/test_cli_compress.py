@@ -70,10 +70,15 @@ def test_cli_compress_failed_gate_exits_1_without_bundle(tiny_gan: Path, tmp_pat
     from simcompress.compress import GateResult
 
     seen: dict[str, object] = {}
+    calls: list[int] = []
 
     def fake_gate(reference: object, spec: object, n_events: int, seed: int) -> object:
         seen.update(reference=reference, spec=spec, n_events=n_events)
-        return lambda model: GateResult(False, "w1(e_total)=9 > 3", {"checks": []})
+        def gate(model: object) -> GateResult:
+            calls.append(1)
+            return GateResult(len(calls) == 1, "w1(e_total)=9 > 3", {"checks": []})  # baseline passes, step fails
+
+        return gate
 
     monkeypatch.setattr(vgate, "make_model_gate", fake_gate)
     ref = tmp_path / "ref.root"
@@ -89,4 +94,5 @@ def test_cli_compress_failed_gate_exits_1_without_bundle(tiny_gan: Path, tmp_pat
     rep = json.loads((out / "report.json").read_text())
     assert rep["pipeline"]["passed"] is False and rep["pipeline"]["stopped_at"] == 1
     assert rep["pipeline"]["steps"][0]["gate"]["summary"] == "w1(e_total)=9 > 3"
+    assert rep["fidelity"]["original_gate_passed"] is True and len(calls) == 2
     assert not (out / "weights.safetensors").exists()
