@@ -12,8 +12,8 @@ from torch import nn
 from simcompress.compress.training import distillation_trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202 - tiny tensors: thread start-up dominates on a shared machine
+@pytest.fixture
+def one_thread():  # noqa: ANN201 - tiny tensors: thread start-up dominates on a shared machine
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -10,6 +10,8 @@ import torch
 
 from simcompress.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "compress"
 
 

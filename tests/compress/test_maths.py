@@ -18,6 +18,8 @@ from simcompress.errors import UnsupportedLayerError
 
 from compress_toys import ConvNet, make_mlp
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EXACT = 1e-12  # float64 round-off on matrices of a few dozen entries
 
 

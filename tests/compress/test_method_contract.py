@@ -20,6 +20,8 @@ from torch import nn
 from simcompress.compress import compress, config_from_dict, list_methods
 from simcompress.compress.bundle import load_compressed, save_compressed
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EXAMPLES: dict[str, dict[str, Any]] = {
     "ptq": {"weights": {"bits": 6}, "activations": {"bits": 8}},
     "qat": {"steps": 3, "lr": 1e-3},

@@ -16,6 +16,8 @@ from simcompress.compress.bundle import load_compressed, save_compressed
 from simcompress.compress.pipeline import Pipeline, load_recipe
 from simcompress.errors import ConfigError, UnsupportedLayerError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "compress"
 STEPS = {
     "prune": {"method": "magnitude_prune", "sparsity": 0.5},

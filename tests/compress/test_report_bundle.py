@@ -17,6 +17,8 @@ from simcompress.compress.bundle import load_compressed, register_module_type, s
 from simcompress.compress.report import compression_report, count_ops, report_markdown
 from simcompress.errors import BundleError, ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _tiny() -> nn.Sequential:
     torch.manual_seed(0)
