@@ -18,7 +18,7 @@ def train(
     kind: str = typer.Argument(..., help="Generator kind: gan or flow."),
     data: Optional[Path] = typer.Option(None, "--data", help="Reference shower file(s) (ROOT/HDF5/folder/glob)."),
     reference_events: int = typer.Option(
-        0, "--reference-events", help="Instead of --data: simulate this many reference showers (ds1 energies) with the built-in GFlash simulator."
+        0, "--reference-events", help="Instead of --data: simulate this many reference showers with the built-in GFlash simulator (energies: --reference-energies)."
     ),
     reference_seed: int = typer.Option(1, "--reference-seed", help="Seed of the simulated reference sample."),
     reference_energies: str = typer.Option("ds1", "--reference-energies", help="Energy spec of the simulated reference sample."),
