@@ -57,6 +57,13 @@ def _teacher(name: str) -> Any:
     return load_generator(name).eval()
 
 
+def _teacher_exists(name: str) -> bool:
+    from simcompress.generators import zoo_names
+
+    override = os.environ.get("SIMCOMPRESS_DISTILL_TEACHERS")
+    return bool(override and (Path(override) / name / "config.json").is_file()) or name in zoo_names()
+
+
 def _teacher_source(name: str) -> str:
     """Where the teacher came from, with its bundle hash (the zoo may be updated between runs)."""
     from simcompress.generators import bundle_hash
@@ -131,6 +138,7 @@ def run(quick: bool = False) -> dict:
     try:
         reference = None
         for tname in dict.fromkeys(RECIPES.values()):
+            source = _teacher_source(tname) if _teacher_exists(tname) else None
             teacher = _teacher(tname)
             recipes = [r for r, t in RECIPES.items() if t == tname]
             if teacher is None:
@@ -147,7 +155,7 @@ def run(quick: bool = False) -> dict:
                 if is_trained:
                     trained.append(recipe)
                 out["recipes"][recipe] = {
-                    "teacher": _teacher_source(tname),
+                    "teacher": source,
                     "student": str(sdir) if is_trained else "recipe architecture, untrained weights (speed only)",
                     "teacher_params": sum(p.numel() for p in teacher.network.parameters()),
                     "student_params": sum(p.numel() for p in student.network.parameters()),
@@ -183,10 +191,11 @@ def train(recipes: list[str], students: Path, n_reference: int = 20_000, max_ste
     summary: dict[str, Any] = {}
     reference = None
     for recipe in recipes:
-        teacher = _teacher(RECIPES[recipe])
-        if teacher is None:
+        if not _teacher_exists(RECIPES[recipe]):
             summary[recipe] = f"skipped: zoo model {RECIPES[recipe]!r} not shipped"
             continue
+        source = _teacher_source(RECIPES[recipe])  # hashed when loaded: the zoo may be replaced later
+        teacher = _teacher(RECIPES[recipe])
         rec = load_recipe(ROOT / "configs" / "compress" / f"{recipe}.yaml")
         out = students / recipe
         steps = []
@@ -210,13 +219,14 @@ def train(recipes: list[str], students: Path, n_reference: int = 20_000, max_ste
         model = res.model.eval()
         first = res.steps[0].result
         if len(res.steps) == 1:
-            save_generator(model, out / "student", card={"distilled_from": _teacher_source(RECIPES[recipe]), "recipe": recipe})
+            save_generator(model, out / "student", card={"distilled_from": source, "recipe": recipe})
         else:
             save_compressed(model, first.extra["base_config"], [s.config.to_dict() for s in res.steps], None, out / "student")
-        report = {"recipe": recipe, "teacher": _teacher_source(RECIPES[recipe]), "seconds": seconds, "pipeline": res.to_dict()}
+        report = {"recipe": recipe, "teacher": source, "seconds": seconds, "pipeline": res.to_dict()}
         (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
         d = first.extra["distillation"]
         summary[recipe] = {
+            "teacher": source,
             "seconds": seconds,
             "param_ratio": d["param_ratio"],
             "same_noise": d["same_noise"],
