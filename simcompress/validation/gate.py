@@ -39,6 +39,7 @@ __all__ = [
     "NoiseFloorConfig",
     "BootstrapConfig",
     "GateSpec",
+    "BaselineRule",
     "GateCheck",
     "load_gate_spec",
     "preset_names",
@@ -110,6 +111,22 @@ class BootstrapConfig(StrictModel):
     n_boot_hist: int = Field(200, ge=2)
 
 
+class BaselineRule(StrictModel):
+    """Compression gates: also pass a check when the candidate is not much worse than a baseline model.
+
+    A compressed generator is judged against the reference *and* against the uncompressed model it
+    came from: a check passes when ``value <= max(absolute threshold, relative threshold)`` with the
+    relative threshold ``max(ratio * baseline, baseline + k * floor_std)`` for feature metrics,
+    ``baseline * ratio + k * sqrt(err_b^2 + err^2)`` for FPD/KPD and ``baseline AUC + auc_margin``
+    for the classifier. Without a baseline (plain ``simcompress validate``) it has no effect.
+    """
+
+    enabled: bool = False
+    ratio: float = Field(1.5, ge=1.0)
+    k: float = Field(3.0, ge=0)
+    auc_margin: float = Field(0.05, ge=0, le=0.5)
+
+
 class GateSpec(StrictModel):
     """A complete validation gate (see module docstring)."""
 
@@ -135,6 +152,7 @@ class GateSpec(StrictModel):
     energy_mismatch_pvalue: float = Field(1e-3, gt=0, lt=1)
     min_events: int = Field(200, ge=2)
     threshold_mev: float | None = Field(None, ge=0)
+    baseline: BaselineRule = BaselineRule()
     seed: int = 0
 
 
@@ -199,9 +217,14 @@ _KEY = {"w1": "w1", "ks": "ks", "separation_power": "sp"}
 
 
 def _feature_checks(
-    spec: GateSpec, cand: str, metrics: dict[str, dict[str, Any]], energy_bin: str = ""
+    spec: GateSpec,
+    cand: str,
+    metrics: dict[str, dict[str, Any]],
+    energy_bin: str = "",
+    baseline: dict[str, dict[str, Any]] | None = None,
 ) -> list[GateCheck]:
     out = []
+    b = spec.baseline
     for rule in spec.features:
         key = _KEY[rule.metric]
         for feat, m in metrics.items():
@@ -212,14 +235,23 @@ def _feature_checks(
             fstd = float(m["floor"][key + "_std"])
             res = float(m["floor"].get(key + "_res", 0.0))
             thr = feature_threshold(rule, floor, fstd, res) * (spec.per_bin_scale if energy_bin else 1.0)
-            out.append(
-                GateCheck(cand, rule.metric, feat, value, thr, bool(value <= thr), energy_bin, f"floor {floor:.4g} ± {fstd:.3g}")
-            )
+            detail = f"floor {floor:.4g} ± {fstd:.3g}"
+            bm = (baseline or {}).get(feat)
+            if b.enabled and bm is not None and not bm.get("skipped"):
+                bv = float(bm[key])
+                thr = max(thr, b.ratio * bv, bv + b.k * fstd)
+                detail += f"; baseline {bv:.4g}"
+            out.append(GateCheck(cand, rule.metric, feat, value, thr, bool(value <= thr), energy_bin, detail))
     return out
 
 
-def evaluate_gate(spec: GateSpec, candidates: dict[str, CandidateResult]) -> list[GateCheck]:
+def evaluate_gate(
+    spec: GateSpec, candidates: dict[str, CandidateResult], baseline: CandidateResult | None = None
+) -> list[GateCheck]:
     """All gate checks for every candidate of a validation run.
+
+    ``baseline`` (the uncompressed model's result, for compression gates) relaxes each threshold
+    to the :class:`BaselineRule` one when ``spec.baseline.enabled``.
 
     With ``per_energy_bin`` on and a candidate whose incident-energy distribution differs from
     the reference's, only the per-bin checks gate that candidate: the inclusive histograms,
@@ -230,10 +262,12 @@ def evaluate_gate(spec: GateSpec, candidates: dict[str, CandidateResult]) -> lis
     for name, res in candidates.items():
         if spec.per_energy_bin:
             for label, feats in res.per_energy_bin.items():
-                checks += _feature_checks(spec, name, feats, energy_bin=label)
+                bfeats = baseline.per_energy_bin.get(label) if baseline is not None else None
+                checks += _feature_checks(spec, name, feats, energy_bin=label, baseline=bfeats)
             if res.incident_energy.get("mismatch"):
                 continue
-        checks += _feature_checks(spec, name, res.features)
+        checks += _feature_checks(spec, name, res.features, baseline=baseline.features if baseline is not None else None)
+        use_base = baseline is not None and spec.baseline.enabled
         for key in ("fpd", "kpd"):
             rule: MultivariateRule = getattr(spec, key)
             m = res.multivariate.get(key)
@@ -242,15 +276,24 @@ def evaluate_gate(spec: GateSpec, candidates: dict[str, CandidateResult]) -> lis
             thr = m["floor"] + rule.k * math.sqrt(m["floor_err"] ** 2 + m["err"] ** 2)
             if rule.max_value is not None:
                 thr = min(thr, rule.max_value) if thr > 0 else rule.max_value
-            checks.append(
-                GateCheck(name, key, key, m["value"], thr, bool(m["value"] <= thr), "", f"floor {m['floor']:.4g} ± {m['floor_err']:.3g}")
-            )
+            det = f"floor {m['floor']:.4g} ± {m['floor_err']:.3g}"
+            bm = baseline.multivariate.get(key) if use_base else None  # type: ignore[union-attr]
+            if bm is not None:
+                rel = spec.baseline.ratio * bm["value"] + spec.baseline.k * math.sqrt(bm["err"] ** 2 + m["err"] ** 2)
+                thr = max(thr, rel)
+                det += f"; baseline {bm['value']:.4g}"
+            checks.append(GateCheck(name, key, key, m["value"], thr, bool(m["value"] <= thr), "", det))
         cr = spec.classifier
         if cr.enabled and cr.gate:
             for kind, m in res.classifier.items():
                 fl = m.get("floor")
                 det = f"floor AUC {fl['auc']:.3f}" if fl else ""
-                checks.append(GateCheck(name, "auc", f"classifier:{kind}", m["auc"], cr.max_auc, bool(m["auc"] <= cr.max_auc), "", det))
+                thr = cr.max_auc
+                bm = baseline.classifier.get(kind) if use_base else None  # type: ignore[union-attr]
+                if bm is not None:
+                    thr = max(thr, min(1.0, bm["auc"] + spec.baseline.auc_margin))
+                    det += f"; baseline AUC {bm['auc']:.3f}"
+                checks.append(GateCheck(name, "auc", f"classifier:{kind}", m["auc"], thr, bool(m["auc"] <= thr), "", det))
     return checks
 
 
@@ -263,8 +306,13 @@ def make_model_gate(
     threshold_mev: float | None = None,
     batch_size: int = 10_000,
     progress: bool = False,
+    baseline: Any = None,
 ) -> Any:
     """Build the fidelity gate the compression pipeline calls after each step.
+
+    With ``baseline`` (the uncompressed generator) and a spec whose ``baseline.enabled`` is set
+    (preset ``compression``), each check also passes when the model is not much worse than the
+    baseline on the same energies and noise; :meth:`set_baseline` sets it later.
 
     The reference (path, ShowerSet or reader) is read once; its features and noise floor are
     cached. The returned callable samples ``n_events`` showers from a ``ShowerGenerator``
@@ -278,7 +326,10 @@ def make_model_gate(
     if n_events < gate_spec.min_events:
         raise ConfigError(f"model gate: n_events={n_events} is below the spec's min_events={gate_spec.min_events}")
     prepared = PreparedReference.build(reference, gate_spec, threshold_mev=threshold_mev, progress=progress)
-    return _ModelGate(prepared, gate_spec, int(n_events), int(seed), int(batch_size))
+    gate = _ModelGate(prepared, gate_spec, int(n_events), int(seed), int(batch_size))
+    if baseline is not None:
+        gate.set_baseline(baseline)
+    return gate
 
 
 class _ModelGate:
@@ -296,12 +347,20 @@ class _ModelGate:
         if n_events > e.size:  # more events than the reference: draw the rest with replacement
             idx = np.concatenate([idx, rng.integers(0, e.size, n_events - e.size)])
         self.energies = e[idx].astype(np.float32)
+        self.baseline: Any = None
+        self.baseline_result: Any = None
 
-    def __call__(self, model: Any) -> Any:
-        import numpy as np
+    def set_baseline(self, model: Any) -> Any:
+        """Evaluate ``model`` once as the baseline; returns its own (absolute) :class:`GateResult`."""
+        self.baseline = None
+        result = self(model)
+        self.baseline = self._last
+        self.baseline_result = result
+        return result
+
+    def _evaluate(self, model: Any) -> Any:
         import torch
 
-        from ..compress.base import GateResult
         from ..showers.data import ShowerSet
         from .core import evaluate_candidate
 
@@ -330,15 +389,24 @@ class _ModelGate:
             out = model.sample(e, **kwargs)
         showers = out.detach().to("cpu", torch.float32).numpy()
         cand = ShowerSet(self.energies, showers, self.prepared.geometry, {"source": "model gate"})
-        res = evaluate_candidate(self.prepared, "model", cand, progress=False)
-        checks = evaluate_gate(self.spec, {"model": res})
+        return evaluate_candidate(self.prepared, "model", cand, progress=False)
+
+    def __call__(self, model: Any) -> Any:
+        import numpy as np
+
+        from ..compress.base import GateResult
+
+        res = self._evaluate(model)
+        self._last = res
+        checks = evaluate_gate(self.spec, {"model": res}, baseline=self.baseline)
         failed = [c for c in checks if not c.passed]
         passed = not failed
+        rel = " (or within the baseline rule of the uncompressed model)" if self.baseline is not None and self.spec.baseline.enabled else ""
         if passed:
-            summary = f"gate {self.spec.name!r}: all {len(checks)} checks passed"
+            summary = f"gate {self.spec.name!r}: all {len(checks)} checks passed{rel}"
         else:
             worst = sorted(failed, key=lambda c: -(c.value / c.threshold if c.threshold > 0 else math.inf))[:3]
-            summary = f"gate {self.spec.name!r}: {len(failed)}/{len(checks)} checks failed, e.g. " + "; ".join(
+            summary = f"gate {self.spec.name!r}: {len(failed)}/{len(checks)} checks failed{rel}, e.g. " + "; ".join(
                 f"{c.metric}({c.target})={c.value:.4g} > {c.threshold:.4g}" for c in worst
             )
         from .core import _jsonable
@@ -350,6 +418,7 @@ class _ModelGate:
                 {
                     "spec": self.spec.name,
                     "n_events": int(np.size(self.energies)),
+                    "relative_to_baseline": bool(self.baseline is not None and self.spec.baseline.enabled),
                     "checks": [c.to_dict() for c in checks],
                     "candidate": res.to_dict(),
                 }
