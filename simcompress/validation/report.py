@@ -76,7 +76,7 @@ def _ratio_panel(rax: Any, centers: np.ndarray, ref: np.ndarray, ref_err: np.nda
             rax.errorbar(centers, r, yerr=re, fmt="o", ms=3, color=col)
     rax.axhline(1.0, color="k", lw=1)
     rax.set_ylim(0.5, 1.5)
-    rax.set_ylabel("cand./ref.")
+    rax.set_ylabel("cand./ref.", fontsize=16)
 
 
 def feature_figure(name: str, ref: np.ndarray, cands: dict[str, np.ndarray], edges: np.ndarray, unit: str = "") -> str:
@@ -86,7 +86,7 @@ def feature_figure(name: str, ref: np.ndarray, cands: dict[str, np.ndarray], edg
     plt = _plt()
     with _style():
         fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.13)
+        fig.subplots_adjust(left=0.19, right=0.96, top=0.93, bottom=0.13)
         widths = np.diff(edges)
         centers = 0.5 * (edges[:-1] + edges[1:])
 
@@ -145,7 +145,7 @@ def longitudinal_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> st
     plt = _plt()
     with _style():
         fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.13)
+        fig.subplots_adjust(left=0.19, right=0.96, top=0.93, bottom=0.13)
         x = np.arange(ref.geometry.n_layers)
         m, e = ref.longitudinal_profile()
         ax.bar(x, m, width=0.8, color="0.4", alpha=0.35, label="Reference")
@@ -156,7 +156,7 @@ def longitudinal_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> st
             ax.errorbar(x, cm, yerr=ce, fmt="o", color=col, label=n)
             rows.append((n, cm, ce, col))
         ax.set_yscale("log")
-        ax.set_ylabel("mean energy per layer [MeV]")
+        ax.set_ylabel("mean energy per layer [MeV]", fontsize=16)
         ax.legend(fontsize=10)
         _label(ax, "longitudinal profile")
         _ratio_panel(rax, x.astype(float), m, e, rows)
@@ -247,7 +247,7 @@ def voxel_spectrum_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> 
     plt = _plt()
     with _style():
         fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        fig.subplots_adjust(left=0.16, right=0.96, top=0.93, bottom=0.13)
+        fig.subplots_adjust(left=0.19, right=0.96, top=0.93, bottom=0.13)
         centers = np.sqrt(e[:-1] * e[1:])
         r = ref.voxel_hist[lo:hi] / ref.n_events
         re = np.sqrt(ref.voxel_hist[lo:hi]) / ref.n_events
@@ -261,7 +261,7 @@ def voxel_spectrum_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> 
             rows.append((n, y, ye, col))
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_ylabel("voxels per shower per bin")
+        ax.set_ylabel("voxels per shower per bin", fontsize=16)
         ax.axvline(max(ref.threshold_mev, 1e-12), color="k", ls="--", lw=1, label=f"threshold {ref.threshold_mev:.4g} MeV")
         ax.legend(fontsize=10)
         _label(ax, "voxel energies")
