@@ -150,6 +150,8 @@ class FeatureTable(Mapping[str, np.ndarray]):
         image_sumsq: np.ndarray,
         radial_sum: np.ndarray,
         radial_sumsq: np.ndarray,
+        radial_norm_sum: np.ndarray | None = None,
+        radial_norm_sumsq: np.ndarray | None = None,
     ) -> None:
         self.names = list(names)
         self.values = values
@@ -161,6 +163,8 @@ class FeatureTable(Mapping[str, np.ndarray]):
         self._image_sumsq = image_sumsq
         self._radial_sum = radial_sum
         self._radial_sumsq = radial_sumsq
+        self._radial_norm_sum = radial_sum * np.nan if radial_norm_sum is None else radial_norm_sum
+        self._radial_norm_sumsq = radial_sumsq * np.nan if radial_norm_sumsq is None else radial_norm_sumsq
         self._index = {n: i for i, n in enumerate(self.names)}
 
     # Mapping protocol
@@ -204,16 +208,25 @@ class FeatureTable(Mapping[str, np.ndarray]):
     def radial_var(self) -> np.ndarray:
         return self._mean_var(self._radial_sum, self._radial_sumsq)[1]
 
-    def radial_profile(self, layer_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(r_edges_mm, mean energy per radial bin, standard error of that mean) for one layer."""
+    def radial_profile(self, layer_index: int, normalised: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(r_edges_mm, mean energy per radial bin, standard error of that mean) for one layer.
+
+        ``normalised``: per-event energies divided by E_inc first (insensitive to the E_inc mix).
+        """
         offs = np.concatenate([[0], np.cumsum([layer.n_r for layer in self.geometry.layers])])
         sl = slice(int(offs[layer_index]), int(offs[layer_index + 1]))
-        err = np.sqrt(self.radial_var[sl] / max(self.n_events, 1))
-        return np.asarray(self.geometry.layers[layer_index].r_edges_mm), self.radial_mean[sl], err
+        if normalised:
+            mean, var = self._mean_var(self._radial_norm_sum, self._radial_norm_sumsq)
+        else:
+            mean, var = self.radial_mean, self.radial_var
+        err = np.sqrt(var[sl] / max(self.n_events, 1))
+        return np.asarray(self.geometry.layers[layer_index].r_edges_mm), mean[sl], err
 
-    def longitudinal_profile(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean energy per layer, standard error of the mean), MeV."""
+    def longitudinal_profile(self, normalised: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(mean energy per layer, standard error of the mean), MeV; ``normalised``: of E_layer / E_inc."""
         cols = [self[f"E_layer_{layer.id}"].astype(np.float64) for layer in self.geometry.layers]
+        if normalised:
+            cols = [c / self.incident_energy for c in cols]
         m = np.array([c.mean() if c.size else np.nan for c in cols])
         e = np.array([c.std() / math.sqrt(max(c.size, 1)) if c.size else np.nan for c in cols])
         return m, e
@@ -231,6 +244,8 @@ class FeatureTable(Mapping[str, np.ndarray]):
             self._image_sumsq,
             self._radial_sum,
             self._radial_sumsq,
+            self._radial_norm_sum,
+            self._radial_norm_sumsq,
         )
 
     def take(self, index: np.ndarray) -> FeatureTable:
@@ -318,6 +333,8 @@ class FeatureAccumulator:
         self._img2 = np.zeros(geometry.n_voxels)
         self._rs = np.zeros(self._rad.shape[1])
         self._rs2 = np.zeros(self._rad.shape[1])
+        self._rn = np.zeros(self._rad.shape[1])
+        self._rn2 = np.zeros(self._rad.shape[1])
         self.n_events = 0
 
     def update(self, chunk: ShowerSet) -> None:
@@ -378,6 +395,9 @@ class FeatureAccumulator:
         rad = x @ self._rad
         self._rs += rad.sum(axis=0)
         self._rs2 += (rad * rad).sum(axis=0)
+        rad /= einc[:, None]
+        self._rn += rad.sum(axis=0)
+        self._rn2 += (rad * rad).sum(axis=0)
         self.n_events += n
 
     def result(self) -> FeatureTable:
@@ -396,6 +416,8 @@ class FeatureAccumulator:
             self._img2.copy(),
             self._rs.copy(),
             self._rs2.copy(),
+            self._rn.copy(),
+            self._rn2.copy(),
         )
 
 

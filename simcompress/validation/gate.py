@@ -157,11 +157,10 @@ class GateSpec(StrictModel):
 
 
 def _preset_dir() -> Path:
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "configs" / "validation", here.parent / "presets"):
-        if cand.is_dir():
-            return cand
-    return here.parents[2] / "configs" / "validation"
+    """``configs/validation`` as packaged (``simcompress/_configs`` links to ``configs/``, like the geometries)."""
+    from importlib import resources
+
+    return Path(str(resources.files("simcompress") / "_configs" / "validation"))
 
 
 def preset_names() -> list[str]:

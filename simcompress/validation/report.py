@@ -147,16 +147,16 @@ def longitudinal_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> st
         fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
         fig.subplots_adjust(left=0.19, right=0.96, top=0.93, bottom=0.13)
         x = np.arange(ref.geometry.n_layers)
-        m, e = ref.longitudinal_profile()
+        m, e = ref.longitudinal_profile(normalised=True)
         ax.bar(x, m, width=0.8, color="0.4", alpha=0.35, label="Reference")
         rows = []
         for i, (n, t) in enumerate(cands.items()):
             col = _COLORS[i % len(_COLORS)]
-            cm, ce = t.longitudinal_profile()
+            cm, ce = t.longitudinal_profile(normalised=True)
             ax.errorbar(x, cm, yerr=ce, fmt="o", color=col, label=n)
             rows.append((n, cm, ce, col))
         ax.set_yscale("log")
-        ax.set_ylabel("mean energy per layer [MeV]", fontsize=16)
+        ax.set_ylabel(r"mean $E_\mathrm{layer} / E_\mathrm{inc}$", fontsize=16)
         ax.legend(fontsize=10)
         _label(ax, "longitudinal profile")
         _ratio_panel(rax, x.astype(float), m, e, rows)
@@ -177,17 +177,17 @@ def radial_figure(ref: FeatureTable, cands: dict[str, FeatureTable], max_layers:
         fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 4 * nrow), squeeze=False)
         for k, li in enumerate(layers):
             ax = axes[k // ncol][k % ncol]
-            edges, m, e = ref.radial_profile(li)
+            edges, m, e = ref.radial_profile(li, normalised=True)
             centers = 0.5 * (edges[:-1] + edges[1:])
             ax.stairs(m, edges, fill=True, alpha=0.35, color="0.4", label="Reference")
             for i, (n, t) in enumerate(cands.items()):
-                _, cm, ce = t.radial_profile(li)
+                _, cm, ce = t.radial_profile(li, normalised=True)
                 ax.errorbar(centers, cm, yerr=ce, fmt="o", ms=3, color=_COLORS[i % len(_COLORS)], label=n)
             if np.any(m > 0):
                 ax.set_yscale("log")
             ax.set_title(f"layer {g.layers[li].id}", fontsize=12)
             ax.set_xlabel("r [mm]", fontsize=11)
-            ax.set_ylabel("mean E per bin [MeV]", fontsize=11)
+            ax.set_ylabel(r"mean $E_\mathrm{bin} / E_\mathrm{inc}$", fontsize=11)
             ax.tick_params(labelsize=9)
             if k == 0:
                 ax.legend(fontsize=8)

@@ -88,6 +88,11 @@ def test_streaming_equals_one_shot(reference) -> None:
     assert len(m) == len(edges) - 1
     v = reference.geometry.layer_view(s, 1).sum(axis=1).mean(axis=0)
     assert np.allclose(m, v, rtol=1e-9)
+    _, mn, _ = one.radial_profile(1, normalised=True)
+    vn = (reference.geometry.layer_view(s, 1).sum(axis=1) / reference.incident_energy[:, None]).mean(axis=0)
+    assert np.allclose(mn, vn, rtol=1e-6)
+    ln, _ = one.longitudinal_profile(normalised=True)
+    assert np.allclose(ln[0], (s[:, reference.geometry.layer_slices[0]].sum(axis=1) / reference.incident_energy).mean(), rtol=1e-5)
     lm, le = one.longitudinal_profile()
     assert np.allclose(lm, [s[:, sl].sum(axis=1).mean() for sl in reference.geometry.layer_slices], rtol=1e-6)
     assert np.all(le > 0)
