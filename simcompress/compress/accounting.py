@@ -72,13 +72,30 @@ def weight_bits_of(module: nn.Module, tensor_name: str = "weight") -> int:
     fq = find_parametrization(module, FakeQuant, tensor_name)
     if fq is not None:
         return fq.bits
+    declared = _declared_value_bits(module, tensor_name)
+    if declared is not None:
+        return declared
     t = getattr(module, tensor_name)
     return t.element_size() * 8
 
 
+def _declared_value_bits(module: nn.Module, tname: str) -> int | None:
+    """Bits per value declared by a quantizing parametrization other than FakeQuant.
+
+    Any parametrization exposing an integer ``value_bits`` (e.g. the fixed-point
+    ``FixedQuantize``: the ap_fixed width) stores its tensor with that many bits per value.
+    """
+    if not parametrize.is_parametrized(module, tname):
+        return None
+    bits = [getattr(p, "value_bits", None) for p in module.parametrizations[tname]]
+    bits = [int(b) for b in bits if isinstance(b, int)]
+    return min(bits) if bits else None
+
+
 def _tensor_storage(name: str, module: nn.Module, tname: str, value: Tensor) -> TensorStorage:
     fq = find_parametrization(module, FakeQuant, tname) if parametrize.is_parametrized(module, tname) else None
-    vbits = fq.bits if fq is not None else value.element_size() * 8
+    declared = None if fq is not None else _declared_value_bits(module, tname)
+    vbits = fq.bits if fq is not None else (declared if declared is not None else value.element_size() * 8)
     overhead = 0
     if fq is not None:
         overhead = fq.n_scales * (SCALE_BITS + (0 if fq.signed else fq.bits))

@@ -391,3 +391,22 @@ def test_exclude_leaves_layer_float_and_is_refused_downstream() -> None:
         compress(_net(), config_from_dict({"method": "fixed_point", "exclude": ["fc2"]}), calibration=_cal())
     res = compress(_net(), config_from_dict({"method": "fixed_point", "exclude": ["out"]}), calibration=_cal())
     assert "out" not in precision_record(res.model)["layers"]
+
+
+def test_storage_accounting_counts_fixed_point_widths_issue_5() -> None:
+    """A fixed-point weight is stored with its ap_fixed width, not as float32."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    from simcompress.compress.accounting import storage_bits, weight_bits_of
+    from simcompress.compress.fixed_point import FixedType
+    from simcompress.compress.methods.fixed_point import FixedQuantize
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight.copy_(torch.linspace(0.1, 1.2, 12).reshape(3, 4))  # no value rounds to zero
+    parametrize.register_parametrization(lin, "weight", FixedQuantize(FixedType(10, 2)))
+    assert weight_bits_of(lin) == 10
+    # 12 weights at 10 bits (dense) + 3 float32 biases
+    assert storage_bits(lin) == 12 * 10 + 3 * 32

@@ -158,6 +158,11 @@ class FixedQuantize(nn.Module):
             return _STEQuant.apply(x, self.ftype)
         return self.ftype.quantize(x)
 
+    @property
+    def value_bits(self) -> int:
+        """Bits per stored value (the ap_fixed width), read by the storage accounting."""
+        return int(self.ftype.width)
+
     def extra_repr(self) -> str:
         return f"{self.ftype.to_hls()}, ste={self.ste}"
 
