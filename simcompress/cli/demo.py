@@ -94,7 +94,7 @@ def demo(
     events: int = typer.Option(10_000, "--events", help="Showers generated per model for the validation report."),
     combined_recipe: str = typer.Option(f"{_RECIPES}/combined.yaml", "--combined-recipe", help="The size/speed recipe."),
     firmware_recipe: str = typer.Option(f"{_RECIPES}/fixed-point-qat.yaml", "--firmware-recipe", help="The firmware recipe."),
-    firmware_config: str = typer.Option("configs/firmware/vu13p.yaml", "--firmware-config", help="FPGA target YAML."),
+    firmware_config: str = typer.Option("configs/firmware/vu9p-budget.yaml", "--firmware-config", help="FPGA target YAML (the planner fits reuse factors to its budget)."),
     firmware_samples: int = typer.Option(2000, "--firmware-samples", help="Random inputs for the bit-exactness check."),
     seed: int = typer.Option(1, "--seed", help="Root seed of the reference sample (generation uses seed+6)."),
     large: bool = typer.Option(False, "--large", help="A larger run: 100k reference showers, 50k per model."),
@@ -190,55 +190,64 @@ def _summary(
     seconds: float,
 ) -> None:
     metrics = _load_json(report_dir / "metrics.json") or {}
-    cand_metrics = metrics.get("candidates", {}) if isinstance(metrics, dict) else {}
+    cands = metrics.get("candidates", {}) if isinstance(metrics, dict) else {}
+    checks = metrics.get("checks", []) if isinstance(metrics, dict) else []
 
-    table = Table(title="simcompress demo summary", show_lines=False)
-    for col in ("model", "params", "storage", "speed-up", "gate", "W1 > floor", "classifier AUC"):
-        table.add_column(col, justify="right" if col not in ("model", "gate") else "left")
+    table = Table(title="simcompress demo summary (ds1-photons)")
+    for col, just in (
+        ("model", "left"), ("params", "right"), ("storage", "right"), ("showers/s", "right"),
+        ("vs teacher", "left"), ("checks passed", "right"), ("FPD x1e3 (floor)", "right"), ("AUC", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
     rows: dict[str, Any] = {}
     for name in samples:
         rep = _load_json(out / f"compressed-{name}" / "report.json") if name != "teacher" else None
-        cm = cand_metrics.get(name, {}) if isinstance(cand_metrics, dict) else {}
-        gate = cm.get("passed")
-        auc = None
-        clf = cm.get("classifier") or {}
-        if isinstance(clf, dict):
-            for v in clf.values():
-                if isinstance(v, dict) and "auc" in v:
-                    auc = v["auc"] if auc is None else max(auc, v["auc"])
-        n_fail = cm.get("n_failed_features", cm.get("n_failed"))
+        cm = cands.get(name, {}) if isinstance(cands, dict) else {}
+        mine = [c for c in checks if c.get("candidate") == name]
+        n_pass = sum(1 for c in mine if c.get("passed"))
+        fpd = (cm.get("multivariate") or {}).get("fpd") or {}
+        auc = max((v.get("auc", 0.0) for v in (cm.get("classifier") or {}).values() if isinstance(v, dict)), default=None)
         if rep:
             params = f"{rep['original'].get('params')} -> {rep['compressed'].get('params')}"
             storage = f"{rep['ratios'].get('storage', 0):.2f}x smaller"
-            speed = f"x{rep['ratios'].get('throughput', 0):.2f} (measured)"
+            speed = f"x{rep['ratios'].get('throughput', 0):.2f}"
+            steps = rep.get("pipeline", {}).get("steps", [])
+            kept = [st.get("method", "?") for st in steps if not st.get("rolled_back")]
+            back = [st.get("method", "?") for st in steps if st.get("rolled_back")]
+            verdict = "kept: " + (", ".join(kept) or "-") + (f"; rolled back: {', '.join(back)}" if back else "")
         else:
-            params, storage, speed = "-", "1x", "x1"
-        rows[name] = {"gate": gate, "auc": auc, "report": rep is not None}
-        table.add_row(
-            name, params, storage, speed,
-            "-" if gate is None else ("[green]pass[/green]" if gate else "[red]FAIL[/red]"),
-            _fmt(n_fail), _fmt(auc),
-        )
+            params, storage, speed, verdict = "-", "1x", "x1", "(teacher)"
+        fpd_s = f"{1e3 * fpd['value']:.3g} ({1e3 * fpd['floor']:.2g})" if fpd else "-"
+        rows[name] = {"checks_passed": n_pass, "checks": len(mine), "fpd": fpd or None, "auc": auc, "pipeline": verdict}
+        table.add_row(name, params, storage, speed, verdict, f"{n_pass}/{len(mine)}", fpd_s, _fmt(auc))
     for name, rc in compress_rc.items():
         if rc != 0:
-            table.add_row(name, "-", "-", "-", "[red]gate failed during compression[/red]", "-", "-")
+            table.add_row(name, "-", "-", "-", "[red]a step failed the gate: no bundle[/red]", "-", "-", "-")
     console.print(table)
+    console.print(
+        "[dim]showers/s: measured ratio compressed/original in one run (report.json says which form); "
+        "checks passed: the 'default' gate against the reference noise floor (report.html); "
+        "vs teacher: steps that passed the 'compression' gate (no worse than the teacher) were kept.[/dim]"
+    )
 
     fw = _load_json(fw_dir / "firmware.json") if students.get("firmware") else None
     if fw:
-        be = fw.get("bit_exactness", fw.get("bit_exact", {}))
-        est = fw.get("estimates", fw.get("estimate", {}))
+        be = fw.get("bit_exactness") or {}
+        est = fw.get("estimate") or {}
+        tgt = fw.get("target") or {}
+        tot = est.get("total", est) if isinstance(est, dict) else {}
         console.print(
-            "firmware: "
-            + f"mismatches {_fmt(be.get('mismatches') if isinstance(be, dict) else be)} of "
-            + f"{_fmt(be.get('n_outputs', be.get('outputs')) if isinstance(be, dict) else None)} outputs; "
-            + f"estimates {json.dumps(est.get('total', est) if isinstance(est, dict) else est, default=str)[:300]}",
+            f"firmware ({tgt.get('part', '?')}): emulation vs hls4ml C simulation: "
+            f"{be.get('mismatches', '?')} mismatches on {be.get('n_samples', be.get('samples', '?'))} inputs; "
+            f"estimate {_fmt(tot.get('dsp'))} DSP, {_fmt(tot.get('lut'))} LUT, "
+            f"{_fmt(tot.get('latency_cycles'))} cycles (own proxies, not vendor synthesis)",
             highlight=False,
         )
     summary = {
         "seconds": round(seconds, 1),
         "stages": log,
         "models": rows,
+        "firmware": {"bit_exactness": fw.get("bit_exactness"), "estimate": fw.get("estimate")} if fw else None,
         "outputs": {
             "reference": str(out / "reference.root"),
             "generated": {k: str(v) for k, v in samples.items()},
