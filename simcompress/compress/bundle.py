@@ -70,10 +70,19 @@ for _cls in (Factorized, TTLinear, Mask, FakeQuant, LoRA, ActQuant):
     register_module_type(_cls)
 
 
-def registered_module_type(name: str) -> type:
-    """The allowlisted class called ``name`` (BundleError otherwise)."""
+def _register_builtin_types() -> None:
+    """Import the built-in methods so that their module types are in the allowlist.
+
+    Methods register their replacement modules (e.g. ``FixedPointNetwork``) when they are
+    imported; a fresh process that only loads a bundle has not imported them yet. Every
+    allowlist lookup (saving, rebuilding) goes through here first.
+    """
     from . import methods  # noqa: F401  (methods register their module types on import)
 
+
+def registered_module_type(name: str) -> type:
+    """The allowlisted class called ``name`` (BundleError otherwise)."""
+    _register_builtin_types()
     try:
         return _ALLOWED[name]
     except KeyError:
@@ -86,6 +95,7 @@ def _is_param_path(name: str) -> bool:
 
 def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Per-module structure record (see the module docstring), keyed by dotted name ("" is the root)."""
+    _register_builtin_types()
     out: dict[str, dict[str, Any]] = {}
     for name, mod in model.named_modules():
         if _is_param_path(name):
@@ -414,6 +424,10 @@ def load_compressed(
     if config.get("weights_sha256") != _sha256(wfile):
         raise BundleError(f"{wfile}: sha256 does not match config.json weights_sha256 (corrupt or swapped weights)")
     base_config = {k: v for k, v in config.items() if k not in ("compression", "weights_sha256")}
+    # the rebuilder consults the allowlist directly: register the built-in module types before it runs
+    # (a fresh process that never imported simcompress.compress.methods would otherwise rebuild a
+    # wrapper such as FixedPointNetwork as if it were a plain layer, without its inner network)
+    _register_builtin_types()
     base = (builder or _default_builder)(base_config)
     model = _Rebuilder(comp["structure"], cfile).build("", base)
     tensors = load_file(str(wfile))
