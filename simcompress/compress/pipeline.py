@@ -31,7 +31,7 @@ from torch import nn
 
 from .parametrizations import clone_model
 from .._config import StrictModel, parse_config, read_yaml_mapping
-from ..errors import ConfigError
+from ..errors import BundleError, ConfigError
 from .base import CompressionResult, Gate, GateResult, MethodConfig, compress, config_from_dict
 
 __all__ = ["FinetuneSpec", "Recipe", "Step", "StepOutcome", "PipelineResult", "Pipeline", "load_recipe"]
@@ -113,7 +113,15 @@ class PipelineResult:
         for s in self.applied:
             extra = s.result.extra if s.result is not None else {}
             if extra.get("replaces_model"):
-                base, steps = dict(extra["base_config"]), []
+                new_base = extra.get("base_config")
+                if new_base is None and s.result is not None and callable(getattr(s.result.model, "config_dict", None)):
+                    new_base = s.result.model.config_dict()  # the new architecture rebuilds from its own config
+                if not isinstance(new_base, dict):
+                    raise BundleError(
+                        f"step {s.index} {s.config.method!r} replaced the model but left no base_config "
+                        "(extra['base_config'] or a model with config_dict()) to rebuild it from"
+                    )
+                base, steps = dict(new_base), []
             steps.append(s.config.to_dict())
         return base, steps
 

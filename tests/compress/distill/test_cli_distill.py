@@ -156,3 +156,35 @@ def test_distilled_bundle_generates_through_cli(teachers: dict[str, Path], tmp_p
     with uproot.open(showers) as f:
         tree = f[f.keys(cycle=False)[0]]
         assert tree.num_entries == 200
+
+
+def _outcome(index: int, model: torch.nn.Module, extra: dict[str, Any], rolled_back: bool = False):  # noqa: ANN202
+    from simcompress.compress import config_from_dict
+    from simcompress.compress.base import CompressionResult
+    from simcompress.compress.pipeline import StepOutcome
+
+    cfg = config_from_dict({"method": "magnitude_prune", "sparsity": 0.5}, source="test")
+    return StepOutcome(index, cfg, CompressionResult(model, cfg, extra=extra), None, None, rolled_back=rolled_back)
+
+
+def test_base_and_steps_follows_the_last_kept_replacement() -> None:
+    from simcompress.compress.pipeline import PipelineResult
+    from simcompress.errors import BundleError
+
+    class WithConfig(torch.nn.Linear):
+        def config_dict(self) -> dict[str, Any]:
+            return {"kind": "own"}
+
+    m = torch.nn.Linear(2, 2)
+    res = PipelineResult(m, [
+        _outcome(1, m, {}),
+        _outcome(2, m, {"replaces_model": True, "base_config": {"kind": "student"}}),
+        _outcome(3, m, {}),
+        _outcome(4, m, {"replaces_model": True, "base_config": {"kind": "discarded"}}, rolled_back=True),
+    ])
+    base, steps = res.base_and_steps({"kind": "teacher"})
+    assert base == {"kind": "student"} and len(steps) == 2  # the replacing step and the one after it
+    # a replacing step without base_config: the new model's own config, else a clear error
+    assert PipelineResult(m, [_outcome(1, WithConfig(2, 2), {"replaces_model": True})]).base_and_steps({})[0] == {"kind": "own"}
+    with pytest.raises(BundleError, match="replaced the model but left no base_config"):
+        PipelineResult(m, [_outcome(1, m, {"replaces_model": True})]).base_and_steps({})
