@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.install-stamp
 
-.PHONY: install demo test test-fast bench clean qkeras-env test-qkeras
+.PHONY: install demo test bench clean qkeras-env test-qkeras
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[firmware,cluster,dev]"
+	$(PIP) install -q -e ".[firmware,cluster,deploy,dev]"
 	touch $(STAMP)
 
 demo: install
