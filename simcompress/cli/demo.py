@@ -78,6 +78,12 @@ def _load_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _count(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "-"
+    return f"{n / 1e3:.0f}k" if n >= 10_000 else str(int(n))
+
+
 def _fmt(x: Any, spec: str = ".3g") -> str:
     if x is None:
         return "-"
@@ -195,11 +201,17 @@ def _summary(
 
     table = Table(title="simcompress demo summary (ds1-photons)")
     for col, just in (
-        ("model", "left"), ("params", "right"), ("storage", "right"), ("showers/s", "right"),
-        ("vs teacher", "left"), ("checks passed", "right"), ("FPD x1e3 (floor)", "right"), ("AUC", "right"),
+        ("model", "left"), ("params", "right"), ("size", "right"), ("speed", "right"),
+        ("steps", "left"), ("checks", "right"), ("FPD‰ (floor)", "right"), ("AUC", "right"),
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     rows: dict[str, Any] = {}
+    teacher_params = None
+    for name in students:
+        rep = _load_json(out / f"compressed-{name}" / "report.json")
+        if rep:
+            teacher_params = rep.get("original", {}).get("params")
+            break
     for name in samples:
         rep = _load_json(out / f"compressed-{name}" / "report.json") if name != "teacher" else None
         cm = cands.get(name, {}) if isinstance(cands, dict) else {}
@@ -208,26 +220,26 @@ def _summary(
         fpd = (cm.get("multivariate") or {}).get("fpd") or {}
         auc = max((v.get("auc", 0.0) for v in (cm.get("classifier") or {}).values() if isinstance(v, dict)), default=None)
         if rep:
-            params = f"{rep['original'].get('params')} -> {rep['compressed'].get('params')}"
-            storage = f"{rep['ratios'].get('storage', 0):.2f}x smaller"
+            params = f"{_count(rep['original'].get('params'))}→{_count(rep['compressed'].get('params'))}"
+            storage = f"{rep['ratios'].get('storage', 0):.2f}x"
             speed = f"x{rep['ratios'].get('throughput', 0):.2f}"
             steps = rep.get("pipeline", {}).get("steps", [])
-            kept = [st.get("method", "?") for st in steps if not st.get("rolled_back")]
-            back = [st.get("method", "?") for st in steps if st.get("rolled_back")]
-            verdict = "kept: " + (", ".join(kept) or "-") + (f"; rolled back: {', '.join(back)}" if back else "")
+            # kept steps by name; a rolled-back step (it failed the compression gate) as -name
+            verdict = " ".join(("-" if st.get("rolled_back") else "") + str(st.get("method", "?")) for st in steps) or "-"
         else:
-            params, storage, speed, verdict = "-", "1x", "x1", "(teacher)"
+            params, storage, speed, verdict = _count(teacher_params), "1x", "x1", "(teacher)"
         fpd_s = f"{1e3 * fpd['value']:.3g} ({1e3 * fpd['floor']:.2g})" if fpd else "-"
-        rows[name] = {"checks_passed": n_pass, "checks": len(mine), "fpd": fpd or None, "auc": auc, "pipeline": verdict}
+        rows[name] = {"checks_passed": n_pass, "checks": len(mine), "fpd": fpd or None, "auc": auc, "steps": verdict}
         table.add_row(name, params, storage, speed, verdict, f"{n_pass}/{len(mine)}", fpd_s, _fmt(auc))
     for name, rc in compress_rc.items():
         if rc != 0:
-            table.add_row(name, "-", "-", "-", "[red]a step failed the gate: no bundle[/red]", "-", "-", "-")
+            table.add_row(name, "-", "-", "-", "[red]gate failed: no bundle[/red]", "-", "-", "-")
     console.print(table)
     console.print(
-        "[dim]showers/s: measured ratio compressed/original in one run (report.json says which form); "
-        "checks passed: the 'default' gate against the reference noise floor (report.html); "
-        "vs teacher: steps that passed the 'compression' gate (no worse than the teacher) were kept.[/dim]"
+        "[dim]size: storage counted from the actual bits, original/compressed; speed: showers/s "
+        "compressed/original measured in one run (report.json says which form); steps: recipe steps "
+        "kept, -name = rolled back by the 'compression' gate (worse than the teacher); checks: "
+        "'default' gate checks passed against the reference noise floor (report.html); FPD‰ = FPD x 1e3.[/dim]"
     )
 
     fw = _load_json(fw_dir / "firmware.json") if students.get("firmware") else None

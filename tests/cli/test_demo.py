@@ -34,9 +34,9 @@ def test_summary_reads_stage_outputs(tmp_path: Path, capsys, monkeypatch) -> Non
     _summary(tmp_path, samples, {"combined": tmp_path / "compressed-combined"}, {"combined": 0},
              tmp_path / "report", tmp_path / "fw", [], 12.0)
     out = capsys.readouterr().out
-    assert "1000 -> 250" in out and "5.50x smaller" in out and "x1.80" in out
+    assert "1000→250" in out and "5.50x" in out and "x1.80" in out
     assert "1/2" in out and "2/2" in out and "0.71" in out
-    assert "rolled back: qat" in out
+    assert "svd -qat" in out  # qat was rolled back
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["models"]["combined"]["checks_passed"] == 2
     assert summary["models"]["teacher"]["checks"] == 2
