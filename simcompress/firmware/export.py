@@ -18,7 +18,6 @@ The folder (written atomically: built under a temporary name, then renamed):
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -32,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from .._provenance import software_versions, utc_now
 from ..errors import BundleError, ConfigError, SimcompressError
@@ -96,24 +94,9 @@ def load_fixed_point_model(source: str | os.PathLike[str] | nn.Module) -> tuple[
 
 def float_network(net: nn.Module) -> nn.Module:
     """The float reference: the network with its pre-quantization weights and no quantizers."""
-    clean = copy.deepcopy(net)
-    for name, mod in list(clean.named_modules()):
-        if parametrize.is_parametrized(mod) and isinstance(mod, nn.Linear):
-            fresh = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
-            with torch.no_grad():
-                fresh.weight.copy_(mod.parametrizations.weight.original if "weight" in mod.parametrizations else mod.weight)
-                if mod.bias is not None:
-                    src = mod.parametrizations.bias.original if "bias" in mod.parametrizations else mod.bias
-                    fresh.bias.copy_(src)
-            parent, _, attr = name.rpartition(".")
-            setattr(clean.get_submodule(parent) if parent else clean, attr, fresh)
-    for mod in list(clean.modules()):
-        for attr in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-                     "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):
-            d = getattr(mod, attr, None)
-            if d is not None:
-                d.clear()
-    return clean.eval()
+    from .graph import _strip
+
+    return _strip(net, original=True).eval()
 
 
 def check_inputs(graph: FixedGraph, n: int, seed: int, noise_range: float = 3.0,

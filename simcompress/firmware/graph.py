@@ -195,8 +195,18 @@ def _trace(net: nn.Module) -> Any:
         ) from None
 
 
-def _strip(net: nn.Module) -> nn.Module:
-    """Deep copy with parametrizations baked in (leave_parametrized) and no forward hooks."""
+def _strip(net: nn.Module, original: bool = False) -> nn.Module:
+    """Deep copy with parametrizations baked in (leave_parametrized) and no forward hooks.
+
+    With ``original=True`` the pre-quantization tensors (``parametrizations.<name>.original``)
+    are kept instead: the float reference of a quantized network.
+    """
+
+    def value(mod: nn.Module, tname: str) -> torch.Tensor:
+        if original and tname in mod.parametrizations:
+            return getattr(mod.parametrizations, tname).original
+        return getattr(mod, tname)
+
     clean = copy.deepcopy(net)
     # never remove_parametrizations() on a deep copy: torch deletes the property from the
     # dynamically created class, which the original module shares; build fresh Linears instead
@@ -206,9 +216,9 @@ def _strip(net: nn.Module) -> nn.Module:
                 raise UnsupportedLayerError(f"layer {name!r}: parametrized {type(mod).__name__} is not supported")
             fresh = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
             with torch.no_grad():
-                fresh.weight.copy_(mod.weight)
+                fresh.weight.copy_(value(mod, "weight"))
                 if mod.bias is not None:
-                    fresh.bias.copy_(mod.bias)
+                    fresh.bias.copy_(value(mod, "bias"))
             parent_name, _, attr = name.rpartition(".")
             setattr(clean.get_submodule(parent_name) if parent_name else clean, attr, fresh)
     for mod in list(clean.modules()):
