@@ -15,7 +15,6 @@ entry-point group.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import time
 from collections.abc import Callable, Iterator

@@ -18,7 +18,6 @@ Errors raised inside a step carry a PEP 678 note naming the step, e.g.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time

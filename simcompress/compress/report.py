@@ -23,7 +23,6 @@ Every figure says whether it was ``measured`` or ``counted``; nothing is estimat
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import math
@@ -41,7 +40,7 @@ from torch.nn.utils import parametrize
 
 from .parametrizations import clone_model
 from .accounting import count_params, storage_bits, storage_table
-from .modules import TTLinear, base_type
+from .modules import TTLinear
 from .parametrizations import ActQuant, FakeQuant, bake, find_parametrization
 
 __all__ = ["deployable", "count_ops", "measure_throughput", "compression_report", "report_markdown", "report_html", "dir_bytes", "is_generator"]
@@ -88,7 +87,6 @@ def count_ops(model: nn.Module, run: Callable[[nn.Module], Any], n_samples: int)
 
     def hook(name: str) -> Callable[..., None]:
         def f(mod: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-            cls = base_type(mod)
             x = args[0]
             if isinstance(mod, TTLinear):
                 rows = x.numel() // mod.in_features

@@ -4,7 +4,6 @@ worker deaths, corrupt shards, resume, merge."""
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from compress_toys import make_mlp
 from torch import nn
 
-from simcompress.compress import GateResult, config_from_dict
+from simcompress.compress import GateResult
 from simcompress.compress.bundle import load_compressed, save_compressed
 from simcompress.compress.pipeline import Pipeline, load_recipe
 from simcompress.errors import ConfigError, UnsupportedLayerError

@@ -13,7 +13,7 @@ from simcompress.showers.data import ShowerSet
 from simcompress.showers.geometry import Geometry
 from simcompress.validation import EnergyMismatchWarning, PreparedReference, TooFewEventsError, validate
 from simcompress.validation.distortions import radial_stretch_matrix, scale_energy, widen_radially
-from simcompress.validation.gate import FeatureRule, GateSpec, feature_threshold, load_gate_spec, make_model_gate, preset_names
+from simcompress.validation.gate import FeatureRule, feature_threshold, load_gate_spec, make_model_gate, preset_names
 
 
 @pytest.fixture(scope="module")

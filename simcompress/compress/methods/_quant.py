@@ -6,7 +6,7 @@ import copy
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 

@@ -16,7 +16,6 @@ consumer's bias, so removing dead neurons is exact.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
