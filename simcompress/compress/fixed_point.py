@@ -315,25 +315,8 @@ class FixedType:
             x64 = x.detach().to(torch.float64)
             q = (x64 * math.ldexp(1.0, self.frac)).clamp(-float(2**52), float(2**52))
             fl = torch.floor(q)
-            r = q - fl
-            above, tie = r > 0.5, r == 0.5
-            neg = q < 0
-            mode = self.rounding
-            if mode == "TRN":
-                up = torch.zeros_like(above)
-            elif mode == "TRN_ZERO":
-                up = (r != 0) & neg
-            elif mode == "RND":
-                up = above | tie
-            elif mode == "RND_ZERO":
-                up = above | (tie & neg)
-            elif mode == "RND_MIN_INF":
-                up = above
-            elif mode == "RND_INF":
-                up = above | (tie & ~neg)
-            else:  # RND_CONV
-                up = above | (tie & (torch.remainder(fl, 2.0) != 0))
-            n = fl + up.to(torch.float64)
+            r = q - fl  # exact in float64; so is r - 0.5
+            n = _round_floor_parts(fl, torch.sign(r - 0.5), r != 0, q < 0, self.rounding, torch)
             lo, hi = float(self.int_min), float(self.int_max)
             if self.overflow == "WRAP":
                 span = float(2**self.width)
