@@ -7,6 +7,11 @@ STAMP  := $(VENV)/.install-stamp
 
 .PHONY: install demo test bench clean qkeras-env test-qkeras
 
+# Extra things `make test` needs (system tools, side environments): each mk/*.mk
+# appends its target to TEST_DEPS, so areas add theirs without editing this rule.
+TEST_DEPS :=
+-include mk/*.mk
+
 install: $(STAMP)
 
 # torch first: `pip install torch==2.13.0` takes the local CPU build; any other
@@ -21,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/simcompress demo
 
-test: install qkeras-env
+test: install qkeras-env $(TEST_DEPS)
 	$(PY) -m pytest -q
 
 # QKeras interop: TensorFlow 2.14.1 needs numpy<2, so it lives in its own venv
