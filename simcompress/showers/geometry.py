@@ -113,6 +113,9 @@ class Geometry:
     particle: str = "photon"
     description: str = ""
     source: str = field(default="", compare=False)
+    #: values per event that this detector's own files carry after the voxels (CaloGAN's Geant4
+    #: output: one overflow cell per layer); the file reader drops them.
+    overflow_values: int = 0
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -239,6 +242,8 @@ class Geometry:
                 for l in self.layers
             ],
         }
+        if self.overflow_values:
+            d["overflow_values"] = self.overflow_values
         if self.material is not None:
             m = self.material
             d["material"] = {
@@ -253,7 +258,7 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Geometry:
-        allowed = {"name", "particle", "description", "layers", "material"}
+        allowed = {"name", "particle", "description", "layers", "material", "overflow_values"}
         extra = set(d) - allowed
         if extra:
             key = sorted(extra)[0]
@@ -297,6 +302,7 @@ class Geometry:
             particle=str(d.get("particle", "photon")),
             description=str(d.get("description", "")),
             source=source,
+            overflow_values=int(d.get("overflow_values", 0)),
         )
 
     # ------------------------------------------------------------ constructors

@@ -62,9 +62,11 @@ from .._provenance import software_versions, utc_now
 from ..errors import ConfigError, GeometryError, ShowerFileError, SimcompressError, UnknownNameError
 from .data import ShowerSet, check_showers
 from .geometry import Geometry, builtin_geometries
+from .layout import ENERGY_BRANCHES, Column, ReadOptions, auto_voxel_names, listing, select_names, to_float32_mev
 
 __all__ = [
     "DENSE_MAX_VOXELS",
+    "ReadOptions",
     "TREE_NAME",
     "ShowerReader",
     "open_showers",
@@ -169,13 +171,29 @@ def file_format(path: str | os.PathLike[str]) -> str:
     raise ShowerFileError(f"{p}: cannot tell the file format from suffix {suf or '(none)'!r}; use .root, .h5 or .hdf5")
 
 
+def _known_voxel_counts() -> dict[int, str]:
+    """Voxel counts of the built-in geometries (CaloChallenge first), plus each Cartesian one's count with
+    its overflow cells (CaloGAN's Geant4 files carry one per layer)."""
+    out = dict(CALOCHALLENGE_VOXELS)
+    for name in builtin_geometries():
+        if name in out.values():
+            continue
+        g = Geometry.from_name(name)
+        out.setdefault(g.n_voxels, name)
+        if g.overflow_values:
+            out.setdefault(g.n_voxels + g.overflow_values, name)
+    return out
+
+
 def infer_geometry(n_voxels: int, source: str = "<file>") -> Geometry:
-    """The built-in CaloChallenge geometry with ``n_voxels`` voxels (368, 533, 6480 or 40500)."""
-    name = CALOCHALLENGE_VOXELS.get(int(n_voxels))
+    """The built-in geometry with ``n_voxels`` voxels (CaloChallenge 368, 533, 6480, 40500; others by count)."""
+    known = _known_voxel_counts()
+    name = known.get(int(n_voxels))
     if name is None:
-        known = ", ".join(f"{v} ({n})" for v, n in CALOCHALLENGE_VOXELS.items())
+        listing_ = ", ".join(f"{v} ({n})" for v, n in sorted(known.items()))
         raise ShowerFileError(
-            f"{source}: cannot infer the geometry from {n_voxels} voxels per event (known: {known}); pass geometry="
+            f"{source}: cannot infer the geometry from {n_voxels} voxels per event (known: {listing_}); "
+            "pass geometry= (--geometry), or voxels= (--voxels) if the wrong branches were picked"
         )
     return Geometry.from_name(name)
 
@@ -495,6 +513,33 @@ class _FileInfo:
     layout: str
     provenance: dict[str, Any]
     geometry: Geometry | None
+    #: where the showers are: tree (ROOT), energy branch/dataset, voxel columns, units
+    tree: str = TREE_NAME
+    energy: str = "incident_energy"
+    columns: tuple[Column, ...] = ()
+    options: ReadOptions = field(default_factory=ReadOptions)
+    #: trailing per-event values dropped as overflow (CaloGAN: one per layer)
+    overflow: int = 0
+
+    @property
+    def native(self) -> bool:
+        """Our own layout in MeV (fast paths, content hash applies)."""
+        return self.options.is_default and self.layout in ("dense", "sparse") and self.energy == "incident_energy"
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"energy": self.energy, "energy_unit": self.options.energy_unit}
+        if self.format == "root":
+            d["tree"] = self.tree
+        if self.layout == "sparse":
+            d["voxels"] = "nhit, hit_idx, hit_e (sparse)"
+        else:
+            names = [c.name for c in self.columns]
+            kinds = "vector" if any(c.jagged for c in self.columns) else "array"
+            d["voxels"] = (names[0] if len(names) == 1 else f"{listing(names, 6)}") + f" ({kinds}, {sum(c.width for c in self.columns)} values)"
+        d["voxel_unit"] = self.options.voxel_unit
+        if self.overflow:
+            d["overflow_values_dropped"] = self.overflow
+        return d
 
 
 def _geometry_from_provenance(prov: dict[str, Any], path: Path) -> Geometry | None:
@@ -519,9 +564,61 @@ def _geometry_from_provenance(prov: dict[str, Any], path: Path) -> Geometry | No
     return None
 
 
-def _inspect_root(path: Path) -> _FileInfo:
+def _root_column(tree: Any, name: str, is_rntuple: bool, path: Path) -> Column:
+    """Width and kind (fixed array / scalar / jagged vector) of one voxel branch."""
+    try:
+        if is_rntuple:
+            import awkward as ak
+
+            first = tree.arrays([name], entry_stop=1, library="ak")[name]
+            if first.ndim == 1:
+                return Column(name, 1)
+            jag = "var" in str(first.type).split("*", 1)[1]
+            return Column(name, int(ak.count(first[0], axis=None)), jagged=jag)
+        br = tree[name]
+        interp = br.interpretation
+        kind = type(interp).__name__
+        if kind == "AsJagged":
+            first = br.array(entry_stop=1, library="ak")
+            import awkward as ak
+
+            return Column(name, int(ak.count(first[0], axis=None)) if len(first) else 0, jagged=True)
+        if kind in ("AsDtype", "AsArray"):
+            shape = getattr(interp, "inner_shape", None) or ()
+            if np.dtype(interp.to_dtype).kind not in "fiub" and not shape:
+                raise ShowerFileError(f"{path}: branch {name!r} ({br.typename}) is not numeric")
+            return Column(name, int(np.prod(shape)) if shape else 1)
+        raise ShowerFileError(
+            f"{path}: branch {name!r} has type {br.typename!r}, which is not a number, a fixed-size array or a "
+            "vector of numbers; pass voxels= (--voxels) with the shower branches"
+        )
+    except SimcompressError:
+        raise
+    except Exception as err:
+        raise ShowerFileError(f"{path}: unreadable branch {name!r} ({type(err).__name__}: {err})") from None
+
+
+def _pick_tree(trees: dict[str, str], opts: ReadOptions, path: Path) -> str:
+    has = ", ".join(f"{k} ({'RNTuple' if v == 'ROOT::RNTuple' else v})" for k, v in sorted(trees.items())) or "none"
+    if opts.tree is not None:
+        if opts.tree not in trees:
+            raise ShowerFileError(f"{path}: no TTree {opts.tree!r} (TTrees/RNTuples in file: {has}); fix tree= (--tree)")
+        return opts.tree
+    if TREE_NAME in trees:
+        return TREE_NAME
+    if len(trees) == 1:
+        return next(iter(trees))
+    if not trees:
+        raise ShowerFileError(f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: none)")
+    raise ShowerFileError(
+        f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: {has}); pass the tree's name as tree= (--tree)"
+    )
+
+
+def _inspect_root(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
     import uproot
 
+    opts = opts or ReadOptions()
     try:
         f = uproot.open(path)
     except Exception as err:  # uproot raises many kinds on corrupt headers
@@ -531,12 +628,10 @@ def _inspect_root(path: Path) -> _FileInfo:
             classes = f.classnames()
         except Exception as err:
             raise ShowerFileError(f"{path}: corrupt ROOT directory ({type(err).__name__}: {err})") from None
-        # our writer makes TTrees; RNTuples (uproot >= 5.7 `f[name] = data`) are read too
-        trees = {k.split(";")[0]: c for k, c in classes.items() if c in ("TTree", "ROOT::RNTuple")}
-        if TREE_NAME not in trees:
-            has = ", ".join(sorted(trees)) or "none"
-            raise ShowerFileError(f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: {has})")
-        is_rntuple = trees[TREE_NAME] == "ROOT::RNTuple"
+        # our writer makes TTrees; RNTuples (uproot >= 5.7 `f[name] = data`, ROOT 6.34+) are read too
+        trees = {k.rsplit(";", 1)[0]: c for k, c in classes.items() if c in ("TTree", "ROOT::RNTuple")}
+        tname = _pick_tree(trees, opts, path)
+        is_rntuple = trees[tname] == "ROOT::RNTuple"
         prov: dict[str, Any] = {}
         if any(k.split(";")[0] == PROVENANCE_KEY for k in classes):
             try:
@@ -546,35 +641,65 @@ def _inspect_root(path: Path) -> _FileInfo:
             if not isinstance(prov, dict):
                 raise ShowerFileError(f"{path}: provenance must be a JSON object")
         try:
-            tree = f[TREE_NAME]
-            branches = set(tree.keys())
+            tree = f[tname]
+            names = list(tree.keys(recursive=False)) if not is_rntuple else list(tree.keys())
             n = int(tree.num_entries)
         except Exception as err:
-            raise ShowerFileError(f"{path}: corrupt TTree {TREE_NAME!r} ({type(err).__name__}: {err})") from None
-        if "incident_energy" not in branches:
-            raise ShowerFileError(f"{path}: TTree {TREE_NAME!r} has no branch 'incident_energy' (has: {', '.join(sorted(branches))})")
-        if "voxels" in branches:
-            layout = "dense"
-            try:
-                if is_rntuple:  # no interpretation object: read the first entry's shape
-                    first = tree.arrays(["voxels"], entry_stop=1, library="np")["voxels"]
-                    shape = tuple(first.shape[1:]) if first.ndim > 1 else ()
-                else:
-                    interp = tree["voxels"].interpretation
-                    shape = getattr(interp, "inner_shape", None) or getattr(getattr(interp, "to_dtype", None), "shape", ())
-            except Exception as err:
-                raise ShowerFileError(f"{path}: unreadable branch 'voxels' ({type(err).__name__}: {err})") from None
-            n_vox = int(np.prod(shape)) if shape else 1
+            raise ShowerFileError(f"{path}: corrupt TTree {tname!r} ({type(err).__name__}: {err})") from None
+        branches = set(names)
+        where = f"TTree {tname!r}"
+        # ---- incident energy
+        if opts.energy_branch is not None:
+            energy = opts.energy_branch
+            if energy not in branches:
+                raise ShowerFileError(
+                    f"{path}: {where} has no branch {energy!r} for energy_branch= (has: {listing(names)})"
+                )
+        else:
+            found = [b for b in ENERGY_BRANCHES if b in branches]
+            if not found:
+                raise ShowerFileError(
+                    f"{path}: {where} has no branch 'incident_energy' (nor {', '.join(ENERGY_BRANCHES[1:])}; "
+                    f"has: {listing(names)}); pass the incident-energy branch as energy_branch= (--energy-branch)"
+                )
+            energy = found[0]
+        ecol = _root_column(tree, energy, is_rntuple, path)
+        if ecol.width != 1:
+            raise ShowerFileError(
+                f"{path}: energy branch {energy!r} holds {ecol.width} values per event; it must hold one (--energy-branch)"
+            )
+        # ---- voxels
+        columns: tuple[Column, ...] = ()
+        n_vox: int | None
+        if opts.voxels is not None:
+            sel = select_names(opts.voxels, names, f"{path}: {where}", exclude=(energy,))
+            layout = "custom"
+        elif "voxels" in branches:
+            sel, layout = ["voxels"], "dense"
         elif {"hit_idx", "hit_e"} <= branches:
-            layout = "sparse"
+            sel, layout = [], "sparse"
+        else:
+            auto = auto_voxel_names(names, energy)
+            if auto is None:
+                raise ShowerFileError(
+                    f"{path}: {where} has no shower branches; need 'voxels' (dense) or 'hit_idx' and 'hit_e' (sparse), "
+                    f"'cell_<i>' or 'layer_<i>' branches (has: {listing(names)}); name them with voxels= (--voxels), "
+                    "e.g. 'cells' or 'cell_*'"
+                )
+            sel, layout = auto, "custom"
+        if layout == "sparse":
             n_vox = int(prov["n_voxels"]) if "n_voxels" in prov else None
         else:
-            missing = "'voxels' (dense) or 'hit_idx' and 'hit_e' (sparse)"
-            raise ShowerFileError(
-                f"{path}: TTree {TREE_NAME!r} has no shower branches; need {missing} (has: {', '.join(sorted(branches))})"
-            )
+            columns = tuple(_root_column(tree, b, is_rntuple, path) for b in sel)
+            n_vox = sum(c.width for c in columns)
+            if layout == "dense" and (columns[0].jagged or energy != "incident_energy"):
+                layout = "custom"
+            if layout == "custom":
+                layout = "vector" if any(c.jagged for c in columns) else ("cells" if all(c.width == 1 for c in columns) else "arrays")
+                if len(columns) == 1 and not columns[0].jagged:
+                    layout = "dense"
     geo = _geometry_from_provenance(prov, path)
-    return _FileInfo(path, "root", n, n_vox, layout, prov, geo)
+    return _FileInfo(path, "root", n, n_vox, layout, prov, geo, tname, energy, columns, opts)
 
 
 def _open_h5(path: Path) -> Any:
@@ -589,21 +714,48 @@ def _open_h5(path: Path) -> Any:
         raise ShowerFileError(f"{path}: cannot open as HDF5 file ({msg.splitlines()[0]})") from None
 
 
-def _inspect_hdf5(path: Path) -> _FileInfo:
+def _inspect_hdf5(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
+    opts = opts or ReadOptions()
     with _open_h5(path) as f:
-        for key in ("incident_energies", "showers"):
-            if key not in f:
+        keys = sorted(k for k in f.keys() if hasattr(f[k], "shape"))
+        # ---- incident energy
+        if opts.energy_branch is not None:
+            e_key = opts.energy_branch
+            if e_key not in keys:
+                raise ShowerFileError(f"{path}: no dataset {e_key!r} for energy_branch= (has: {listing(keys)})")
+        else:
+            found = [k for k in ("incident_energies", *ENERGY_BRANCHES) if k in keys]
+            if not found:
                 raise ShowerFileError(
-                    f"{path}: missing dataset {key!r} (CaloChallenge files need 'incident_energies' and 'showers'; "
-                    f"has: {', '.join(sorted(f.keys())) or 'none'})"
+                    f"{path}: missing dataset 'incident_energies' (CaloChallenge files need 'incident_energies' and "
+                    f"'showers'; has: {listing(keys)}); name the incident-energy dataset with energy_branch= (--energy-branch)"
                 )
-        inc, sh = f["incident_energies"], f["showers"]
-        if sh.ndim != 2:
-            raise ShowerFileError(f"{path}: dataset 'showers' must be 2-D (events, voxels), got shape {sh.shape}")
+            e_key = found[0]
+        # ---- voxels
+        if opts.voxels is not None:
+            sel = select_names(opts.voxels, keys, str(path), what="dataset", exclude=(e_key,))
+        elif "showers" in keys:
+            sel = ["showers"]
+        else:
+            sel = auto_voxel_names(keys, e_key) or []
+            if not sel:
+                raise ShowerFileError(
+                    f"{path}: missing dataset 'showers' (CaloChallenge files need 'incident_energies' and 'showers'; "
+                    f"has: {listing(keys)}); name the voxel datasets with voxels= (--voxels), e.g. 'layer_*'"
+                )
+        inc = f[e_key]
         if inc.ndim not in (1, 2) or (inc.ndim == 2 and inc.shape[1] != 1):
-            raise ShowerFileError(f"{path}: dataset 'incident_energies' must have shape (N, 1) or (N,), got {inc.shape}")
-        if inc.shape[0] != sh.shape[0]:
-            raise ShowerFileError(f"{path}: {inc.shape[0]} incident energies but {sh.shape[0]} showers")
+            raise ShowerFileError(f"{path}: dataset {e_key!r} must have shape (N, 1) or (N,), got {inc.shape}")
+        columns = []
+        for k in sel:
+            d = f[k]
+            if d.ndim < 1 or d.dtype.kind not in "fiub":
+                raise ShowerFileError(f"{path}: dataset {k!r} (shape {d.shape}, {d.dtype}) does not hold numbers per event")
+            if d.shape[0] != inc.shape[0]:
+                raise ShowerFileError(f"{path}: {inc.shape[0]} incident energies but {d.shape[0]} showers in dataset {k!r}")
+            if sel == ["showers"] and d.ndim != 2:
+                raise ShowerFileError(f"{path}: dataset 'showers' must be 2-D (events, voxels), got shape {d.shape}")
+            columns.append(Column(k, int(np.prod(d.shape[1:])) if d.ndim > 1 else 1))
         prov: dict[str, Any] = {}
         raw = f.attrs.get(HDF5_PROVENANCE_ATTR)
         if raw is not None:
@@ -611,9 +763,10 @@ def _inspect_hdf5(path: Path) -> _FileInfo:
                 prov = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
             except Exception as err:
                 raise ShowerFileError(f"{path}: unreadable provenance attribute ({type(err).__name__}: {err})") from None
-        n, v = int(sh.shape[0]), int(sh.shape[1])
+        n, v = int(inc.shape[0]), sum(c.width for c in columns)
     geo = _geometry_from_provenance(prov, path) if prov else None
-    return _FileInfo(path, "hdf5", n, v, "dense", prov, geo)
+    layout = "dense" if sel == ["showers"] else ("arrays" if len(sel) > 1 else "dense")
+    return _FileInfo(path, "hdf5", n, v, layout, prov, geo, "", e_key, tuple(columns), opts)
 
 
 def _expand(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -662,6 +815,12 @@ class ShowerReader:
         self.n_events = sum(i.n_events for i in infos)
         self.layout = infos[0].layout
         self.formats = sorted({i.format for i in infos})
+        self.options = infos[0].options
+
+    @property
+    def source_layout(self) -> dict[str, Any]:
+        """Where the showers were found in the first file: tree, energy branch, voxel branches, units."""
+        return self._infos[0].describe()
 
     def __len__(self) -> int:
         return self.n_events
@@ -692,17 +851,15 @@ class ShowerReader:
         import uproot
 
         v = self.geometry.n_voxels
+        ef, vf = info.options.energy_factor, info.options.voxel_factor
         with uproot.open(info.path) as f:
-            tree = f[TREE_NAME]
-            if info.layout == "dense":
-                for b in tree.iterate(["incident_energy", "voxels"], step_size=step, entry_stop=stop, library="np"):
-                    yield np.asarray(b["incident_energy"], np.float32), np.ascontiguousarray(b["voxels"], np.float32)
-            else:
-                for b in tree.iterate(["incident_energy", "hit_idx", "hit_e"], step_size=step, entry_stop=stop, library="ak"):
-                    inc = ak.to_numpy(b["incident_energy"]).astype(np.float32, copy=False)
+            tree = f[info.tree]
+            if info.layout == "sparse":
+                for b in tree.iterate([info.energy, "hit_idx", "hit_e"], step_size=step, entry_stop=stop, library="ak"):
+                    inc = to_float32_mev(ak.to_numpy(b[info.energy]), ef)
                     counts = ak.to_numpy(ak.num(b["hit_idx"], axis=1)).astype(np.int64)
                     idx = ak.to_numpy(ak.flatten(b["hit_idx"])).astype(np.int64)
-                    e = ak.to_numpy(ak.flatten(b["hit_e"])).astype(np.float32, copy=False)
+                    e = to_float32_mev(ak.to_numpy(ak.flatten(b["hit_e"])), vf)
                     if idx.size and (idx.max() >= v):
                         raise ShowerFileError(
                             f"{info.path}: hit index {int(idx.max())} out of range for geometry "
@@ -711,15 +868,35 @@ class ShowerReader:
                     out = np.zeros((len(inc), v), dtype=np.float32)
                     out[np.repeat(np.arange(len(inc)), counts), idx] = e
                     yield inc, out
+                return
+            cols = info.columns
+            names = [info.energy] + [c.name for c in cols]
+            jagged = any(c.jagged for c in cols)
+            lib = "ak" if jagged else "np"
+            for b in tree.iterate(names, step_size=step, entry_stop=stop, library=lib):
+                raw_e = ak.to_numpy(b[info.energy]) if lib == "ak" else b[info.energy]
+                inc = to_float32_mev(np.asarray(raw_e).reshape(-1), ef)
+                n = len(inc)
+                parts = [c.to_2d(b[c.name], n, f"{info.path}: TTree {info.tree!r}") for c in cols]
+                sh = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+                if info.overflow:
+                    sh = sh[:, : sh.shape[1] - info.overflow]
+                yield inc, to_float32_mev(sh, vf)
 
     def _iter_hdf5(self, info: _FileInfo, step: int, stop: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        ef, vf = info.options.energy_factor, info.options.voxel_factor
         with _open_h5(info.path) as f:
-            d_inc, d_sh = f["incident_energies"], f["showers"]
+            d_inc = f[info.energy]
+            ds = [(c, f[c.name]) for c in info.columns]
             n = info.n_events if stop is None else min(stop, info.n_events)
             for a in range(0, n, step):
                 b = min(n, a + step)
-                inc = np.asarray(d_inc[a:b], dtype=np.float32).reshape(-1)
-                yield inc, np.ascontiguousarray(d_sh[a:b], dtype=np.float32)
+                inc = to_float32_mev(np.asarray(d_inc[a:b]).reshape(-1), ef)
+                parts = [np.asarray(d[a:b]).reshape(b - a, c.width) for c, d in ds]
+                sh = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+                if info.overflow:
+                    sh = sh[:, : sh.shape[1] - info.overflow]
+                yield inc, to_float32_mev(sh, vf)
 
     # ------------------------------------------------------------------ public API
     def events_per_step(self, step_size: int | str | None) -> int:
@@ -804,10 +981,11 @@ class ShowerReader:
                     import uproot
 
                     with uproot.open(info.path) as f:
-                        out.append(f[TREE_NAME]["incident_energy"].array(library="np").astype(np.float32, copy=False))
+                        raw = f[info.tree][info.energy].array(library="np")
                 else:
                     with _open_h5(info.path) as f:
-                        out.append(np.asarray(f["incident_energies"][:], dtype=np.float32).reshape(-1))
+                        raw = np.asarray(f[info.energy][:])
+                out.append(to_float32_mev(np.asarray(raw).reshape(-1), info.options.energy_factor))
             except SimcompressError:
                 raise
             except Exception as err:
@@ -830,7 +1008,7 @@ class ShowerReader:
                     import uproot
 
                     with uproot.open(info.path) as f:
-                        tree = f[TREE_NAME]
+                        tree = f[info.tree]
                         missing = [b for b in branches if b not in tree.keys()]
                         if missing:
                             raise ShowerFileError(
@@ -875,6 +1053,13 @@ class ShowerReader:
 def open_showers(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     geometry: Geometry | str | None = None,
+    *,
+    options: ReadOptions | dict[str, Any] | None = None,
+    tree: str | None = None,
+    energy_branch: str | None = None,
+    voxels: str | None = None,
+    energy_unit: str | None = None,
+    voxel_unit: str | None = None,
 ) -> ShowerReader:
     """Open shower files for reading.
 
@@ -882,18 +1067,30 @@ def open_showers(
         paths: a file, a folder (all ``*.root``/``*.h5``/``*.hdf5`` in it, e.g. a batch shard
             folder), a glob pattern, or a list of these. ROOT and HDF5 may be mixed.
         geometry: override/declare the geometry (a :class:`Geometry` or name). Needed for
-            plain files whose voxel count is not one of the CaloChallenge datasets.
+            plain files whose voxel count is not one of the built-in geometries'.
+        options: a :class:`~simcompress.showers.layout.ReadOptions` (or dict); the keywords
+            below override its fields.
+        tree: TTree/RNTuple name (default ``showers`` or the file's only tree).
+        energy_branch: incident-energy branch / HDF5 dataset (default ``incident_energy``,
+            ``TotalEnergy``, ... see :data:`~simcompress.showers.layout.ENERGY_BRANCHES`).
+        voxels: voxel branches / datasets: comma-separated names or glob patterns
+            (``"cells"``, ``"cell_*"``, ``"layer_0,layer_1,layer_2"``).
+        energy_unit: unit of the incident energy, ``eV``/``keV``/``MeV`` (default)/``GeV``/``TeV``.
+        voxel_unit: unit of the voxel energies (default ``MeV``).
 
     Raises:
-        ShowerFileError: missing, empty, truncated or foreign files, missing tree/branch/dataset,
-            voxel count not matching the geometry, files with different binnings, no events.
+        ShowerFileError: missing, empty, truncated or foreign files, missing tree/branch/dataset
+            (the message lists what the file holds and which option to pass), voxel count not
+            matching the geometry, files with different binnings, no events.
     """
+    opts = ReadOptions.make(options, tree=tree, energy_branch=energy_branch, voxels=voxels,
+                            energy_unit=energy_unit, voxel_unit=voxel_unit)
     geo_arg = Geometry.from_name(geometry) if isinstance(geometry, str) else geometry
     files = _expand(paths)
     infos: list[_FileInfo] = []
     for p in files:
         fmt = _sniff(p)
-        info = _inspect_root(p) if fmt == "root" else _inspect_hdf5(p)
+        info = _inspect_root(p, opts) if fmt == "root" else _inspect_hdf5(p, opts)
         if info.n_events == 0:
             raise ShowerFileError(f"{p}: file holds no events")
         infos.append(info)
@@ -908,9 +1105,16 @@ def open_showers(
     assert geo is not None
     for info in infos:
         if info.n_voxels is not None and info.n_voxels != geo.n_voxels:
-            raise ShowerFileError(
-                f"{info.path}: {info.n_voxels} voxels per event but geometry {geo.name!r} has {geo.n_voxels}"
-            )
+            extra = info.n_voxels - geo.n_voxels
+            if info.layout != "sparse" and extra > 0 and extra == geo.overflow_values:
+                # CaloGAN's Geant4 files: one overflow cell per layer after the voxels
+                info.overflow = extra
+                log.info("%s: dropping the last %d values per event (overflow cells of %r)", info.path, extra, geo.name)
+            else:
+                raise ShowerFileError(
+                    f"{info.path}: {info.n_voxels} voxels per event but geometry {geo.name!r} has {geo.n_voxels}"
+                    + ("" if opts.voxels else "; name the voxel branches with voxels= (--voxels) if others were picked")
+                )
         if info.geometry is not None and not info.geometry.same_binning(geo):
             if geo_arg is None:
                 raise ShowerFileError(

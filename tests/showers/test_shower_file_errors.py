@@ -96,9 +96,17 @@ def test_missing_tree(tmp_path) -> None:
     p = tmp_path / "events.root"
     with uproot.recreate(p) as f:
         f.mktree("events", {"x": np.float32}).extend({"x": np.ones(3, np.float32)})
-    with pytest.raises(ShowerFileError, match=r"no TTree 'showers' \(TTrees/RNTuples in file: events\)") as err:
+        f.mktree("runs", {"y": np.float32}).extend({"y": np.ones(1, np.float32)})
+    with pytest.raises(
+        ShowerFileError, match=r"no TTree 'showers' \(TTrees/RNTuples in file: events \(TTree\), runs \(TTree\)\); pass the tree's name as tree= \(--tree\)"
+    ) as err:
         open_showers(p)
     _one_line(err, p)
+    with pytest.raises(ShowerFileError, match=r"no TTree 'evts' \(TTrees/RNTuples in file: events"):
+        open_showers(p, tree="evts")
+    # the only tree, or the named one, is used: here it lacks an energy branch, and the message says which option to pass
+    with pytest.raises(ShowerFileError, match=r"TTree 'events' has no branch 'incident_energy' .*has: x\); pass the incident-energy branch as energy_branch= \(--energy-branch\)"):
+        open_showers(p, tree="events")
 
 
 def test_missing_branch(tmp_path) -> None:

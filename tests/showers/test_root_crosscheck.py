@@ -1,0 +1,185 @@
+"""Cross-check with real ROOT (6.40, CERN's ``ROOT`` wheel in ``.venv-root``, made by ``make root-env``).
+
+ROOT writes files the way ROOT users write them (``RDataFrame.Snapshot`` of an ``RVec<float>``,
+``TTree::Branch`` with ``std::vector<float>``, flat per-cell ``Double_t`` branches, fixed and
+variable C arrays, one branch per layer) and simcompress must read them bit-identically; ROOT's
+``RDataFrame`` reads simcompress's dense and sparse files and must find every value and the
+provenance string. All ROOT work runs in one subprocess per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uproot
+
+from simcompress.showers.io import open_showers, write_showers
+
+N = 200
+TOOL = Path(__file__).with_name("_root_tool.py")
+
+
+def root_python() -> Path | None:
+    env = os.environ.get("SIMCOMPRESS_ROOT_PYTHON")
+    if env:
+        return Path(env)
+    p = Path(__file__).resolve().parents[2] / ".venv-root" / "bin" / "python"
+    return p if p.exists() else None
+
+
+@pytest.fixture(scope="session")
+def root_side(tmp_path_factory: pytest.TempPathFactory, ds1_small, ds2_small) -> dict[str, Any]:
+    py = root_python()
+    if py is None:
+        pytest.skip("no real-ROOT interpreter (.venv-root): run `make root-env` (pip install ROOT, ~250 MB)")
+    wd = tmp_path_factory.mktemp("root_xcheck")
+    s = ds1_small[:N]
+    np.save(wd / "e.npy", s.incident_energy)
+    np.save(wd / "v.npy", s.showers)
+    e_gev = (s.incident_energy / np.float32(1000)).astype(np.float32)
+    np.save(wd / "e_gev.npy", e_gev)
+    # simcompress's own files, for ROOT to read
+    write_showers(wd / "ours_dense.root", s, metadata={"note": "dense for ROOT"})
+    write_showers(wd / "ours_sparse.root", s, layout="sparse", metadata={"note": "sparse for ROOT"})
+    write_showers(wd / "ours_ds2.root", ds2_small)
+    widths = [layer.n_voxels for layer in s.geometry.layers]
+    common = {"energies": str(wd / "e.npy"), "voxels": str(wd / "v.npy")}
+    tasks = [
+        {"kind": "snapshot_rvec", "out": str(wd / "rdf_rvec.root"), **common},
+        {"kind": "vector_tree", "out": str(wd / "vector.root"), **common, "energies": str(wd / "e_gev.npy")},
+        {"kind": "flat_cells", "out": str(wd / "cells.root"), **common},
+        {"kind": "c_arrays", "out": str(wd / "carrays.root"), **common},
+        {"kind": "per_layer", "out": str(wd / "layers.root"), "widths": widths, **common},
+        {"kind": "read", "path": str(wd / "ours_dense.root"), "layout": "dense", "out": str(wd / "r_dense")},
+        {"kind": "read", "path": str(wd / "ours_sparse.root"), "layout": "sparse", "n_voxels": 368,
+         "out": str(wd / "r_sparse")},
+        {"kind": "read", "path": str(wd / "ours_ds2.root"), "layout": "sparse", "n_voxels": 6480,
+         "out": str(wd / "r_ds2")},
+    ]
+    (wd / "tasks.json").write_text(json.dumps(tasks))
+    proc = subprocess.run([str(py), str(TOOL), str(wd / "tasks.json"), str(wd / "results.json")],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"ROOT side failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return {"dir": wd, "results": json.loads((wd / "results.json").read_text()), "showers": s, "e_gev": e_gev,
+            "ds2": ds2_small}
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-identical float32 arrays (same shape, same bytes)."""
+    return a.dtype == b.dtype == np.float32 and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_root_version(root_side) -> None:
+    assert root_side["results"]["root_version"].startswith("6.")
+
+
+def test_rdataframe_snapshot_rvec_is_read_bit_identically(root_side) -> None:
+    p = root_side["dir"] / "rdf_rvec.root"
+    br = uproot.open(p)["showers"]["voxels"]
+    assert "RVec" in br.typename and type(br.interpretation).__name__ == "AsJagged"  # what ROOT 6.40 writes
+    r = open_showers(p)  # no options: tree 'showers', 'incident_energy', 'voxels' as ROOT wrote them
+    assert (r.geometry.name, r.n_events, r.layout) == ("ds1-photons", N, "vector")
+    got = r.read()
+    s = root_side["showers"]
+    assert _same(got.incident_energy, s.incident_energy) and _same(got.showers, s.showers)
+    # chunked reading across baskets gives the same
+    chunks = list(r.iterate(step_size=37))
+    assert _same(np.concatenate([c.showers for c in chunks]), s.showers)
+
+
+def test_std_vector_branch_other_names_and_gev(root_side) -> None:
+    p = root_side["dir"] / "vector.root"
+    assert "vector<float>" in uproot.open(p)["events"]["cells"].typename
+    r = open_showers(p, energy_branch="E0", voxels="cells", energy_unit="GeV")
+    got = r.read()
+    s = root_side["showers"]
+    assert _same(got.showers, s.showers)
+    want_e = (root_side["e_gev"].astype(np.float64) * 1000.0).astype(np.float32)
+    assert _same(got.incident_energy, want_e)
+    np.testing.assert_allclose(got.incident_energy, s.incident_energy, rtol=1e-6)
+    assert r.source_layout["tree"] == "events" and r.source_layout["energy_unit"] == "GeV"
+
+
+def test_flat_per_cell_double_branches(root_side) -> None:
+    p = root_side["dir"] / "cells.root"
+    t = uproot.open(p)["fancy_tree"]
+    assert t["cell_0"].typename == "double" and len(t.keys()) == 369
+    r = open_showers(p)  # TotalEnergy and cell_0 .. cell_367 found by name, in natural order
+    assert r.layout == "cells" and r.source_layout["energy"] == "TotalEnergy"
+    got = r.read()
+    s = root_side["showers"]
+    assert _same(got.showers, s.showers) and _same(got.incident_energy, s.incident_energy)
+    # the same with an explicit pattern
+    assert _same(open_showers(p, tree="fancy_tree", voxels="cell_*").read().showers, s.showers)
+
+
+def test_fixed_and_variable_c_arrays(root_side) -> None:
+    p = root_side["dir"] / "carrays.root"
+    s = root_side["showers"]
+    for tree in ("fixed", "var"):
+        got = open_showers(p, tree=tree, voxels="vox").read()
+        assert _same(got.showers, s.showers) and _same(got.incident_energy, s.incident_energy), tree
+
+
+def test_one_branch_per_layer(root_side) -> None:
+    p = root_side["dir"] / "layers.root"
+    s = root_side["showers"]
+    r = open_showers(p)  # layer_0 .. layer_4 found by name
+    assert r.layout == "arrays"
+    assert _same(r.read().showers, s.showers)
+    # order given explicitly
+    names = ",".join(f"layer_{i}" for i in range(s.geometry.n_layers))
+    assert _same(open_showers(p, voxels=names).read().showers, s.showers)
+
+
+def test_root_reads_our_dense_file(root_side) -> None:
+    d = root_side["dir"]
+    s = root_side["showers"]
+    assert _same(np.load(d / "r_dense.energies.npy"), s.incident_energy)
+    assert _same(np.load(d / "r_dense.voxels.npy"), s.showers)
+    prov_root = (d / "r_dense.provenance.txt").read_text()
+    r = open_showers(d / "ours_dense.root")
+    assert json.loads(prov_root) == r.metadata and r.metadata["note"] == "dense for ROOT"
+    assert prov_root == str(uproot.open(d / "ours_dense.root")["provenance"])
+    types = root_side["results"]["tasks"][5]["branch_types"]
+    assert types["incident_energy"] == "Float_t"
+
+
+def test_root_reads_our_sparse_files(root_side) -> None:
+    d = root_side["dir"]
+    s = root_side["showers"]
+    assert _same(np.load(d / "r_sparse.energies.npy"), s.incident_energy)
+    assert _same(np.load(d / "r_sparse.voxels.npy"), s.showers)
+    assert json.loads((d / "r_sparse.provenance.txt").read_text()) == open_showers(d / "ours_sparse.root").metadata
+    ds2 = root_side["ds2"]
+    assert _same(np.load(d / "r_ds2.voxels.npy"), ds2.showers)
+    assert _same(np.load(d / "r_ds2.energies.npy"), ds2.incident_energy)
+    prov = json.loads((d / "r_ds2.provenance.txt").read_text())
+    assert prov["layout"] == "sparse" and prov["content_hash"] == open_showers(d / "ours_ds2.root").metadata["content_hash"]
+
+
+def test_cli_info_and_convert_on_root_written_file(root_side, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from simcompress.cli import app
+
+    p = root_side["dir"] / "vector.root"
+    runner = CliRunner()
+    res = runner.invoke(app, ["info", str(p)])
+    assert res.exit_code == 2 and "--energy-branch" in res.output
+    res = runner.invoke(app, ["info", str(p), "--energy-branch", "E0", "--voxels", "cells", "--energy-unit", "GeV", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["n_events"] == N and info["geometry"] == "ds1-photons" and info["source"]["tree"] == "events"
+    out = tmp_path / "mine.root"
+    res = runner.invoke(app, ["convert", str(p), "--energy-branch", "E0", "--voxels", "cells", "--energy-unit", "GeV",
+                              "-o", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert _same(open_showers(out).read().showers, root_side["showers"].showers)
