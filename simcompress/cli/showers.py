@@ -10,7 +10,46 @@ import typer
 
 from ._app import app, console, err_console
 
-__all__ = ["simulate_command", "info_command", "convert_command", "describe_file", "file_statistics"]
+__all__ = [
+    "simulate_command",
+    "info_command",
+    "convert_command",
+    "describe_file",
+    "file_statistics",
+    "read_options",
+    "TREE_OPT",
+    "ENERGY_BRANCH_OPT",
+    "VOXELS_OPT",
+    "ENERGY_UNIT_OPT",
+    "VOXEL_UNIT_OPT",
+]
+
+# Options naming where the showers are in a user's file (simcompress.showers.layout.ReadOptions);
+# every command that reads shower files takes them.
+TREE_OPT = typer.Option(None, "--tree", help="TTree/RNTuple holding the showers (default: 'showers' or the file's only tree).")
+ENERGY_BRANCH_OPT = typer.Option(
+    None, "--energy-branch", help="Incident-energy branch/dataset (default: incident_energy, TotalEnergy, energy, E0, ...)."
+)
+VOXELS_OPT = typer.Option(
+    None, "--voxels",
+    help="Voxel branches/datasets: comma-separated names or glob patterns, e.g. cells | 'cell_*' | layer_0,layer_1,layer_2.",
+)
+ENERGY_UNIT_OPT = typer.Option(None, "--energy-unit", help="Unit of the incident energy in the file: eV, keV, MeV (default), GeV, TeV.")
+VOXEL_UNIT_OPT = typer.Option(None, "--voxel-unit", help="Unit of the voxel energies in the file (default MeV).")
+
+
+def read_options(
+    tree: str | None = None,
+    energy_branch: str | None = None,
+    voxels: str | None = None,
+    energy_unit: str | None = None,
+    voxel_unit: str | None = None,
+) -> Any:
+    """The CLI's file-layout options as a ``ReadOptions``."""
+    from ..showers.layout import ReadOptions
+
+    return ReadOptions.make(tree=tree, energy_branch=energy_branch, voxels=voxels, energy_unit=energy_unit,
+                            voxel_unit=voxel_unit)
 
 
 @app.command("simulate")
@@ -73,11 +112,11 @@ def simulate_command(
     console.print(f"wrote {events} showers ({geometry}, energies {energies}, seed {seed}) to {path}", highlight=False)
 
 
-def describe_file(path: str) -> dict[str, Any]:
+def describe_file(path: str, geometry: str | None = None, options: Any = None) -> dict[str, Any]:
     """Summary of a shower file (or folder/glob): geometry, events, energy range, layout, provenance."""
     from ..showers.io import open_showers
 
-    r = open_showers(path)
+    r = open_showers(path, geometry=geometry, options=options)
     e = r.incident_energy()
     m = r.metadata
     return {
@@ -85,6 +124,7 @@ def describe_file(path: str) -> dict[str, Any]:
         "files": [str(f) for f in r.files],
         "format": ",".join(r.formats),
         "layout": r.layout,
+        "source": r.source_layout,
         "geometry": r.geometry.name,
         "geometry_fingerprint": r.geometry.fingerprint,
         "n_layers": r.geometry.n_layers,
@@ -96,13 +136,13 @@ def describe_file(path: str) -> dict[str, Any]:
     }
 
 
-def file_statistics(path: str, progress: bool = False) -> dict[str, Any]:
+def file_statistics(path: str, progress: bool = False, geometry: str | None = None, options: Any = None) -> dict[str, Any]:
     """Stream a shower file once: mean and spread of E_dep/E_inc and the mean energy fraction per layer."""
     import numpy as np
 
     from ..showers.io import open_showers
 
-    r = open_showers(path)
+    r = open_showers(path, geometry=geometry, options=options)
     n = 0
     s1 = s2 = 0.0
     layer_sum = np.zeros(r.geometry.n_layers)
@@ -146,12 +186,25 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
     full: bool = typer.Option(False, "--full", help="Print the complete provenance (software versions, config)."),
     stats: bool = typer.Option(False, "--stats", help="Also read all showers: E_dep/E_inc, layer fractions, occupancy."),
+    geometry: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--geometry", "-g", help="Geometry of files that do not record one (name or YAML/XML path)."
+    ),
+    tree: Optional[str] = TREE_OPT,  # noqa: UP007
+    energy_branch: Optional[str] = ENERGY_BRANCH_OPT,  # noqa: UP007
+    voxels: Optional[str] = VOXELS_OPT,  # noqa: UP007
+    energy_unit: Optional[str] = ENERGY_UNIT_OPT,  # noqa: UP007
+    voxel_unit: Optional[str] = VOXEL_UNIT_OPT,  # noqa: UP007
 ) -> None:
-    """Describe shower files: geometry, event count, energy range, layout and provenance."""
-    summaries = [describe_file(f) for f in files]
+    """Describe shower files: geometry, event count, energy range, layout and provenance.
+
+    Files written by other tools are read too: name the tree, branches and units with
+    --tree, --energy-branch, --voxels, --energy-unit, --voxel-unit (see docs/showers.md).
+    """
+    opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
+    summaries = [describe_file(f, geometry, opts) for f in files]
     if stats:
         for s in summaries:
-            s["statistics"] = file_statistics(s["path"], progress=not as_json)
+            s["statistics"] = file_statistics(s["path"], progress=not as_json, geometry=geometry, options=opts)
     if as_json:
         console.print_json(json.dumps(summaries if len(summaries) > 1 else summaries[0], default=str))
         return
@@ -161,6 +214,7 @@ def info_command(
         lines = [
             f"[bold]{s['path']}[/bold]" + (f" ({len(s['files'])} files)" if len(s["files"]) > 1 else ""),
             f"  format      {s['format']} ({s['layout']})",
+            "  read from   " + ", ".join(f"{k} {v}" for k, v in s["source"].items()),
             f"  geometry    {s['geometry']}: {s['n_layers']} layers, {s['n_voxels']} voxels (fingerprint {s['geometry_fingerprint']})",
             f"  events      {s['n_events']}",
             f"  E_inc       {e['min']:.6g} .. {e['max']:.6g} MeV (mean {e['mean']:.6g}, {s['n_distinct_energies']} distinct)",
@@ -201,6 +255,11 @@ def convert_command(
     ),
     stop: Optional[int] = typer.Option(None, "--stop", help="Convert only the first N events."),  # noqa: UP007
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    tree: Optional[str] = TREE_OPT,  # noqa: UP007
+    energy_branch: Optional[str] = ENERGY_BRANCH_OPT,  # noqa: UP007
+    voxels: Optional[str] = VOXELS_OPT,  # noqa: UP007
+    energy_unit: Optional[str] = ENERGY_UNIT_OPT,  # noqa: UP007
+    voxel_unit: Optional[str] = VOXEL_UNIT_OPT,  # noqa: UP007
 ) -> None:
     """Convert shower files between ROOT and CaloChallenge HDF5 (merging several inputs into one file).
 
@@ -214,11 +273,14 @@ def convert_command(
         raise ConfigError(f"--format {format!r} is not allowed; allowed: root, hdf5")
     if stop is not None and stop < 1:
         raise ConfigError(f"--stop must be >= 1, got {stop}")
-    reader = open_showers(source if len(source) > 1 else source[0], geometry=geometry)
+    opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
+    reader = open_showers(source if len(source) > 1 else source[0], geometry=geometry, options=opts)
     out_resolved = out.resolve()
     if any(f.resolve() == out_resolved for f in reader.files):
         raise ConfigError(f"{out}: the output is one of the inputs; write to another file")
     meta = {"converted_from": [str(f) for f in reader.files]}
+    if not opts.is_default:
+        meta["converted_with"] = reader.source_layout
     n = reader.n_events if stop is None else min(stop, reader.n_events)
 
     def chunks() -> Any:

@@ -8,6 +8,7 @@ import typer
 
 from ..errors import ConfigError
 from ._app import GateFailed, app, console, err_console
+from .showers import ENERGY_BRANCH_OPT, ENERGY_UNIT_OPT, TREE_OPT, VOXEL_UNIT_OPT, VOXELS_OPT, read_options
 
 
 def _parse_candidate(spec: str, index: int) -> tuple[str, str]:
@@ -40,6 +41,11 @@ def validate(
     max_figures: int | None = typer.Option(None, "--max-figures", help="Cap on per-feature figures (default 80; the rest in tables)."),
     step_size: int = typer.Option(100_000, "--step-size", help="Events per streamed chunk."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    tree: str | None = TREE_OPT,
+    energy_branch: str | None = ENERGY_BRANCH_OPT,
+    voxels: str | None = VOXELS_OPT,
+    energy_unit: str | None = ENERGY_UNIT_OPT,
+    voxel_unit: str | None = VOXEL_UNIT_OPT,
 ) -> None:
     """Validate generated showers against reference showers.
 
@@ -69,11 +75,27 @@ def validate(
     if step_size < 1:
         raise ConfigError(f"--step-size must be >= 1, got {step_size}")
     ref_src: object = reference
-    if geom is not None:
+    opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
+    if geom is not None or not opts.is_default:
         from ..showers.io import open_showers
 
-        ref_src = open_showers(reference, geometry=geom)
-        cands_src = {n: open_showers(p, geometry=geom) for n, p in cands.items()}
+        # the layout options describe files written by other tools; our own files need none and
+        # are opened with the defaults, so a foreign reference can be compared with our candidates
+        from ..errors import ShowerFileError
+
+        def _open(p: str) -> object:
+            try:
+                return open_showers(p, geometry=geom, options=opts)
+            except ShowerFileError as first:
+                if opts.is_default:
+                    raise
+                try:
+                    return open_showers(p, geometry=geom)
+                except ShowerFileError:
+                    raise first from None
+
+        ref_src = _open(reference)
+        cands_src = {n: _open(p) for n, p in cands.items()}
     else:
         cands_src = dict(cands)
     with warnings.catch_warnings():

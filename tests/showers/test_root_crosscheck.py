@@ -165,21 +165,29 @@ def test_root_reads_our_sparse_files(root_side) -> None:
     assert prov["layout"] == "sparse" and prov["content_hash"] == open_showers(d / "ours_ds2.root").metadata["content_hash"]
 
 
-def test_cli_info_and_convert_on_root_written_file(root_side, tmp_path) -> None:
-    from typer.testing import CliRunner
-
-    from simcompress.cli import app
+def test_cli_info_convert_validate_on_root_written_file(root_side, tmp_path, capsys) -> None:
+    from simcompress.cli import main
 
     p = root_side["dir"] / "vector.root"
-    runner = CliRunner()
-    res = runner.invoke(app, ["info", str(p)])
-    assert res.exit_code == 2 and "--energy-branch" in res.output
-    res = runner.invoke(app, ["info", str(p), "--energy-branch", "E0", "--voxels", "cells", "--energy-unit", "GeV", "--json"])
-    assert res.exit_code == 0, res.output
-    info = json.loads(res.output)
+    # E0 is recognised as the energy, but 'cells' is no known voxel name: one line naming the option
+    assert main(["info", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "has: E0, cells" in err and "--voxels" in err and len(err.strip().splitlines()) == 1
+    assert main(["info", str(p), "--voxels", "cells", "--energy-unit", "GeV", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
     assert info["n_events"] == N and info["geometry"] == "ds1-photons" and info["source"]["tree"] == "events"
+    assert info["incident_energy_mev"]["max"] > 1000  # GeV converted
+    assert main(["info", str(p), "--energy-unit", "furlong", "--voxels", "cells"]) == 2
+    assert "energy_unit 'furlong' is not allowed; allowed: eV, keV, MeV, GeV, TeV" in capsys.readouterr().err
     out = tmp_path / "mine.root"
-    res = runner.invoke(app, ["convert", str(p), "--energy-branch", "E0", "--voxels", "cells", "--energy-unit", "GeV",
-                              "-o", str(out), "--no-progress"])
-    assert res.exit_code == 0, res.output
+    assert main(["convert", str(p), "--voxels", "cells", "--energy-unit", "GeV", "-o", str(out), "--no-progress"]) == 0
     assert _same(open_showers(out).read().showers, root_side["showers"].showers)
+    assert open_showers(out).metadata["converted_with"]["voxels"].startswith("cells (vector, 368 values)")
+    # validate: the ROOT-written reference (needs the options) against our own file (opened with the defaults)
+    rc = main(["validate", "--reference", str(root_side["dir"] / "cells.root"), "--candidate", f"ours={out}",
+               "--tree", "fancy_tree", "--voxels", "cell_*", "--gate", "loose", "--no-html", "-q",
+               "-o", str(tmp_path / "rep")])
+    capsys.readouterr()
+    assert rc in (0, 1)  # identical showers (the energies differ by GeV rounding only): the run itself must work
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m["candidates"]["ours"]["n_events"] == N
