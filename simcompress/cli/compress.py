@@ -20,6 +20,9 @@ from ._app import GateFailed, app, console
 
 log = logging.getLogger(__name__)
 
+#: subfolder of ``--out`` holding the student of a recipe that failed the gate
+REJECTED_DIR = "rejected-student"
+
 
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -100,12 +103,14 @@ def compress_cmd(
     calibration_events: int = typer.Option(2048, "--calibration-events", help="Samples for quantizer calibration."),
     report_samples: int = typer.Option(2048, "--report-samples", help="Showers per call when measuring throughput."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also measure ONNX Runtime float32 and int8 forms."),
+    validation_html: bool = typer.Option(True, "--validation-html/--no-validation-html",
+                                         help="Write the validation report's HTML page with plots (metrics.json always)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(0, "--threads", help="torch threads (0: leave as is)."),
 ) -> None:
     """Compress a shower generator with a recipe; write bundle, report and validation report.
 
-    Exit code 1 when the gate fails (report written, no bundle), 2 on bad input.
+    Exit code 1 when the gate fails (report and the rejected student in OUT/rejected-student, marked REJECTED; no bundle), 2 on bad input.
     """
     import numpy as np
     import torch
@@ -154,14 +159,17 @@ def compress_cmd(
         energies = np.exp(rng.uniform(math.log(lo), math.log(hi), calibration_events))
     pipeline = Pipeline.from_recipe(rec, gate=gate_fn, finetune=make_finetune(gen, data, seed), source=str(recipe))
     console.print(f"compressing {model} with {recipe} ({len(pipeline.steps)} steps)")
-    result = pipeline.run(gen, calibration=make_calibration(gen, energies, seed))
+    run_kwargs: dict[str, Any] = {"calibration": make_calibration(gen, energies, seed)}
+    if data is not None:  # methods that train against reference showers (distill_gan's adversarial phase)
+        run_kwargs["reference"] = (np.asarray(data.incident_energy), np.asarray(data.showers))
+    result = pipeline.run(gen, **run_kwargs)
     for s in result.steps:
         status = "" if s.gate is None else (" gate: " + ("pass" if s.gate.passed else "FAIL") + f" ({s.gate.summary})")
         console.print(f"  step {s.index} {s.config.method}: {s.seconds:.1f}s{status}{' (rolled back)' if s.rolled_back else ''}")
     comp = result.model.eval()
     gen.eval()
     fidelity: dict[str, Any] | None = None
-    validation_html: str | None = None
+    want_html, validation_html = validation_html, None
     validation_dir = out / "validation"
     staged = out.with_name(f".{out.name}.staging")
     if staged.exists():
@@ -176,7 +184,7 @@ def compress_cmd(
             for name, m in (("original", gen), ("compressed", comp)):
                 y = m.sample(e, generator=torch.Generator().manual_seed(seed))
                 cands[name] = ShowerSet(gate_fn.energies, y.detach().float().numpy(), prepared.geometry, {"source": name})
-        vres = validate(prepared, cands, gate_spec, out_dir=staged / "validation", progress=False)
+        vres = validate(prepared, cands, gate_spec, out_dir=staged / "validation", progress=False, html=want_html)
         fidelity = {
             "validation_passed_original": bool(vres.passed_for("original")),
             "validation_passed_compressed": bool(vres.passed_for("compressed")),
@@ -186,12 +194,13 @@ def compress_cmd(
         last = [s.gate for s in result.applied if s.gate is not None]
         if last:
             fidelity["final_gate"] = last[-1].summary
-        try:
-            from ..validation.report import report_section
+        if want_html:
+            try:
+                from ..validation.report import report_section
 
-            validation_html = report_section(vres)
-        except Exception as err:  # noqa: BLE001 - the compression report still gets written
-            log.warning("could not embed the validation section: %s", err)
+                validation_html = report_section(vres)
+            except Exception as err:  # noqa: BLE001 - the compression report still gets written
+                log.warning("could not embed the validation section: %s", err)
     orig_dir = resolve_bundle(model)
     report = compression_report(
         gen, comp, n_samples=report_samples, seed=seed, onnx=onnx, pipeline=result.to_dict(), fidelity=fidelity,
@@ -202,16 +211,33 @@ def compress_cmd(
     if original_gate is not None:
         report.setdefault("fidelity", {})
         report["fidelity"] = {**(report["fidelity"] or {}), "original_gate_passed": original_gate.passed, "original_gate": original_gate.summary}
+    base_for_bundle, steps = result.base_and_steps(base_config)
     if not result.passed:
+        # the rejected student is kept for inspection, in a subfolder, never as the output bundle
         staged.mkdir(parents=True, exist_ok=True)
+        failed = result.steps[-1]
+        report["status"] = "rejected"
+        report["rejected"] = {
+            "stopped_at": result.stopped_at,
+            "method": failed.config.method,
+            "gate": None if failed.gate is None else failed.gate.summary,
+            "student_bundle": REJECTED_DIR,
+        }
+        save_compressed(comp, base_for_bundle, steps, None, staged / REJECTED_DIR)
+        report["compressed"]["bundle_bytes"] = _sampling_bytes(staged / REJECTED_DIR)
+        title = f"Compression report: {model} with {recipe.name} (REJECTED: step {result.stopped_at} failed the gate)"
         _atomic_text(staged / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-        _atomic_text(staged / "report.md", report_markdown(report, f"Compression report: {model} with {recipe.name} (GATE FAILED)"))
-        _atomic_text(staged / "report.html", report_html(report, f"Compression report: {model} with {recipe.name} (GATE FAILED)", validation_html))
+        _atomic_text(staged / "report.md", report_markdown(report, title))
+        _atomic_text(staged / "report.html", report_html(report, title, validation_html))
+        _atomic_text(staged / "REJECTED", f"{title}\nthe rejected student is in {REJECTED_DIR}/ (load it with simcompress.load_generator)\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(staged, out)
-        raise GateFailed(f"step {result.stopped_at} failed the gate; report in {out} (no bundle written)")
-    base_for_bundle, steps = result.base_and_steps(base_config)
+        raise GateFailed(
+            f"step {result.stopped_at} failed the gate; report and rejected student in {out} "
+            f"({out / REJECTED_DIR}, marked REJECTED; no bundle written)"
+        )
+    report["status"] = "accepted"
     save_compressed(comp, base_for_bundle, steps, None, staged / "bundle")
     bundle_dir = staged / "bundle"
     report["compressed"]["bundle_bytes"] = _sampling_bytes(bundle_dir)

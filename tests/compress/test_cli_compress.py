@@ -66,7 +66,7 @@ def test_cli_compress_needs_reference_for_gate(tiny_gan: Path, tmp_path: Path, c
     assert rc == 2 and "--reference" in capsys.readouterr().err
 
 
-def test_cli_compress_failed_gate_exits_1_without_bundle(tiny_gan: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_compress_failed_gate_exits_1_keeps_rejected_student(tiny_gan: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's wiring of a failing gate (the physics gate itself is tested in tests/validation)."""
     import simcompress.validation.gate as vgate
     from simcompress.compress import GateResult
@@ -98,3 +98,11 @@ def test_cli_compress_failed_gate_exits_1_without_bundle(tiny_gan: Path, tmp_pat
     assert rep["pipeline"]["steps"][0]["gate"]["summary"] == "w1(e_total)=9 > 3"
     assert rep["fidelity"]["original_gate_passed"] is True and len(calls) == 2
     assert not (out / "weights.safetensors").exists()
+    # the rejected student and its report stay, marked as rejected
+    assert rep["status"] == "rejected" and rep["rejected"]["student_bundle"] == "rejected-student"
+    assert (out / "REJECTED").is_file() and "REJECTED" in (out / "report.md").read_text().splitlines()[0]
+    from simcompress.generators import load_generator
+
+    student = load_generator(out / "rejected-student")
+    assert json.loads((out / "rejected-student" / "config.json").read_text())["compression"]["steps"][0]["method"] == "ptq"
+    assert torch.isfinite(student.sample(torch.full((3,), 1e4), generator=torch.Generator().manual_seed(0))).all()
