@@ -62,7 +62,16 @@ from .._provenance import software_versions, utc_now
 from ..errors import ConfigError, GeometryError, ShowerFileError, SimcompressError, UnknownNameError
 from .data import ShowerSet, check_showers
 from .geometry import Geometry, builtin_geometries
-from .layout import ENERGY_BRANCHES, Column, ReadOptions, auto_voxel_names, listing, select_names, to_float32_mev
+from .layout import (
+    ENERGY_BRANCHES,
+    Column,
+    ReadOptions,
+    auto_voxel_names,
+    listing,
+    select_names,
+    split_source,
+    to_float32_mev,
+)
 
 __all__ = [
     "DENSE_MAX_VOXELS",
@@ -769,27 +778,32 @@ def _inspect_hdf5(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
     return _FileInfo(path, "hdf5", n, v, layout, prov, geo, "", e_key, tuple(columns), opts)
 
 
-def _expand(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+def _expand(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], opts: ReadOptions | None = None
+) -> list[tuple[Path, ReadOptions]]:
+    """Files (folders and globs expanded) with their read options (``PATH;key=value`` overrides ``opts``)."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise ShowerFileError("no shower files given")
-    out: list[Path] = []
+    base = opts or ReadOptions()
+    out: list[tuple[Path, ReadOptions]] = []
     for item in items:
-        s = os.fspath(item)
+        s, extra = split_source(os.fspath(item))
+        o = ReadOptions.make(base, **extra) if extra else base
         p = Path(s)
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in ROOT_SUFFIXES + HDF5_SUFFIXES
                            and not q.name.startswith("."))
             if not found:
                 raise ShowerFileError(f"{p}: folder holds no shower files (*.root, *.h5, *.hdf5)")
-            out.extend(found)
+            out.extend((q, o) for q in found)
         elif _glob.has_magic(s) and not p.exists():
             found = sorted(Path(x) for x in _glob.glob(s) if Path(x).is_file())
             if not found:
                 raise ShowerFileError(f"{s}: no files match this pattern")
-            out.extend(found)
+            out.extend((q, o) for q in found)
         else:
-            out.append(p)
+            out.append((p, o))
     return out
 
 
@@ -1065,7 +1079,9 @@ def open_showers(
 
     Args:
         paths: a file, a folder (all ``*.root``/``*.h5``/``*.hdf5`` in it, e.g. a batch shard
-            folder), a glob pattern, or a list of these. ROOT and HDF5 may be mixed.
+            folder), a glob pattern, or a list of these. ROOT and HDF5 may be mixed. Each may
+            carry its own read options as ``"PATH;key=value;..."`` (e.g.
+            ``"calogan.root;energy_unit=GeV"``), which override the keywords below.
         geometry: override/declare the geometry (a :class:`Geometry` or name). Needed for
             plain files whose voxel count is not one of the built-in geometries'.
         options: a :class:`~simcompress.showers.layout.ReadOptions` (or dict); the keywords
@@ -1086,11 +1102,11 @@ def open_showers(
     opts = ReadOptions.make(options, tree=tree, energy_branch=energy_branch, voxels=voxels,
                             energy_unit=energy_unit, voxel_unit=voxel_unit)
     geo_arg = Geometry.from_name(geometry) if isinstance(geometry, str) else geometry
-    files = _expand(paths)
+    files = _expand(paths, opts)
     infos: list[_FileInfo] = []
-    for p in files:
+    for p, o in files:
         fmt = _sniff(p)
-        info = _inspect_root(p, opts) if fmt == "root" else _inspect_hdf5(p, opts)
+        info = _inspect_root(p, o) if fmt == "root" else _inspect_hdf5(p, o)
         if info.n_events == 0:
             raise ShowerFileError(f"{p}: file holds no events")
         infos.append(info)

@@ -42,6 +42,7 @@ __all__ = [
     "ReadOptions",
     "natural_key",
     "select_names",
+    "split_source",
 ]
 
 #: incident-energy branch names recognised without ``energy_branch=``, in order of preference.
@@ -101,6 +102,34 @@ class ReadOptions(StrictModel):
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.model_dump().items() if v is not None and v != "MeV"]
         return ", ".join(parts) or "defaults"
+
+
+def split_source(spec: str) -> tuple[str, dict[str, str]]:
+    """``"PATH;key=value;..."`` -> (``PATH``, options): read options attached to one path.
+
+    Every command that takes a shower file accepts this form, e.g.
+    ``"calogan.root;energy_unit=GeV"`` or ``"user.root;tree=events;voxels=cell_*"``; keys are the
+    :class:`ReadOptions` fields (``-`` may replace ``_``). A path that exists as written, or
+    has no ``;``, is returned unchanged.
+    """
+    import os
+
+    if ";" not in spec or os.path.exists(spec):
+        return spec, {}
+    path, *parts = spec.split(";")
+    allowed = list(ReadOptions.model_fields)
+    out: dict[str, str] = {}
+    for part in parts:
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in allowed:
+            raise ConfigError(
+                f"{spec}: {part!r} is not a read option; expected PATH;key=value;... with keys {', '.join(allowed)}"
+            )
+        out[key] = value.strip()
+    return path, out
 
 
 def natural_key(name: str) -> tuple[Any, ...]:

@@ -100,3 +100,23 @@ def test_errors_name_what_the_file_holds(tmp_path, small) -> None:
         open_showers(p, energy_branch="ebeam", voxels="*")
     r = open_showers(p, energy_branch="ebeam", voxels="hits")
     assert _same(r.read().showers, small.showers) and _same(r.incident_energy(), small.incident_energy)
+
+
+def test_read_options_attached_to_a_path(tmp_path, small) -> None:
+    """``PATH;key=value`` reaches every reader (e.g. ``--energies file:...``, ``--data``, ``--reference``)."""
+    from simcompress.showers.energies import parse_energy_spec
+    from simcompress.showers.io import write_showers
+
+    p = tmp_path / "user.root"
+    with uproot.recreate(p) as f:
+        f.mktree("events", {"ebeam": np.float32, "hits": ("float32", (368,))}).extend(
+            {"ebeam": small.incident_energy / np.float32(1000), "hits": small.showers})
+    ours = write_showers(tmp_path / "ours.root", small)
+    r = open_showers([f"{p};energy_branch=ebeam;voxels=hits;energy-unit=GeV", ours])
+    assert r.n_events == 100 and r.file_metadata[1]["n_events"] == 50
+    both = r.read()
+    assert _same(both.showers[:50], both.showers[50:])
+    e = parse_energy_spec(f"file:{p};energy_branch=ebeam;voxels=hits;energy_unit=GeV").sample(5, np.random.default_rng(0))
+    assert e.min() >= small.incident_energy.min() * 0.999
+    with pytest.raises(ConfigError, match=r"'tre=events' is not a read option; expected PATH;key=value;\.\.\. with keys tree, energy_branch"):
+        open_showers(f"{p};tre=events")
