@@ -27,7 +27,7 @@ from ..showers.data import ShowerSet
 from ..showers.geometry import Geometry
 from . import metrics as M
 from .features import EnergyBin, FeatureAccumulator, FeatureTable, energy_bins, feature_family, high_level_vector
-from .gate import GateCheck, GateSpec, evaluate_gate, load_gate_spec
+from .gate import GateCheck, GateSpec, evaluate_gate, false_alarm_summary, load_gate_spec
 
 __all__ = [
     "EnergyMismatchWarning",
@@ -656,6 +656,7 @@ class ValidationResult:
             },
             "candidates": {n: {**c.to_dict(), "passed": self.passed_for(n)} for n, c in self.candidates.items()},
             "checks": [c.to_dict() for c in self.checks],
+            "false_alarm": false_alarm_summary(self.spec, ref),  # the gate's family-wise rate (issue 20)
         }
 
     def to_json(self) -> str:
@@ -786,7 +787,7 @@ def validate(
                 warnings.warn(w, EnergyMismatchWarning, stacklevel=2)
             else:
                 log.warning(w)
-    res = ValidationResult(prep, results, gate_spec, evaluate_gate(gate_spec, results))
+    res = ValidationResult(prep, results, gate_spec, evaluate_gate(gate_spec, results, reference=prep))
     if out_dir is not None:
         res.write(out_dir, html=html, progress=progress)
     return res

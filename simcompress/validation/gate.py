@@ -2,7 +2,16 @@
 
 A :class:`GateSpec` (strict pydantic; unknown keys are errors) lists rules:
 
-* ``features``: per-feature rules on ``w1``, ``ks`` or ``separation_power``. A feature passes when
+* ``false_alarm``: the gate's one family-wise false-alarm probability (``rate``, 1 % by default):
+  the probability that *any* check of a candidate fails when the candidate has the reference's
+  physics, whatever the number of checks (per-energy-bin checks included). With ``method:
+  max-statistic`` (default) every feature threshold is calibrated to it by a max-statistic over
+  reference half-splits (:mod:`simcompress.validation.calibration`):
+  ``value <= r * (mean + c * sd)`` with the split mean and spread of the check and one critical
+  value ``c`` for all checks; the report and ``metrics.json`` state the rate in one sentence.
+* ``features``: which features are gated on ``w1``, ``ks`` or ``separation_power``. With
+  ``false_alarm.method: per-check`` (the uncalibrated rule of earlier versions; the family-wise
+  rate then grows with the number of checks) a feature passes when
   ``value <= max(ratio * floor, floor + k * floor_std, k * one_event_resolution)``, where ``floor`` and ``floor_std`` are the
   mean and spread of the same metric between disjoint halves of the reference, over
   ``noise_floor.n_splits`` random splits, rescaled to the candidate's sample sizes
@@ -24,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .._config import StrictModel, load_yaml
 from ..errors import ConfigError, UnknownNameError, did_you_mean
@@ -40,17 +49,19 @@ __all__ = [
     "BootstrapConfig",
     "GateSpec",
     "BaselineRule",
+    "FalseAlarmConfig",
     "GateCheck",
     "load_gate_spec",
     "preset_names",
     "evaluate_gate",
     "feature_threshold",
     "make_model_gate",
+    "false_alarm_summary",
 ]
 
 
 class FeatureRule(StrictModel):
-    """Per-feature rule: ``value <= max(ratio * floor, floor + k * floor_std)``."""
+    """Which features a metric gates; ``ratio`` and ``k`` only apply with ``false_alarm.method: per-check``."""
 
     metric: Literal["w1", "ks", "separation_power"]
     features: tuple[str, ...] = ("*",)
@@ -127,6 +138,28 @@ class BaselineRule(StrictModel):
     auc_margin: float = Field(0.05, ge=0, le=0.5)
 
 
+class FalseAlarmConfig(StrictModel):
+    """The gate's family-wise false-alarm probability and how thresholds are calibrated to it.
+
+    ``rate``: probability that a candidate with the reference's physics fails any check.
+    ``method``: ``max-statistic`` (thresholds from ``n_splits`` reference half-splits of at most
+    ``max_events`` events each; ``n_holdout`` of them are kept out of the fit and reported as the
+    observed check) or ``per-check`` (each feature rule's own ``ratio``/``k``; no family-wise control).
+    """
+
+    rate: float = Field(0.01, gt=0.0, lt=0.5)
+    method: Literal["max-statistic", "per-check"] = "max-statistic"
+    n_splits: int = Field(100, ge=20)
+    n_holdout: int = Field(30, ge=0)
+    max_events: int = Field(20_000, ge=10)
+
+    @model_validator(mode="after")
+    def _enough_fit_splits(self) -> FalseAlarmConfig:
+        if self.n_splits - self.n_holdout < 10:
+            raise ValueError(f"n_splits - n_holdout = {self.n_splits - self.n_holdout}, need at least 10 splits for the fit")
+        return self
+
+
 class GateSpec(StrictModel):
     """A complete validation gate (see module docstring)."""
 
@@ -153,6 +186,7 @@ class GateSpec(StrictModel):
     min_events: int = Field(200, ge=2)
     threshold_mev: float | None = Field(None, ge=0)
     baseline: BaselineRule = BaselineRule()
+    false_alarm: FalseAlarmConfig = FalseAlarmConfig()
     seed: int = 0
 
 
@@ -215,12 +249,19 @@ def feature_threshold(rule: FeatureRule, floor: float, floor_std: float, resolut
 _KEY = {"w1": "w1", "ks": "ks", "separation_power": "sp"}
 
 
+def _n_candidate(m: dict[str, Any]) -> int:
+    """Candidate events behind one feature's metrics (core stores the one-event KS resolution 1/n)."""
+    res = float(m["floor"].get("ks_res", 0.0))
+    return int(round(1.0 / res)) if res > 0 else 0
+
+
 def _feature_checks(
     spec: GateSpec,
     cand: str,
     metrics: dict[str, dict[str, Any]],
     energy_bin: str = "",
     baseline: dict[str, dict[str, Any]] | None = None,
+    calibration: Any = None,
 ) -> list[GateCheck]:
     out = []
     b = spec.baseline
@@ -233,21 +274,71 @@ def _feature_checks(
             floor = float(m["floor"][key])
             fstd = float(m["floor"][key + "_std"])
             res = float(m["floor"].get(key + "_res", 0.0))
-            thr = feature_threshold(rule, floor, fstd, res) * (spec.per_bin_scale if energy_bin else 1.0)
-            detail = f"floor {floor:.4g} ± {fstd:.3g}"
+            cal = calibration.threshold(rule.metric, feat, energy_bin, _n_candidate(m)) if calibration is not None else None
+            if cal is not None:
+                # family-wise calibrated: mean + c sd of this check over the reference half-splits, at these sizes
+                thr, cmean, csd = cal
+                # never below c one-event steps of this comparison (a feature constant in the reference)
+                thr = max(thr, calibration.critical * res)
+                spread = csd
+                detail = f"floor {cmean:.4g} ± {csd:.3g} (calibrated, {calibration.critical:.2f} sigma)"
+            else:
+                thr = feature_threshold(rule, floor, fstd, res) * (spec.per_bin_scale if energy_bin else 1.0)
+                spread = fstd
+                detail = f"floor {floor:.4g} ± {fstd:.3g}"
             bm = (baseline or {}).get(feat)
             if b.enabled and bm is not None and not bm.get("skipped"):
                 bv = float(bm[key])
-                thr = max(thr, b.ratio * bv, bv + b.k * fstd)
+                if cal is not None:
+                    # the difference of two same-physics values has at most sqrt(2) times one value's spread
+                    thr = max(thr, b.ratio * bv, bv + math.sqrt(2.0) * calibration.critical * spread)
+                else:
+                    thr = max(thr, b.ratio * bv, bv + b.k * spread)
                 detail += f"; baseline {bv:.4g}"
             out.append(GateCheck(cand, rule.metric, feat, value, thr, bool(value <= thr), energy_bin, detail))
     return out
 
 
+def _calibration(spec: GateSpec, reference: Any) -> Any:
+    """The family-wise calibration for ``spec`` on ``reference`` (a PreparedReference), or None (per-check rule)."""
+    if spec.false_alarm.method != "max-statistic":
+        return None
+    if reference is None:
+        raise ConfigError(
+            "gate: false_alarm.method 'max-statistic' calibrates thresholds on the reference; pass reference= "
+            "(a PreparedReference) to evaluate_gate, or use method 'per-check'"
+        )
+    from .calibration import family_calibration
+
+    return family_calibration(reference, spec)
+
+
+def false_alarm_summary(spec: GateSpec, reference: Any) -> dict[str, Any]:
+    """What ``metrics.json`` and the report state about the gate's family-wise false-alarm rate."""
+    cal = _calibration(spec, reference)
+    if cal is None:
+        return {
+            "method": "per-check",
+            "rate": None,
+            "sentence": "Family-wise false-alarm rate not controlled (false_alarm.method: per-check): each check has its "
+            "own threshold, so the chance that some check fails on same-physics samples grows with the number of checks.",
+        }
+    return cal.summary()
+
+
 def evaluate_gate(
-    spec: GateSpec, candidates: dict[str, CandidateResult], baseline: CandidateResult | None = None
+    spec: GateSpec,
+    candidates: dict[str, CandidateResult],
+    baseline: CandidateResult | None = None,
+    *,
+    reference: Any = None,
 ) -> list[GateCheck]:
     """All gate checks for every candidate of a validation run.
+
+    ``reference`` (the :class:`~simcompress.validation.core.PreparedReference`) is needed by the
+    default ``false_alarm.method: max-statistic``: the feature thresholds are calibrated on its
+    half-splits so that a candidate of the same physics fails any check with probability
+    ``false_alarm.rate`` (:mod:`simcompress.validation.calibration`).
 
     ``baseline`` (the uncompressed model's result, for compression gates) relaxes each threshold
     to the :class:`BaselineRule` one when ``spec.baseline.enabled``.
@@ -258,14 +349,17 @@ def evaluate_gate(
     in the report and in ``metrics.json``.
     """
     checks: list[GateCheck] = []
+    cal = _calibration(spec, reference)
     for name, res in candidates.items():
         if spec.per_energy_bin:
             for label, feats in res.per_energy_bin.items():
                 bfeats = baseline.per_energy_bin.get(label) if baseline is not None else None
-                checks += _feature_checks(spec, name, feats, energy_bin=label, baseline=bfeats)
+                checks += _feature_checks(spec, name, feats, energy_bin=label, baseline=bfeats, calibration=cal)
             if res.incident_energy.get("mismatch"):
                 continue
-        checks += _feature_checks(spec, name, res.features, baseline=baseline.features if baseline is not None else None)
+        checks += _feature_checks(
+            spec, name, res.features, baseline=baseline.features if baseline is not None else None, calibration=cal
+        )
         use_base = baseline is not None and spec.baseline.enabled
         for key in ("fpd", "kpd"):
             rule: MultivariateRule = getattr(spec, key)
@@ -397,7 +491,8 @@ class _ModelGate:
 
         res = self._evaluate(model)
         self._last = res
-        checks = evaluate_gate(self.spec, {"model": res}, baseline=self.baseline)
+        checks = evaluate_gate(self.spec, {"model": res}, baseline=self.baseline, reference=self.prepared)
+        fa = false_alarm_summary(self.spec, self.prepared)
         failed = [c for c in checks if not c.passed]
         passed = not failed
         rel = " (or within the baseline rule of the uncompressed model)" if self.baseline is not None and self.spec.baseline.enabled else ""
@@ -408,6 +503,9 @@ class _ModelGate:
             summary = f"gate {self.spec.name!r}: {len(failed)}/{len(checks)} checks failed{rel}, e.g. " + "; ".join(
                 f"{c.metric}({c.target})={c.value:.4g} > {c.threshold:.4g}" for c in worst
             )
+        summary += " [" + (
+            f"family-wise false-alarm rate {100 * fa['rate']:.2g} %" if fa.get("rate") else "false-alarm rate not controlled"
+        ) + "]"
         from .core import _jsonable
 
         return GateResult(
@@ -418,6 +516,7 @@ class _ModelGate:
                     "spec": self.spec.name,
                     "n_events": int(np.size(self.energies)),
                     "relative_to_baseline": bool(self.baseline is not None and self.spec.baseline.enabled),
+                    "false_alarm": fa,
                     "checks": [c.to_dict() for c in checks],
                     "candidate": res.to_dict(),
                 }
