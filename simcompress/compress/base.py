@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 from torch import nn
 
+from .coverage import check_coverage, coverage_of, snapshot
 from .parametrizations import clone_model
 from .._config import StrictModel, parse_config
 from .._registry import Registry
@@ -54,6 +55,9 @@ class MethodConfig(StrictModel):
     method: ClassVar[str] = ""
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
+    #: refuse the step (UnsupportedLayerError) instead of warning when it leaves weight layers
+    #: untouched that include/exclude/types did not exclude (see :mod:`simcompress.compress.coverage`)
+    strict: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **self.model_dump(mode="json")}
@@ -92,6 +96,11 @@ class CompressionResult:
     layers: tuple[LayerRecord, ...] = ()
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> dict[str, Any] | None:
+        """Which weight layers this step changed and which it left alone (``extra["coverage"]``)."""
+        return self.extra.get("coverage")
 
     def report(self) -> dict[str, Any]:
         return {
@@ -185,7 +194,7 @@ def select_modules(
         yield name, mod
 
 
-def compress(model: nn.Module, config: MethodConfig, **kwargs: Any) -> CompressionResult:
+def compress(model: nn.Module, config: MethodConfig, *, strict: bool | None = None, **kwargs: Any) -> CompressionResult:
     """Apply one compression method to a copy of ``model``; the input is never mutated.
 
     Keyword arguments go to the method; the built-in ones read
@@ -193,6 +202,12 @@ def compress(model: nn.Module, config: MethodConfig, **kwargs: Any) -> Compressi
     or a list of batches; for activation quantizers and output sensitivities) and
     ``trainer=`` (a callable ``(model, steps, lr)`` training in place; QAT, gradual pruning,
     LoRA), and ignore the rest.
+
+    The result's ``extra["coverage"]`` (also :attr:`CompressionResult.coverage`) lists every
+    weight layer in scope as changed or left alone, with its parameter share; layers the
+    method could not handle and the user did not exclude raise a
+    :class:`~simcompress.compress.coverage.CoverageWarning`, or, with ``strict=True`` (argument
+    or config field), :class:`~simcompress.errors.UnsupportedLayerError`.
 
     Example:
         >>> import torch
@@ -211,9 +226,17 @@ def compress(model: nn.Module, config: MethodConfig, **kwargs: Any) -> Compressi
     if not isinstance(config, m.config_cls):
         raise ConfigError(f"method {config.method!r} expects {m.config_cls.__name__}, got {type(config).__name__}")
     work = clone_model(model)
+    before = snapshot(work)
     t0 = time.perf_counter()
     result = m.transform(work, config, **kwargs)
-    if result.seconds == 0.0:
-        result = CompressionResult(result.model, result.config, result.layers, time.perf_counter() - t0, result.extra)
-    return result
+    seconds = result.seconds or time.perf_counter() - t0
+    extra = dict(result.extra)
+    if extra.get("replaces_model"):
+        extra["coverage"] = {"scope": "whole architecture", "replaced": True, "changed_share": 1.0, "not_handled_share": 0.0,
+                             "changed": [], "left_alone": [], "total_params": before.total_params}
+    else:
+        cov = coverage_of(before, result.model, config, result.layers)
+        extra["coverage"] = cov
+        check_coverage(cov, config.method, bool(config.strict if strict is None else strict))
+    return CompressionResult(result.model, result.config, result.layers, seconds, extra)
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import BundleError
 
-__all__ = ["base_type", "Factorized", "TTLinear", "balanced_factors", "module_spec", "module_from_spec"]
+__all__ = ["PLAIN_LAYER_TYPES", "base_type", "Factorized", "TTLinear", "balanced_factors", "module_spec", "module_from_spec"]
 
 
 def base_type(mod: nn.Module) -> type:
@@ -30,15 +30,25 @@ def base_type(mod: nn.Module) -> type:
     return cls
 
 
+_CONVS: dict[str, type[nn.Module]] = {
+    "Conv1d": nn.Conv1d, "Conv2d": nn.Conv2d, "Conv3d": nn.Conv3d,
+    "ConvTranspose1d": nn.ConvTranspose1d, "ConvTranspose2d": nn.ConvTranspose2d, "ConvTranspose3d": nn.ConvTranspose3d,
+}
+_NORMS: dict[str, type[nn.Module]] = {"BatchNorm1d": nn.BatchNorm1d, "BatchNorm2d": nn.BatchNorm2d, "BatchNorm3d": nn.BatchNorm3d}
+#: plain torch layers :func:`module_spec` describes (their shapes are rebuilt from the spec)
+PLAIN_LAYER_TYPES: tuple[str, ...] = ("Linear", *_CONVS, *_NORMS)
+
+
 def module_spec(mod: nn.Module) -> dict[str, Any]:
-    """Constructor spec of a plain layer (Linear, Conv1d/2d, BatchNorm1d) or a registered module."""
+    """Constructor spec of a plain layer (Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d,
+    BatchNorm1d/2d/3d) or a registered module."""
     cls = base_type(mod)
     if hasattr(cls, "from_spec") and hasattr(mod, "to_spec"):
         return {"type": cls.__name__, **mod.to_spec()}
     if cls is nn.Linear:
         return {"type": "Linear", "in_features": mod.in_features, "out_features": mod.out_features, "bias": mod.bias is not None}
-    if cls in (nn.Conv1d, nn.Conv2d):
-        return {
+    if cls in _CONVS.values():
+        spec = {
             "type": cls.__name__,
             "in_channels": mod.in_channels,
             "out_channels": mod.out_channels,
@@ -50,9 +60,12 @@ def module_spec(mod: nn.Module) -> dict[str, Any]:
             "bias": mod.bias is not None,
             "padding_mode": mod.padding_mode,
         }
-    if cls is nn.BatchNorm1d:
+        if cls.__name__.startswith("ConvTranspose"):
+            spec["output_padding"] = list(mod.output_padding)
+        return spec
+    if cls in _NORMS.values():
         return {
-            "type": "BatchNorm1d",
+            "type": cls.__name__,
             "num_features": mod.num_features,
             "eps": mod.eps,
             "momentum": mod.momentum,
@@ -72,10 +85,10 @@ def module_from_spec(spec: dict[str, Any]) -> nn.Module:
     kind = spec.pop("type")
     if kind == "Linear":
         return nn.Linear(spec["in_features"], spec["out_features"], bias=spec["bias"])
-    if kind in ("Conv1d", "Conv2d"):
-        cls = nn.Conv1d if kind == "Conv1d" else nn.Conv2d
+    if kind in _CONVS:
         pad = spec["padding"]
-        return cls(
+        extra = {"output_padding": tuple(spec.get("output_padding", 0))} if kind.startswith("ConvTranspose") else {}
+        return _CONVS[kind](
             spec["in_channels"],
             spec["out_channels"],
             tuple(spec["kernel_size"]),
@@ -85,9 +98,10 @@ def module_from_spec(spec: dict[str, Any]) -> nn.Module:
             groups=spec["groups"],
             bias=spec["bias"],
             padding_mode=spec["padding_mode"],
+            **extra,
         )
-    if kind == "BatchNorm1d":
-        return nn.BatchNorm1d(
+    if kind in _NORMS:
+        return _NORMS[kind](
             spec["num_features"], eps=spec["eps"], momentum=spec["momentum"], affine=spec["affine"],
             track_running_stats=spec["track_running_stats"],
         )

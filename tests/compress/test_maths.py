@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from simcompress.compress import compress, config_from_dict
+from simcompress.compress.coverage import CoverageWarning
 from simcompress.compress.methods.gradual_prune import polynomial_sparsity
 from simcompress.compress.methods.svd import SVDConfig
 from simcompress.compress.methods.tensor_train import tt_decompose
@@ -191,7 +192,9 @@ def test_balanced_factors() -> None:
 def test_tucker_full_rank_is_exact_and_low_rank_smaller() -> None:
     model = ConvNet().double()
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
-    full = compress(model, config_from_dict({"method": "tucker", "rank_ratio": 1.0, "only_if_smaller": False}))
+    with pytest.warns(CoverageWarning, match=r"head \(Linear"):  # tucker factorizes convolutions only
+        full = compress(model, config_from_dict({"method": "tucker", "rank_ratio": 1.0, "only_if_smaller": False}))
+    assert [r["name"] for r in full.coverage["left_alone"]] == ["head"]
     torch.testing.assert_close(full.model(x), model(x), rtol=0, atol=1e-10)
     low = compress(model, config_from_dict({"method": "tucker", "rank_ratio": 0.5, "include": ["c2"], "only_if_smaller": False}))
     assert isinstance(low.model.c2, Factorized) and len(low.model.c2) == 3

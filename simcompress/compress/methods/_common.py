@@ -16,6 +16,8 @@ from ..modules import base_type
 
 __all__ = [
     "LAYER_TYPES",
+    "ALL_LAYER_TYPES",
+    "output_axis",
     "targets",
     "run_calibration",
     "collect_outputs",
@@ -29,7 +31,19 @@ LAYER_TYPES: dict[str, type[nn.Module]] = {
     "Linear": nn.Linear,
     "Conv1d": nn.Conv1d,
     "Conv2d": nn.Conv2d,
+    "Conv3d": nn.Conv3d,
+    "ConvTranspose1d": nn.ConvTranspose1d,
+    "ConvTranspose2d": nn.ConvTranspose2d,
+    "ConvTranspose3d": nn.ConvTranspose3d,
 }
+#: default ``types`` of the weight-only methods (pruning, quantization): every layer type above
+ALL_LAYER_TYPES: tuple[str, ...] = tuple(LAYER_TYPES)
+CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def output_axis(mod: nn.Module) -> int:
+    """Axis of the output channels in ``mod.weight`` (1 for transposed convolutions, else 0)."""
+    return 1 if isinstance(mod, CONV_TRANSPOSE) else 0
 
 
 def types_from_names(names: Iterable[str], allowed: dict[str, type[nn.Module]], method: str) -> tuple[type[nn.Module], ...]:

@@ -112,17 +112,21 @@ def compute_qparams(x: Tensor, spec: QuantSpec, axis: int | None) -> tuple[Tenso
     return scale.reshape(shape).to(torch.float32), zp.reshape(shape).to(torch.float32)
 
 
-def weight_quantizer(w: Tensor, spec: QuantSpec) -> FakeQuant:
-    """A calibrated :class:`FakeQuant` for weight ``w`` (per-channel on the output axis 0)."""
-    axis = 0 if spec.granularity == "per_channel" and w.ndim >= 2 else None
+def weight_quantizer(w: Tensor, spec: QuantSpec, out_axis: int = 0) -> FakeQuant:
+    """A calibrated :class:`FakeQuant` for weight ``w`` (per-channel on the output axis:
+    0 for Linear/Conv, 1 for ConvTranspose, whose weight is ``(in, out/groups, k...)``)."""
+    axis = out_axis if spec.granularity == "per_channel" and w.ndim >= 2 else None
     scale, zp = compute_qparams(w, spec, axis)
     return FakeQuant(scale, zp, spec.bits, spec.symmetric, axis)
 
 
 def quantize_weight_(module: nn.Module, spec: QuantSpec) -> FakeQuant:
     """Attach (or replace) the fake quantizer on ``module.weight``, calibrated on its current value."""
+    from ._common import output_axis
+
     w = module.weight.detach()
-    fq = weight_quantizer(w, spec)
+    ax = output_axis(module)
+    fq = weight_quantizer(w, spec, ax)
     if parametrize.is_parametrized(module, "weight"):
         plist = module.parametrizations["weight"]
         for i, p in enumerate(plist):
@@ -131,7 +135,7 @@ def quantize_weight_(module: nn.Module, spec: QuantSpec) -> FakeQuant:
                 val = module.parametrizations["weight"].original.detach()
                 for q in list(plist)[:i]:
                     val = q(val)
-                new = weight_quantizer(val, spec)
+                new = weight_quantizer(val, spec, ax)
                 plist[i] = new
                 return new
     parametrize.register_parametrization(module, "weight", fq)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..base import CompressionResult, MethodConfig, register_method
 from ..parametrizations import clone_model
-from ._common import LAYER_TYPES, Trainer, record, require_trainer, targets, types_from_names
+from ._common import ALL_LAYER_TYPES, LAYER_TYPES, Trainer, record, require_trainer, targets, types_from_names
 from .magnitude_prune import prune_to_sparsity_
 
 __all__ = ["GradualPruneConfig", "gradual_prune", "polynomial_sparsity"]
@@ -42,7 +42,7 @@ class GradualPruneConfig(MethodConfig):
     power: float = Field(3.0, gt=0)
     lr: float = Field(1e-4, gt=0)
     scope: Literal["layer", "global"] = "global"
-    types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+    types: tuple[str, ...] = ALL_LAYER_TYPES
 
     @model_validator(mode="after")
     def _order(self) -> GradualPruneConfig:

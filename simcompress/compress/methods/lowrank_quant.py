@@ -10,7 +10,7 @@ from torch import nn
 from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import Factorized
 from ._quant import QuantSpec, quantize_weight_
-from ._common import record
+from ._common import ALL_LAYER_TYPES, record
 from .svd import SVDOptions, factorize_layers
 
 __all__ = ["LowRankQuantConfig", "lowrank_quant"]
@@ -24,6 +24,7 @@ class LowRankQuantConfig(MethodConfig):
     method: ClassVar[str] = "lowrank_quant"
     svd: SVDOptions = SVDOptions(energy=0.95)
     weights: QuantSpec = QuantSpec()
+    types: tuple[str, ...] = ALL_LAYER_TYPES
 
 
 @register_method(LowRankQuantConfig)

@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 from ..base import CompressionResult, MethodConfig, register_method
 from ..parametrizations import Mask
 from ..parametrizations import clone_model
-from ._common import LAYER_TYPES, record, targets, types_from_names
+from ._common import ALL_LAYER_TYPES, LAYER_TYPES, record, targets, types_from_names
 
 __all__ = ["MagnitudePruneConfig", "magnitude_prune", "prune_to_sparsity_", "set_mask_"]
 
@@ -26,7 +26,7 @@ class MagnitudePruneConfig(MethodConfig):
     method: ClassVar[str] = "magnitude_prune"
     sparsity: float = Field(0.5, ge=0.0, lt=1.0)
     scope: Literal["layer", "global"] = "layer"
-    types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+    types: tuple[str, ...] = ALL_LAYER_TYPES
 
 
 def set_mask_(module: nn.Module, keep: Tensor) -> None:

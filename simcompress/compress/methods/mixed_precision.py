@@ -11,7 +11,7 @@ from torch import nn
 from ...errors import ConfigError
 from ..base import CompressionResult, MethodConfig, register_method
 from ..parametrizations import clone_model
-from ._common import LAYER_TYPES, collect_outputs, record, targets, types_from_names
+from ._common import ALL_LAYER_TYPES, LAYER_TYPES, collect_outputs, record, targets, types_from_names
 from ._quant import QuantSpec, quantize_weight_
 
 __all__ = ["MixedPrecisionConfig", "mixed_precision"]
@@ -34,7 +34,7 @@ class MixedPrecisionConfig(MethodConfig):
     avg_bits: float = Field(5.0, gt=0)
     sensitivity: Literal["output", "weight"] = "output"
     weights: QuantSpec = QuantSpec()
-    types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+    types: tuple[str, ...] = ALL_LAYER_TYPES
 
     @field_validator("candidate_bits")
     @classmethod

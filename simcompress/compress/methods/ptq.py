@@ -8,7 +8,7 @@ from torch import nn
 
 from ..base import CompressionResult, MethodConfig, register_method
 from ..parametrizations import clone_model
-from ._common import LAYER_TYPES, record, targets, types_from_names
+from ._common import ALL_LAYER_TYPES, LAYER_TYPES, record, targets, types_from_names
 from ._quant import ActSpec, QuantSpec, calibrate_inputs, quantize_weight_
 
 __all__ = ["PTQConfig", "ptq"]
@@ -26,7 +26,7 @@ class PTQConfig(MethodConfig):
     method: ClassVar[str] = "ptq"
     weights: QuantSpec | None = QuantSpec()
     activations: ActSpec | None = None
-    types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+    types: tuple[str, ...] = ALL_LAYER_TYPES
 
 
 def apply_ptq(model: nn.Module, config: PTQConfig, calibration: Any = None, kind: str = "ptq") -> list:

@@ -32,7 +32,7 @@ from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import TTLinear, base_type
 from ..parametrizations import ActQuant, Mask
 from ..parametrizations import clone_model
-from ._common import LAYER_TYPES, record, skipped_subclasses, targets, types_from_names
+from ._common import ALL_LAYER_TYPES, LAYER_TYPES, record, skipped_subclasses, targets, types_from_names
 
 __all__ = ["StructuredPruneConfig", "structured_prune", "find_chain"]
 
@@ -65,7 +65,7 @@ class StructuredPruneConfig(MethodConfig):
     criterion: Literal["l2", "l1", "l2_product"] = "l2_product"
     round_to: int = Field(1, ge=1)
     min_keep: int = Field(1, ge=1)
-    types: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")
+    types: tuple[str, ...] = ALL_LAYER_TYPES
     on_unsupported: Literal["error", "keep"] = "error"
 
 

@@ -1,4 +1,4 @@
-"""Truncated SVD of Linear layers into two plain Linear layers."""
+"""Truncated SVD of Linear, Conv and ConvTranspose layers into two plain layers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..._config import StrictModel
 from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
 from ..modules import Factorized
 from ..parametrizations import ActQuant, attach_input_quantizer, parametrizations_of
-from ._common import record, set_module, skipped_subclasses, targets
+from ._common import ALL_LAYER_TYPES, CONV_TRANSPOSE, LAYER_TYPES, record, set_module, skipped_subclasses, targets, types_from_names
 
 __all__ = ["SVDOptions", "SVDConfig", "svd", "choose_rank", "factorize_linear"]
 
@@ -46,12 +46,23 @@ class SVDOptions(StrictModel):
 
 
 class SVDConfig(MethodConfig, SVDOptions):
-    """Truncated SVD ``W ~ (U sqrt(S)) (sqrt(S) V^T)`` of each selected Linear, exported
-    as ``Factorized(Linear(in, r, bias=False), Linear(r, out))``. By Eckart-Young the
-    Frobenius error is ``sqrt(sum_{i>r} s_i^2)``.
+    """Truncated SVD ``W ~ (U sqrt(S)) (sqrt(S) V^T)`` of each selected layer, exported as a
+    ``Factorized`` chain of two plain layers. By Eckart-Young the Frobenius error is
+    ``sqrt(sum_{i>r} s_i^2)``.
+
+    * ``Linear(in, out)`` -> ``Linear(in, r, bias=False)``, ``Linear(r, out)``;
+    * ``ConvNd`` (weight ``(out, in, k...)`` as the matrix ``(out, in*k)``) -> ``ConvNd(in, r, k)``
+      with the original stride/padding/dilation, then a 1x1 ``ConvNd(r, out)`` with the bias;
+    * ``ConvTransposeNd`` (weight ``(in, out, k...)`` as ``(in, out*k)``) -> a 1x1
+      ``ConvNd(in, r)`` at the input resolution, then ``ConvTransposeNd(r, out, k)`` with the
+      original stride/padding/output_padding/dilation and the bias.
+
+    Both chains compute exactly the convolution with the rank-r weight. Grouped convolutions
+    are kept unchanged (their record says so).
     """
 
     method: ClassVar[str] = "svd"
+    types: tuple[str, ...] = ALL_LAYER_TYPES
 
 
 def choose_rank(s: Tensor, opts: SVDOptions) -> int:
@@ -104,23 +115,69 @@ def factorize_linear(w: Tensor, opts: SVDOptions) -> tuple[Tensor, Tensor, dict[
     return b, a, details
 
 
-def factorize_layers(model: nn.Module, config: MethodConfig, opts: SVDOptions, kind: str) -> list[LayerRecord]:
-    recs = skipped_subclasses(model, config, (nn.Linear,), kind)
-    for name, mod in targets(model, config, (nn.Linear,)):
-        w = mod.weight.detach()
-        b, a, details = factorize_linear(w, opts)
-        k = details["rank"]
+_CONV_BY_DIM = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def _factor_modules(mod: nn.Module, b: Tensor, a: Tensor, k: int) -> tuple[nn.Module, nn.Module]:
+    """The two plain layers whose composition applies the rank-k weight ``b @ a``."""
+    w = mod.weight
+    dtype = w.dtype
+    if isinstance(mod, nn.Linear):
         out_f, in_f = w.shape
-        if opts.only_if_smaller and k * (in_f + out_f) >= in_f * out_f:
+        first = nn.Linear(in_f, k, bias=False, dtype=dtype)
+        second = nn.Linear(k, out_f, bias=mod.bias is not None, dtype=dtype)
+        with torch.no_grad():
+            first.weight.copy_(a.to(dtype))
+            second.weight.copy_(b.to(dtype))
+    elif isinstance(mod, CONV_TRANSPOSE):
+        nd = w.ndim - 2
+        ones = (1,) * nd
+        in_c, out_c, ksz = mod.in_channels, mod.out_channels, tuple(w.shape[2:])
+        first = _CONV_BY_DIM[nd](in_c, k, ones, bias=False, dtype=dtype)
+        second = type(mod)(k, out_c, ksz, stride=mod.stride, padding=mod.padding, output_padding=mod.output_padding,
+                           dilation=mod.dilation, bias=mod.bias is not None, dtype=dtype)
+        with torch.no_grad():
+            first.weight.copy_(b.T.reshape(k, in_c, *ones).to(dtype))
+            second.weight.copy_(a.reshape(k, out_c, *ksz).to(dtype))
+    else:  # ConvNd
+        nd = w.ndim - 2
+        ones = (1,) * nd
+        out_c, in_c, ksz = mod.out_channels, mod.in_channels, tuple(w.shape[2:])
+        first = type(mod)(in_c, k, ksz, stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
+                          bias=False, padding_mode=mod.padding_mode, dtype=dtype)
+        second = type(mod)(k, out_c, ones, bias=mod.bias is not None, dtype=dtype)
+        with torch.no_grad():
+            first.weight.copy_(a.reshape(k, in_c, *ksz).to(dtype))
+            second.weight.copy_(b.reshape(out_c, k, *ones).to(dtype))
+    if mod.bias is not None:
+        with torch.no_grad():
+            second.bias.copy_(mod.bias.detach())
+    return first, second
+
+
+def _as_matrix(mod: nn.Module) -> Tensor:
+    w = mod.weight.detach()
+    return w.reshape(w.shape[0], -1)
+
+
+def factorize_layers(model: nn.Module, config: MethodConfig, opts: SVDOptions, kind: str) -> list[LayerRecord]:
+    types = types_from_names(getattr(config, "types", ALL_LAYER_TYPES), LAYER_TYPES, config.method)
+    recs = skipped_subclasses(model, config, types, kind)
+    for name, mod in targets(model, config, types):
+        if getattr(mod, "groups", 1) != 1:
+            recs.append(record(name, kind, mod, mod, kept=True, note=f"grouped convolution (groups={mod.groups}) not factorized"))
+            continue
+        if not isinstance(mod, nn.Linear) and getattr(mod, "padding_mode", "zeros") != "zeros" and isinstance(mod, CONV_TRANSPOSE):
+            recs.append(record(name, kind, mod, mod, kept=True, note=f"padding_mode={mod.padding_mode!r} not factorized"))
+            continue
+        m = _as_matrix(mod)
+        b, a, details = factorize_linear(m, opts)
+        k = details["rank"]
+        rows, cols = m.shape
+        if opts.only_if_smaller and k * (rows + cols) >= rows * cols:
             recs.append(record(name, kind, mod, mod, kept=True, note="factors would not be smaller", **details))
             continue
-        first = nn.Linear(in_f, k, bias=False, dtype=w.dtype)
-        second = nn.Linear(k, out_f, bias=mod.bias is not None, dtype=w.dtype)
-        with torch.no_grad():
-            first.weight.copy_(a.to(w.dtype))
-            second.weight.copy_(b.to(w.dtype))
-            if mod.bias is not None:
-                second.bias.copy_(mod.bias.detach())
+        first, second = _factor_modules(mod, b, a, k)
         dropped = [type(p).__name__ for p in parametrizations_of(mod, "weight")]
         if dropped:
             details["factorized_effective_weight_of"] = dropped
