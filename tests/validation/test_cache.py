@@ -1,0 +1,162 @@
+"""Cached reference: reused when the key matches, never used (one-line notice, recomputed) otherwise."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from simcompress.validation import PreparedReference, validate
+from simcompress.validation import cache as C
+from simcompress.validation import core
+from simcompress.validation import metrics as M
+
+
+@pytest.fixture(scope="module")
+def spec(fast_spec):
+    return fast_spec.model_copy(update={"classifier": fast_spec.classifier.model_copy(update={"enabled": False})})
+
+
+@pytest.fixture(scope="module")
+def ref_file(reference, tmp_path_factory):
+    from simcompress.showers.io import write_showers
+
+    p = tmp_path_factory.mktemp("cache_ref") / "ref.root"
+    write_showers(p, reference[:1200])
+    return p
+
+
+def _numbers(res) -> dict:
+    d = json.loads(res.to_json())
+    for drop in ("created", "software"):
+        d.pop(drop)
+    d["reference"].pop("cache")
+    d["reference"].pop("timings_s")
+    for c in d["candidates"].values():
+        c.pop("timings_s")
+    return d
+
+
+def _notices(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "simcompress.validation.cache" and r.levelno >= logging.WARNING]
+
+
+def test_second_validate_uses_the_cache_and_gives_the_same_numbers(ref_file, independent, spec, tmp_path) -> None:
+    cands = {"a": independent[:800]}
+    fresh = validate(ref_file, cands, spec, progress=False, cache=False)
+    assert fresh.reference.cache_info == {"status": "off"}
+    assert not list(tmp_path.iterdir())
+    first = validate(ref_file, cands, spec, progress=False, cache=tmp_path)
+    assert first.reference.cache_info["status"] == "written"
+    files = list(tmp_path.glob("reference-*.npz"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*.part"))
+    second = validate(ref_file, {"b": independent[800:1600]}, spec, progress=False, cache=tmp_path)
+    assert second.reference.cache_info["status"] == "loaded"
+    again = validate(ref_file, cands, spec, progress=False, cache=tmp_path)
+    assert again.reference.cache_info["status"] == "loaded"
+    assert _numbers(again) == _numbers(first) == _numbers(fresh)
+    # the half-splits, per-bin floors and FPD/KPD floors come back exactly
+    assert again.reference.floor.stats == fresh.reference.floor.stats
+    assert again.reference.multivariate_floor == fresh.reference.multivariate_floor
+    # the loaded reference carries no reference reading time: only the candidate was read
+    assert again.reference.timings == {}
+
+
+def test_key_covers_threshold_gate_and_content(ref_file, reference, spec) -> None:
+    k = C.reference_key(ref_file, spec, None)
+    assert k is not None and k["threshold_mev"] == 1.0
+    assert C.reference_key(ref_file, spec, 2.0) != k
+    assert C.reference_key(ref_file, spec.model_copy(update={"n_bins": 20}), None) != k
+    assert C.reference_key(ref_file, spec.model_copy(update={"name": "renamed"}), None) == k
+    a = C.reference_key(reference[:1200], spec, None)
+    b = C.reference_key(reference[1:1201], spec, None)
+    assert a is not None and b is not None and a != b and a["reference"].startswith("showers:")
+    assert C.reference_key(iter([reference[:10]]), spec, None) is None  # chunk streams are not cached
+
+
+def test_cache_from_another_reference_is_detected(ref_file, reference, independent, spec, tmp_path, caplog) -> None:
+    path = tmp_path / "mine.npz"
+    validate(independent[:1200], {"a": independent[1200:2000]}, spec, progress=False, cache=path)  # another reference
+    with caplog.at_level(logging.WARNING, logger="simcompress.validation.cache"):
+        res = validate(ref_file, {"a": independent[:800]}, spec, progress=False, cache=path)
+    notes = _notices(caplog)
+    assert len(notes) == 1 and "another reference" in notes[0] and "recomputing" in notes[0] and "\n" not in notes[0]
+    assert res.reference.cache_info["status"] == "written"
+    assert res.reference.n_events == 1200
+    assert _numbers(res) == _numbers(validate(ref_file, {"a": independent[:800]}, spec, progress=False, cache=False))
+    # overwritten with the right reference: used silently next time
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="simcompress.validation.cache"):
+        again = validate(ref_file, {"a": independent[:800]}, spec, progress=False, cache=path)
+    assert again.reference.cache_info["status"] == "loaded" and not _notices(caplog)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other_version", "missing_array"])
+def test_damaged_or_foreign_cache_is_recomputed(ref_file, independent, spec, tmp_path, caplog, monkeypatch, damage) -> None:
+    cands = {"a": independent[:800]}
+    good = validate(ref_file, cands, spec, progress=False, cache=tmp_path)
+    (path,) = tmp_path.glob("reference-*.npz")
+    raw = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+        why = "truncated or corrupt"
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 1000)
+        why = "truncated or corrupt"
+    elif damage == "other_version":
+        monkeypatch.setattr(C, "_version", lambda: "0.0.1")
+        prep = PreparedReference.build(ref_file, spec, progress=False, cache=False)
+        C.save_reference(prep, path, C.reference_key(ref_file, spec, None))
+        monkeypatch.undo()
+        why = "written by simcompress 0.0.1"
+    else:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k != "voxel_hist"}
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        why = "do not match the header"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="simcompress.validation.cache"):
+        res = validate(ref_file, cands, spec, progress=False, cache=tmp_path)
+    notes = _notices(caplog)
+    assert len(notes) == 1 and why in notes[0] and str(path) in notes[0], notes
+    assert res.reference.cache_info["status"] == "written"
+    assert _numbers(res) == _numbers(good)
+    assert C.load_reference(path, C.reference_key(ref_file, spec, None), spec) is not None  # rewritten, whole
+
+
+def test_prepared_reference_build_shares_the_cache(ref_file, spec, tmp_path) -> None:
+    a = PreparedReference.build(ref_file, spec, progress=False, cache=tmp_path)
+    b = PreparedReference.build(ref_file, spec, progress=False, cache=tmp_path)
+    assert a.cache_info["status"] == "written" and b.cache_info["status"] == "loaded"
+    assert np.array_equal(a.features.values, b.features.values)
+    assert b.bin_floors.keys() == a.bin_floors.keys()
+    for f in a.features.names:
+        assert np.array_equal(a.sorted_cols[f], b.sorted_cols[f])
+
+
+def test_unwritable_cache_folder_only_warns(ref_file, independent, spec, tmp_path, caplog) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="simcompress.validation.cache"):
+        res = validate(ref_file, {"a": independent[:800]}, spec, progress=False, cache=blocker / "sub")
+    assert res.reference.cache_info["status"] == "computed"
+    assert any("not written" in m for m in _notices(caplog))
+
+
+def test_one_pass_floor_equals_per_split_floor() -> None:
+    rng = np.random.default_rng(4)
+    for n in (3001, 3000):
+        cols = {
+            "normal": rng.normal(size=n),
+            "ties": rng.integers(0, 4, n).astype(float),
+            "zeros": np.where(rng.random(n) < 0.4, 0.0, rng.exponential(size=n)),
+        }
+        edges = {f: M.feature_binning(np.sort(c), []) for f, c in cols.items()}
+        for cap in (500, 10_000):
+            fast = core._floor_features(cols, edges, 6, cap, 3, 10)
+            slow = core._floor_features_per_split(cols, edges, 6, cap, 3, 10)
+            assert fast.n_half == slow.n_half
+            assert fast.stats == slow.stats  # bitwise: same numbers as sorting every half
