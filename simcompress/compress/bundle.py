@@ -32,6 +32,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+import logging
 from typing import Any
 
 import numpy as np
@@ -321,6 +322,7 @@ def save_compressed(
     *,
     overwrite: bool = True,
     extra_files: dict[str, str] | None = None,
+    deploy: dict[str, Any] | None = None,
 ) -> Path:
     """Write a compressed bundle to ``out_dir`` atomically (temp dir + ``os.replace``).
 
@@ -332,12 +334,22 @@ def save_compressed(
         steps: the applied steps (``MethodConfig.to_dict()`` each, plus anything JSON).
         report: the compression report (written as ``report.json``), or ``None``.
         extra_files: more text files to write into the bundle (name -> content).
+        deploy: the execution form to rebuild at load time (``DeployChoice.to_dict()`` of
+            :func:`simcompress.compress.deploy.choose_form`; keys ``form``, ``sparse_layers``, ...),
+            stored as ``compression.deploy``; ``None``: the model runs as stored.
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise BundleError(f"{out}: exists (pass overwrite=True)")
     if "compression" in base_config:
         raise BundleError("base_config already has a 'compression' section; pass the uncompressed model's config")
+    from .deploy import FORMS, is_deployed
+
+    if is_deployed(model):
+        raise BundleError("save_compressed: this model is an execution form (simcompress.compress.deploy); "
+                          "save the compressed model it was made from (load_compressed(..., deployed=False))")
+    if deploy is not None and deploy.get("form") not in FORMS:
+        raise BundleError(f"save_compressed: deploy form {deploy.get('form')!r} unknown; allowed: {', '.join(FORMS)}")
     structure = structure_of(model)
     tmp = _atomic_dir(out)
     try:
@@ -356,6 +368,7 @@ def save_compressed(
                 "structure": structure,
                 "packed_quantized": packed,
                 "model_class": type(model).__name__,
+                **({"deploy": deploy} if deploy is not None else {}),
             },
         }
         _write_json(tmp / "config.json", config)
@@ -392,8 +405,16 @@ def load_compressed(
     path: str | os.PathLike[str],
     builder: Callable[[dict[str, Any]], nn.Module] | None = None,
     device: str | torch.device = "cpu",
+    deployed: bool = True,
 ) -> nn.Module:
     """Rebuild a compressed model from a bundle written by :func:`save_compressed`.
+
+    When the bundle records an execution form (``compression.deploy``, written by
+    ``simcompress compress``) and ``deployed`` is true, the model is returned in that form
+    (int8 kernels, baked tensors, sparse products: :mod:`simcompress.compress.deploy`),
+    rebuilt from the stored codes; pass ``deployed=False`` for the structure as stored
+    (fake quantizers, masks: to compress further, fine-tune or inspect). Int8 forms run
+    on the CPU; on another device the baked float form is used.
 
     Args:
         path: the bundle directory.
@@ -437,4 +458,18 @@ def load_compressed(
     except RuntimeError as err:
         first = str(err).splitlines()
         raise BundleError(f"{wfile}: weights do not fit the rebuilt structure ({' '.join(first[:3])[:300]})") from None
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    rec = comp.get("deploy")
+    if deployed and isinstance(rec, dict) and rec.get("form") not in (None, "exact"):
+        from .deploy import deploy as _deploy
+
+        form = str(rec["form"])
+        if torch.device(device).type != "cpu" and form in ("torch-int8", "onnx-int8"):
+            form = "baked"
+        try:
+            model = _deploy(model, form, sparse_layers=list(rec.get("sparse_layers") or []))
+        except ImportError as err:  # e.g. onnxruntime missing: the faithful float form
+            log.warning("%s: execution form %r not available (%s); running the baked float form", p, form, err)
+            model = _deploy(model, "baked", sparse_layers=list(rec.get("sparse_layers") or []))
+        model.deploy_record = rec  # type: ignore[assignment]
+    return model

@@ -39,7 +39,8 @@ def test_cli_compress_writes_bundle_and_report(tiny_gan: Path, tmp_path: Path) -
 
     out = tmp_path / "c"
     rc = main(["compress", "--model", str(tiny_gan), "--recipe", str(RECIPES / "int8-ptq.yaml"), "--out", str(out),
-               "--no-gate", "--report-samples", "64", "--calibration-events", "128", "--no-onnx"])
+               "--no-gate", "--report-samples", "64", "--calibration-events", "128", "--no-onnx",
+               "--deploy-batch", "256", "--measure-seconds", "0.01"])
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["ratios"]["storage"] > 3.0  # 8-bit weights, float32 biases and scales
@@ -90,7 +91,8 @@ def test_cli_compress_failed_gate_exits_1_keeps_rejected_student(tiny_gan: Path,
     write_showers(ref, simulate("ds1-photons", 50, seed=3, progress=False))
     out = tmp_path / "c"
     rc = main(["compress", "--model", str(tiny_gan), "--recipe", str(RECIPES / "int8-ptq.yaml"), "--out", str(out),
-               "--reference", str(ref), "--gate-spec", "loose", "--n-events", "250", "--report-samples", "64", "--no-onnx"])
+               "--reference", str(ref), "--gate-spec", "loose", "--n-events", "250", "--report-samples", "64", "--no-onnx",
+               "--deploy-batch", "256", "--measure-seconds", "0.01"])
     assert rc == 1
     assert seen == {"reference": ref, "spec": "loose", "n_events": 250}
     rep = json.loads((out / "report.json").read_text())

@@ -46,7 +46,8 @@ TINY_GATE = {  # the 'compression' preset's rules at tiny statistics
 }
 TINY_GATE["classifier"] = {**TINY_GATE["classifier"], "epochs": 2, "n_hidden": 16}
 TINY_OPTIONS = ["--n-events", "300", "--finetune-events", "300", "--calibration-events", "64",
-                "--report-samples", "64", "--no-onnx", "--no-validation-html"]
+                "--report-samples", "64", "--no-onnx", "--no-validation-html",
+                "--deploy-batch", "256", "--measure-seconds", "0.01"]
 
 
 def documented_command(recipe: Path) -> list[str]:

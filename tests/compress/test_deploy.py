@@ -1,0 +1,136 @@
+"""Execution forms of compressed models (simcompress.compress.deploy) and their use at load time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from simcompress.compress import compress, config_from_dict
+from simcompress.compress.bundle import load_compressed, save_compressed
+from simcompress.compress.deploy import Int8Linear, SparseLinear, choose_form, deploy, is_deployed, sample_rate
+from simcompress.errors import BundleError, ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def gan():  # noqa: ANN201
+    from simcompress.generators import build_generator
+    from simcompress.showers.geometry import Geometry
+
+    torch.manual_seed(0)
+    return build_generator({
+        "kind": "gan", "latent_dim": 8, "geometry": Geometry.from_name("ds1-photons").to_dict(),
+        "energy_range_mev": [256.0, 4194304.0],
+        "architecture": {"hidden": [64, 128], "negative_slope": 0.2, "batchnorm": False, "critic_hidden": [16]},
+    }).eval()
+
+
+def _inputs(g, n=64):  # noqa: ANN001, ANN202
+    from simcompress.compress.deploy import network_inputs
+
+    return network_inputs(g, n, seed=4)
+
+
+def test_baked_form_equals_fake_quantized_and_int8_form_uses_the_model_codes(gan) -> None:  # noqa: ANN001
+    q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8, "granularity": "per_channel"}})).model.eval()
+    args = _inputs(q)
+    with torch.no_grad():
+        ref = q.network(*args)
+        baked = deploy(q, "baked")
+        assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in baked.modules())
+        assert torch.equal(baked.network(*args), ref)
+        int8 = deploy(q, "torch-int8")
+        layers = [m for m in int8.network.modules() if isinstance(m, Int8Linear)]
+        assert len(layers) == 3 and is_deployed(int8) and not is_deployed(q)
+        # the stored integer codes and scales, not re-quantized ones
+        fq = [m for m in q.network.modules() if torch.nn.utils.parametrize.is_parametrized(m, "weight")][0]
+        codes = fq.parametrizations.weight[-1].codes(fq.parametrizations.weight.original)
+        w = layers[0].q.weight()
+        assert torch.equal(w.int_repr().to(torch.int64), codes)
+        assert torch.allclose(w.q_per_channel_scales().float(), fq.parametrizations.weight[-1].scale.reshape(-1))
+        y = int8.network(*args)
+        assert 0 < float((y - ref).abs().max()) <= 0.05 * float(ref.abs().max())
+
+
+def test_sparse_linear_matches_dense_in_float64() -> None:
+    g = torch.Generator().manual_seed(2)
+    dense = nn.Linear(40, 30).double()
+    with torch.no_grad():
+        dense.weight.mul_((torch.rand(30, 40, generator=g) > 0.9).double())
+    sp = SparseLinear(dense.weight, dense.bias)
+    x = torch.randn(7, 40, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(sp(x), dense(x), rtol=0, atol=1e-12)
+
+
+def test_choose_form_measures_and_rejects_unfaithful_forms(gan) -> None:  # noqa: ANN001
+    q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
+    ch = choose_form(q, batch=128, min_time=0.005, repeats=1)
+    assert ch.form in ("baked", "torch-int8", "onnx-int8") and ch.form in ch.rates
+    assert ch.max_abs_diff["baked"] == 0.0 and ch.max_abs_diff["exact"] == 0.0
+    strict = choose_form(q, batch=128, min_time=0.005, repeats=1, rtol=1e-9)
+    assert strict.form == "baked" and "not faithful" in strict.rejected["torch-int8"]
+    pruned = compress(gan, config_from_dict({"method": "magnitude_prune", "sparsity": 0.5})).model.eval()
+    pc = choose_form(pruned, batch=128, min_time=0.005, repeats=1)
+    assert pc.form == "baked" and "torch-int8" in pc.rejected  # no quantized weights
+
+
+def test_fixed_point_keeps_exact_emulation(gan) -> None:  # noqa: ANN001
+    fp = compress(gan, config_from_dict({"method": "fixed_point", "input": {"width": 12}, "weight": {"width": 8},
+                                         "bias": {"width": 12}, "result": {"width": 16}, "activation": {"width": 16}})).model
+    ch = choose_form(fp.eval(), batch=64, min_time=0.005, repeats=1)
+    assert ch.form == "exact"
+    with pytest.raises(ConfigError, match="fixed-point"):
+        deploy(fp, "torch-int8")
+    with pytest.raises(ConfigError, match="allowed: exact, baked"):
+        deploy(fp, "fastest")
+
+
+def test_bundle_records_the_form_and_loads_it(gan, tmp_path: Path) -> None:  # noqa: ANN001
+    q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
+    ch = choose_form(q, batch=128, min_time=0.005, repeats=1, forms=("baked", "torch-int8"))
+    ch.form = "torch-int8"  # force the integer form (measured faster or not) to test loading it
+    out = save_compressed(q, gan.config_dict(), [], None, tmp_path / "b", deploy=ch.to_dict())
+    assert json.loads((out / "config.json").read_text())["compression"]["deploy"]["form"] == "torch-int8"
+    fast = load_compressed(out)
+    stored = load_compressed(out, deployed=False)
+    assert is_deployed(fast) and not is_deployed(stored)
+    from simcompress.generators import load_generator
+
+    assert is_deployed(load_generator(out))  # generate and batch runs load it the same way
+    e = torch.full((32,), 3e4)
+    a = fast.sample(e, generator=torch.Generator().manual_seed(1))
+    b = stored.sample(e, generator=torch.Generator().manual_seed(1))
+    c = q.sample(e, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(b, c) and torch.isfinite(a).all()
+    assert float((a.sum(1) / b.sum(1) - 1).abs().max()) < 0.05
+    with pytest.raises(BundleError, match="execution form"):
+        save_compressed(fast, gan.config_dict(), [], None, tmp_path / "again")
+    with pytest.raises(BundleError, match="deploy form 'turbo'"):
+        save_compressed(q, gan.config_dict(), [], None, tmp_path / "bad", deploy={"form": "turbo"})
+    assert not (tmp_path / "again").exists() and not (tmp_path / "bad").exists()
+    rates = sample_rate({"fq": q, "fast": fast}, 64, min_time=0.005, repeats=1)
+    assert rates["fq"] > 0 and rates["fast"] > 0
+
+
+def test_cli_compress_reports_and_records_the_execution_form(tmp_path: Path, gan) -> None:  # noqa: ANN001
+    from simcompress.cli import main
+    from simcompress.generators import save_generator
+
+    model = save_generator(gan, tmp_path / "gan")
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "compress" / "int8-ptq.yaml"
+    out = tmp_path / "c"
+    rc = main(["compress", "--model", str(model), "--recipe", str(recipe), "--out", str(out), "--no-gate", "--no-onnx",
+               "--report-samples", "64", "--calibration-events", "128", "--deploy-batch", "256", "--measure-seconds", "0.01"])
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    d = rep["deploy"]
+    assert d["form"] in d["rates"] and d["max_abs_diff_vs_fake_quantized"] == d["max_abs_diff"][d["form"]]
+    assert rep["compressed"]["throughput"] == d["sample_showers_per_s"]["compressed"]
+    assert rep["deployable_form"][0].startswith(f"execution form {d['form']!r}")
+    assert json.loads((out / "config.json").read_text())["compression"]["deploy"]["form"] == d["form"]
+    assert "execution form" in (out / "report.md").read_text()
