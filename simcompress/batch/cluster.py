@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from .._config import StrictModel, load_yaml
 from ..errors import ConfigError
@@ -52,6 +52,10 @@ class ClusterConfig(StrictModel):
         interface: network interface the scheduler and workers listen on (e.g. ``ib0``).
         scheduler_port: fixed scheduler port (open it in the firewall of the submit node).
         death_timeout: seconds a worker waits for an unreachable scheduler before exiting.
+        start_timeout: seconds a run waits without any connected worker (jobs queued or starting;
+            mid-run, all workers gone while jobs are still queued) before it gives up. Jobs the
+            batch system refuses, Slurm jobs that can never start and jobs that all ended end
+            the run at once, whatever this says.
     """
 
     kind: Literal["slurm", "htcondor", "pbs", "lsf", "sge"]
@@ -73,6 +77,13 @@ class ClusterConfig(StrictModel):
     interface: str | None = None
     scheduler_port: int | None = Field(None, ge=0, le=65535)
     death_timeout: int = Field(60, ge=1)
+    start_timeout: int = Field(3600, ge=1)
+    _source: str | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> str:
+        """The site file this config came from (for error messages), or a description."""
+        return self._source or f"cluster config ({self.kind})"
 
     @field_validator("memory", "disk")
     @classmethod
@@ -120,11 +131,13 @@ class ClusterConfig(StrictModel):
 def load_cluster_config(path: str | os.PathLike[str]) -> ClusterConfig:
     """Load ``configs/cluster/<site>.yaml``; unknown keys and bad values are one-line :class:`ConfigError`."""
     try:
-        return load_yaml(ClusterConfig, path)
+        cfg = load_yaml(ClusterConfig, path)
     except ValueError as err:  # model_post_init problems arrive as pydantic errors too
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{path}: {err}") from None
+    cfg._source = str(path)
+    return cfg
 
 
 def _cluster_kwargs(cfg: ClusterConfig) -> dict[str, Any]:

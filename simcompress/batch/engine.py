@@ -53,6 +53,9 @@ class GenerationSummary:
     overhead_seconds: float = 0.0
     shard_seconds: list[float] = field(default_factory=list)
     shard_cpu_seconds: list[float] = field(default_factory=list)
+    #: batch-system runs: ``submit_s`` (job submission), ``first_worker_s`` (submission to the first
+    #: connected worker, included in ``overhead_seconds``) and ``job_ids``; empty otherwise
+    startup: dict[str, Any] = field(default_factory=dict)
 
     @property
     def showers_per_second(self) -> float:
@@ -235,6 +238,7 @@ def run_generation(
     finally:
         runner.close()
     summary.overhead_seconds = time.perf_counter() - t_startup - summary.seconds
+    summary.startup = dict(getattr(runner, "startup", {}) or {})
     return summary
 
 
@@ -287,7 +291,9 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
     # shards being written by a run that was killed: never final, safe to drop
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     manifest.data["history"].append({"started": utc_now(), "executor": runner.description,
-                                     "software_versions": software_versions()})
+                                     "software_versions": software_versions(),
+                                     **({"batch_jobs": list(runner.startup["job_ids"])}
+                                        if getattr(runner, "startup", {}).get("job_ids") else {})})
     manifest.write()
 
     provenance = {

@@ -143,11 +143,15 @@ class DaskRunner:
 
     name = "dask"
 
-    def __init__(self, client: Any, description: str, owned: Sequence[Any] = (), quiet_level: int | None = None) -> None:
+    def __init__(self, client: Any, description: str, owned: Sequence[Any] = (), quiet_level: int | None = None,
+                 watch: Any = None, poll_s: float = 1.0) -> None:
         self.client = client
         self.description = description
         self._owned = list(owned)
         self._quiet_level = quiet_level  # distributed's logger level to restore after closing
+        self.watch = watch  # a jobs.JobWatch for batch-system workers: asked whenever none is connected
+        self.poll_s = poll_s
+        self.startup: dict[str, Any] = {}  # batch jobs: submit_s, first_worker_s, job_ids
 
     @property
     def n_workers(self) -> int:
@@ -158,23 +162,31 @@ class DaskRunner:
         self.client.run(warm_worker, torch_threads, backend)
 
     def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
-        from distributed import as_completed
+        import distributed
 
         token = uuid.uuid4().hex[:8]
-        futures = [
+        pending = {
             self.client.submit(fn, job, key=f"simcompress-shard-{token}-{job.shard_index:05d}", retries=retries, pure=False)
             for job in jobs
-        ]
-        iterator = as_completed(futures)
-        del futures  # as_completed holds them; each is released once its result is recorded
+        }
+        total, finished = len(pending), 0
         try:
-            for fut in iterator:
-                result = fut.result()
-                fut.release()
-                del fut
-                on_result(result)
+            while pending:
+                try:
+                    done, pending = distributed.wait(pending, timeout=self.poll_s, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    if self.watch is not None:
+                        self.watch.check(self.n_workers, "run", f"{finished} of the {total} shards of this run finished")
+                    continue
+                for fut in done:
+                    result = fut.result()
+                    fut.release()  # a held finished future would be recomputed (file rewritten) if its worker died
+                    finished += 1
+                    on_result(result)
+                del done
         except BaseException:
-            iterator.clear()
+            for fut in pending:
+                fut.release()
             raise
 
     def close(self) -> None:
@@ -223,14 +235,42 @@ def make_runner(
             raise ConfigError(f"--scheduler {scheduler}: cannot connect ({err})") from None
         return DaskRunner(client, f"dask scheduler {scheduler}")
     if cluster is not None:
-        from .cluster import make_cluster
+        import time
 
-        jq = make_cluster(cluster)
-        jq.scale(jobs=cluster.jobs)
-        client = distributed.Client(jq)
-        return DaskRunner(
-            client, f"dask-jobqueue {cluster.kind}, {cluster.jobs} job(s) x {cluster.processes} worker(s)", [jq]
+        from .cluster import make_cluster
+        from .jobs import JobWatch, submit_jobs
+
+        # the scheduler's INFO chatter (workers joining, leaving at the end) is noise; warnings stay
+        dlog = logging.getLogger("distributed")
+        previous = dlog.level
+        dlog.setLevel(logging.WARNING)
+        try:
+            jq = make_cluster(cluster)
+        except BaseException:
+            dlog.setLevel(previous)
+            raise
+        client = None
+        try:
+            t0 = time.perf_counter()
+            ids = submit_jobs(jq, cluster)  # a refused submission is a ConfigError here, before any write
+            t_submit = time.perf_counter() - t0
+            client = distributed.Client(jq)
+            watch = JobWatch(jq, cluster)
+            waited = watch.wait_first_worker(client)
+        except BaseException:
+            if client is not None:
+                client.close()
+            jq.close()
+            dlog.setLevel(previous)
+            raise
+        runner = DaskRunner(
+            client, f"dask-jobqueue {cluster.kind}, {cluster.jobs} job(s) x {cluster.processes} worker(s)", [jq],
+            previous, watch=watch,
         )
+        runner.startup = {"submit_s": t_submit, "first_worker_s": t_submit + waited, "job_ids": ids}
+        log.info("%s: submitted %s job(s) %s in %.2f s; first worker after %.2f s", cluster.source, cluster.kind,
+                 ",".join(ids), t_submit, t_submit + waited)
+        return runner
     # a private LocalCluster: its INFO chatter (start, stop) is noise; warnings (lost workers) stay
     dlog = logging.getLogger("distributed")
     previous = dlog.level

@@ -46,9 +46,17 @@ class TinyGenerator(nn.Module):
     def postprocess(self, y: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return torch.softmax(y, dim=1) * e.reshape(-1, 1)
 
+    def check_energy_range(self, low_mev: float, high_mev: float, *, strict: bool = False, source: str = "") -> bool:
+        """The contract's range check; the stand-in's range is CaloChallenge ds1's, so ``ds1`` always fits."""
+        lo, hi = self.energy_range_mev
+        inside = low_mev >= lo * (1 - 1e-6) and high_mev <= hi * (1 + 1e-6)
+        if not inside and strict:
+            raise ValueError(f"{source}: energies outside the stand-in's range {lo}..{hi} MeV")
+        return inside
+
     @torch.no_grad()
     def sample(self, incident_energies: torch.Tensor, generator: torch.Generator | None = None,
-               batch_size: int = 10_000) -> torch.Tensor:
+               batch_size: int = 10_000, **_options: Any) -> torch.Tensor:
         e = torch.as_tensor(incident_energies, dtype=torch.float32).reshape(-1)
         z = torch.randn(e.shape[0], self.latent_dim, generator=generator)
         return self.postprocess(self.network(torch.cat([z, self.condition(e)], dim=1)), e)
@@ -112,8 +120,28 @@ class StandinBackend(Backend):
         try:
             from simcompress.generators.generate import generate_showers
         except ImportError:
-            return _generate_standin(model, n_events, energies, seed, chunk_size)
-        return generate_showers(model, n_events, energies, seed=seed, chunk_size=chunk_size)
+            chunks = _generate_standin(model, n_events, energies, seed, chunk_size)
+        else:
+            chunks = generate_showers(model, n_events, energies, seed=seed, chunk_size=chunk_size)
+        return _slowed(chunks)
+
+
+#: test hook (set in a batch job's prologue): seconds to sleep before each chunk, so that a run
+#: lasts long enough to be cancelled or to outlive its walltime without using CPU. The showers
+#: do not change. With SLOW_FLAG_ENV set, it sleeps only while that file exists.
+SLEEP_ENV = "BATCH_STANDIN_CHUNK_SLEEP"
+SLOW_FLAG_ENV = "BATCH_STANDIN_SLOW_FLAG"
+
+
+def _slowed(chunks: Any) -> Any:
+    import time
+
+    delay = float(os.environ.get(SLEEP_ENV, "0") or 0)
+    flag = os.environ.get(SLOW_FLAG_ENV)
+    for chunk in chunks:
+        if delay > 0 and (flag is None or os.path.exists(flag)):
+            time.sleep(delay)
+        yield chunk
 
 
 SPEC = "batch_standin:StandinBackend"

@@ -1,8 +1,12 @@
-"""Fixtures of the batch tests: a stand-in model bundle and one shared 2-worker LocalCluster."""
+"""Fixtures of the batch tests: a stand-in model bundle, one shared 2-worker LocalCluster and a
+single-node Slurm cluster (munged, slurmctld, slurmd started here, stopped by pid at the end)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +45,40 @@ def dask_cluster() -> Iterator[object]:
         yield cluster
     finally:
         cluster.close()
+
+
+def slurm_or_skip() -> None:
+    """Skip (with the reason) only when not root; as root, missing Slurm packages are a failure."""
+    from simcompress.batch.localslurm import missing_tools, unavailable_reason
+
+    if os.geteuid() != 0:
+        pytest.skip(unavailable_reason() or "not root")
+    if missing_tools():
+        pytest.fail(f"{unavailable_reason()}; `make test` installs them as root (mk/slurm.mk)")
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[object]:
+    """A single-node Slurm (partition ``debug``) in a temporary folder, ``SLURM_CONF`` set for the session.
+
+    At the end it cancels the jobs, stops exactly the three daemons it started (by process id)
+    and checks that no process of theirs is left before removing the folder.
+    """
+    slurm_or_skip()
+    from simcompress.batch.localslurm import LocalSlurm, _alive
+
+    root = tempfile.mkdtemp(prefix="sc-slurm-")  # short: the munge socket path must fit a sockaddr_un
+    cluster = LocalSlurm(root).start()
+    pids = dict(cluster.pids)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLURM_CONF", str(cluster.conf))
+    try:
+        yield cluster
+    finally:
+        mp.undo()
+        notes = cluster.stop()
+        left = [f"{n} {p}" for n, p in pids.items() if _alive(p)] + [str(p) for p in cluster._descendants()]
+        if not left:
+            shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"local Slurm left processes behind: {left} (folder kept: {root})"
+        assert not notes, f"local Slurm needed more than SIGTERM: {notes}"
