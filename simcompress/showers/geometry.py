@@ -1,4 +1,4 @@
-"""Calorimeter geometries in the CaloChallenge convention.
+"""Calorimeter geometries: CaloChallenge cylinders and Cartesian grids.
 
 A :class:`Geometry` is a list of readout layers, each with radial bin edges (mm)
 and a number of angular bins, plus the longitudinal extent of each layer (in
@@ -10,6 +10,15 @@ Built-in geometries are described in the project's own YAML files under
 ``configs/geometries/`` (``ds1-photons``, ``ds1-pions``, ``ds2``, ``ds3``).
 :func:`Geometry.from_xml` reads the CaloChallenge binning XML format so users can
 bring their own detector description.
+
+**Cartesian detectors** (CaloGAN, 3DGAN, ECAL images): each layer is a grid of ``ny`` rows by
+``nx`` columns of rectangular cells with ``x_edges_mm`` / ``y_edges_mm``; voxels are flattened
+row by row (y outer, x inner), so ``layer_view`` gives ``(N, ny, nx)`` images, as CaloGAN's
+``layer_0`` (3 x 96), ``layer_1`` (12 x 12), ``layer_2`` (12 x 6). A 3-D voxel grid is a stack
+of such layers (``grid:`` in YAML). For Cartesian layers ``n_alpha`` is ``ny`` and ``n_r`` is
+``nx``; ``voxel_x``/``voxel_y`` are the cell centres and ``voxel_r``/``voxel_alpha`` their
+polar coordinates, so the features defined on x, y and r apply to both kinds. Built-in:
+``calogan`` (504 cells, files with 507 carry 3 overflow cells) and ``grid-25`` (25 x 25 x 25).
 """
 
 from __future__ import annotations
@@ -87,20 +96,72 @@ class Material:
 
 @dataclass(frozen=True)
 class Layer:
-    """One readout layer: CaloChallenge layer id, radial edges (mm), angular bins, depth (X0)."""
+    """One readout layer: CaloChallenge layer id, depth (X0) and either radial edges (mm) and
+    angular bins (cylindrical) or ``x_edges_mm`` / ``y_edges_mm`` (Cartesian grid; then
+    ``n_alpha`` is the number of rows ``ny`` and ``r_edges_mm`` is ``(0, distance of the
+    farthest corner from the axis)``, the radial range the layer covers)."""
 
     id: int
     r_edges_mm: tuple[float, ...]
     n_alpha: int
     depth_x0: tuple[float, float] = (0.0, 0.0)
+    x_edges_mm: tuple[float, ...] = ()
+    y_edges_mm: tuple[float, ...] = ()
+
+    @classmethod
+    def cartesian(
+        cls, id: int, x_edges_mm: Any, y_edges_mm: Any, depth_x0: tuple[float, float] = (0.0, 0.0)  # noqa: A002
+    ) -> Layer:
+        """A grid layer of ``len(y_edges)-1`` rows by ``len(x_edges)-1`` columns."""
+        xe = tuple(float(v) for v in x_edges_mm)
+        ye = tuple(float(v) for v in y_edges_mm)
+        return cls(id=int(id), r_edges_mm=_grid_r_range(xe, ye), n_alpha=max(len(ye) - 1, 0),
+                   depth_x0=tuple(depth_x0), x_edges_mm=xe, y_edges_mm=ye)  # type: ignore[arg-type]
+
+    @property
+    def kind(self) -> str:
+        """``"cartesian"`` or ``"cylindrical"``."""
+        return "cartesian" if self.x_edges_mm else "cylindrical"
+
+    @property
+    def nx(self) -> int:
+        """Columns of a Cartesian layer (radial bins of a cylindrical one)."""
+        return len(self.x_edges_mm) - 1 if self.x_edges_mm else self.n_r
+
+    @property
+    def ny(self) -> int:
+        """Rows of a Cartesian layer (angular bins of a cylindrical one)."""
+        return self.n_alpha
 
     @property
     def n_r(self) -> int:
+        if self.x_edges_mm:
+            return len(self.x_edges_mm) - 1
         return len(self.r_edges_mm) - 1
 
     @property
     def n_voxels(self) -> int:
         return self.n_r * self.n_alpha
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)`` of :meth:`Geometry.layer_view`: (n_alpha, n_r) or (ny, nx)."""
+        return (self.n_alpha, self.n_r)
+
+    @property
+    def has_xy(self) -> bool:
+        """Whether x/y centres and widths are defined (Cartesian, or more than one angular bin)."""
+        return self.kind == "cartesian" or self.n_alpha > 1
+
+    @property
+    def profile_edges_mm(self) -> tuple[float, ...]:
+        """Edges of the layer's 1-D profile bins: radial edges, or x edges for Cartesian layers."""
+        return self.x_edges_mm if self.x_edges_mm else self.r_edges_mm
+
+    def binning(self) -> dict[str, Any]:
+        if self.kind == "cartesian":
+            return {"id": self.id, "x_edges_mm": list(self.x_edges_mm), "y_edges_mm": list(self.y_edges_mm)}
+        return {"id": self.id, "r_edges_mm": list(self.r_edges_mm), "n_alpha": self.n_alpha}
 
 
 @dataclass(frozen=True)
@@ -120,16 +181,36 @@ class Geometry:
     def __post_init__(self) -> None:
         if not self.layers:
             raise GeometryError(f"geometry {self.name!r}: no non-empty layers")
+        kinds = {layer.kind for layer in self.layers}
+        if len(kinds) > 1:
+            raise GeometryError(f"geometry {self.name!r}: mixes cylindrical and Cartesian layers; use one kind")
         for layer in self.layers:
-            edges = np.asarray(layer.r_edges_mm)
-            if layer.n_r < 1 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
-                raise GeometryError(
-                    f"geometry {self.name!r}, layer {layer.id}: r_edges_mm must be increasing and >= 0, got {layer.r_edges_mm}"
-                )
-            if layer.n_alpha < 1:
-                raise GeometryError(f"geometry {self.name!r}, layer {layer.id}: n_alpha must be >= 1")
+            if layer.kind == "cartesian":
+                for axis, e in (("x_edges_mm", layer.x_edges_mm), ("y_edges_mm", layer.y_edges_mm)):
+                    edges = np.asarray(e)
+                    if edges.size < 2 or np.any(np.diff(edges) <= 0) or not np.all(np.isfinite(edges)):
+                        raise GeometryError(
+                            f"geometry {self.name!r}, layer {layer.id}: {axis} must be at least 2 increasing values, got {list(e)}"
+                        )
+                if layer.r_edges_mm != _grid_r_range(layer.x_edges_mm, layer.y_edges_mm) or layer.n_alpha != len(layer.y_edges_mm) - 1:
+                    raise GeometryError(f"geometry {self.name!r}, layer {layer.id}: use Layer.cartesian() for grid layers")
+            else:
+                edges = np.asarray(layer.r_edges_mm)
+                if layer.n_r < 1 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
+                    raise GeometryError(
+                        f"geometry {self.name!r}, layer {layer.id}: r_edges_mm must be increasing and >= 0, got {layer.r_edges_mm}"
+                    )
+                if layer.n_alpha < 1:
+                    raise GeometryError(f"geometry {self.name!r}, layer {layer.id}: n_alpha must be >= 1")
             if layer.depth_x0[1] < layer.depth_x0[0]:
                 raise GeometryError(f"geometry {self.name!r}, layer {layer.id}: depth_x0 must be [start, end] with end >= start")
+        if self.overflow_values < 0:
+            raise GeometryError(f"geometry {self.name!r}: overflow_values must be >= 0")
+
+    @property
+    def kind(self) -> str:
+        """``"cylindrical"`` (CaloChallenge) or ``"cartesian"`` (rectangular grids)."""
+        return self.layers[0].kind
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -158,6 +239,20 @@ class Geometry:
     # ------------------------------------------------------------ voxel centres
     @cached_property
     def _centres(self) -> dict[str, np.ndarray]:
+        if self.kind == "cartesian":
+            xs, ys, ia, ir = [], [], [], []
+            for layer in self.layers:
+                xe = np.asarray(layer.x_edges_mm, dtype=np.float64)
+                ye = np.asarray(layer.y_edges_mm, dtype=np.float64)
+                nx, ny = len(xe) - 1, len(ye) - 1
+                # flattening order inside a layer: row (y) outer, column (x) inner
+                xs.append(np.tile(0.5 * (xe[:-1] + xe[1:]), ny))
+                ys.append(np.repeat(0.5 * (ye[:-1] + ye[1:]), nx))
+                ia.append(np.repeat(np.arange(ny), nx))
+                ir.append(np.tile(np.arange(nx), ny))
+            x, y = np.concatenate(xs), np.concatenate(ys)
+            return {"r": np.hypot(x, y), "alpha": np.arctan2(y, x), "x": x, "y": y,
+                    "i_alpha": np.concatenate(ia), "i_r": np.concatenate(ir)}
         rs, als, ia, ir = [], [], [], []
         for layer in self.layers:
             edges = np.asarray(layer.r_edges_mm, dtype=np.float64)
@@ -215,13 +310,14 @@ class Geometry:
         return (a * x0, b * x0)
 
     def layer_view(self, showers: np.ndarray, layer_index: int) -> np.ndarray:
-        """Return layer ``layer_index`` of flat ``showers`` (N, n_voxels) as (N, n_alpha, n_r)."""
+        """Return layer ``layer_index`` of flat ``showers`` (N, n_voxels) as (N, n_alpha, n_r);
+        for a Cartesian layer that is the (N, ny, nx) image."""
         layer = self.layers[layer_index]
         return showers[..., self.layer_slices[layer_index]].reshape(*showers.shape[:-1], layer.n_alpha, layer.n_r)
 
     # ------------------------------------------------------------ identity
     def binning_dict(self) -> list[dict[str, Any]]:
-        return [{"id": l.id, "r_edges_mm": list(l.r_edges_mm), "n_alpha": l.n_alpha} for l in self.layers]
+        return [layer.binning() for layer in self.layers]
 
     @cached_property
     def fingerprint(self) -> str:
@@ -237,10 +333,7 @@ class Geometry:
             "name": self.name,
             "particle": self.particle,
             "description": self.description,
-            "layers": [
-                {"id": l.id, "r_edges_mm": list(l.r_edges_mm), "n_alpha": l.n_alpha, "depth_x0": list(l.depth_x0)}
-                for l in self.layers
-            ],
+            "layers": [{**l.binning(), "depth_x0": list(l.depth_x0)} for l in self.layers],
         }
         if self.overflow_values:
             d["overflow_values"] = self.overflow_values
@@ -258,28 +351,22 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> Geometry:
-        allowed = {"name", "particle", "description", "layers", "material", "overflow_values"}
+        """Geometry from its dict/YAML description.
+
+        Cylindrical layers: ``{id, r_edges_mm, n_alpha, depth_x0}``. Cartesian layers:
+        ``{id, x_edges_mm, y_edges_mm}`` or ``{id, nx, ny, cell_x_mm, cell_y_mm}`` (a grid centred
+        on the shower axis), with ``depth_x0: [start, end]`` or ``thickness_mm`` (layers stacked in
+        order, converted with the material's X0). A 3-D voxel grid: top-level
+        ``grid: {nx, ny, nz, cell_x_mm, cell_y_mm, layer_x0}`` instead of ``layers``.
+        """
+        allowed = {"name", "particle", "description", "layers", "material", "overflow_values", "grid"}
         extra = set(d) - allowed
         if extra:
             key = sorted(extra)[0]
             raise GeometryError(f"{source}: unknown key {key!r}; {did_you_mean(key, allowed)}")
+        layer_keys = ["id", "r_edges_mm", "n_alpha", "depth_x0", "x_edges_mm", "y_edges_mm", "nx", "ny",
+                      "cell_x_mm", "cell_y_mm", "thickness_mm"]
         try:
-            layers = []
-            for i, ld in enumerate(d["layers"]):
-                lextra = set(ld) - {"id", "r_edges_mm", "n_alpha", "depth_x0"}
-                if lextra:
-                    key = sorted(lextra)[0]
-                    raise GeometryError(
-                        f"{source}: layers[{i}]: unknown key {key!r}; {did_you_mean(key, ['id', 'r_edges_mm', 'n_alpha', 'depth_x0'])}"
-                    )
-                layers.append(
-                    Layer(
-                        id=int(ld["id"]),
-                        r_edges_mm=tuple(float(x) for x in ld["r_edges_mm"]),
-                        n_alpha=int(ld["n_alpha"]),
-                        depth_x0=tuple(float(x) for x in ld.get("depth_x0", (0.0, 0.0))),  # type: ignore[arg-type]
-                    )
-                )
             material = None
             if d.get("material"):
                 md = dict(d["material"])
@@ -291,6 +378,43 @@ class Geometry:
                     active_mm=float(md.get("active_mm", 0.0)),
                     sampling_fraction=float(md.get("sampling_fraction", 1.0)),
                 )
+            layer_dicts = d.get("layers")
+            if d.get("grid") is not None:
+                if layer_dicts:
+                    raise GeometryError(f"{source}: give either 'grid' or 'layers', not both")
+                layer_dicts = _grid_layers(dict(d["grid"]), source)
+            if not layer_dicts:
+                raise GeometryError(f"{source}: no layers (give 'layers' or 'grid')")
+            layers = []
+            depth_mm = 0.0
+            for i, ld in enumerate(layer_dicts):
+                lextra = set(ld) - set(layer_keys)
+                if lextra:
+                    key = sorted(lextra)[0]
+                    raise GeometryError(f"{source}: layers[{i}]: unknown key {key!r}; {did_you_mean(key, layer_keys)}")
+                depth = tuple(float(x) for x in ld.get("depth_x0", (0.0, 0.0)))
+                if "thickness_mm" in ld:
+                    if material is None:
+                        raise GeometryError(f"{source}: layers[{i}]: thickness_mm needs a material (for X0)")
+                    t = float(ld["thickness_mm"])
+                    depth = (depth_mm / material.x0_mm, (depth_mm + t) / material.x0_mm)
+                    depth_mm += t
+                cart = [k for k in ("x_edges_mm", "y_edges_mm", "nx", "ny", "cell_x_mm", "cell_y_mm") if k in ld]
+                if cart:
+                    if "r_edges_mm" in ld or "n_alpha" in ld:
+                        raise GeometryError(f"{source}: layers[{i}]: give r_edges_mm/n_alpha or a grid, not both")
+                    xe = _axis_edges(ld, "x", source, i)
+                    ye = _axis_edges(ld, "y", source, i)
+                    layers.append(Layer.cartesian(int(ld.get("id", i)), xe, ye, depth))  # type: ignore[arg-type]
+                else:
+                    layers.append(
+                        Layer(
+                            id=int(ld["id"]),
+                            r_edges_mm=tuple(float(x) for x in ld["r_edges_mm"]),
+                            n_alpha=int(ld["n_alpha"]),
+                            depth_x0=depth,  # type: ignore[arg-type]
+                        )
+                    )
         except GeometryError:
             raise
         except (KeyError, TypeError, ValueError) as err:
@@ -374,7 +498,7 @@ class Geometry:
 
     @classmethod
     def from_name(cls, name: str) -> Geometry:
-        """A built-in geometry (``ds1-photons``, ``ds1-pions``, ``ds2``, ``ds3``) or a YAML/XML path."""
+        """A built-in geometry (``ds1-photons``, ``ds1-pions``, ``ds2``, ``ds3``, ``calogan``, ``grid-25``) or a YAML/XML path."""
         if name.endswith((".yaml", ".yml")):
             return cls.from_yaml(name)
         if name.endswith(".xml"):
@@ -386,6 +510,47 @@ class Geometry:
 
     def __repr__(self) -> str:
         return f"Geometry({self.name!r}, {self.n_layers} layers, {self.n_voxels} voxels)"
+
+
+def _grid_r_range(xe: tuple[float, ...], ye: tuple[float, ...]) -> tuple[float, ...]:
+    """(0, farthest corner's distance from the axis) of a grid layer, mm; () for no edges."""
+    if len(xe) < 2 or len(ye) < 2:
+        return ()
+    return (0.0, float(math.hypot(max(abs(xe[0]), abs(xe[-1])), max(abs(ye[0]), abs(ye[-1])))))
+
+
+def _axis_edges(ld: dict[str, Any], axis: str, source: str, i: int) -> list[float]:
+    """Cell edges along ``axis`` from ``<axis>_edges_mm`` or ``n<axis>`` + ``cell_<axis>_mm`` (centred on 0)."""
+    if f"{axis}_edges_mm" in ld:
+        return [float(v) for v in ld[f"{axis}_edges_mm"]]
+    if f"n{axis}" not in ld or f"cell_{axis}_mm" not in ld:
+        raise GeometryError(
+            f"{source}: layers[{i}]: a grid layer needs {axis}_edges_mm or n{axis} and cell_{axis}_mm"
+        )
+    n, c = int(ld[f"n{axis}"]), float(ld[f"cell_{axis}_mm"])
+    if n < 1 or not c > 0:
+        raise GeometryError(f"{source}: layers[{i}]: n{axis} must be >= 1 and cell_{axis}_mm > 0")
+    return (np.arange(n + 1, dtype=np.float64) * c - n * c / 2.0).tolist()
+
+
+def _grid_layers(g: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """Layer dicts of a 3-D voxel grid: ``nz`` layers of ``ny`` x ``nx`` cells, ``layer_x0`` deep each."""
+    keys = ["nx", "ny", "nz", "cell_x_mm", "cell_y_mm", "layer_x0"]
+    extra = set(g) - set(keys)
+    if extra:
+        key = sorted(extra)[0]
+        raise GeometryError(f"{source}: grid: unknown key {key!r}; {did_you_mean(key, keys)}")
+    missing = [k for k in keys if k not in g]
+    if missing:
+        raise GeometryError(f"{source}: grid: missing key {missing[0]!r} (needs {', '.join(keys)})")
+    nz, dz = int(g["nz"]), float(g["layer_x0"])
+    if nz < 1 or not dz > 0:
+        raise GeometryError(f"{source}: grid: nz must be >= 1 and layer_x0 > 0")
+    return [
+        {"id": k, "nx": g["nx"], "ny": g["ny"], "cell_x_mm": g["cell_x_mm"], "cell_y_mm": g["cell_y_mm"],
+         "depth_x0": [k * dz, (k + 1) * dz]}
+        for k in range(nz)
+    ]
 
 
 def _geometry_dir() -> Path:

@@ -73,7 +73,7 @@ from .._config import StrictModel
 from ..errors import ConfigError, GeometryError
 from .data import ShowerSet
 from .energies import EnergySpec, parse_energy_spec
-from .geometry import Geometry, Material, Medium
+from .geometry import Geometry, Layer, Material, Medium
 
 __all__ = [
     "GFlashConfig",
@@ -345,9 +345,42 @@ def block_size(geometry: Geometry) -> int:
 class _LayerPlan:
     index: int
     t_edges: np.ndarray  # (n_sub + 1,) depth boundaries, X0
-    r_edges_rm: np.ndarray  # (n_r + 1,) radial edges in Molière radii
+    r_edges_rm: np.ndarray  # (n_r + 1,) radial edges in Molière radii (Cartesian: the fine annuli)
     n_alpha: int
     n_r: int
+    #: Cartesian layers: (n_annuli, n_cells) fraction of each fine annulus's area in each cell
+    overlap: np.ndarray | None = None
+
+
+#: fine annuli for placing spots in a Cartesian layer: edges 0 and N_ANNULI geometric steps up to the
+#: layer's farthest corner (the radial profile is integrated over each annulus, the annulus spread
+#: over the cells by area)
+N_ANNULI = 96
+
+
+def _annulus_overlap(layer: Layer, r_edges_mm: np.ndarray, n_sub_r: int = 6, n_phi: int = 360) -> np.ndarray:
+    """(n_annuli, ny * nx): share of each annulus's area falling in each cell of a grid layer.
+
+    Area-uniform points (``n_sub_r`` radii x ``n_phi`` angles, offset half a step) per annulus;
+    the remainder of a row (area outside the grid) is lateral leakage.
+    """
+    xe = np.asarray(layer.x_edges_mm, dtype=np.float64)
+    ye = np.asarray(layer.y_edges_mm, dtype=np.float64)
+    nx, ny = len(xe) - 1, len(ye) - 1
+    lo2, hi2 = r_edges_mm[:-1] ** 2, r_edges_mm[1:] ** 2
+    fr = (np.arange(n_sub_r) + 0.5) / n_sub_r
+    r = np.sqrt(lo2[:, None] + (hi2 - lo2)[:, None] * fr[None, :])  # (n_annuli, n_sub_r)
+    phi = (np.arange(n_phi) + 0.5) * (2.0 * math.pi / n_phi)
+    x = r[:, :, None] * np.cos(phi)[None, None, :]
+    y = r[:, :, None] * np.sin(phi)[None, None, :]
+    ix = np.searchsorted(xe, x, side="right") - 1
+    iy = np.searchsorted(ye, y, side="right") - 1
+    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    n_ann = len(r_edges_mm) - 1
+    ann = np.broadcast_to(np.arange(n_ann)[:, None, None], x.shape)
+    flat = ann[inside] * (nx * ny) + iy[inside] * nx + ix[inside]
+    counts = np.bincount(flat, minlength=n_ann * nx * ny).reshape(n_ann, nx * ny)
+    return counts / float(n_sub_r * n_phi)
 
 
 def _plan(geometry: Geometry, eff: EffectiveMaterial, step_x0: float) -> list[_LayerPlan]:
@@ -360,16 +393,38 @@ def _plan(geometry: Geometry, eff: EffectiveMaterial, step_x0: float) -> list[_L
                 "the reference simulator needs [start, end] with end > start (X0)"
             )
         n_sub = max(1, int(math.ceil((d1 - d0) / step_x0 - 1e-9)))
+        overlap = None
+        if layer.kind == "cartesian":
+            xe, ye = np.asarray(layer.x_edges_mm), np.asarray(layer.y_edges_mm)
+            r_max = float(np.sqrt(max(xe[0] ** 2, xe[-1] ** 2) + max(ye[0] ** 2, ye[-1] ** 2)))
+            cell = float(min(np.diff(xe).min(), np.diff(ye).min()))
+            r_edges = np.concatenate([[0.0], np.geomspace(min(0.05 * cell, 0.01 * eff.rm_mm), r_max, N_ANNULI)])
+            overlap = _annulus_overlap(layer, r_edges)
+        else:
+            r_edges = np.asarray(layer.r_edges_mm, dtype=np.float64)
         plans.append(
             _LayerPlan(
                 index=i,
                 t_edges=np.linspace(d0, d1, n_sub + 1),
-                r_edges_rm=np.asarray(layer.r_edges_mm, dtype=np.float64) / eff.rm_mm,
+                r_edges_rm=r_edges / eff.rm_mm,
                 n_alpha=layer.n_alpha,
                 n_r=layer.n_r,
+                overlap=overlap,
             )
         )
     return plans
+
+
+def _place_spots_grid(n_spots: np.ndarray, cdf: np.ndarray, overlap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Counts of spots per cell of a Cartesian layer, (n, n_cells): one multinomial per shower over
+    the cells plus lateral leakage, with cell probabilities = annulus probabilities @ overlap."""
+    q = np.diff(cdf, axis=1) @ overlap  # (n, k)
+    k = q.shape[1]
+    pvals = np.empty((len(q), k + 1))
+    pvals[:, :k] = np.clip(q, 0.0, 1.0)
+    pvals[:, k] = np.maximum(0.0, 1.0 - pvals[:, :k].sum(axis=1))
+    pvals /= pvals.sum(axis=1, keepdims=True)
+    return rng.multinomial(n_spots, pvals)[:, :k]
 
 
 def _place_spots(n_spots: np.ndarray, cdf: np.ndarray, n_alpha: int, rng: np.random.Generator) -> np.ndarray:
@@ -457,7 +512,10 @@ def _simulate_block(
         if not np.all(e_frac > 0):  # a layer the shower never reaches: any valid distribution
             cdf[e_frac <= 0] = np.linspace(0.0, 1.0, len(pl.r_edges_rm))
         cdf = np.maximum.accumulate(np.clip(cdf, 0.0, 1.0), axis=1)
-        counts = _place_spots(n_layer.astype(np.int64), cdf, pl.n_alpha, rng)
+        if pl.overlap is not None:
+            counts = _place_spots_grid(n_layer.astype(np.int64), cdf, pl.overlap, rng)
+        else:
+            counts = _place_spots(n_layer.astype(np.int64), cdf, pl.n_alpha, rng)
         e_spot = np.where(n_layer > 0, e_layer / np.maximum(n_layer, 1.0), 0.0)
         vox = counts * e_spot[:, None]
         if sampling_term > 0:

@@ -6,10 +6,15 @@ evaluation code so numbers are comparable with published results:
 * ``E_tot`` (MeV) and ``E_ratio`` = E_tot / E_inc;
 * ``E_layer_<id>`` (MeV) and ``frac_layer_<id>`` = E_layer / E_tot;
 * ``EC_x_<id>``, ``EC_y_<id>`` (mm), energy-weighted centres ``sum(x E) / (sum(E) + 1e-16)``
-  with x = r cos(alpha), y = r sin(alpha) at the voxel centres, only for layers with alpha binning;
+  with x = r cos(alpha), y = r sin(alpha) at the voxel centres, only for layers with alpha binning
+  (Cartesian layers: x, y are the cell centres, and every layer has them);
 * ``width_x_<id>``, ``width_y_<id>`` (mm), ``sqrt(max(sum(x^2 E)/sum(E) - EC^2, 0))``;
 * ``EC_r_<id>``, ``width_r_<id>`` (mm) for every layer, with the radial bin centres;
 * ``sparsity_<id>`` = 1 - fraction of the layer's voxels at or above the threshold.
+
+For Cartesian geometries (CaloGAN, voxel grids) the same definitions apply with the cell
+centres; ``EC_r``/``width_r`` use the distance of a cell centre from the shower axis (0, 0),
+and the per-layer profile of the streaming summaries runs over the columns (x) instead of radii.
 
 Voxels below ``threshold_mev`` are set to zero before anything is computed (CaloChallenge
 uses 1 MeV for dataset 1 and 15.15 keV for datasets 2 and 3, see :func:`default_threshold_mev`).
@@ -66,7 +71,7 @@ def feature_names(geometry: Geometry) -> list[str]:
     names += [f"E_layer_{i}" for i in ids]
     names += [f"frac_layer_{i}" for i in ids]
     for layer in geometry.layers:
-        if layer.n_alpha > 1:
+        if layer.has_xy:
             names += [f"EC_x_{layer.id}", f"EC_y_{layer.id}", f"width_x_{layer.id}", f"width_y_{layer.id}"]
     names += [f"EC_r_{i}" for i in ids]
     names += [f"width_r_{i}" for i in ids]
@@ -211,6 +216,8 @@ class FeatureTable(Mapping[str, np.ndarray]):
     def radial_profile(self, layer_index: int, normalised: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(r_edges_mm, mean energy per radial bin, standard error of that mean) for one layer.
 
+        For a Cartesian layer the bins are the columns: (x_edges_mm, mean energy per column, error).
+
         ``normalised``: per-event energies divided by E_inc first (insensitive to the E_inc mix).
         """
         offs = np.concatenate([[0], np.cumsum([layer.n_r for layer in self.geometry.layers])])
@@ -220,7 +227,7 @@ class FeatureTable(Mapping[str, np.ndarray]):
         else:
             mean, var = self.radial_mean, self.radial_var
         err = np.sqrt(var[sl] / max(self.n_events, 1))
-        return np.asarray(self.geometry.layers[layer_index].r_edges_mm), mean[sl], err
+        return np.asarray(self.geometry.layers[layer_index].profile_edges_mm), mean[sl], err
 
     def longitudinal_profile(self, normalised: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(mean energy per layer, standard error of the mean), MeV; ``normalised``: of E_layer / E_inc."""
@@ -276,7 +283,7 @@ def _build_weights(g: Geometry) -> _Weights:
     vl = g.voxel_layer
     onehot = np.zeros((g.n_voxels, nl))
     onehot[np.arange(g.n_voxels), vl] = 1.0
-    alpha_layers = [i for i, layer in enumerate(g.layers) if layer.n_alpha > 1]
+    alpha_layers = [i for i, layer in enumerate(g.layers) if layer.has_xy]
     cols = [onehot]
     for coord in (g.voxel_x, g.voxel_y):
         a = onehot[:, alpha_layers] * coord[:, None]
@@ -456,7 +463,7 @@ def high_level_vector(table: FeatureTable) -> np.ndarray:
     g = table.geometry
     cols: list[np.ndarray] = [np.log10(table.incident_energy)[:, None]]
     ids = [layer.id for layer in g.layers]
-    alpha_ids = [layer.id for layer in g.layers if layer.n_alpha > 1]
+    alpha_ids = [layer.id for layer in g.layers if layer.has_xy]
 
     def block(fmt: str, which: list[int], fn: Any = None) -> None:
         if not which:
