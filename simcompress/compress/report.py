@@ -43,9 +43,10 @@ from .accounting import count_params, storage_bits, storage_table
 from .modules import TTLinear
 from .parametrizations import ActQuant, FakeQuant, bake, find_parametrization
 
-__all__ = ["deployable", "count_ops", "measure_throughput", "compression_report", "report_markdown", "report_html", "dir_bytes", "is_generator"]
+__all__ = ["pipeline_coverage", "deployable", "count_ops", "measure_throughput", "compression_report", "report_markdown", "report_html", "dir_bytes", "is_generator"]
 
 log = logging.getLogger(__name__)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def is_generator(model: nn.Module) -> bool:
@@ -100,7 +101,12 @@ def count_ops(model: nn.Module, run: Callable[[nn.Module], Any], n_samples: int)
                 if isinstance(fixed, Tensor) and fixed.shape == w.shape:
                     w = w * fixed
                 nz = rows * int(torch.count_nonzero(w))
-            else:  # Conv1d/Conv2d
+            elif isinstance(mod, _CONV_T):  # every input position scatters into k outputs per output channel
+                positions = x.numel() // mod.in_channels
+                k = math.prod(mod.kernel_size) * (mod.out_channels // mod.groups)
+                macs = positions * mod.in_channels * k
+                nz = positions * int(torch.count_nonzero(mod.weight.detach()))
+            else:  # Conv1d/2d/3d
                 k = math.prod(mod.kernel_size) * (mod.in_channels // mod.groups)
                 positions = out.numel() // mod.out_channels
                 macs = positions * mod.out_channels * k
@@ -116,7 +122,7 @@ def count_ops(model: nn.Module, run: Callable[[nn.Module], Any], n_samples: int)
     for name, mod in model.named_modules():
         if "parametrizations" in name.split("."):
             continue
-        if isinstance(mod, (TTLinear, nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if isinstance(mod, (TTLinear, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_T)):
             hooks.append(mod.register_forward_hook(hook(name)))
     try:
         with torch.no_grad():
@@ -337,9 +343,40 @@ def compression_report(
             report["onnx"] = {"measured": False, "reason": f"{type(err).__name__}: {err}"[:300]}
     if pipeline is not None:
         report["pipeline"] = pipeline
+        report["coverage"] = pipeline_coverage(pipeline)
     if fidelity is not None:
         report["fidelity"] = fidelity
     return report
+
+
+def pipeline_coverage(pipeline: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per kept step: which weight layers it changed / left alone, with parameter shares
+    (``extra.coverage`` of each step, :mod:`simcompress.compress.coverage`)."""
+    out = []
+    for s in pipeline.get("steps", []):
+        cov = (s.get("extra") or {}).get("coverage")
+        if cov is None:
+            continue
+        out.append({"index": s.get("index"), "method": s.get("method"), "rolled_back": bool(s.get("rolled_back")), **cov})
+    return out
+
+
+def _coverage_markdown(items: list[dict[str, Any]]) -> list[str]:
+    from .coverage import coverage_lines
+
+    lines = ["## Coverage", "",
+             "Which weight layers each step changed and which it left alone; shares are of all parameters of the "
+             "sampling network (the headline ratios above are over the whole network too).", ""]
+    for c in items:
+        head = f"### Step {c['index']}: {c['method']}" + (" (rolled back)" if c["rolled_back"] else "")
+        if c.get("replaced"):
+            lines += [head, "", "Replaced the whole architecture (distillation).", ""]
+            continue
+        gaps = [r for r in c["left_alone"] if r["reason"] == "not handled"]
+        summary = (f"changed {100 * c['changed_share']:.1f} % of the parameters in {len(c['changed'])} weight layer(s); "
+                   f"left alone {len(c['left_alone'])}" + (f", {len(gaps)} NOT HANDLED ({100 * c['not_handled_share']:.1f} %)" if gaps else ""))
+        lines += [head, "", summary + ".", "", *coverage_lines(c), ""]
+    return lines
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -395,6 +432,8 @@ def report_markdown(report: dict[str, Any], title: str = "Compression report") -
             gate = "n/a" if s["gate"] is None else ("pass" if s["gate"]["passed"] else "FAIL") + (f" ({s['gate']['summary']})" if s["gate"]["summary"] else "")
             lines.append(f"| {s['index']} | {s['method']} | {gate} | {'yes' if s['rolled_back'] else 'no'} | {s['seconds']:.2f} |")
         lines += ["", f"Pipeline passed: {'yes' if pipe['passed'] else 'NO'}.", ""]
+    if report.get("coverage"):
+        lines += _coverage_markdown(report["coverage"])
     fid = report.get("fidelity")
     if fid:
         lines += ["## Fidelity", "", "```", *[f"{k}: {v}" for k, v in fid.items() if not isinstance(v, (dict, list))], "```", ""]
@@ -436,6 +475,14 @@ def report_html(report: dict[str, Any], title: str = "Compression report", valid
         srows = [[s["index"], s["method"], "n/a" if s["gate"] is None else ("pass" if s["gate"]["passed"] else "FAIL: " + s["gate"]["summary"]),
                   "yes" if s["rolled_back"] else "no", s["seconds"]] for s in pipe["steps"]]
         parts += ["<h2>Steps</h2>", table(["#", "method", "gate", "rolled back", "seconds"], srows)]
+    for c in report.get("coverage") or []:
+        if c.get("replaced"):
+            continue
+        crows = [[r["name"], r["type"], r["params"], f"{100 * r['share']:.1f} %", f"changed: {r['how']}"] for r in c["changed"]]
+        crows += [[r["name"], r["type"], r["params"], f"{100 * r['share']:.1f} %", f"left alone ({r['reason']}): {r['note']}"]
+                  for r in c["left_alone"]]
+        parts += [f"<h2>Coverage of step {c['index']} ({_h.escape(str(c['method']))})</h2>",
+                  table(["layer", "type", "params", "share", "status"], crows)]
     if validation_section:
         parts += ["<h2>Validation against the reference</h2>", validation_section]
     css = "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}"

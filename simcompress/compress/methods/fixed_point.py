@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.fx
 from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import parametrize
@@ -59,8 +60,23 @@ __all__ = [
 ]
 
 PRECISION_FORMAT_VERSION = 1
-_ACTIVATION_MODULES = (nn.ReLU, nn.LeakyReLU)
+_ACTIVATION_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)
 _FUNCTIONAL_RELU = {torch.relu, torch.nn.functional.relu}
+#: functional activations whose output is cast to the activation type (kind, default slope)
+_FUNCTIONAL_ACT = {
+    torch.nn.functional.leaky_relu: "LeakyReLU",
+    torch.tanh: "Tanh", torch.nn.functional.tanh: "Tanh",
+    torch.sigmoid: "Sigmoid", torch.nn.functional.sigmoid: "Sigmoid",
+}
+_METHOD_ACT = {"tanh": "Tanh", "sigmoid": "Sigmoid"}
+#: weight layers: Linear and every (transposed) convolution
+_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+#: shape operations that move values without changing them (the type passes through)
+_SHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "contiguous", "select", "narrow", "transpose", "unflatten"}
+_SHAPE_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.permute, torch.narrow, torch.select, torch.transpose}
+_SHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.Dropout)
 
 
 # --------------------------------------------------------------------------- configs
@@ -228,7 +244,7 @@ class FixedPointNetwork(nn.Module):
             mod = modules.get(name)
             if mod is None:
                 continue  # functional node (e.g. torch.relu): lossless, nothing to cast
-            if isinstance(mod, nn.Linear):
+            if isinstance(mod, _WEIGHT_LAYERS):
                 for pname in ("weight", "bias"):
                     if entry.get(pname) is None or getattr(mod, pname) is None:
                         continue
@@ -243,8 +259,21 @@ class FixedPointNetwork(nn.Module):
                 self.output_quant[_key(name)] = q
                 mod.register_forward_hook(_QuantHook(q))
 
+        # functional activations (F.leaky_relu, torch.tanh, ...) are cast by running the traced
+        # graph with an interpreter that applies the quantized version at those nodes
+        self.functional_quant = nn.ModuleDict()
+        self._functional: dict[str, dict[str, Any]] = {}
+        for name, entry in record["layers"].items():
+            if entry.get("functional") and entry.get("kind") != "ReLU":
+                self.functional_quant[_key(name)] = FixedQuantize(entry["result"], ste=ste)
+                self._functional[name] = entry
+        self._graph = _trace(inner).graph if self._functional else None
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.inner(*[self.input_quant(x) for x in inputs])
+        xs = [self.input_quant(x) for x in inputs]
+        if self._graph is None:
+            return self.inner(*xs)
+        return _CastInterpreter(self).run(*xs)
 
     def to_spec(self) -> dict[str, Any]:
         return {"record": self.record, "ste": self.ste}
@@ -257,6 +286,27 @@ class FixedPointNetwork(nn.Module):
         if inner is None:
             raise ConfigError("FixedPointNetwork.from_spec needs the inner network module")
         return cls(inner, spec["record"], ste=bool(spec.get("ste", False)))
+
+
+class _CastInterpreter(torch.fx.Interpreter):
+    """Runs ``FixedPointNetwork.inner`` node by node, casting recorded functional activations."""
+
+    def __init__(self, fpn: FixedPointNetwork) -> None:
+        super().__init__(fpn.inner, graph=fpn._graph, garbage_collect_values=True)
+        self.fpn = fpn
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        entry = self.fpn._functional.get(n.name)
+        if entry is None:
+            return super().run_node(n)
+        with self._set_current_node(n):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            x = args[0]
+            q = self.fpn.functional_quant[_key(n.name)]
+            if entry["kind"] == "LeakyReLU":
+                alpha = FixedType.from_dict(entry["param"], "param").quantize(np.array([entry["alpha"]]))[0]
+                return q(torch.where(x >= 0, x, x * float(alpha)))
+            return q(torch.tanh(x) if entry["kind"] == "Tanh" else torch.sigmoid(x))
 
 
 def find_fixed_point_network(model: nn.Module) -> tuple[str, FixedPointNetwork] | None:
@@ -324,37 +374,53 @@ def _trace(net: nn.Module) -> Any:
     except Exception as err:  # noqa: BLE001 - any tracing failure means "not a static graph"
         raise UnsupportedLayerError(
             f"{type(net).__name__}: cannot trace the network with torch.fx ({err}); fixed-point export needs a "
-            "static feed-forward graph (Linear, BatchNorm1d, ReLU, LeakyReLU, torch.cat)"
+            "static feed-forward graph (Linear, Conv, ConvTranspose, BatchNorm, activations, reshapes, crops, torch.cat)"
         ) from None
 
 
+def _bn_matches(bn: nn.Module, layer: nn.Module) -> bool:
+    if isinstance(layer, nn.Linear):
+        return isinstance(bn, nn.BatchNorm1d)
+    nd = layer.weight.ndim - 2
+    return isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[nd - 1])
+
+
 def fold_batchnorm(net: nn.Module) -> list[str]:
-    """Fold every ``BatchNorm1d`` that directly follows a ``Linear`` (sole user) into it; returns folded names."""
+    """Fold every batch norm that directly follows a Linear / (transposed) convolution (sole user) into it.
+
+    BatchNorm1d after Linear or Conv1d/ConvTranspose1d, BatchNorm2d after the 2-D convolutions,
+    BatchNorm3d after the 3-D ones (eval-mode statistics). Returns the folded names.
+    """
     gm = _trace(net)
     modules = dict(net.named_modules())
     folded = []
     for node in gm.graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm1d):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), _BATCHNORMS):
             continue
         src = node.args[0]
-        if not (hasattr(src, "op") and src.op == "call_module" and isinstance(modules.get(src.target), nn.Linear)):
+        if not (hasattr(src, "op") and src.op == "call_module" and isinstance(modules.get(src.target), _WEIGHT_LAYERS)):
             continue
         if len(src.users) != 1:
             continue
-        bn: nn.BatchNorm1d = modules[node.target]
-        lin: nn.Linear = modules[src.target]
+        bn = modules[node.target]
+        lin = modules[src.target]
+        if not _bn_matches(bn, lin) or getattr(lin, "groups", 1) != 1 and isinstance(lin, _CONV_T):
+            continue
         with torch.no_grad():
             var = bn.running_var if bn.track_running_stats and bn.running_var is not None else None
             mean = bn.running_mean if var is not None else None
             if var is None or mean is None:
-                raise UnsupportedLayerError(f"{node.target}: BatchNorm1d without running statistics cannot be folded")
+                raise UnsupportedLayerError(f"{node.target}: {type(bn).__name__} without running statistics cannot be folded")
             scale = 1.0 / torch.sqrt(var.double() + bn.eps)
             if bn.affine:
                 scale = scale * bn.weight.double()
             shift = -mean.double() * scale
             if bn.affine:
                 shift = shift + bn.bias.double()
-            w = lin.weight.double() * scale[:, None]
+            shape = [1] * lin.weight.ndim
+            axis = 1 if isinstance(lin, _CONV_T) else 0
+            shape[axis] = -1
+            w = lin.weight.double() * scale.reshape(shape)
             b = (lin.bias.double() if lin.bias is not None else torch.zeros_like(shift)) * scale + shift
             lin.weight.copy_(w.to(lin.weight.dtype))
             if lin.bias is None:
@@ -443,6 +509,28 @@ def exact_accumulator(x: FixedType, w_int: np.ndarray, w_t: FixedType, b_int: np
     return FixedType(bits, bits - frac, signed=True)
 
 
+def _functional_kind(node: Any) -> str | None:
+    if node.op == "call_function" and node.target in _FUNCTIONAL_ACT:
+        return _FUNCTIONAL_ACT[node.target]
+    if node.op == "call_method" and node.target in _METHOD_ACT:
+        return _METHOD_ACT[node.target]
+    return None
+
+
+def _is_shape_op(node: Any) -> bool:
+    import operator
+
+    if node.op == "call_method" and node.target in _SHAPE_METHODS:
+        return True
+    if node.op == "call_function" and node.target in _SHAPE_FUNCS:
+        return True
+    if node.op == "call_function" and node.target is operator.getitem:
+        return True  # a crop of a typed tensor keeps its type; an index into x.shape gets None
+    if node.op == "call_function" and node.target is torch.nn.functional.interpolate:
+        return node.kwargs.get("mode", "nearest") == "nearest" and len(node.args) < 4
+    return False
+
+
 # --------------------------------------------------------------------------- the transform
 def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool) -> CompressionResult:
     path, net = _resolve_network(model, cfg.network)
@@ -455,7 +543,7 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
     selected = {
         n
         for n, m in modules.items()
-        if isinstance(m, nn.Linear)
+        if isinstance(m, _WEIGHT_LAYERS)
         and any(fnmatch.fnmatchcase(n, p) for p in cfg.include)
         and not any(fnmatch.fnmatchcase(n, p) for p in cfg.exclude)
     }
@@ -477,9 +565,20 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
         for n, m in modules.items():
             if n in selected or isinstance(m, _ACTIVATION_MODULES):
                 hooks.append(m.register_forward_hook(_obs(n)))
+        functional = {n.name for n in gm.graph.nodes if _functional_kind(n) is not None}
+
+        class _Observe(torch.fx.Interpreter):
+            def run_node(self, n: torch.fx.Node) -> Any:
+                out = super().run_node(n)
+                if n.name in functional and isinstance(out, torch.Tensor):
+                    lo, hi = float(out.min()), float(out.max())
+                    r = ranges.setdefault(n.name, [lo, hi])
+                    r[0], r[1] = min(r[0], lo), max(r[1], hi)
+                return out
+
         try:
             with torch.no_grad():
-                net(*inputs)
+                _Observe(gm).run(*inputs)
         finally:
             for h in hooks:
                 h.remove()
@@ -512,7 +611,7 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
             if isinstance(mod, nn.Identity):
                 types[node] = types.get(src, input_t)
                 alias[node] = alias.get(src, src)
-            elif isinstance(mod, nn.Linear):
+            elif isinstance(mod, _WEIGHT_LAYERS):
                 if name not in selected:
                     types[node] = None  # float layer: later layers cannot be typed exactly
                     continue
@@ -525,6 +624,9 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
                 w = mod.weight.detach().double()
                 w_t = w_spec.build(float(w.min()), float(w.max()), True, f"{name}.weight")
                 w_int = w_t.quantize_int(w.numpy())
+                if isinstance(mod, _CONV_T):  # (in, out/g, k...) -> rows of output channels
+                    w_int = np.moveaxis(w_int, 1, 0)
+                w_int = w_int.reshape(w_int.shape[0], -1)
                 if mod.bias is not None:
                     b = mod.bias.detach().double()
                     b_t = b_spec.build(float(b.min()), float(b.max()), True, f"{name}.bias")
@@ -534,22 +636,24 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
                 acc_t = exact_accumulator(x_t, w_int, w_t, b_int, b_t or w_t)
                 rr = ranges.get(name, [None, None])
                 res_t = r_spec.build(rr[0], rr[1], True, f"{name}.result")
+                n_in = mod.in_features if isinstance(mod, nn.Linear) else mod.in_channels
+                n_out = mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
                 layers[name] = {
-                    "kind": "Linear",
+                    "kind": type(mod).__name__ if type(mod) in _WEIGHT_LAYERS else "Linear",
                     "weight": w_t.to_dict(),
                     "bias": b_t.to_dict() if b_t else None,
                     "accum": acc_t.to_dict(),
                     "result": res_t.to_dict(),
                     "activation": None,
                     "activation_layer": None,
-                    "n_in": mod.in_features,
-                    "n_out": mod.out_features,
+                    "n_in": n_in,
+                    "n_out": n_out,
                 }
                 types[node] = res_t
                 n_par = mod.weight.numel() + (mod.bias.numel() if mod.bias is not None else 0)
                 bits_after = mod.weight.numel() * w_t.width + (mod.bias.numel() * b_t.width if b_t else 0)
                 records.append(
-                    LayerRecord(name, "Linear", n_par, n_par, 32 * n_par, bits_after,
+                    LayerRecord(name, layers[name]["kind"], n_par, n_par, 32 * n_par, bits_after,
                                 {"weight": w_t.to_hls(), "bias": b_t.to_hls() if b_t else None,
                                  "accum": acc_t.to_hls(), "result": res_t.to_hls()})
                 )
@@ -558,10 +662,10 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
                 if x_t is None:
                     types[node] = None
                     continue
-                is_relu = isinstance(mod, nn.ReLU)
+                unsigned = isinstance(mod, (nn.ReLU, nn.Sigmoid))
                 a_spec = _match_override(cfg, name, "activation") or cfg.activation
                 rr = ranges.get(name, [None, None])
-                act_t = a_spec.build(rr[0], rr[1], not is_relu, f"{name}.activation")
+                act_t = a_spec.build(rr[0], rr[1], not unsigned, f"{name}.activation")
                 entry: dict[str, Any] = {"kind": type(mod).__name__, "result": act_t.to_dict()}
                 if isinstance(mod, nn.LeakyReLU):
                     p_spec = _match_override(cfg, name, "param") or cfg.param
@@ -575,22 +679,49 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
                 if hasattr(src, "op") and src.op == "call_module" and str(src.target) in layers:
                     layers[str(src.target)]["activation"] = act_t.to_dict()
                     layers[str(src.target)]["activation_layer"] = name
+            elif isinstance(mod, _SHAPE_MODULES) or (isinstance(mod, nn.Upsample) and mod.mode == "nearest"):
+                types[node] = types.get(src)  # moves values, keeps them on the grid
             else:
+                why = " (a batch norm is folded only directly after a Linear/convolution it follows alone)" if isinstance(mod, _BATCHNORMS) else ""
                 raise UnsupportedLayerError(
-                    f"{name}: {type(mod).__name__} is not supported by fixed-point quantization; supported: "
-                    "Linear, BatchNorm1d (after a Linear, folded), ReLU, LeakyReLU, torch.cat"
+                    f"{name}: {type(mod).__name__} is not supported by fixed-point quantization{why}; supported: "
+                    "Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, BatchNorm (folded), ReLU, LeakyReLU, Tanh, Sigmoid "
+                    "(modules or functions), nearest Upsample, reshapes, crops, torch.cat"
                 )
         elif node.op == "call_function" and node.target in _FUNCTIONAL_RELU:
             x_t = types.get(node.args[0])
             types[node] = x_t  # relu of an on-grid value is on the grid: lossless in the same type
             if x_t is not None:
                 layers[node.name] = {"kind": "ReLU", "functional": True, "result": x_t.to_dict()}
+        elif _functional_kind(node) is not None:
+            kind = _functional_kind(node)
+            x_t = types.get(node.args[0])
+            if x_t is None:
+                types[node] = None
+                continue
+            a_spec = _match_override(cfg, node.name, "activation") or cfg.activation
+            rr = ranges.get(node.name, [None, None])
+            act_t = a_spec.build(rr[0], rr[1], kind != "Sigmoid", f"{node.name}.activation")
+            entry = {"kind": kind, "functional": True, "result": act_t.to_dict()}
+            if kind == "LeakyReLU":
+                alpha = float(node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01))
+                p_spec = _match_override(cfg, node.name, "param") or cfg.param
+                p_t = p_spec.build(min(alpha, 0.0), max(alpha, 0.0), alpha < 0, f"{node.name}.param")
+                entry["param"] = p_t.to_dict()
+                entry["alpha"] = alpha
+            layers[node.name] = entry
+            types[node] = act_t
+        elif _is_shape_op(node):
+            src = node.args[0] if node.args else None
+            types[node] = types.get(src) if isinstance(src, torch.fx.Node) else None
+        elif node.op == "call_function" and node.target is getattr or node.op == "call_method" and node.target in ("size", "dim"):
+            types[node] = None  # shape queries (x.shape, x.size(0)): not tensors
         elif node.op == "output":
             continue
         elif node.op == "call_function":
             raise UnsupportedLayerError(
                 f"{node.name}: function {getattr(node.target, '__name__', node.target)!s} is not supported by "
-                "fixed-point quantization; supported: torch.cat, torch.relu / F.relu"
+                "fixed-point quantization; supported: torch.cat, relu / leaky_relu / tanh / sigmoid, reshapes, crops, nearest interpolate"
             )
         else:
             raise UnsupportedLayerError(f"{node.name}: graph operation {node.op!r} is not supported")

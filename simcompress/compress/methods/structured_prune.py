@@ -1,10 +1,19 @@
 """Structured pruning: remove whole neurons/channels and physically shrink the next layer.
 
-Dependencies come from a ``torch.fx`` trace: a producer layer (Linear or
-Conv1d/2d) can lose output units only when its output flows, through
-element-wise operations and per-channel batch norms only, into exactly one
-consumer layer of the same family. Anything else (residual additions,
-concatenations, reshapes, several consumers, a layer called twice) raises
+Dependencies come from a ``torch.fx`` trace: a producer layer (Linear,
+Conv1d/2d/3d or ConvTranspose1d/2d/3d) can lose output units (neurons,
+channels) only when its output flows, through element-wise operations
+(modules or functions), per-channel batch norms of the same dimension,
+nearest upsampling and spatial crops, into exactly one consumer layer
+(Linear -> Linear; a convolution or transposed convolution -> either kind of
+the same dimension). Channels are followed through reshapes where the
+mapping is well defined: ``flatten(1)`` from a convolution into a Linear (each
+channel is a block of the Linear's inputs) and ``view(N, -1, *spatial)`` from a
+Linear into a convolution (each channel is a block of the Linear's outputs).
+A reshape that writes the channel count into the forward code
+(``view(-1, 64, 2, 3)``) is refused, because the pruned network would no
+longer fit it; so are residual additions, concatenations, channel crops,
+several consumers and a layer called twice: each raises
 :class:`~simcompress.errors.UnsupportedLayerError` naming the layer and the
 blocking operation. A producer whose output is the traced module's output is
 not pruned (its width is part of the interface) and is recorded as kept.
@@ -45,7 +54,25 @@ ELEMENTWISE_FUNCS = {
     F.softplus, F.dropout, F.hardtanh, F.relu6, F.mish, F.selu, F.celu,
 }
 ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid"}
-BATCHNORMS = {nn.Linear: (nn.BatchNorm1d,), nn.Conv1d: (nn.BatchNorm1d,), nn.Conv2d: (nn.BatchNorm2d,)}
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+BATCHNORM_BY_DIM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+SHAPE_METHODS = {"view", "reshape"}
+
+
+def _nd(t: type) -> int:
+    """0 for Linear, the spatial dimension for (transposed) convolutions."""
+    if t is nn.Linear:
+        return 0
+    return (CONVS + CONV_TS).index(t) % 3 + 1
+
+
+def _out_axis(mod: nn.Module) -> int:
+    return 1 if isinstance(mod, CONV_TS) else 0
+
+
+def _in_axis(mod: nn.Module) -> int:
+    return 0 if isinstance(mod, CONV_TS) else 1
 
 
 class StructuredPruneConfig(MethodConfig):
@@ -82,6 +109,8 @@ class Chain:
     between: list[fx.Node]
     consumer: str | None  # None: output layer, kept
     graph_prefix: str
+    group_out: int = 1  # producer output units per pruned unit (Linear -> view -> conv: prod(spatial))
+    group_in: int = 1  # consumer input units per pruned unit (conv -> flatten -> Linear: prod(spatial))
 
 
 def _graphs(module: nn.Module, prefix: str) -> list[tuple[str, fx.Graph, nn.Module]]:
@@ -97,8 +126,30 @@ def _graphs(module: nn.Module, prefix: str) -> list[tuple[str, fx.Graph, nn.Modu
         return out
 
 
+def _view_channels(node: fx.Node, units: int) -> int:
+    """Block size of ``view/reshape(N, -1, *spatial)`` of a Linear output with ``units`` features."""
+    shape = list(node.args[1:])
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = list(shape[0])
+    if len(shape) < 3:
+        raise UnsupportedLayerError(f"structured_prune: {node.name} reshapes to {shape}; only (N, channels, *spatial) can be followed")
+    ch, spatial = shape[1], shape[2:]
+    if not all(isinstance(v, int) and v > 0 for v in spatial):
+        raise UnsupportedLayerError(f"structured_prune: {node.name} reshapes to spatial size {spatial}, not known at trace time")
+    if ch != -1:
+        raise UnsupportedLayerError(
+            f"structured_prune: {node.name} reshapes to {shape} with the channel count {ch} written into the forward code; "
+            "the pruned network would not fit it (reshape with -1 for the channels, e.g. view(x.shape[0], -1, *spatial), to allow it)")
+    block = math.prod(spatial)
+    if units % block:
+        raise UnsupportedLayerError(f"structured_prune: {node.name}: {units} features do not split into blocks of {block}")
+    return block
+
+
 def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], name: str) -> Chain:
     """The dependency chain of producer ``name`` (full dotted name in ``root``)."""
+    import operator
+
     for prefix, graph, sub in graphs:
         if not name.startswith(prefix):
             continue
@@ -108,8 +159,9 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
             continue
         if len(nodes) > 1:
             raise UnsupportedLayerError(f"structured_prune: layer {name!r} is called {len(nodes)} times; cannot shrink a shared layer")
-        ptype = base_type(sub.get_submodule(local))
-        family = nn.Linear if ptype is nn.Linear else ptype
+        prod = sub.get_submodule(local)
+        nd = _nd(base_type(prod))  # dimension of the tensor flowing now (0: features)
+        group_out, flattened = 1, False
         cur = nodes[0]
         between: list[fx.Node] = []
         while True:
@@ -127,26 +179,57 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
                 mt = base_type(m)
                 if isinstance(m, ELEMENTWISE_MODULES) and not (isinstance(m, nn.PReLU)):
                     between.append(u)
-                elif mt in BATCHNORMS.get(family, ()):
+                elif mt in (BATCHNORM_BY_DIM.get(nd), nn.BatchNorm1d if nd == 0 else None) and mt is not None and not flattened:
                     between.append(u)
-                elif mt is family:
+                elif isinstance(m, nn.Upsample) and m.mode == "nearest" and nd > 0:
+                    between.append(u)
+                elif mt in (nn.Linear, *CONVS, *CONV_TS) and (_nd(mt) == nd or (flattened and mt is nn.Linear)):
                     if getattr(m, "groups", 1) != 1:
                         raise UnsupportedLayerError(f"structured_prune: consumer {prefix + u.target!r} of {name!r} is a grouped convolution")
-                    return Chain(name, between, prefix + u.target, prefix)
+                    group_in = 1
+                    if flattened:
+                        units = _units(prod)
+                        if m.in_features % units:
+                            raise UnsupportedLayerError(f"structured_prune: {prefix + u.target!r} takes {m.in_features} inputs, "
+                                                        f"not a multiple of the {units} channels of {name!r}")
+                        group_in = m.in_features // units
+                    return Chain(name, between, prefix + u.target, prefix, group_out, group_in)
+                elif isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1 and nd > 0:
+                    between.append(u)
+                    flattened, nd = True, 0
                 else:
+                    want = "a Linear" if nd == 0 else f"a {nd}-d (transposed) convolution"
                     raise UnsupportedLayerError(
                         f"structured_prune: output of {name!r} flows into {prefix + u.target!r} ({mt.__name__}); "
-                        f"supported in between: element-wise activations and batch norm, then one {family.__name__}"
+                        f"supported in between: element-wise activations, batch norm, nearest upsampling, crops, then {want}"
                     )
             elif (u.op == "call_function" and u.target in ELEMENTWISE_FUNCS) or (u.op == "call_method" and u.target in ELEMENTWISE_METHODS):
                 if any(isinstance(a, fx.Node) and a is not cur for a in list(u.args) + list(u.kwargs.values())):
                     raise UnsupportedLayerError(f"structured_prune: output of {name!r} meets another tensor in {u.target}")
                 between.append(u)
+            elif u.op == "call_method" and u.target in SHAPE_METHODS and nd == 0 and not flattened and group_out == 1:
+                group_out = _view_channels(u, _units(prod))
+                nd = len(u.args) - 3 if not isinstance(u.args[1], (tuple, list)) else len(u.args[1]) - 2
+                between.append(u)
+            elif ((u.op == "call_method" and u.target == "flatten") or (u.op == "call_function" and u.target is torch.flatten)) and nd > 0:
+                start = u.args[1] if len(u.args) > 1 else u.kwargs.get("start_dim", 0 if u.op == "call_function" else 0)
+                end_dim = u.args[2] if len(u.args) > 2 else u.kwargs.get("end_dim", -1)
+                if start != 1 or end_dim != -1:
+                    raise UnsupportedLayerError(f"structured_prune: {u.name} flattens dims {start}..{end_dim}; only flatten(1) can be followed")
+                between.append(u)
+                flattened, nd = True, 0
+            elif u.op == "call_function" and u.target is operator.getitem and nd > 0:
+                idx = u.args[1] if isinstance(u.args[1], tuple) else (u.args[1],)
+                if Ellipsis in idx or any(not isinstance(i, slice) for i in idx) or (len(idx) > 1 and idx[1] != slice(None)) or idx[0] != slice(None):
+                    raise UnsupportedLayerError(f"structured_prune: {u.name} indexes {idx}; only spatial crops (x[:, :, a:b, ...]) keep the channels")
+                between.append(u)
+            elif u.op == "call_function" and u.target is F.interpolate and nd > 0 and u.kwargs.get("mode", "nearest") == "nearest":
+                between.append(u)
             else:
                 tgt = getattr(u.target, "__name__", u.target)
                 raise UnsupportedLayerError(
                     f"structured_prune: output of {name!r} flows into {u.op} {tgt!r}; "
-                    "only element-wise activations and batch norm may sit between two pruned layers"
+                    "only element-wise activations, batch norm, upsampling, crops and channel-preserving reshapes may sit between two pruned layers"
                 )
             cur = u
     raise UnsupportedLayerError(f"structured_prune: cannot trace the model around layer {name!r} (torch.fx failed on every enclosing module)")
@@ -190,7 +273,7 @@ def _slice_param(module: nn.Module, tname: str, idx: Tensor, dim: int) -> None:
 
 
 def _shrink_out(mod: nn.Module, idx: Tensor) -> None:
-    _slice_param(mod, "weight", idx, 0)
+    _slice_param(mod, "weight", idx, _out_axis(mod))
     if mod.bias is not None:
         _slice_param(mod, "bias", idx, 0)
     if isinstance(mod, nn.Linear):
@@ -207,7 +290,7 @@ def _shrink_bn(bn: nn.Module, idx: Tensor) -> None:
 
 
 def _shrink_in(mod: nn.Module, idx: Tensor) -> None:
-    _slice_param(mod, "weight", idx, 1)
+    _slice_param(mod, "weight", idx, _in_axis(mod))
     if isinstance(mod, nn.Linear):
         mod.in_features = len(idx)
     else:
@@ -237,22 +320,23 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) 
         cons = model.get_submodule(chain.consumer)
         before = nn.ModuleDict({"p": clone_model(prod), "c": clone_model(cons)})
         with torch.no_grad():
-            w_in = prod.weight.detach().to(torch.float64).reshape(_units(prod), -1)
-            w_out = cons.weight.detach().to(torch.float64).transpose(0, 1).reshape(_units(prod), -1)
+            n = _units(prod) // chain.group_out  # prunable units (channels after a reshape)
+            w_in = prod.weight.detach().to(torch.float64).movedim(_out_axis(prod), 0).reshape(n, -1)
+            w_out = cons.weight.detach().to(torch.float64).movedim(_in_axis(cons), 0).reshape(n, -1)
             if config.criterion == "l1":
                 score = w_in.abs().sum(1)
             elif config.criterion == "l2":
                 score = w_in.norm(dim=1)
             else:
                 score = w_in.norm(dim=1) * w_out.norm(dim=1)
-            n = _units(prod)
             keep_n = max(config.min_keep, n - int(math.floor(config.amount * n)))
             keep_n = min(n, int(math.ceil(keep_n / config.round_to) * config.round_to))
             order = torch.argsort(score, descending=True, stable=True)
             idx = torch.sort(order[:keep_n]).values
             removed = torch.sort(order[keep_n:]).values
             folded = 0
-            if isinstance(cons, nn.Linear) and len(removed):
+            plain = chain.group_out == 1 and chain.group_in == 1
+            if isinstance(cons, nn.Linear) and plain and len(removed):
                 dead = removed[(w_in[removed].abs().sum(1) == 0)]
                 if len(dead):
                     prefix, sub = chain.graph_prefix, _graph_module(model, chain.graph_prefix)
@@ -267,17 +351,28 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) 
                             cons.bias = nn.Parameter(torch.zeros(cons.out_features, dtype=cons.weight.dtype))
                         cons.bias.add_(contrib)
                         folded = len(dead)
-            _shrink_out(prod, idx)
+            out_idx = _blocks(idx, chain.group_out)
+            _shrink_out(prod, out_idx)
+            reshaped = False
             for node in chain.between:
+                if node.op == "call_method" and node.target in SHAPE_METHODS:
+                    reshaped = True
                 if node.op == "call_module":
                     m = model.get_submodule(chain.graph_prefix + node.target)
-                    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                        _shrink_bn(m, idx)
-            _shrink_in(cons, idx)
+                    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                        _shrink_bn(m, idx if reshaped or chain.group_out == 1 else out_idx)
+            _shrink_in(cons, _blocks(idx, chain.group_in))
         after = nn.ModuleDict({"p": prod, "c": cons})
         recs.append(record(chain.producer, "structured_prune", before, after, kept_units=int(keep_n),
                            removed_units=int(n - keep_n), consumer=chain.consumer, folded_dead_units=folded))
     return CompressionResult(model, config, tuple(recs))
+
+
+def _blocks(idx: Tensor, size: int) -> Tensor:
+    """Unit indices -> indices of their consecutive blocks of ``size`` features."""
+    if size == 1:
+        return idx
+    return (idx[:, None] * size + torch.arange(size)).reshape(-1)
 
 
 def _units(mod: nn.Module) -> int:
