@@ -14,6 +14,7 @@ __all__ = [
     "simulate_command",
     "info_command",
     "convert_command",
+    "plot_layers_command",
     "describe_file",
     "file_statistics",
     "read_options",
@@ -295,3 +296,40 @@ def convert_command(
     path = write_showers(out, chunks(), format=format.lower() if format else None, layout=layout,
                          geometry=reader.geometry, metadata=meta)
     console.print(f"converted {n} showers from {len(reader.files)} file(s) to {path}", highlight=False)
+
+
+@app.command("plot-layers")
+def plot_layers_command(
+    files: list[str] = typer.Argument(..., help="Shower files (NAME=PATH to label them); one row of layer images each."),
+    out: Path = typer.Option(..., "--out", "-o", help="Image file (.png, .pdf, .svg); written atomically."),
+    events: Optional[int] = typer.Option(None, "--events", "-n", help="Average over the first N events (default all)."),  # noqa: UP007
+    max_layers: int = typer.Option(8, "--max-layers", help="Draw at most this many layers (evenly spread)."),
+    geometry: Optional[str] = typer.Option(None, "--geometry", "-g", help="Geometry of files that do not record one."),  # noqa: UP007
+    tree: Optional[str] = TREE_OPT,  # noqa: UP007
+    energy_branch: Optional[str] = ENERGY_BRANCH_OPT,  # noqa: UP007
+    voxels: Optional[str] = VOXELS_OPT,  # noqa: UP007
+    energy_unit: Optional[str] = ENERGY_UNIT_OPT,  # noqa: UP007
+    voxel_unit: Optional[str] = VOXEL_UNIT_OPT,  # noqa: UP007
+) -> None:
+    """Draw the mean shower of each file layer by layer (Cartesian cell grids or polar bins)."""
+    from ..errors import ConfigError
+    from ..showers.io import open_showers
+    from ..showers.plots import mean_images, save_layer_images
+
+    if events is not None and events < 1:
+        raise ConfigError(f"--events must be >= 1, got {events}")
+    if max_layers < 1:
+        raise ConfigError(f"--max-layers must be >= 1, got {max_layers}")
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"{out}: image suffix {out.suffix or '(none)'!r} is not allowed; allowed: .png, .pdf, .svg")
+    opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
+    readers: dict[str, Any] = {}
+    for f in files:
+        name, path = (f.split("=", 1) if "=" in f and not Path(f).exists() else (Path(f).stem, f))
+        readers[name] = open_showers(path, geometry=geometry, options=opts)
+    geo = next(iter(readers.values())).geometry
+    for name, r in readers.items():
+        if not r.geometry.same_binning(geo):
+            raise ConfigError(f"{name}: geometry {r.geometry.name!r} differs from {geo.name!r}; plot one geometry at a time")
+    path = save_layer_images(out, mean_images(readers, stop=events), geo, max_layers=max_layers)
+    console.print(f"wrote layer images of {len(readers)} sample(s) ({geo.name}) to {path}", highlight=False)

@@ -530,7 +530,7 @@ def _axis_edges(ld: dict[str, Any], axis: str, source: str, i: int) -> list[floa
     n, c = int(ld[f"n{axis}"]), float(ld[f"cell_{axis}_mm"])
     if n < 1 or not c > 0:
         raise GeometryError(f"{source}: layers[{i}]: n{axis} must be >= 1 and cell_{axis}_mm > 0")
-    return (np.arange(n + 1, dtype=np.float64) * c - n * c / 2.0).tolist()
+    return ((np.arange(n + 1, dtype=np.float64) - n / 2.0) * c).tolist()  # symmetric about the axis
 
 
 def _grid_layers(g: dict[str, Any], source: str) -> list[dict[str, Any]]:
