@@ -102,6 +102,8 @@ class FamilyCalibration:
     n_checks: int
     #: block label ("" inclusive, else the energy-bin label) -> {"n_ref", "h", "checks": {metric: {feature: [mean, sd]}}}
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: FPD/KPD/classifier: the smallest k (sigma) their rule may use so each stays within its share of the rate
+    other_z: dict[str, float] = field(default_factory=dict)
 
     def threshold(self, metric: str, feature: str, energy_bin: str, n_cand: int) -> tuple[float, float, float] | None:
         """(threshold at the candidate's sizes, mean, sd at the half-split size), or None if not calibrated."""
@@ -142,6 +144,7 @@ class FamilyCalibration:
             "rate": self.rate,
             "rate_features": self.rate_features,
             "rate_other": self.other,
+            "min_sigma_other": self.other_z,
             "n_checks": self.n_checks,
             "n_splits": self.n_splits,
             "n_holdout": self.n_holdout,
@@ -158,6 +161,7 @@ class FamilyCalibration:
             "n_splits": self.n_splits, "n_holdout": self.n_holdout, "critical": self.critical,
             "gumbel_loc": self.gumbel_loc, "gumbel_scale": self.gumbel_scale, "max_stats": list(self.max_stats),
             "holdout_failed": self.holdout_failed, "n_checks": self.n_checks, "blocks": self.blocks,
+            "other_z": dict(self.other_z),
         }
 
     @classmethod
@@ -195,15 +199,30 @@ def set_calibration(prep: PreparedReference, calibration: FamilyCalibration, spe
     vars(prep).setdefault(_ATTR, {})[_spec_key(spec)] = calibration
 
 
-def _other_rates(prep: PreparedReference, spec: GateSpec) -> dict[str, float]:
-    """Nominal one-sided false-alarm probabilities of the gated FPD/KPD/classifier checks."""
+def null_auc_sd(n_heldout: int) -> float:
+    """Spread of the held-out AUC of a classifier that cannot separate the samples (Mann-Whitney, equal classes)."""
+    n1 = n0 = max(int(n_heldout) // 2, 1)
+    return math.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
+
+
+#: at most this fraction of the family-wise rate goes to the FPD/KPD/classifier checks together
+OTHER_SHARE = 0.1
+
+
+def _other_rates(prep: PreparedReference, spec: GateSpec) -> tuple[dict[str, float], dict[str, float]]:
+    """(nominal one-sided false-alarm probability, minimal z) of each gated FPD/KPD/classifier check.
+
+    Each gets at most ``OTHER_SHARE * rate / n`` of the rate: a configured ``k`` (FPD/KPD) or
+    ``max_auc`` (classifier, against the null AUC's Mann-Whitney spread) that would exceed that share
+    is widened to the share's Gaussian quantile ``z`` at gate time.
+    """
     from scipy.stats import norm
 
-    out: dict[str, float] = {}
+    keys: list[tuple[str, Any]] = []
     for key in ("fpd", "kpd"):
         rule = getattr(spec, key)
         if rule.enabled and rule.gate:
-            out[key] = float(norm.sf(rule.k))
+            keys.append((key, rule.k))
     cr = spec.classifier
     if cr.enabled and cr.gate:
         for kind in cr.inputs:
@@ -212,10 +231,15 @@ def _other_rates(prep: PreparedReference, spec: GateSpec) -> dict[str, float]:
             if n < 4:
                 # no floor: the held-out size a half-split classifier would have (a lower bound on the candidate's)
                 n = int(2 * round(0.2 * min(prep.n_events // 2, cr.max_events)))
-            n1 = n0 = max(n // 2, 1)
-            sd = math.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))
-            out[f"classifier:{kind}"] = float(norm.sf((cr.max_auc - 0.5) / sd))
-    return out
+            keys.append((f"classifier:{kind}", (cr.max_auc - 0.5) / null_auc_sd(n)))
+    rates: dict[str, float] = {}
+    zmin: dict[str, float] = {}
+    if keys:
+        share = OTHER_SHARE * spec.false_alarm.rate / len(keys)
+        for key, z in keys:
+            rates[key] = float(min(norm.sf(z), share))
+            zmin[key] = float(norm.isf(share))
+    return rates, zmin
 
 
 def _split_labels(n: int, h: int, n_splits: int, rng: np.random.Generator) -> np.ndarray:
@@ -276,14 +300,8 @@ def calibrate_family(prep: PreparedReference, spec: GateSpec | None = None) -> F
     n_total = t.n_events
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 20]))
     sel = _selected(spec, t.names)
-    other = _other_rates(prep, spec)
+    other, other_z = _other_rates(prep, spec)
     rate_features = fa.rate - sum(other.values())
-    if rate_features <= fa.rate / 2:
-        raise ConfigError(
-            f"gate spec false_alarm.rate={fa.rate}: the FPD/KPD/classifier rules alone have a nominal false-alarm "
-            f"probability of {sum(other.values()):.3g} ({', '.join(f'{k} {v:.2g}' for k, v in other.items())}); "
-            "raise their k / max_auc or the rate"
-        )
     blocks_idx: list[tuple[str, np.ndarray]] = [("", np.arange(n_total))]
     if spec.per_energy_bin:
         e = t.incident_energy
@@ -330,7 +348,7 @@ def calibrate_family(prep: PreparedReference, spec: GateSpec | None = None) -> F
     return FamilyCalibration(
         rate=fa.rate, rate_features=float(rate_features), other=other, n_splits=S, n_holdout=n_hold, critical=crit,
         gumbel_loc=float(loc), gumbel_scale=float(scale), max_stats=[float(v) for v in tmax], holdout_failed=held,
-        n_checks=n_checks, blocks=blocks,
+        n_checks=n_checks, blocks=blocks, other_z=other_z,
     )
 
 
@@ -339,14 +357,25 @@ def calibrate_family(prep: PreparedReference, spec: GateSpec | None = None) -> F
 
 @dataclass
 class FalseAlarmMeasurement:
-    """Outcome of :func:`measure_false_alarm`: the whole gate on ``n_pairs`` same-physics pairs."""
+    """Outcome of :func:`measure_false_alarm`: the whole gate on ``n_pairs`` same-physics pairs.
+
+    ``failed_checks[i]``: the checks the same-physics candidate of pair ``i`` failed (empty when it
+    passed). ``compared[name]``: pairs failed under each comparison spec, on the same metrics.
+    ``flagged[name][i]``: checks failed by distorted copy ``name`` of pair ``i``'s candidate (power).
+    """
 
     n_pairs: int
-    n_failed: int
     rate_by_construction: float
     n_checks: list[int]
     failed_checks: list[list[str]]
     seconds: float
+    compared: dict[str, list[int]] = field(default_factory=dict)
+    flagged: dict[str, list[int]] = field(default_factory=dict)
+    calibration: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(1 for f in self.failed_checks if f)
 
     @property
     def rate(self) -> float:
@@ -369,6 +398,9 @@ class FalseAlarmMeasurement:
             "n_pairs": self.n_pairs, "n_failed": self.n_failed, "observed_rate": self.rate, "ci95": [lo, hi],
             "rate_by_construction": self.rate_by_construction, "n_checks": self.n_checks,
             "failed_checks": self.failed_checks, "seconds": self.seconds, "sentence": self.sentence(),
+            "compared": {k: {"pairs_failed": sum(1 for x in v if x), "failed_checks_per_pair": v} for k, v in self.compared.items()},
+            "flagged": {k: {"pairs_caught": sum(1 for x in v if x), "failed_checks_per_pair": v} for k, v in self.flagged.items()},
+            "calibration": self.calibration,
         }
 
 
@@ -396,32 +428,59 @@ def half_split_pairs(reference: ShowerSet, n_pairs: int, *, seed: int = 0) -> It
         yield reference[np.sort(perm[: n // 2])], reference[np.sort(perm[n // 2 : 2 * (n // 2)])]
 
 
+def _validate_kwargs() -> dict[str, Any]:
+    """No on-disk reference cache for throw-away same-physics samples (when ``validate`` has one)."""
+    import inspect
+
+    from .core import validate
+
+    return {"cache": False} if "cache" in inspect.signature(validate).parameters else {}
+
+
 def measure_false_alarm(
     pairs: Iterable[tuple[Any, Any]],
     spec: GateSpec | str | None = None,
     *,
+    compare: dict[str, GateSpec] | None = None,
+    distortions: dict[str, Callable[[Any], Any]] | None = None,
     progress: Callable[[int, Any], None] | None = None,
 ) -> FalseAlarmMeasurement:
     """Validate each same-physics (reference, candidate) pair with the whole gate; count the pairs that fail.
 
-    ``progress(i, result)`` is called after each pair (the bench prints from it).
+    ``compare``: other gate specs evaluated on the same metrics (e.g. the ``per-check`` rule) whose
+    failed-pair counts are reported beside. ``distortions``: name -> function of the candidate
+    ShowerSet; each distorted copy is validated against the same reference and the number of
+    checks it fails is recorded (the gate's power). ``progress(i, result)`` is called after each pair.
     """
     import time
 
     from .core import validate
-    from .gate import load_gate_spec
+    from .gate import evaluate_gate, load_gate_spec
 
     gate_spec = load_gate_spec(spec)
     t0 = time.perf_counter()
-    n = failed = 0
-    n_checks: list[int] = []
-    failed_checks: list[list[str]] = []
+    out = FalseAlarmMeasurement(0, gate_spec.false_alarm.rate, [], [], 0.0)
+    out.compared = {k: [] for k in (compare or {})}
+    out.flagged = {k: [] for k in (distortions or {})}
+    kw = _validate_kwargs()
     for ref, cand in pairs:
-        res = validate(ref, {"candidate": cand}, gate_spec, progress=False, html=False)
-        n += 1
-        failed += not res.passed
-        n_checks.append(len(res.checks))
-        failed_checks.append([f"{c.metric}({c.target}){'@' + c.energy_bin if c.energy_bin else ''}" for c in res.failed_checks()])
+        cands = {"same": cand, **{k: fn(cand) for k, fn in (distortions or {}).items()}}
+        res = validate(ref, cands, gate_spec, progress=False, html=False, **kw)
+        out.n_pairs += 1
+        mine = [c for c in res.checks if c.candidate == "same"]
+        out.n_checks.append(len(mine))
+        out.failed_checks.append(
+            [f"{c.metric}({c.target}){'@' + c.energy_bin if c.energy_bin else ''}" for c in mine if not c.passed]
+        )
+        for k in out.flagged:
+            out.flagged[k].append(sum(1 for c in res.checks if c.candidate == k and not c.passed))
+        for k, other in (compare or {}).items():
+            chk = evaluate_gate(other, {"same": res.candidates["same"]}, reference=res.reference)
+            out.compared[k].append(sum(1 for c in chk if not c.passed))
+        if gate_spec.false_alarm.method == "max-statistic":
+            s = family_calibration(res.reference, gate_spec).summary()
+            out.calibration.append({k: s[k] for k in ("n_checks", "critical_sigma", "holdout_failed", "n_holdout")})
         if progress is not None:
-            progress(n - 1, res)
-    return FalseAlarmMeasurement(n, failed, gate_spec.false_alarm.rate, n_checks, failed_checks, time.perf_counter() - t0)
+            progress(out.n_pairs - 1, res)
+    out.seconds = time.perf_counter() - t0
+    return out

@@ -149,8 +149,8 @@ class FalseAlarmConfig(StrictModel):
 
     rate: float = Field(0.01, gt=0.0, lt=0.5)
     method: Literal["max-statistic", "per-check"] = "max-statistic"
-    n_splits: int = Field(100, ge=20)
-    n_holdout: int = Field(30, ge=0)
+    n_splits: int = Field(150, ge=20)
+    n_holdout: int = Field(50, ge=0)
     max_events: int = Field(20_000, ge=10)
 
     @model_validator(mode="after")
@@ -366,7 +366,8 @@ def evaluate_gate(
             m = res.multivariate.get(key)
             if not (rule.enabled and rule.gate) or m is None:
                 continue
-            thr = m["floor"] + rule.k * math.sqrt(m["floor_err"] ** 2 + m["err"] ** 2)
+            k = max(rule.k, cal.other_z.get(key, 0.0)) if cal is not None else rule.k  # within its share of the rate
+            thr = m["floor"] + k * math.sqrt(m["floor_err"] ** 2 + m["err"] ** 2)
             if rule.max_value is not None:
                 thr = min(thr, rule.max_value) if thr > 0 else rule.max_value
             det = f"floor {m['floor']:.4g} ± {m['floor_err']:.3g}"
@@ -382,6 +383,11 @@ def evaluate_gate(
                 fl = m.get("floor")
                 det = f"floor AUC {fl['auc']:.3f}" if fl else ""
                 thr = cr.max_auc
+                if cal is not None and f"classifier:{kind}" in cal.other_z and m.get("n_heldout"):
+                    from .calibration import null_auc_sd
+
+                    # never tighter than the null AUC's quantile at this check's share of the rate
+                    thr = max(thr, 0.5 + cal.other_z[f"classifier:{kind}"] * null_auc_sd(int(m["n_heldout"])))
                 bm = baseline.classifier.get(kind) if use_base else None  # type: ignore[union-attr]
                 if bm is not None:
                     thr = max(thr, min(1.0, bm["auc"] + spec.baseline.auc_margin))

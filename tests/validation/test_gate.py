@@ -37,7 +37,10 @@ def test_presets_load_and_unknown_keys_are_rejected(tmp_path) -> None:
     assert {"default", "strict", "loose"} <= set(preset_names())
     d = load_gate_spec("default")
     assert d.name == "default" and d.classifier.max_auc == 0.6
-    assert load_gate_spec("strict").features[0].ratio < d.features[0].ratio < load_gate_spec("loose").features[0].ratio
+    # presets differ by their family-wise false-alarm rate (strict: more power, more false alarms)
+    assert load_gate_spec("strict").false_alarm.rate > d.false_alarm.rate > load_gate_spec("loose").false_alarm.rate
+    assert all(load_gate_spec(n).false_alarm.method == "max-statistic" for n in preset_names())
+    assert all(f"{100 * load_gate_spec(n).false_alarm.rate:g} %" in load_gate_spec(n).description for n in preset_names())
     bad = tmp_path / "g.yaml"
     bad.write_text("features:\n  - {metric: w1, ratoi: 2}\n")
     with pytest.raises(ConfigError, match=r"features\[0\]\.ratoi.*did you mean 'ratio'"):
