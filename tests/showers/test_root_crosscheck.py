@@ -20,6 +20,7 @@ import pytest
 import uproot
 
 from simcompress.showers.io import open_showers, write_showers
+from simcompress.showers.reference import simulate
 
 N = 200
 TOOL = Path(__file__).with_name("_root_tool.py")
@@ -48,6 +49,11 @@ def root_side(tmp_path_factory: pytest.TempPathFactory, ds1_small, ds2_small) ->
     write_showers(wd / "ours_dense.root", s, metadata={"note": "dense for ROOT"})
     write_showers(wd / "ours_sparse.root", s, layout="sparse", metadata={"note": "sparse for ROOT"})
     write_showers(wd / "ours_ds2.root", ds2_small)
+    # CaloGAN's Geant4 layout: fancy_tree, TotalEnergy (GeV), cell_0 .. cell_506 (504 cells + 3 overflow)
+    cg = simulate("calogan", 60, energies="log-uniform:1e3,1e5", seed=2, progress=False)
+    overflow = np.random.default_rng(1).random((60, 3)).astype(np.float32)
+    np.save(wd / "cg_e.npy", (cg.incident_energy / np.float32(1000)).astype(np.float32))
+    np.save(wd / "cg_v.npy", np.concatenate([cg.showers, overflow], axis=1))
     widths = [layer.n_voxels for layer in s.geometry.layers]
     common = {"energies": str(wd / "e.npy"), "voxels": str(wd / "v.npy")}
     tasks = [
@@ -55,6 +61,8 @@ def root_side(tmp_path_factory: pytest.TempPathFactory, ds1_small, ds2_small) ->
         {"kind": "vector_tree", "out": str(wd / "vector.root"), **common, "energies": str(wd / "e_gev.npy")},
         {"kind": "flat_cells", "out": str(wd / "cells.root"), **common},
         {"kind": "c_arrays", "out": str(wd / "carrays.root"), **common},
+        {"kind": "flat_cells", "out": str(wd / "calogan_g4.root"), "energies": str(wd / "cg_e.npy"),
+         "voxels": str(wd / "cg_v.npy")},
         {"kind": "per_layer", "out": str(wd / "layers.root"), "widths": widths, **common},
         {"kind": "read", "path": str(wd / "ours_dense.root"), "layout": "dense", "out": str(wd / "r_dense")},
         {"kind": "read", "path": str(wd / "ours_sparse.root"), "layout": "sparse", "n_voxels": 368,
@@ -68,7 +76,7 @@ def root_side(tmp_path_factory: pytest.TempPathFactory, ds1_small, ds2_small) ->
     if proc.returncode != 0:
         raise AssertionError(f"ROOT side failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return {"dir": wd, "results": json.loads((wd / "results.json").read_text()), "showers": s, "e_gev": e_gev,
-            "ds2": ds2_small}
+            "ds2": ds2_small, "calogan": cg}
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -120,6 +128,17 @@ def test_flat_per_cell_double_branches(root_side) -> None:
     assert _same(open_showers(p, tree="fancy_tree", voxels="cell_*").read().showers, s.showers)
 
 
+def test_calogan_geant4_layout_written_by_root(root_side) -> None:
+    p = root_side["dir"] / "calogan_g4.root"
+    assert len(uproot.open(p)["fancy_tree"].keys()) == 508
+    r = open_showers(p, energy_unit="GeV")  # geometry from the 507 cells, 3 overflow cells dropped
+    assert r.geometry.name == "calogan" and r.source_layout["overflow_values_dropped"] == 3
+    cg = root_side["calogan"]
+    got = r.read()
+    assert _same(got.showers, cg.showers)
+    np.testing.assert_allclose(got.incident_energy, cg.incident_energy, rtol=1e-6)
+
+
 def test_fixed_and_variable_c_arrays(root_side) -> None:
     p = root_side["dir"] / "carrays.root"
     s = root_side["showers"]
@@ -148,7 +167,7 @@ def test_root_reads_our_dense_file(root_side) -> None:
     r = open_showers(d / "ours_dense.root")
     assert json.loads(prov_root) == r.metadata and r.metadata["note"] == "dense for ROOT"
     assert prov_root == str(uproot.open(d / "ours_dense.root")["provenance"])
-    types = root_side["results"]["tasks"][5]["branch_types"]
+    types = next(t for t in root_side["results"]["tasks"] if t["kind"] == "read")["branch_types"]
     assert types["incident_energy"] == "Float_t"
 
 
