@@ -19,6 +19,8 @@ __all__ = [
     "BundleError",
     "UnsupportedLayerError",
     "FidelityGateError",
+    "ExtrapolationError",
+    "ExtrapolationWarning",
     "did_you_mean",
 ]
 
@@ -52,6 +54,14 @@ class BundleError(SimcompressError, ValueError):
 
 class UnsupportedLayerError(SimcompressError, TypeError):
     """A layer or pattern cannot be handled exactly; never skipped silently."""
+
+
+class ExtrapolationError(ConfigError):
+    """Incident energies outside a generator's trained range, refused because ``strict`` was asked."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """Incident energies outside a generator's trained range: the model extrapolates there."""
 
 
 class FidelityGateError(SimcompressError, RuntimeError):

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from ._app import app, console
+from ._app import app, console, err_console
 
 __all__ = ["generate_command", "merge_command", "cluster_script_command"]
 
@@ -52,6 +52,9 @@ def generate_command(
     backend: Optional[str] = typer.Option(None, "--backend", help="(advanced) module:attribute of another generator/file backend."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse incident energies outside the model's trained range (default: warn and go on)."
+    ),
 ) -> None:
     """Generate showers with a model: one file on this machine, or shards in a run directory.
 
@@ -60,6 +63,8 @@ def generate_command(
     """
     from ..batch import generate_to_file, run_generation
 
+    if backend is None:
+        _check_energy_range(model, energies, strict)
     sharded = any(v is not None for v in (shard_size, executor, workers, scheduler, cluster))
     if sharded:
         if out.suffix.lower() in (".root", ".h5", ".hdf5"):
@@ -87,6 +92,25 @@ def generate_command(
         console.print_json(json.dumps(data))
     else:
         _print_summary(data, title)
+
+
+def _check_energy_range(model: str, energies: str, strict: bool) -> None:
+    """One line ``warning: ...`` (or, with --strict, an error) when --energies leaves the trained range."""
+    import warnings
+
+    from ..errors import ExtrapolationWarning
+    from ..generators import load_generator
+    from ..showers.energies import parse_energy_spec
+
+    spec = parse_energy_spec(energies)
+    gen = load_generator(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExtrapolationWarning)
+        gen.check_energy_range(spec.low_mev, spec.high_mev, strict=strict, source=f"--energies {energies}")
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/yellow] {w.message} (--strict refuses)", highlight=False, soft_wrap=True)
+    if caught:  # said once here; not again for every chunk of this process
+        warnings.simplefilter("ignore", ExtrapolationWarning)
 
 
 @app.command("merge")

@@ -18,16 +18,27 @@ three parts so that compression and firmware can work on the middle one only::
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .._registry import Registry
-from ..errors import BundleError, ConfigError
+from ..errors import BundleError, ConfigError, ExtrapolationError, ExtrapolationWarning
 from ..showers.geometry import Geometry
 
-__all__ = ["ShowerGenerator", "GENERATORS", "register_generator", "build_generator", "EnergyCondition"]
+__all__ = [
+    "ShowerGenerator", "GENERATORS", "register_generator", "build_generator", "EnergyCondition", "format_energy_mev",
+]
+
+
+def format_energy_mev(e: float) -> str:
+    """``4194304.0`` -> ``"4.19 TeV"``; ``256`` -> ``"256 MeV"``."""
+    for unit, scale in (("TeV", 1e6), ("GeV", 1e3)):
+        if abs(e) >= scale:
+            return f"{e / scale:.3g} {unit}"
+    return f"{e:.3g} MeV"
 
 #: Registry of generator kinds (``"gan"``, ``"flow"``, ...); entry points ``simcompress.generators``.
 GENERATORS: Registry[type[ShowerGenerator]] = Registry("generator kind", "simcompress.generators")
@@ -104,20 +115,51 @@ class ShowerGenerator(nn.Module):
             return b.device
         return torch.device("cpu")
 
+    def check_energy_range(self, low_mev: float, high_mev: float, *, strict: bool = False, source: str = "") -> bool:
+        """Warn (:class:`~simcompress.errors.ExtrapolationWarning`) or, with ``strict``, refuse
+        (:class:`~simcompress.errors.ExtrapolationError`) energies outside :attr:`energy_range_mev`.
+
+        Returns True when ``[low_mev, high_mev]`` lies inside the trained range. A relative
+        tolerance of 1e-6 absorbs float32 rounding of the range's ends.
+        """
+        lo, hi = self.energy_range_mev
+        tol = 1e-6
+        if low_mev >= lo * (1 - tol) and high_mev <= hi * (1 + tol):
+            return True
+        where = f"{source}: " if source else ""
+        msg = (
+            f"{where}incident energies {format_energy_mev(low_mev)} .. {format_energy_mev(high_mev)} lie outside the "
+            f"trained range {format_energy_mev(lo)} .. {format_energy_mev(hi)} of this {self.kind} generator: the model "
+            "extrapolates there and its showers are not validated"
+        )
+        if strict:
+            raise ExtrapolationError(msg + " (refused: strict)")
+        warnings.warn(msg, ExtrapolationWarning, stacklevel=3)
+        return False
+
     @torch.no_grad()
     def sample(
         self,
         incident_energies: torch.Tensor,
         generator: torch.Generator | None = None,
         batch_size: int = 10_000,
+        *,
+        strict: bool = False,
+        check_range: bool = True,
     ) -> torch.Tensor:
         """Showers (N, n_voxels) in MeV for incident energies (N,) in MeV.
 
         Deterministic for a given ``generator`` state; runs in eval mode on the module's device.
+        Energies outside :attr:`energy_range_mev` give an
+        :class:`~simcompress.errors.ExtrapolationWarning` (an
+        :class:`~simcompress.errors.ExtrapolationError` with ``strict=True``); ``check_range=False``
+        skips the check (for callers that checked the whole energy spec once).
         """
         e = torch.as_tensor(incident_energies, dtype=torch.float32).reshape(-1).to(self.device)
         if e.numel() and (not torch.isfinite(e).all() or (e <= 0).any()):
             raise ConfigError("incident energies must be finite and > 0 MeV")
+        if check_range and e.numel():
+            self.check_energy_range(float(e.min()), float(e.max()), strict=strict)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         was_training = self.training

@@ -233,8 +233,14 @@ class FlowGenerator(ShowerGenerator):
         noise_mev: float = 1e-3,
         response_scale: float = 2.0,
         permutation_seed: int = 0,
+        standardise: str = "global",
+        n_calib: int = 15,
     ) -> None:
         n_l, n_v = geometry.n_layers, geometry.n_voxels
+        if standardise not in ("global", "energy"):
+            raise KeyError(f"standardise {standardise!r} not allowed; allowed: global, energy")
+        if n_calib < 2:
+            raise KeyError(f"n_calib must be >= 2, got {n_calib}")
         super().__init__(geometry, n_l + n_v, energy_range_mev)
         self.n_blocks = int(n_blocks)
         self.hidden = list(hidden if hidden is not None else [256])
@@ -243,13 +249,19 @@ class FlowGenerator(ShowerGenerator):
         self.noise_mev = float(noise_mev)
         self.response_scale = float(response_scale)
         self.permutation_seed = int(permutation_seed)
+        self.standardise = standardise
+        self.n_calib = int(n_calib)
         #: the layer-energy coordinates lead every block's autoregressive order (one group each)
         self.n_leading = n_l
         self.network = MAFNetwork(
             n_l + n_v, self.n_cond, self.n_blocks, self.hidden, self.n_groups, self.permutation_seed, n_leading=n_l
         )
-        self.register_buffer("feat_mean", torch.zeros(n_l + n_v))
-        self.register_buffer("feat_std", torch.ones(n_l + n_v))
+        # "global": one mean/width per coordinate; "energy": a table of them at ``n_calib`` knots
+        # in the condition, interpolated linearly (each voxel's typical fraction moves by orders
+        # of magnitude over the ds1 energies; the flow then only models the rest)
+        shape = (n_l + n_v,) if standardise == "global" else (self.n_calib, n_l + n_v)
+        self.register_buffer("feat_mean", torch.zeros(shape))
+        self.register_buffer("feat_std", torch.ones(shape))
         idx = torch.as_tensor(geometry.voxel_layer, dtype=torch.long)
         self.register_buffer("onehot", F.one_hot(idx, n_l).to(torch.float32), persistent=False)
 
@@ -281,17 +293,53 @@ class FlowGenerator(ShowerGenerator):
         v = torch.where(le > 0, x / le.clamp_min(1e-30), torch.zeros_like(x))
         y = self._logit(torch.cat([u0.unsqueeze(1), ratios, v], dim=1))
         if standardise:
-            y = (y - self.feat_mean) / self.feat_std
+            mean, std = self._standardisation(incident_energies)
+            y = (y - mean) / std
         return y
+
+    def _knots(self, incident_energies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = (self.condition(incident_energies).reshape(-1).clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)
+        i0 = pos.floor().clamp(0, self.n_calib - 2).long()
+        return i0, (pos - i0).unsqueeze(1)
+
+    def _standardisation(self, incident_energies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, width) of the logit coordinates: global (D,) or per event (N, D) from the knot table."""
+        if self.standardise == "global":
+            return self.feat_mean, self.feat_std
+        i0, w = self._knots(incident_energies)
+        mean = self.feat_mean[i0] * (1 - w) + self.feat_mean[i0 + 1] * w
+        std = self.feat_std[i0] * (1 - w) + self.feat_std[i0 + 1] * w
+        return mean, std
 
     def set_standardisation(self, showers: torch.Tensor, incident_energies: torch.Tensor, generator: torch.Generator) -> None:
         y = self.preprocess(showers, incident_energies, generator, dequantise=True, standardise=False)
-        self.feat_mean.copy_(y.mean(0))
-        self.feat_std.copy_(y.std(0).clamp_min(1e-3))
+        if self.standardise == "global":
+            self.feat_mean.copy_(y.mean(0))
+            self.feat_std.copy_(y.std(0).clamp_min(1e-3))
+            return
+        c = self.condition(incident_energies).reshape(-1)
+        k = torch.round((c.clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)).long()
+        y64 = y.double()
+        n = torch.bincount(k, minlength=self.n_calib).double()
+        s1 = torch.zeros(self.n_calib, y.shape[1], dtype=torch.float64).index_add_(0, k, y64)
+        s2 = torch.zeros(self.n_calib, y.shape[1], dtype=torch.float64).index_add_(0, k, y64 * y64)
+        ok = n > 1
+        if not ok.any():
+            raise ValueError("set_standardisation: need at least 2 showers in one energy bin")
+        mean = s1 / n.clamp_min(1)[:, None]
+        std = (s2 / n.clamp_min(1)[:, None] - mean**2).clamp_min(0).sqrt().clamp_min(1e-3)
+        knots = np.arange(self.n_calib, dtype=np.float64)
+        kx = knots[ok.numpy()]
+        # knots without data: linear interpolation between the filled ones (constant outside)
+        m = np.stack([np.interp(knots, kx, col) for col in mean[ok].numpy().T], axis=1)
+        sd = np.stack([np.interp(knots, kx, col) for col in std[ok].numpy().T], axis=1)
+        self.feat_mean.copy_(torch.from_numpy(m))
+        self.feat_std.copy_(torch.from_numpy(sd))
 
     def postprocess(self, y: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
         n_l = self.geometry.n_layers
-        u = self._unit(y * self.feat_std + self.feat_mean)
+        mean, std = self._standardisation(incident_energies)
+        u = self._unit(y * std + mean)
         total = u[:, 0] * self.response_scale * incident_energies
         layer_e = []
         remaining = total
@@ -335,12 +383,16 @@ class FlowGenerator(ShowerGenerator):
             "noise_mev": self.noise_mev,
             "response_scale": self.response_scale,
             "permutation_seed": self.permutation_seed,
+            "standardise": self.standardise,
+            "n_calib": self.n_calib,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any], geometry: Geometry) -> FlowGenerator:
         a = config["architecture"]
-        allowed = {"n_blocks", "hidden", "n_groups", "alpha", "noise_mev", "response_scale", "permutation_seed"}
+        allowed = {
+            "n_blocks", "hidden", "n_groups", "alpha", "noise_mev", "response_scale", "permutation_seed", "standardise", "n_calib",
+        }
         extra = set(a) - allowed
         if extra:
             raise KeyError(f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}")

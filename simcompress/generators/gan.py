@@ -28,6 +28,7 @@ adversarially.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ from torch import nn
 from ..showers.geometry import Geometry
 from .base import ShowerGenerator, register_generator
 
-__all__ = ["GANNetwork", "GANGenerator", "Critic", "shower_features", "HLS4ML_SAFE_MODULES"]
+__all__ = ["GANNetwork", "GANGenerator", "Critic", "ShapeBasis", "shower_features", "HLS4ML_SAFE_MODULES"]
 
 #: Module types the GAN network may contain (hls4ml PyTorch frontend converts them exactly).
 HLS4ML_SAFE_MODULES: tuple[type[nn.Module], ...] = (
@@ -80,29 +81,92 @@ def _layer_onehot(geometry: Geometry) -> torch.Tensor:
     return torch.nn.functional.one_hot(idx, geometry.n_layers).to(torch.float32)
 
 
-def shower_features(showers: torch.Tensor, e_mev: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+def shower_features(
+    showers: torch.Tensor, e_mev: torch.Tensor, onehot: torch.Tensor, shape: ShapeBasis | None = None
+) -> torch.Tensor:
     """Factorised features ``[log r, f (L), sqrt v (V)]`` of showers (differentiable).
 
     ``r`` = total / incident energy, ``f`` = layer fractions of the total, ``v`` = voxel
-    fractions within their layer (0 for an empty layer).
+    fractions within their layer (0 for an empty layer). With ``shape`` the shower-shape
+    block of :meth:`ShapeBasis.features` is appended.
     """
     layer_e = showers @ onehot  # (N, L)
     total = layer_e.sum(dim=1, keepdim=True)
     r = total / e_mev.unsqueeze(1)
     f = layer_e / (total + _EPS_MEV)
     v = showers / (layer_e @ onehot.T + _EPS_MEV)
-    return torch.cat([torch.log(r + 1e-6), f, torch.sqrt(v.clamp_min(0) + 1e-12)], dim=1)
+    parts = [torch.log(r + 1e-6), f, torch.sqrt(v.clamp_min(0) + 1e-12)]
+    if shape is not None:
+        parts.append(shape.features(showers, v))
+    return torch.cat(parts, dim=1)
+
+
+class ShapeBasis(nn.Module):
+    """Differentiable CaloChallenge shower-shape features, for the critic and the moment loss.
+
+    Per layer: centre of energy and width in ``r`` (mm); for layers with angular bins also
+    centre and width in ``x`` and ``y`` (CaloChallenge's eta and phi); and a soft sparsity,
+    the fraction of voxels above ``sparsity_mev`` (a sigmoid in ``log E`` of width
+    ``ln 10 / 10``, i.e. a tenth of a decade). These are the quantities a GAN that sees only
+    voxel fractions gets wrong first (too narrow showers whose shape barely fluctuates), so the
+    critic sees them directly. All computed from the voxel fractions ``v`` within each layer,
+    without a threshold, the same way for reference and generated showers.
+    """
+
+    def __init__(self, geometry: Geometry, sparsity_mev: float = 1.0) -> None:
+        super().__init__()
+        import numpy as np
+
+        layer = np.asarray(geometry.voxel_layer)
+        cols_pos: list[np.ndarray] = []  # (V,) position columns, one per (layer, coordinate)
+        cols_layer: list[int] = []
+        angular = [i for i, lay in enumerate(geometry.layers) if lay.n_alpha > 1]
+        for i in range(geometry.n_layers):
+            m = (layer == i).astype(np.float64)
+            coords = [np.asarray(geometry.voxel_r)]
+            if i in angular:
+                coords += [np.asarray(geometry.voxel_x), np.asarray(geometry.voxel_y)]
+            for c in coords:
+                cols_pos.append(m * c)
+                cols_layer.append(i)
+        pos = torch.as_tensor(np.stack(cols_pos, axis=1), dtype=torch.float32)  # (V, K)
+        self.register_buffer("pos", pos, persistent=False)
+        self.register_buffer("pos2", pos * pos, persistent=False)
+        self.register_buffer("pos_layer", torch.as_tensor(cols_layer, dtype=torch.long), persistent=False)
+        self.register_buffer("onehot", _layer_onehot(geometry), persistent=False)
+        self.log_thr = float(math.log(sparsity_mev))
+        self.n_features = 2 * pos.shape[1] + geometry.n_layers
+
+    def features(self, showers: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``(N, 2K + L)``: centres (K), widths (K), soft sparsity per layer (L)."""
+        v = v.clamp_min(0)
+        m1 = v @ self.pos  # (N, K) energy-weighted mean position in each layer
+        m2 = v @ self.pos2
+        width = (m2 - m1 * m1).clamp_min(1e-6).sqrt()
+        soft = torch.sigmoid((torch.log(showers.clamp_min(1e-12)) - self.log_thr) * (10.0 / math.log(10.0)))
+        n_vox = self.onehot.sum(0)
+        sparsity = (soft @ self.onehot) / n_vox
+        return torch.cat([m1, width, sparsity], dim=1)
 
 
 class Critic(nn.Module):
-    """WGAN critic on standardised shower features and the condition."""
+    """WGAN critic on standardised shower features and the condition.
 
-    def __init__(self, n_features: int, n_cond: int, hidden: list[int], negative_slope: float = 0.2) -> None:
+    With ``minibatch_std`` the critic also sees, for each sample, the mean over features of the
+    batch standard deviation of the standardised features (Karras et al. 2018): a generator
+    whose showers barely differ from each other (mode collapse) is then visible in every
+    sample the critic scores.
+    """
+
+    def __init__(
+        self, n_features: int, n_cond: int, hidden: list[int], negative_slope: float = 0.2, minibatch_std: bool = False
+    ) -> None:
         super().__init__()
         self.register_buffer("feat_mean", torch.zeros(n_features))
         self.register_buffer("feat_std", torch.ones(n_features))
+        self.minibatch_std = bool(minibatch_std)
         layers: list[nn.Module] = []
-        width = n_features + n_cond
+        width = n_features + n_cond + int(self.minibatch_std)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.LeakyReLU(negative_slope)]
             width = h
@@ -115,9 +179,17 @@ class Critic(nn.Module):
         self.feat_mean.copy_(features.mean(0))
         self.feat_std.copy_(features.std(0).clamp_min(1e-3))
 
-    def forward(self, features: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def body_input(self, features: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """What the critic's first layer sees: standardised features, condition (, minibatch std)."""
         x = (features - self.feat_mean) / self.feat_std
-        return self.body(torch.cat([x, c], dim=1)).squeeze(1)
+        parts = [x, c]
+        if self.minibatch_std:
+            sd = x.std(dim=0, keepdim=True).mean(dim=1, keepdim=True) if x.shape[0] > 1 else x.new_zeros(1, 1)
+            parts.append(sd.expand(x.shape[0], 1))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, features: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.body(self.body_input(features, c)).squeeze(1)
 
 
 @register_generator
@@ -146,12 +218,18 @@ class GANGenerator(ShowerGenerator):
         critic_hidden: list[int] | None = None,
         response_mode: str = "calibrated",
         n_calib: int = 15,
+        critic_features: str = "basic",
+        minibatch_std: bool = False,
     ) -> None:
         super().__init__(geometry, latent_dim, energy_range_mev)
         if response_mode not in ("calibrated", "sigmoid"):
             raise KeyError(f"response_mode {response_mode!r} not allowed; allowed: calibrated, sigmoid")
         if n_calib < 2:
             raise KeyError(f"n_calib must be >= 2, got {n_calib}")
+        if critic_features not in ("basic", "shape"):
+            raise KeyError(f"critic_features {critic_features!r} not allowed; allowed: basic, shape")
+        self.critic_features = critic_features
+        self.minibatch_std = bool(minibatch_std)
         self.response_mode = response_mode
         self.n_calib = int(n_calib)
         if response_mode == "calibrated":
@@ -166,8 +244,14 @@ class GANGenerator(ShowerGenerator):
         n_l, n_v = geometry.n_layers, geometry.n_voxels
         self.network = GANNetwork(latent_dim, self.n_cond, self.hidden, 1 + n_l + n_v, self.negative_slope, self.batchnorm)
         self.register_buffer("onehot", _layer_onehot(geometry), persistent=False)
-        # the critic is deliberately NOT a registered submodule: compression must not see it
-        object.__setattr__(self, "_critic", Critic(1 + n_l + n_v, self.n_cond, self.critic_hidden, self.negative_slope))
+        # the shape basis and the critic are deliberately NOT registered submodules: compression
+        # and firmware must not see them (they are training-time only)
+        shape = ShapeBasis(geometry) if critic_features == "shape" else None
+        object.__setattr__(self, "_shape", shape)
+        n_feat = 1 + n_l + n_v + (shape.n_features if shape is not None else 0)
+        object.__setattr__(
+            self, "_critic", Critic(n_feat, self.n_cond, self.critic_hidden, self.negative_slope, minibatch_std=self.minibatch_std)
+        )
 
     @property
     def critic(self) -> Critic:
@@ -230,8 +314,22 @@ class GANGenerator(ShowerGenerator):
             showers = torch.where(showers < self.threshold_mev, torch.zeros_like(showers), showers)
         return showers
 
+    @property
+    def shape_basis(self) -> ShapeBasis | None:
+        return self._shape  # type: ignore[no-any-return]
+
+    def moment_columns(self) -> list[int]:
+        """Columns of :meth:`features` the per-energy moment loss matches: ``log r``, the layer
+        fractions and, with ``critic_features="shape"``, the shower-shape block."""
+        n_l, n_v = self.geometry.n_layers, self.geometry.n_voxels
+        cols = list(range(1 + n_l))
+        if self._shape is not None:
+            start = 1 + n_l + n_v
+            cols += list(range(start, start + self._shape.n_features))
+        return cols
+
     def features(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
-        return shower_features(showers, incident_energies, self.onehot)
+        return shower_features(showers, incident_energies, self.onehot, self._shape)
 
     def architecture(self) -> dict[str, Any]:
         return {
@@ -243,6 +341,8 @@ class GANGenerator(ShowerGenerator):
             "critic_hidden": self.critic_hidden,
             "response_mode": self.response_mode,
             "n_calib": self.n_calib,
+            "critic_features": self.critic_features,
+            "minibatch_std": self.minibatch_std,
         }
 
     @classmethod
@@ -250,6 +350,7 @@ class GANGenerator(ShowerGenerator):
         a = config["architecture"]
         allowed = {
             "hidden", "negative_slope", "batchnorm", "response_scale", "threshold_mev", "critic_hidden", "response_mode", "n_calib",
+            "critic_features", "minibatch_std",
         }
         extra = set(a) - allowed
         if extra:
@@ -261,4 +362,6 @@ class GANGenerator(ShowerGenerator):
     def to(self, *args: Any, **kwargs: Any) -> GANGenerator:  # keep the critic with the generator
         out = super().to(*args, **kwargs)
         self.critic.to(*args, **kwargs)
+        if self._shape is not None:
+            self._shape.to(*args, **kwargs)
         return out  # type: ignore[return-value]

@@ -45,6 +45,7 @@ def generate_showers(
     batch_size: int | None = None,
     progress: bool = False,
     first_chunk: int = 0,
+    strict: bool = False,
 ) -> Iterator[ShowerSet]:
     """Yield ``ceil(n_events / chunk_size)`` :class:`ShowerSet` chunks sampled from ``gen``.
 
@@ -57,6 +58,9 @@ def generate_showers(
         batch_size: network batch size (default ``chunk_size``).
         progress: show a rich progress bar.
         first_chunk: index of the first chunk (for sharded generation).
+        strict: refuse (:class:`~simcompress.errors.ExtrapolationError`) an energy spec that reaches
+            outside the generator's trained range; otherwise one
+            :class:`~simcompress.errors.ExtrapolationWarning` is given.
 
     Each chunk's ``metadata`` holds the provenance: generator kind and bundle hash, seed,
     chunk index, energy spec and software versions.
@@ -71,6 +75,7 @@ def generate_showers(
     if chunk_size < 1:
         raise ConfigError(f"generate: chunk_size must be >= 1, got {chunk_size}")
     spec = parse_energy_spec(energies)
+    gen.check_energy_range(spec.low_mev, spec.high_mev, strict=strict, source=f"energies {spec.text!r}")
     n_chunks = -(-n_events // chunk_size)
     seeds = chunk_seeds(seed, n_chunks, first_chunk)
     base_meta: dict[str, Any] = {
@@ -97,7 +102,7 @@ def generate_showers(
             n = min(chunk_size, n_events - i * chunk_size)
             e = spec.sample(n, np.random.default_rng(e_seq)).astype(np.float32)
             g = torch.Generator().manual_seed(z_seed)
-            showers = gen.sample(torch.from_numpy(e), generator=g, batch_size=batch_size or chunk_size).cpu().numpy()
+            showers = gen.sample(torch.from_numpy(e), generator=g, batch_size=batch_size or chunk_size, check_range=False).cpu().numpy()
             meta = {**base_meta, "chunk": first_chunk + i}
             yield ShowerSet(e, showers, gen.geometry, meta)
             prog.update(task, advance=n)

@@ -70,6 +70,8 @@ class GANModelConfig(StrictModel):
     critic_hidden: list[int] = Field(default_factory=lambda: [512, 256])
     response_mode: Literal["calibrated", "sigmoid"] = "calibrated"
     n_calib: int = Field(15, ge=2)
+    critic_features: Literal["basic", "shape"] = "basic"
+    minibatch_std: bool = False
 
 
 class FlowModelConfig(StrictModel):
@@ -80,6 +82,8 @@ class FlowModelConfig(StrictModel):
     noise_mev: float = Field(1e-3, ge=0)
     response_scale: float = Field(2.0, gt=0)
     permutation_seed: int = 0
+    standardise: Literal["global", "energy"] = "global"
+    n_calib: int = Field(15, ge=2)
 
 
 class _TrainCommon(StrictModel):
@@ -172,8 +176,9 @@ def _energy_bin(c: torch.Tensor, n_bins: int) -> torch.Tensor:
 class _MomentTargets:
     """Per-energy-bin reference mean and spread of ``[log r, layer fractions]`` (GAN moment loss)."""
 
-    def __init__(self, feats: torch.Tensor, bins: torch.Tensor, n_bins: int, n_layers: int) -> None:
-        x = feats[:, : 1 + n_layers].double()
+    def __init__(self, feats: torch.Tensor, bins: torch.Tensor, n_bins: int, columns: list[int]) -> None:
+        self.columns = torch.as_tensor(columns, dtype=torch.long)
+        x = feats[:, self.columns].double()
         cnt = torch.bincount(bins, minlength=n_bins).double().clamp_min(1)[:, None]
         s1 = torch.zeros(n_bins, x.shape[1], dtype=torch.float64).index_add_(0, bins, x)
         s2 = torch.zeros(n_bins, x.shape[1], dtype=torch.float64).index_add_(0, bins, x * x)
@@ -182,15 +187,15 @@ class _MomentTargets:
         self.scale = self.std.clamp_min(1e-4)
         self.present = torch.bincount(bins, minlength=n_bins) > 0
         self.n_bins = n_bins
-        self.width = 1 + n_layers
+        self.width = len(columns)
 
     def to(self, device: torch.device) -> _MomentTargets:
-        for k in ("mean", "std", "scale", "present"):
+        for k in ("mean", "std", "scale", "present", "columns"):
             setattr(self, k, getattr(self, k).to(device))
         return self
 
     def loss(self, fake_feats: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-        x = fake_feats[:, : self.width]
+        x = fake_feats[:, self.columns]
         nb = self.n_bins
         cnt = torch.bincount(bins, minlength=nb).to(x.dtype)
         use = (cnt > 1) & self.present
@@ -212,7 +217,7 @@ def _gan_setup(gen: GANGenerator, data: ShowerSet, cfg: GANTrainConfig, device: 
     with torch.no_grad():
         feats = torch.cat([gen.features(x[i : i + 20000], e[i : i + 20000]) for i in range(0, len(e), 20000)])
         bins = _energy_bin(gen.condition(e), cfg.moment_bins)
-    targets = _MomentTargets(feats, bins, cfg.moment_bins, gen.geometry.n_layers)
+    targets = _MomentTargets(feats, bins, cfg.moment_bins, gen.moment_columns())
     return {"e": e.to(device), "feats": feats.to(device), "targets": targets.to(device)}
 
 

@@ -457,8 +457,7 @@ def distill_mlp(model: nn.Module, config: ToMLPConfig, gate: Any = None, **_: An
 # --------------------------------------------------------------------------------------
 def _critic_hidden(critic: nn.Module, feats: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Penultimate activations of the teacher's critic (feature matching, Salimans et al. 2016)."""
-    x = (feats - critic.feat_mean) / critic.feat_std
-    h = torch.cat([x, c], dim=1)
+    h = critic.body_input(feats, c)
     for layer in list(critic.body)[:-1]:
         h = layer(h)
     return h
