@@ -13,7 +13,7 @@ from ._app import app, console, err_console, main
 # Importing the command modules registers the subcommands on ``app``.
 from . import showers as _showers  # noqa: E402,F401
 
-for _mod in ("generators", "validate", "compress", "firmware", "batch", "demo", "interop", "external"):
+for _mod in ("generators", "validate", "compress", "sweep", "firmware", "batch", "demo", "interop", "external"):
     try:
         __import__(f"{__name__}.{_mod}")
     except ModuleNotFoundError as _err:  # a command module not written yet

@@ -49,6 +49,7 @@ from .parametrizations import ActQuant, FakeQuant, LoRA, Mask, attach_input_quan
 __all__ = ["FORMAT_VERSION", "register_module_type", "registered_module_type", "save_compressed", "load_compressed", "structure_of"]
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 _PLAIN = PLAIN_LAYER_TYPES  # Linear, Conv/ConvTranspose 1d-3d, BatchNorm1d-3d (compress/modules.py)
 _ALLOWED: dict[str, type] = {}
 
