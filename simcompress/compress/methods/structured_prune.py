@@ -126,7 +126,7 @@ def _graphs(module: nn.Module, prefix: str) -> list[tuple[str, fx.Graph, nn.Modu
         return out
 
 
-def _view_channels(node: fx.Node, units: int) -> int:
+def _view_channels(node: fx.Node, units: int, producer: str) -> int:
     """Block size of ``view/reshape(N, -1, *spatial)`` of a Linear output with ``units`` features."""
     shape = list(node.args[1:])
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -138,7 +138,8 @@ def _view_channels(node: fx.Node, units: int) -> int:
         raise UnsupportedLayerError(f"structured_prune: {node.name} reshapes to spatial size {spatial}, not known at trace time")
     if ch != -1:
         raise UnsupportedLayerError(
-            f"structured_prune: {node.name} reshapes to {shape} with the channel count {ch} written into the forward code; "
+            f"structured_prune: output of {producer!r} reaches {node.name}, which reshapes to {shape} with the channel count {ch} "
+            "written into the forward code; "
             "the pruned network would not fit it (reshape with -1 for the channels, e.g. view(x.shape[0], -1, *spatial), to allow it)")
     block = math.prod(spatial)
     if units % block:
@@ -208,7 +209,7 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
                     raise UnsupportedLayerError(f"structured_prune: output of {name!r} meets another tensor in {u.target}")
                 between.append(u)
             elif u.op == "call_method" and u.target in SHAPE_METHODS and nd == 0 and not flattened and group_out == 1:
-                group_out = _view_channels(u, _units(prod))
+                group_out = _view_channels(u, _units(prod), name)
                 nd = len(u.args) - 3 if not isinstance(u.args[1], (tuple, list)) else len(u.args[1]) - 2
                 between.append(u)
             elif ((u.op == "call_method" and u.target == "flatten") or (u.op == "call_function" and u.target is torch.flatten)) and nd > 0:

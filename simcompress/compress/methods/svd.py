@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..._config import StrictModel
 from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
-from ..modules import Factorized
+from ..modules import Factorized, base_type
 from ..parametrizations import ActQuant, attach_input_quantizer, parametrizations_of
 from ._common import ALL_LAYER_TYPES, CONV_TRANSPOSE, LAYER_TYPES, record, set_module, skipped_subclasses, targets, types_from_names
 
@@ -134,7 +134,7 @@ def _factor_modules(mod: nn.Module, b: Tensor, a: Tensor, k: int) -> tuple[nn.Mo
         ones = (1,) * nd
         in_c, out_c, ksz = mod.in_channels, mod.out_channels, tuple(w.shape[2:])
         first = _CONV_BY_DIM[nd](in_c, k, ones, bias=False, dtype=dtype)
-        second = type(mod)(k, out_c, ksz, stride=mod.stride, padding=mod.padding, output_padding=mod.output_padding,
+        second = base_type(mod)(k, out_c, ksz, stride=mod.stride, padding=mod.padding, output_padding=mod.output_padding,
                            dilation=mod.dilation, bias=mod.bias is not None, dtype=dtype)
         with torch.no_grad():
             first.weight.copy_(b.T.reshape(k, in_c, *ones).to(dtype))
@@ -143,9 +143,9 @@ def _factor_modules(mod: nn.Module, b: Tensor, a: Tensor, k: int) -> tuple[nn.Mo
         nd = w.ndim - 2
         ones = (1,) * nd
         out_c, in_c, ksz = mod.out_channels, mod.in_channels, tuple(w.shape[2:])
-        first = type(mod)(in_c, k, ksz, stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
+        first = base_type(mod)(in_c, k, ksz, stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
                           bias=False, padding_mode=mod.padding_mode, dtype=dtype)
-        second = type(mod)(k, out_c, ones, bias=mod.bias is not None, dtype=dtype)
+        second = base_type(mod)(k, out_c, ones, bias=mod.bias is not None, dtype=dtype)
         with torch.no_grad():
             first.weight.copy_(a.reshape(k, in_c, *ksz).to(dtype))
             second.weight.copy_(b.reshape(out_c, k, *ones).to(dtype))
