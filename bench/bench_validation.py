@@ -1,21 +1,28 @@
-"""Benchmark of the validation package: showers per second through ``simcompress validate``.
+"""Benchmark of the validation package: throughput with and without the cached reference.
 
-Writes a GFlash reference file and a candidate file (ds1-photons, ZSTD(1) ROOT TTrees, the
-candidate with a different seed), then in the same run measures
+Writes a GFlash reference file and two candidate files (ds1-photons, ZSTD(1) ROOT TTrees, other
+seeds), then measures in one run:
 
-* ``uproot_raw``: ``uproot.iterate`` over both files (all branches, 200 MB steps, numpy), the raw
-  read rate of the same bytes;
-* ``validate_metrics``: the ``simcompress validate`` command (default gate, ``--no-html``):
-  streaming read, features, noise floor, KS/W1/separation power with bootstrap, FPD, KPD,
-  classifier test, gate;
-* ``validate_report``: the same plus the HTML report (figures);
+* ``uproot_raw``: ``uproot.iterate`` over the first candidate file (all branches, 200 MB steps,
+  numpy): the raw read rate the validation is compared with;
+* ``no_cache``: ``validate`` (default gate, no HTML) of candidate 1 with the cache off: reference
+  and candidate read, features, noise floor, 1-D metrics, FPD/KPD, classifier, gate;
+* ``first`` / ``second``: the same with the cache on (a fresh cache folder): the first run
+  computes and writes the cached reference, the second validates candidate 2 against it, so it
+  reads and computes only the candidate. ``speedup_second_vs_first`` is their wall-time ratio;
+* ``features_1d_cached``: candidate throughput of reading + features + every 1-D metric (inclusive
+  and per energy bin) with the cached reference, FPD/KPD and classifier off, as a ratio to the raw
+  read rate (goal >= 0.3);
+* time shares of each stage (read, features, 1-D metrics, per-bin metrics, floor, FPD/KPD,
+  classifier) of the no-cache run, as fractions of the summed stage times (the classifier runs on
+  a worker thread next to the others, so stage times add up to more than the wall time);
+* ``report``: writing ``report.html`` for the no-cache result; peak resident memory.
 
-each as (reference + candidate showers) / wall seconds, and the peak resident memory of the
-process (``ru_maxrss``) so memory boundedness is visible. Full mode: 1M + 1M showers;
-``--quick``: 20k + 20k. Data files are cached in ``$SIMCOMPRESS_BENCH_CACHE`` (default: a
-temporary folder) so reruns skip the simulation.
+Full mode: 1M showers per file; ``--quick``: 20k; ``--events N`` any size. Data files are cached in
+``$SIMCOMPRESS_BENCH_CACHE`` (default: a temporary folder) so reruns skip the simulation.
 
-Usage: ``python bench/bench_validation.py [--quick]`` (prints JSON) or ``python -m bench --only validation``.
+Usage: ``python bench/bench_validation.py [--quick | --events N]`` (prints JSON) or
+``python -m bench --only validation``.
 """
 
 from __future__ import annotations
@@ -27,22 +34,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _make_files(folder: Path, n: int) -> tuple[Path, Path, float]:
+def _make_files(folder: Path, n: int) -> tuple[list[Path], float]:
     from simcompress.showers.io import write_showers
     from simcompress.showers.reference import iter_simulate
 
-    ref, cand = folder / f"ref_{n}.root", folder / f"cand_{n}.root"
+    paths = [folder / f"{name}_{n}.root" for name in ("ref", "cand", "cand2")]
     t = time.perf_counter()
-    for path, seed in ((ref, 1), (cand, 2)):
+    for path, seed in zip(paths, (1, 2, 3)):
         if not path.exists():
             write_showers(path, iter_simulate("ds1-photons", n, "ds1", seed, 100_000, False))
-    return ref, cand, time.perf_counter() - t
+    return paths, time.perf_counter() - t
 
 
 def _uproot_read(paths: list[Path]) -> tuple[int, float]:
@@ -55,26 +63,34 @@ def _uproot_read(paths: list[Path]) -> tuple[int, float]:
     return n, time.perf_counter() - t
 
 
-def _validate(ref: Path, cand: Path, out: Path, html: bool) -> tuple[int, float]:
-    from simcompress.cli import main
-
-    args = ["validate", "-r", str(ref), "-c", str(cand), "--out", str(out), "-q"]
-    if not html:
-        args.append("--no-html")
-    import contextlib
-    import io
+def _run(ref: Path, cand: Path, spec: Any, cache: Any) -> tuple[Any, float]:
+    from simcompress.validation import validate
 
     t = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # keep the command's summary table out of the JSON
-        rc = main(args)
-    dt = time.perf_counter() - t
-    if rc not in (0, 1):
-        raise RuntimeError(f"simcompress validate exited {rc}")
-    return rc, dt
+    res = validate(str(ref), {"candidate": str(cand)}, spec, progress=False, html=False, cache=cache)
+    return res, time.perf_counter() - t
 
 
-def run(quick: bool = False) -> dict[str, object]:
-    n = 20_000 if quick else 1_000_000
+def _shares(res: Any) -> dict[str, Any]:
+    (c,) = res.candidates.values()
+    r = res.reference.timings
+    stages = {
+        "read": r.get("read", 0.0) + c.timings.get("read", 0.0),
+        "features": r.get("features", 0.0) + c.timings.get("features", 0.0),
+        "metrics_1d": c.timings.get("metrics_1d", 0.0) + r.get("sort", 0.0),
+        "metrics_per_energy_bin": c.timings.get("per_energy_bin", 0.0),
+        "noise_floor": r.get("floor", 0.0) + r.get("floor_per_bin", 0.0),
+        "fpd_kpd": r.get("fpd_kpd", 0.0) + c.timings.get("fpd_kpd", 0.0),
+        "classifier": r.get("classifier", 0.0) + c.timings.get("classifier", 0.0),
+    }
+    total = sum(stages.values())
+    return {"seconds": stages, "shares": {k: v / total for k, v in stages.items()} if total else {}}
+
+
+def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
+    from simcompress.validation.gate import load_gate_spec
+
+    n = events or (20_000 if quick else 1_000_000)
     cache = os.environ.get("SIMCOMPRESS_BENCH_CACHE")
     tmp = None
     if cache:
@@ -84,26 +100,69 @@ def run(quick: bool = False) -> dict[str, object]:
         tmp = tempfile.TemporaryDirectory(prefix="bench_validation_")
         folder = Path(tmp.name)
     try:
-        ref, cand, t_make = _make_files(folder, n)
-        n_read, t_raw = _uproot_read([ref, cand])
-        rc_m, t_metrics = _validate(ref, cand, folder / "out_metrics", html=False)
+        (ref, cand, cand2), t_make = _make_files(folder, n)
+        n_read, t_raw = _uproot_read([cand])
+        raw_rate = n_read / t_raw
+        spec = load_gate_spec("default")
+        res0, t_nocache = _run(ref, cand, spec, False)
+        t = time.perf_counter()
+        res0.write(folder / "out_report", html=True)
+        t_report = time.perf_counter() - t
         rss_metrics = _rss_mb()
-        rc_r, t_report = _validate(ref, cand, folder / "out_report", html=True)
-        metrics = json.loads((folder / "out_metrics" / "metrics.json").read_text())
-        total = 2 * n
+        with tempfile.TemporaryDirectory(prefix="bench_refcache_") as cdir:
+            res1, t_first = _run(ref, cand, spec, cdir)
+            res2, t_second = _run(ref, cand2, spec, cdir)
+            cache_files = list(Path(cdir).glob("*.npz"))
+            cache_mb = sum(p.stat().st_size for p in cache_files) / 1e6
+            # features + every 1-D metric with the cached reference (FPD/KPD and classifier off)
+            one_d = spec.model_copy(
+                update={
+                    "fpd": spec.fpd.model_copy(update={"enabled": False}),
+                    "kpd": spec.kpd.model_copy(update={"enabled": False}),
+                    "classifier": spec.classifier.model_copy(update={"enabled": False}),
+                    "per_energy_bin": True,
+                }
+            )
+            _run(ref, cand, one_d, cdir)  # writes this spec's cached reference
+            res3, t_1d = _run(ref, cand2, one_d, cdir)
+        (c2,) = res2.candidates.values()
+        (c3,) = res3.candidates.values()
+        stage_1d = sum(c3.timings.get(k, 0.0) for k in ("read", "features", "metrics_1d", "per_energy_bin"))
         return {
             "geometry": "ds1-photons",
             "events_per_file": n,
             "file_mb": {"reference": ref.stat().st_size / 1e6, "candidate": cand.stat().st_size / 1e6},
             "simulate_and_write_s": t_make,
-            "uproot_raw": {"events": n_read, "seconds": t_raw, "showers_per_s": n_read / t_raw},
-            "validate_metrics": {"seconds": t_metrics, "showers_per_s": total / t_metrics, "exit_code": rc_m},
-            "validate_report": {"seconds": t_report, "showers_per_s": total / t_report, "exit_code": rc_r},
-            "ratio_validate_metrics_over_raw_read": (total / t_metrics) / (n_read / t_raw),
+            "uproot_raw_candidate": {"events": n_read, "seconds": t_raw, "showers_per_s": raw_rate},
+            "no_cache": {
+                "seconds": t_nocache,
+                "candidate_showers_per_s": n / t_nocache,
+                "ratio_to_raw_read": (n / t_nocache) / raw_rate,
+                **_shares(res0),
+            },
+            "first_with_cache": {"seconds": t_first, "cache": res1.reference.cache_info["status"]},
+            "second_with_cache": {
+                "seconds": t_second,
+                "cache": res2.reference.cache_info["status"],
+                "candidate_showers_per_s": n / t_second,
+                "ratio_to_raw_read": (n / t_second) / raw_rate,
+                "candidate_stage_seconds": c2.timings,
+            },
+            "speedup_second_vs_first": t_first / t_second,
+            "cache_file_mb": cache_mb,
+            "features_1d_cached": {
+                "wall_seconds": t_1d,
+                "candidate_showers_per_s_wall": n / t_1d,
+                "ratio_to_raw_read_wall": (n / t_1d) / raw_rate,
+                "stage_seconds": stage_1d,
+                "ratio_to_raw_read_stages": (n / stage_1d) / raw_rate,
+                "candidate_stage_seconds": c3.timings,
+            },
+            "report_html_s": t_report,
             "peak_rss_mb_after_metrics": rss_metrics,
             "peak_rss_mb": _rss_mb(),
-            "gate_passed": metrics["passed"],
-            "n_checks": len(metrics["checks"]),
+            "gate_passed": bool(res0.passed),
+            "n_checks": len(res0.checks),
         }
     finally:
         if tmp is not None:
@@ -111,4 +170,6 @@ def run(quick: bool = False) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=1))
+    argv = sys.argv[1:]
+    ev = int(argv[argv.index("--events") + 1]) if "--events" in argv else None
+    print(json.dumps(run(quick="--quick" in argv, events=ev), indent=1))

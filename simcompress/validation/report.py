@@ -134,11 +134,122 @@ def _plot_edges(ref: np.ndarray, cands: list[np.ndarray], fallback: np.ndarray, 
 
 
 def _unit(name: str) -> str:
+    if name.endswith("/ E_inc"):
+        return ""
     if name.startswith(("E_tot", "E_layer")):
         return "MeV"
     if name.startswith(("EC_", "width_")):
         return "mm"
     return ""
+
+
+def _hist_edges(name: str, ref: np.ndarray, cands: list[np.ndarray], n: int = 40) -> tuple[np.ndarray, bool]:
+    """Plotting bins and whether they are logarithmic.
+
+    Energies (``E_tot``, ``E_layer``) span the 15 discrete ds1 incident energies, so linear bins
+    would draw a comb: they get log bins over their positive values (zeros are counted apart).
+    """
+    allv = np.concatenate([ref, *cands])
+    if name.startswith(("E_tot", "E_layer")):
+        pos = allv[allv > 0]
+        if pos.size:
+            lo, hi = float(np.quantile(pos, 0.0005)), float(pos.max())
+            if hi > lo > 0:
+                return np.geomspace(lo, hi * 1.0001, n + 1), True
+    edges = _plot_edges(allv[: ref.size], [allv[ref.size :]], np.array([allv.min() - 0.5, allv.max() + 0.5]), n)
+    return edges, False
+
+
+def _hist_panel(ax: Any, rax: Any, name: str, ref: np.ndarray, cands: dict[str, np.ndarray], legend: bool) -> None:
+    """One CaloChallenge-style panel: reference filled, candidates as step lines, ratio below."""
+    edges, logx = _hist_edges(name, ref, list(cands.values()))
+    widths = np.diff(edges)
+    centers = np.sqrt(edges[:-1] * edges[1:]) if logx else 0.5 * (edges[:-1] + edges[1:])
+
+    def dens(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # log bins: fraction of events per bin (a density per MeV would fall by decades across the plot)
+        h, _ = np.histogram(x, edges)
+        norm = max(len(x), 1) * (1.0 if logx else widths)
+        return h / norm, np.sqrt(h) / norm
+
+    r, re = dens(ref)
+    ax.stairs(r, edges, fill=True, alpha=0.35, color="0.4", label="Reference")
+    ax.set_ylabel("fraction per bin" if logx else "density", fontsize=8)
+    rows = []
+    for i, (cname, x) in enumerate(cands.items()):
+        col = _COLORS[i % len(_COLORS)]
+        y, ye = dens(x)
+        ax.stairs(y, edges, color=col, lw=1.6, label=cname)
+        rows.append((cname, y, ye, col))
+    pos = r[r > 0]
+    if pos.size and pos.max() / max(pos.min(), 1e-300) > 50:
+        ax.set_yscale("log")
+    nz = float(np.mean(ref <= 0)) if logx else 0.0
+    ax.set_title(name + (f" ({nz:.0%} at 0)" if nz >= 0.005 else ""), fontsize=10)
+    ax.tick_params(labelsize=8, labelbottom=False)
+    if legend:
+        ax.legend(fontsize=8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(r > 0, re / r, np.nan)
+        rax.fill_between(centers, 1 - rel, 1 + rel, step="mid", color="0.8")
+        for _, y, _e, col in rows:
+            rax.step(centers, np.where(r > 0, y / r, np.nan), where="mid", color=col, lw=1.2)
+    rax.axhline(1.0, color="k", lw=0.8)
+    rax.set_ylim(0.5, 1.5)
+    rax.tick_params(labelsize=8)
+    rax.set_xlabel(f"{name} [{_unit(name)}]" if _unit(name) else name, fontsize=9)
+    if logx:
+        ax.set_xscale("log")
+        rax.set_xscale("log")
+    for a in (ax, rax):  # minor ticks of log axes are hundreds of artists per panel: the grid's main cost
+        a.minorticks_off()
+
+
+def histogram_grid_figure(names: list[str], ref: FeatureTable, cands: dict[str, FeatureTable], ncol: int = 4) -> str:
+    """A grid of feature histograms (one panel plus ratio per feature), CaloChallenge style."""
+    plt = _plt()
+    ncol = min(ncol, len(names))
+    nrow = math.ceil(len(names) / ncol)
+    h_in = 3.4 * nrow
+    fig = plt.figure(figsize=(3.6 * ncol, h_in))
+    outer = fig.add_gridspec(nrow, ncol, hspace=0.42, wspace=0.3, left=0.06, right=0.99, top=1 - 0.3 / h_in, bottom=0.5 / h_in)
+    for k, f in enumerate(names):
+        rr, cc = divmod(k, ncol)
+        inner = outer[rr, cc].subgridspec(2, 1, height_ratios=(3, 1), hspace=0.06)
+        ax = fig.add_subplot(inner[0])
+        rax = fig.add_subplot(inner[1], sharex=ax)
+        rv, cv, label = _grid_values(f, ref, cands)
+        _hist_panel(ax, rax, label, rv, cv, legend=k == 0)
+    return _png(fig)
+
+
+def _grid_values(f: str, ref: FeatureTable, cands: dict[str, FeatureTable]) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """What a grid panel shows: layer energies as E_layer / E_inc (continuous; E_layer itself follows the
+    15 discrete ds1 incident energies and draws a comb even on log bins), every other feature as it is."""
+    if f.startswith("E_layer_"):
+        return (
+            ref[f].astype(np.float64) / ref.incident_energy,
+            {n: t[f].astype(np.float64) / t.incident_energy for n, t in cands.items()},
+            f"{f} / E_inc",
+        )
+    return ref[f].astype(np.float64), {n: t[f].astype(np.float64) for n, t in cands.items()}, f
+
+
+def _grid_groups(names: list[str], cap: int) -> tuple[list[tuple[str, list[str]]], int]:
+    """Features grouped for the grid (overall energies first, then one group per family); at most ``cap`` panels."""
+    fam: dict[str, list[str]] = {}
+    for f in names:
+        head, _, tail = f.rpartition("_")
+        fam.setdefault(head if tail.isdigit() else "overall", []).append(f)
+    order = ["overall", "E_layer", "frac_layer", "EC_r", "width_r", "EC_x", "EC_y", "width_x", "width_y", "sparsity"]
+    keys = [k for k in order if k in fam] + [k for k in fam if k not in order]
+    groups, used = [], 0
+    for k in keys:
+        take = fam[k][: max(cap - used, 0)]
+        if take:
+            groups.append((k, take))
+            used += len(take)
+    return groups, len(names) - used
 
 
 def longitudinal_figure(ref: FeatureTable, cands: dict[str, FeatureTable]) -> str:
@@ -186,7 +297,7 @@ def radial_figure(ref: FeatureTable, cands: dict[str, FeatureTable], max_layers:
             if np.any(m > 0):
                 ax.set_yscale("log")
             ax.set_title(f"layer {g.layers[li].id}", fontsize=12)
-            ax.set_xlabel("r [mm]", fontsize=11)
+            ax.set_xlabel("x [mm]" if g.kind == "cartesian" else "r [mm]", fontsize=11)
             ax.set_ylabel(r"mean $E_\mathrm{bin} / E_\mathrm{inc}$", fontsize=11)
             ax.tick_params(labelsize=9)
             if k == 0:
@@ -207,6 +318,10 @@ def image_figure(ref: FeatureTable, cands: dict[str, FeatureTable], max_layers: 
     if len(layers) > max_layers:
         layers = sorted(set(np.linspace(0, g.n_layers - 1, max_layers).round().astype(int).tolist()))
     samples = {"Reference": ref, **cands}
+    if g.kind == "cartesian":  # grid layers: cell images (simcompress.showers.plots)
+        from ..showers.plots import layer_images_figure
+
+        return _png(layer_images_figure({n: t.mean_image for n, t in samples.items()}, g, layers), tight=True)
     nrow, ncol = len(samples), len(layers)
     fig = plt.figure(figsize=(2.6 * ncol, 2.6 * nrow))
     imgs = {n: t.mean_image for n, t in samples.items()}
@@ -287,6 +402,16 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{f:.{digits}g}"
 
 
+def _worst(chks: list[Any]) -> str:
+    """The check closest to (or furthest over) its threshold, as one phrase."""
+    scored = [(k.value / k.threshold if k.threshold > 0 else (0.0 if k.value <= 0 else math.inf), k) for k in chks]
+    if not scored:
+        return ""
+    r, k = max(scored, key=lambda rk: rk[0])
+    where = f" in {k.energy_bin}" if k.energy_bin else ""
+    return f"{k.metric}({k.target}){where} at {_fmt(r, 3)}× its threshold"
+
+
 def _check_index(result: ValidationResult) -> dict[tuple[str, str, str, str], Any]:
     return {(c.candidate, c.metric, c.target, c.energy_bin): c for c in result.checks}
 
@@ -318,6 +443,12 @@ td.pass{background:#d9f2d9}td.fail{background:#f8d0d0;font-weight:bold}
 .fig{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start;margin-bottom:1.2em}
 .fig img{max-width:640px;border:1px solid #eee}
 details{margin:.5em 0}code{background:#f4f4f4;padding:0 .2em}
+.verdicts{display:flex;flex-wrap:wrap;gap:.8em;margin:.4em 0}
+.vcard{border:2px solid #ccc;border-radius:.4em;padding:.5em .8em}.vcard.pass{border-color:#2e8b3d}.vcard.fail{border-color:#c0392b}
+.vcard .verdict{font-size:1.25em}.vline{font-size:.9em;margin-top:.3em;color:#444}
+table.matrix td{text-align:center;min-width:7em}td.m0{background:#e3f5e3}td.m1{background:#c6ebc6}td.m2{background:#a5dca5}
+td.m3{background:#f8d0d0;font-weight:bold}td.m4{background:#ec9a9a;font-weight:bold}
+.fig.grid img{max-width:100%}summary{cursor:pointer;font-weight:bold}
 """
 
 _TEMPLATE = """<!DOCTYPE html>
@@ -330,9 +461,50 @@ _TEMPLATE = """<!DOCTYPE html>
 """
 
 _SECTION = """<section class="simcompress-validation">
+<div class="answer" id="verdict">
 <h2>Verdict</h2>
-<p>Gate <b>{{ spec.name }}</b>{% if spec.description %}: {{ spec.description }}{% endif %}</p>
-<p>{% for c in cands %}<span class="verdict {{ 'pass' if c.passed else 'fail' }}">{{ c.name }}: {{ 'PASS' if c.passed else 'FAIL' }}</span> {% endfor %}</p>
+<div class="verdicts">{% for c in cands %}<div class="vcard {{ 'pass' if c.passed else 'fail' }}"><span class="verdict {{ 'pass' if c.passed else 'fail' }}">{{ c.name }}: {{ 'PASS' if c.passed else 'FAIL' }}</span>
+<div class="vline">{{ c.n_failed }} of {{ c.n_checks }} checks failed{% if c.worst %}; worst {{ c.worst }}{% endif %}</div></div>{% endfor %}</div>
+<p class="gate">Gate <b>{{ spec.name }}</b>{% if spec.description %}: {{ spec.description }}{% endif %}</p>
+{% if false_alarm %}<p class="floor">{{ false_alarm }}</p>{% endif %}
+{% for w in warnings %}<div class="warn">⚠ {{ w }}</div>{% endfor %}
+</div>
+<h2>Feature matrix: distance in units of the noise floor</h2>
+<p class="floor">Each cell: W1 / floor and separation power / floor of one feature for one candidate (the floor is the same metric
+between halves of the reference, rescaled to the candidate's size). Green: every check of the cell passes, the darker the closer to
+its threshold; red: a check fails. Hover for values and thresholds.</p>
+<table class="matrix"><tr><th>feature</th>{% for c in cands %}<th>{{ c.name }}</th>{% endfor %}</tr>
+{% for row in matrix %}<tr><td class="name"><a href="#g-{{ row.group }}">{{ row.name }}</a></td>{% for cell in row.cells %}{{ cell }}{% endfor %}</tr>{% endfor %}
+</table>
+<h2>Histograms</h2>
+<p class="floor">Reference filled, candidates as lines, candidate / reference below (grey band: reference statistical error). Energies use
+logarithmic bins so that the discrete incident energies do not draw a comb.{% if n_skipped_figs %} {{ n_skipped_figs }} further features are in the tables only (figure cap {{ max_figs }}).{% endif %}</p>
+{% for g in grid_figs %}<div class="fig grid" id="g-{{ g.group }}"><img alt="histograms {{ g.group }}" src="data:image/png;base64,{{ g.png }}"></div>{% endfor %}
+<h2>Multivariate metrics</h2>
+<table><tr><th>candidate</th>{% for k in mv_keys %}<th>{{ k }}</th>{% endfor %}</tr>
+<tr><td class="name">reference vs reference (floor)</td>{% for k in mv_keys %}<td>{{ mv_floor[k] }}</td>{% endfor %}</tr>
+{% for c in cands %}<tr><td class="name">{{ c.name }}</td>{% for k in mv_keys %}{{ c.mv[k] }}{% endfor %}</tr>{% endfor %}
+</table>
+<p class="floor">FPD/KPD: JetNet definitions (arXiv:2211.10295) on the CaloChallenge high-level vector; FPD ×10³ and KPD ×10³ as in the CaloChallenge tables.
+Classifier: held-out AUC / JSD = (ln2 − BCE)/ln2.</p>
+{% if bin_rows %}<h2>Per incident-energy bin (worst feature per bin)</h2>
+<table><tr><th>bin</th>{% for c in cands %}<th>{{ c.name }}: worst W1 / floor</th>{% endfor %}</tr>
+{% for row in bin_rows %}<tr><td class="name">{{ row.label }}</td>{% for cell in row.cells %}{{ cell }}{% endfor %}</tr>{% endfor %}
+</table>{% endif %}
+<h2>Profiles and images</h2>
+{% for f in profile_figs %}<div class="fig"><img alt="{{ f.alt }}" src="data:image/png;base64,{{ f.png }}"></div>{% endfor %}
+<h2>Details</h2>
+{% if failed %}<details id="failed"><summary>Failed checks ({{ failed|length }})</summary><table>
+<tr><th>candidate</th><th>metric</th><th>target</th><th>energy bin</th><th>value</th><th>threshold</th><th>detail</th></tr>
+{% for f in failed %}<tr><td class="name">{{ f.candidate }}</td><td class="name">{{ f.metric }}</td><td class="name">{{ f.target }}</td>
+<td class="name">{{ f.energy_bin }}</td><td class="fail">{{ fmt(f.value) }}</td><td>{{ fmt(f.threshold) }}</td><td class="name">{{ f.detail }}</td></tr>{% endfor %}
+</table></details>{% else %}<p>No check failed.</p>{% endif %}
+<details><summary>Per-feature distances with bootstrap errors (W1, KS, separation power)</summary>
+<table><tr><th rowspan="2">feature</th><th rowspan="2">ref. mean</th>{% for c in cands %}<th colspan="3">{{ c.name }}</th>{% endfor %}</tr>
+<tr>{% for c in cands %}<th>W1</th><th>KS</th><th>sep. power</th>{% endfor %}</tr>
+{% for row in feat_rows %}<tr><td class="name">{{ row.name }}</td><td>{{ row.ref_mean }}</td>{% for cell in row.cells %}{{ cell }}{% endfor %}</tr>{% endfor %}
+</table></details>
+<details><summary>Samples</summary>
 <table><tr><th>sample</th><th>source</th><th>events</th><th>checks failed</th><th>E_inc KS D (p)</th></tr>
 <tr><td class="name">reference</td><td class="name">{{ ref.source }}</td><td>{{ ref.n }}</td><td></td><td></td></tr>
 {% for c in cands %}<tr><td class="name">{{ c.name }}</td><td class="name">{{ c.source }}</td><td>{{ c.n }}</td>
@@ -340,38 +512,7 @@ _SECTION = """<section class="simcompress-validation">
 </table>
 <p>Geometry <code>{{ ref.geometry }}</code>, voxel threshold {{ ref.threshold }} MeV. Noise floor: each metric between disjoint
 halves of the reference ({{ ref.n_splits }} random splits of {{ ref.n_half }} events each), rescaled to each candidate's sample
-sizes; a distance is read against it ("× floor").</p>
-{% for w in warnings %}<div class="warn">⚠ {{ w }}</div>{% endfor %}
-{% if failed %}<details open><summary>Failed checks ({{ failed|length }})</summary><table>
-<tr><th>candidate</th><th>metric</th><th>target</th><th>energy bin</th><th>value</th><th>threshold</th><th>detail</th></tr>
-{% for f in failed %}<tr><td class="name">{{ f.candidate }}</td><td class="name">{{ f.metric }}</td><td class="name">{{ f.target }}</td>
-<td class="name">{{ f.energy_bin }}</td><td class="fail">{{ fmt(f.value) }}</td><td>{{ fmt(f.threshold) }}</td><td class="name">{{ f.detail }}</td></tr>{% endfor %}
-</table></details>{% endif %}
-<h2>Summary: multivariate metrics</h2>
-<table><tr><th>candidate</th>{% for k in mv_keys %}<th>{{ k }}</th>{% endfor %}</tr>
-<tr><td class="name">reference vs reference (floor)</td>{% for k in mv_keys %}<td>{{ mv_floor[k] }}</td>{% endfor %}</tr>
-{% for c in cands %}<tr><td class="name">{{ c.name }}</td>{% for k in mv_keys %}{{ c.mv[k] }}{% endfor %}</tr>{% endfor %}
-</table>
-<p class="floor">FPD/KPD: JetNet definitions (arXiv:2211.10295) on the CaloChallenge high-level vector; FPD ×10³ and KPD ×10³ as in the CaloChallenge tables.
-Classifier: held-out AUC / JSD = (ln2 − BCE)/ln2.</p>
-<h2>Summary: per-feature distances</h2>
-<table><tr><th rowspan="2">feature</th><th rowspan="2">ref. mean</th>{% for c in cands %}<th colspan="3">{{ c.name }}</th>{% endfor %}</tr>
-<tr>{% for c in cands %}<th>W1</th><th>KS</th><th>sep. power</th>{% endfor %}</tr>
-{% for row in feat_rows %}<tr><td class="name"><a href="#f-{{ row.name }}">{{ row.name }}</a></td><td>{{ row.ref_mean }}</td>{% for cell in row.cells %}{{ cell }}{% endfor %}</tr>{% endfor %}
-</table>
-{% if bin_rows %}<h2>Per incident-energy bin (worst feature per bin)</h2>
-<table><tr><th>bin</th>{% for c in cands %}<th>{{ c.name }}: worst W1 / floor</th>{% endfor %}</tr>
-{% for row in bin_rows %}<tr><td class="name">{{ row.label }}</td>{% for cell in row.cells %}{{ cell }}{% endfor %}</tr>{% endfor %}
-</table>{% endif %}
-<h2>Profiles and images</h2>
-{% for f in profile_figs %}<div class="fig"><img alt="{{ f.alt }}" src="data:image/png;base64,{{ f.png }}"></div>{% endfor %}
-<h2>Feature distributions</h2>
-{% if n_skipped_figs %}<p class="floor">{{ n_skipped_figs }} further features are in the tables only (figure cap {{ max_figs }}).</p>{% endif %}
-{% for f in feature_figs %}<div class="fig" id="f-{{ f.name }}"><img alt="{{ f.name }}" src="data:image/png;base64,{{ f.png }}">
-<table><tr><th>candidate</th><th>W1</th><th>KS</th><th>sep. power</th></tr>
-<tr><td class="name">floor (ref/ref)</td><td>{{ f.floor_w1 }}</td><td>{{ f.floor_ks }}</td><td>{{ f.floor_sp }}</td></tr>
-{% for row in f.rows %}<tr><td class="name">{{ row.name }}</td>{% for cell in row.cells %}{{ cell }}{% endfor %}</tr>{% endfor %}
-</table></div>{% endfor %}
+sizes; a distance is read against it ("× floor").{% if ref.cache %} Reference: {{ ref.cache }}.{% endif %}</p></details>
 </section>
 """
 
@@ -428,6 +569,7 @@ def report_section(result: ValidationResult, *, max_feature_figures: int | None 
                 "n_failed": sum(not k.passed for k in chks),
                 "n_checks": len(chks),
                 "einc": f"{_fmt(e['ks'], 3)} ({_fmt(e['pvalue'], 2)})" + (" ⚠" if e["mismatch"] else ""),
+                "worst": _worst(chks),
                 "mv": mv,
             }
         )
@@ -476,45 +618,40 @@ def report_section(result: ValidationResult, *, max_feature_figures: int | None 
         profile_figs.append({"alt": "voxel-energy spectrum", "png": voxel_spectrum_figure(rt, ctabs)})
         profile_figs.append({"alt": "average shower images", "png": image_figure(rt, ctabs)})
 
-    feature_figs = []
-    shown = names[:max_feature_figures]
-    task = None
-    ctx = None
+    matrix = []
+    groups, n_skipped = _grid_groups(names, max_feature_figures)
+    group_of = {f: g for g, fs in groups for f in fs}
+    for f in names:
+        cells = [Markup(_matrix_cell(idx, n, f, c.features[f])) for n, c in result.candidates.items()]
+        matrix.append({"name": f, "group": group_of.get(f, "none"), "cells": cells})
+
+    grid_figs = []
+    ctx = task = None
     if progress:
         from rich.progress import Progress
 
         ctx = Progress(transient=True)
         ctx.start()
-        task = ctx.add_task("figures", total=len(shown))
+        task = ctx.add_task("figures", total=len(groups))
     try:
-        for f in shown:
-            cvals = {n: t[f].astype(np.float64) for n, t in ctabs.items()}
-            rv = rt[f].astype(np.float64)
-            edges = _edges_for(result.spec, f, np.sort(rv), list(cvals.values()), rt.geometry, rt.threshold_mev)
-            if result.spec.binning == "quantile":
-                edges = _plot_edges(rv, list(cvals.values()), edges)
-            png = feature_figure(f, rv, cvals, edges, _unit(f))
-            first = next(iter(result.candidates.values())).features[f]["floor"] if result.candidates else None
-            rows = []
-            for n, c in result.candidates.items():
-                m = c.features[f]
-                rows.append({"name": n, "cells": [Markup(_metric_cell(result, idx, n, met, f, key, m)) for met, key in (("w1", "w1"), ("ks", "ks"), ("separation_power", "sp"))]})
-            feature_figs.append(
-                {
-                    "name": f,
-                    "png": png,
-                    "rows": rows,
-                    "floor_w1": _fmt(first["w1"]) if first else "–",
-                    "floor_ks": _fmt(first["ks"]) if first else "–",
-                    "floor_sp": _fmt(first["sp"]) if first else "–",
-                }
-            )
+        for g, fs in groups:
+            if ctabs:
+                grid_figs.append({"group": g, "png": histogram_grid_figure(fs, rt, ctabs)})
             if ctx is not None:
                 ctx.advance(task)
     finally:
         if ctx is not None:
             ctx.stop()
 
+    false_alarm = ""
+    try:
+        from .gate import false_alarm_summary
+
+        false_alarm = str(false_alarm_summary(result.spec, ref).get("sentence", ""))
+    except (ImportError, ValueError, KeyError):  # a gate module without false-alarm control, or no calibration
+        false_alarm = ""
+    ci = ref.cache_info or {}
+    cache_txt = {"loaded": "loaded from the cached reference", "written": "computed and cached"}.get(ci.get("status", ""), "")
     warnings_ = [w for c in result.candidates.values() for w in c.warnings] + list(ref.notes)
     tmpl = _env().from_string(_SECTION)
     return tmpl.render(
@@ -527,19 +664,46 @@ def report_section(result: ValidationResult, *, max_feature_figures: int | None 
             "threshold": _fmt(rt.threshold_mev),
             "n_splits": result.spec.noise_floor.n_splits,
             "n_half": ref.floor.n_half,
+            "cache": (f"{cache_txt} ({ci['path']})" if cache_txt and ci.get("path") else cache_txt),
         },
         warnings=warnings_,
+        false_alarm=false_alarm,
         failed=result.failed_checks(),
         fmt=_fmt,
         mv_keys=mv_keys,
         mv_floor=mv_floor,
         feat_rows=feat_rows,
+        matrix=matrix,
         bin_rows=bin_rows,
         profile_figs=profile_figs,
-        feature_figs=feature_figs,
-        n_skipped_figs=max(len(names) - len(shown), 0),
+        grid_figs=grid_figs,
+        n_skipped_figs=n_skipped,
         max_figs=max_feature_figures,
     )
+
+
+def _matrix_cell(idx: dict[Any, Any], cand: str, feat: str, m: dict[str, Any]) -> str:
+    """W1 and separation power in units of the floor, coloured by the gate (m0-m2 pass, m3-m4 fail)."""
+    parts, titles, worst = [], [], 0.0
+    failed = False
+    for metric, key, short in (("w1", "w1", "W1"), ("separation_power", "sp", "SP")):
+        fl = m["floor"][key]
+        v = m[key]
+        ratio = v / fl if fl > 0 else (0.0 if v == 0 else math.inf)
+        parts.append(f"{_fmt(ratio, 2)}")
+        chk = idx.get((cand, metric, feat, ""))
+        t = f"{short} {_fmt(v)} = {_fmt(ratio, 3)}× floor {_fmt(fl)}"
+        if chk is not None:
+            t += f", threshold {_fmt(chk.threshold)} ({'pass' if chk.passed else 'FAIL'})"
+            failed |= not chk.passed
+            if chk.threshold > 0:
+                worst = max(worst, chk.value / chk.threshold)
+        titles.append(t)
+    if failed:
+        cls = "m4" if worst > 2 else "m3"
+    else:
+        cls = "m2" if worst > 0.7 else ("m1" if worst > 0.35 else "m0")
+    return f'<td class="{cls}" title="{_html.escape("; ".join(titles))}">{" / ".join(parts)}</td>'
 
 
 def render_html(result: ValidationResult, **kwargs: Any) -> str:

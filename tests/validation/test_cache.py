@@ -160,3 +160,12 @@ def test_one_pass_floor_equals_per_split_floor() -> None:
             slow = core._floor_features_per_split(cols, edges, 6, cap, 3, 10)
             assert fast.n_half == slow.n_half
             assert fast.stats == slow.stats  # bitwise: same numbers as sorting every half
+
+
+def test_sorted_bootstrap_equals_metrics_bootstrap() -> None:
+    rng = np.random.default_rng(9)
+    for n, m, cap in ((4000, 2500, 50_000), (3000, 2000, 700)):
+        x = np.sort(np.round(rng.normal(size=n), 2))  # ties
+        y = np.sort(rng.exponential(size=m))
+        want = M.bootstrap_ks_w1(x, y, n_boot=6, max_events=cap, seed=11)
+        assert core._bootstrap_ks_w1_sorted(x, y, n_boot=6, max_events=cap, seed=11) == want
