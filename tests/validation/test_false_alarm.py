@@ -25,11 +25,13 @@ from simcompress.validation.distortions import scale_energy, widen_radially
 from simcompress.validation.gate import FeatureRule, GateSpec, evaluate_gate, load_gate_spec
 
 _OFF = {"classifier": {"enabled": False}, "fpd": {"enabled": False}, "kpd": {"enabled": False}}
+#: the bootstrap errors do not enter the calibrated thresholds: keep them cheap
+_CHEAP = {"bootstrap": {"n_boot": 2, "n_boot_hist": 2}}
 
 
 def _features_only(**kw) -> GateSpec:
     """The default gate's feature checks (W1 and separation power of every feature), no FPD/KPD/classifier."""
-    return GateSpec(name="features-only", **_OFF, **kw)
+    return GateSpec(name="features-only", **_OFF, **_CHEAP, **kw)
 
 
 def _per_check(spec: GateSpec) -> GateSpec:
