@@ -283,7 +283,8 @@ def compression_report(
         items = n_samples
     else:
         if example is None:
-            raise ValueError("compression_report needs example=(inputs,) for a model that is not a shower generator")
+            raise ValueError("compression_report needs example=(inputs,) for a model that is not a shower generator "
+                             "(or wrap the network as one: simcompress.interop.external.wrap_generator, docs/external-generators.md)")
         net_args = tuple(example)
 
         def run_net(m: nn.Module) -> Any:

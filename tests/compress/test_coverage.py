@@ -195,3 +195,19 @@ def test_structured_prune_refuses_a_view_that_fixes_the_channel_count() -> None:
     notes = {r["name"]: (r["reason"], r["note"]) for r in res.coverage["left_alone"]}
     assert notes["fc"][0] == "kept" and "written into the forward code" in notes["fc"][1]
     assert {r["name"] for r in res.coverage["changed"]} == {"up1", "c2", "head"}  # head: its inputs shrank
+
+
+@pytest.mark.parametrize("layer,x", [
+    (nn.Conv3d(4, 6, 3, padding=1), (2, 4, 4, 4, 4)),
+    (nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1), (2, 8, 3, 3)),
+    (nn.ConvTranspose1d(5, 4, 3, stride=2, output_padding=1), (2, 5, 6)),
+])
+def test_tucker_of_3d_and_transposed_convolutions_is_exact_at_full_rank(layer: nn.Module, x: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(layer).double()
+    inp = torch.randn(*x, dtype=torch.float64)
+    full = compress(model, config_from_dict({"method": "tucker", "rank_ratio": 1.0, "only_if_smaller": False}))
+    assert isinstance(full.model[0], Factorized) and len(full.model[0]) == 3
+    torch.testing.assert_close(full.model(inp), model(inp), rtol=0, atol=1e-10)
+    low = compress(model, config_from_dict({"method": "tucker", "rank_ratio": 0.5, "only_if_smaller": False}))
+    assert 0 < low.layers[0].details["rel_error"] < 1

@@ -55,3 +55,14 @@ def make_dcgan(seed: int = 0) -> DCGAN:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
     return net.eval()
+
+
+class ReluMLP(nn.Module):
+    """An MLP the hls4ml route can take: forward(x) on cat([z, c], 1), Linear/ReLU only."""
+
+    def __init__(self, n_in: int = 9, hidden: int = 16, n_out: int = 368) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
