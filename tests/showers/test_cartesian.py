@@ -189,3 +189,14 @@ def test_chain_on_calogan(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["plot-layers", f"ref={ref}", f"tiny={out}", "-o", str(tmp_path / "img.png"), "-n", "200"]) == 0
     assert (tmp_path / "img.png").stat().st_size > 10_000
+    # compress (int8 PTQ) and a sharded batch run with the compressed bundle, merged back into one file
+    comp = tmp_path / "tiny-int8"
+    assert main(["compress", "--model", str(tmp_path / "tiny-gan"), "--recipe", "configs/compress/int8-ptq.yaml",
+                 "--out", str(comp), "--no-gate", "--no-onnx", "--no-validation-html", "--report-samples", "256",
+                 "--measure-seconds", "0.05"]) == 0
+    run = tmp_path / "run"
+    assert main(["generate", "--model", str(comp), "--events", "600", "--shard-size", "200", "--energies", f"file:{ref}",
+                 "--seed", "4", "--out", str(run)]) == 0
+    assert main(["merge", str(run), "--out", str(tmp_path / "all.root")]) == 0
+    merged = open_showers(tmp_path / "all.root")
+    assert merged.geometry.name == "calogan" and merged.n_events == 600 and len(list(run.glob("shard_*.root"))) == 3
