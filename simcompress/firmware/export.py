@@ -70,14 +70,18 @@ def load_fixed_point_model(source: str | os.PathLike[str] | nn.Module) -> tuple[
         _net, record = resolve(source)
         return source, record, type(source).__name__
     p = Path(source)
+    first = ("the firmware needs a fixed-point bundle; run first: simcompress compress --model {m} --recipe "
+             "configs/compress/fixed-point-qat.yaml --reference ref.root --out fp/ (fixed-point-ptq.yaml: no training), "
+             "then simcompress firmware --model fp/ ...")
     if not p.is_dir():
+        from ..generators.bundle import zoo_names
+
+        if str(source) in zoo_names():
+            raise BundleError(f"{source}: a shipped float generator; " + first.format(m=source))
         raise BundleError(f"{p}: not a model bundle directory")
     prec_file = p / "precision.json"
     if not prec_file.is_file():
-        raise BundleError(
-            f"{p}: no precision.json; the firmware needs a bundle quantized with the 'fixed_point' or "
-            "'qat_fixed_point' method (e.g. simcompress compress --recipe configs/compress/fixed-point-qat.yaml)"
-        )
+        raise BundleError(f"{p}: no precision.json (a float bundle); " + first.format(m=p))
     try:
         record = json.loads(prec_file.read_text())
     except json.JSONDecodeError as err:

@@ -60,3 +60,16 @@ def test_deconvolution_generator_is_refused_by_the_hls4ml_route(tmp_path: Path, 
     rc = main(["firmware", "--model", str(fp), "--config", str(_target(tmp_path)), "--out", str(tmp_path / "fw")])
     err = capsys.readouterr().err
     assert rc == 2 and "not supported" in err and not (tmp_path / "fw" / "firmware.json").exists()
+
+
+def test_float_bundle_or_zoo_name_says_which_recipe_to_run_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for model in ("ds1-photons-gan", str(tmp_path / "float")):
+        if model != "ds1-photons-gan":
+            from external_dcgan import make_dcgan
+            from simcompress.generators import save_generator
+            from simcompress.interop.external import wrap_generator
+
+            save_generator(wrap_generator(make_dcgan(), geometry="ds1-photons", latent_dim=16, model=f"{TOY}:DCGAN"), model)
+        rc = main(["firmware", "--model", model, "--config", str(_target(tmp_path)), "--out", str(tmp_path / "fw")])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"simcompress compress --model {model} --recipe configs/compress/fixed-point-qat.yaml" in err
