@@ -159,7 +159,12 @@ class DaskRunner:
 
     def warm(self, torch_threads: int, backend: str | None = None) -> None:
         """Import torch and the task code on the workers already connected (startup, not generation)."""
+        import time
+
+        t0 = time.perf_counter()
         self.client.run(warm_worker, torch_threads, backend)
+        if self.startup:
+            self.startup["warm_s"] = time.perf_counter() - t0
 
     def run(self, fn: Task, jobs: Sequence[Any], on_result: OnResult, retries: int = 2) -> None:
         import distributed
@@ -196,10 +201,15 @@ class DaskRunner:
             # worker processes that imported torch take a few seconds to exit; the nanny then kills
             # them and warns, which is harmless at the end of a run
             nanny.setLevel(logging.ERROR)
+        import time
+
+        t0 = time.perf_counter()
         try:
             self.client.close()
             for obj in reversed(self._owned):
                 obj.close()
+            if self.startup:
+                self.startup["close_s"] = time.perf_counter() - t0  # batch jobs: cancel, workers leave
         finally:
             nanny.setLevel(nanny_level)
             if self._quiet_level is not None:

@@ -305,19 +305,25 @@ class LocalSlurm:
         cmd = _cmdline(pid)
         return bool(cmd) and cmd.split()[0].endswith(name) and (str(self.root) in cmd)
 
-    def _descendants(self) -> list[int]:
-        """Processes left by our daemons: slurmstepd (marked environment) and job processes (our SLURM_CONF)."""
+    def _descendants(self, jobs_only: bool = False) -> list[int]:
+        """Processes of our daemons' making: job processes (our ``SLURM_CONF`` and a ``SLURM_JOB_ID``) and,
+        unless ``jobs_only``, the daemons' helpers (slurmstepd, slurmscriptd: the marked environment)."""
         found = []
         me = os.getpid()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) in (me, *self.pids.values()):
                 continue
             env = _environ(int(entry.name))
-            if env.get("SIMCOMPRESS_LOCALSLURM") == str(self.root) or (
+            if (not jobs_only and env.get("SIMCOMPRESS_LOCALSLURM") == str(self.root)) or (
                     env.get("SLURM_CONF") == str(self.conf) and "SLURM_JOB_ID" in env):
                 if _alive(int(entry.name)):
                     found.append(int(entry.name))
         return found
+
+    def _wait_descendants(self, timeout: float, jobs_only: bool = False) -> None:
+        deadline = time.monotonic() + timeout
+        while self._descendants(jobs_only) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def stop(self, timeout: float = 20) -> list[str]:
         """Cancel every job, stop the daemons this object started (by process id), kill leftover job processes.
@@ -335,6 +341,7 @@ class LocalSlurm:
                         time.sleep(0.25)
             except (LocalSlurmError, subprocess.TimeoutExpired) as err:
                 notes.append(f"could not cancel jobs: {err}")
+        self._wait_descendants(timeout, jobs_only=True)  # an ended job's processes may take a moment to exit
         for name in reversed(_DAEMONS):
             pid = self.pids.get(name)
             if not pid:
@@ -355,6 +362,7 @@ class LocalSlurm:
                 notes.append(f"{name} (pid {pid}) ignored SIGTERM for {timeout:.0f} s; killed")
             if proc is not None:
                 proc.wait(timeout=timeout)
+        self._wait_descendants(5)
         for pid in self._descendants():
             try:
                 os.kill(pid, signal.SIGKILL)

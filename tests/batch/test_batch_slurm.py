@@ -21,7 +21,7 @@ import yaml
 
 import batch_standin
 from conftest import slurm_or_skip
-from simcompress.batch import MANIFEST_NAME, run_generation
+from simcompress.batch import MANIFEST_NAME, generate_to_file, run_generation, shard_seed
 from simcompress.batch.executors import BatchError
 from simcompress.batch.localslurm import LocalSlurm, _alive, unavailable_reason
 from simcompress.batch.worker import PARTIAL_DIR
@@ -29,8 +29,8 @@ from simcompress.cli import main
 
 HERE = Path(__file__).resolve().parent
 SPEC = batch_standin.SPEC
-# stand-in runs: 10 shards of 500 showers, 2 chunks each
-N, SHARD, CHUNK = 5000, 500, 250
+# stand-in runs: 8 shards of 500 showers, 2 chunks each
+N, SHARD, CHUNK = 4000, 500, 250
 N_SHARDS = N // SHARD
 
 
@@ -116,26 +116,27 @@ def test_local_slurm_stops_exactly_what_it_started(tmp_path_factory: pytest.Temp
 # ---------------------------------------------------------------------------------------------
 # generation through `--cluster`
 # ---------------------------------------------------------------------------------------------
-GAN_ARGS = ["--model", "ds1-photons-gan", "--events", "20000", "--shard-size", "5000", "--seed", "11",
+GAN_ARGS = ["--model", "ds1-photons-gan", "--events", "8000", "--shard-size", "2000", "--seed", "11",
             "--no-progress", "--json"]
 
 
 @pytest.fixture(scope="module")
 def gan_runs(slurm: LocalSlurm, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The shipped GAN, 4 shards of 5,000: once through `generate --cluster` (2 Slurm jobs), once locally."""
+    """The shipped GAN, 4 shards of 2,000: once through `generate --cluster` (2 Slurm jobs), once with the
+    local executor (process pool)."""
     tmp = tmp_path_factory.mktemp("gan")
     site = _site(tmp / "site.yaml")
     before = slurm.jobs_submitted()
     assert main(["generate", *GAN_ARGS, "--cluster", str(site), "--out", str(tmp / "slurm")]) == 0
     assert slurm.jobs_submitted() - before == 2
     assert _no_jobs_left(slurm) == []  # the jobs are cancelled when the run ends
-    run_generation("ds1-photons-gan", 20000, 5000, tmp / "local", 11, executor="local", n_workers=2)
+    run_generation("ds1-photons-gan", 8000, 2000, tmp / "local", 11, executor="local", n_workers=1)
     return {"slurm": tmp / "slurm", "local": tmp / "local", "site": site}
 
 
 @pytest.mark.timeout(120)
 def test_cluster_run_is_identical_to_the_local_executor(gan_runs: dict[str, Path]) -> None:
-    _assert_exact(gan_runs["slurm"], 4, 20000)
+    _assert_exact(gan_runs["slurm"], 4, 8000)
     assert _checksums(gan_runs["slurm"]) == _checksums(gan_runs["local"])
     m = _manifest(gan_runs["slurm"])
     assert m["history"][-1]["executor"] == "dask-jobqueue slurm, 2 job(s) x 1 worker(s)"
@@ -157,15 +158,17 @@ def test_second_run_finds_everything_done_and_submits_no_job(gan_runs: dict[str,
 
 @pytest.fixture(scope="module")
 def standin_reference(standin_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
-    out = tmp_path_factory.mktemp("standin-ref") / "run"
-    run_generation(standin_bundle, N, SHARD, out, 5, executor="local", n_workers=1, chunk_size=CHUNK, backend=SPEC)
-    return _checksums(out)
+    """Each stand-in shard generated in this process from its documented seed, ``shard_seed(root, i)``."""
+    tmp = tmp_path_factory.mktemp("standin-ref")
+    return {f"{i:05d}": (SHARD, str(generate_to_file(standin_bundle, SHARD, tmp / f"{i}.root", shard_seed(5, i),
+                                                     chunk_size=CHUNK, backend=SPEC).sha256))
+            for i in range(N_SHARDS)}
 
 
 @pytest.mark.timeout(120)
 def test_scancel_of_one_job_mid_run_loses_and_duplicates_nothing(
         slurm: LocalSlurm, standin_bundle: Path, standin_reference: dict, tmp_path: Path) -> None:
-    site = _site(tmp_path / "site.yaml", prologue=[f"export {batch_standin.SLEEP_ENV}=0.6"])
+    site = _site(tmp_path / "site.yaml", prologue=[f"export {batch_standin.SLEEP_ENV}=0.4"])
     out = tmp_path / "run"
     seen: dict[str, object] = {}
 
@@ -223,7 +226,7 @@ def test_job_that_cannot_start_is_a_one_line_error(over: dict, slurm_says: str, 
 @pytest.mark.timeout(200)
 def test_walltime_shorter_than_the_run_then_resume_finishes(
         slurm: LocalSlurm, standin_bundle: Path, standin_reference: dict, tmp_path: Path) -> None:
-    """One job with a 1-minute walltime (Slurm's smallest) and 15 s shards: the job is killed at the
+    """One job with a 1-minute walltime (Slurm's smallest) and 8 shards of 15 s: the job is killed at the
     walltime (Slurm checks limits every 30 s, so after 60-90 s), the run stops with a one-line error,
     and the same command, once the shards are fast again, finishes only the remaining shards."""
     flag = tmp_path / "slow"
