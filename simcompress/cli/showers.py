@@ -113,6 +113,14 @@ def simulate_command(
     console.print(f"wrote {events} showers ({geometry}, energies {energies}, seed {seed}) to {path}", highlight=False)
 
 
+def _layer_shapes(geometry: Any) -> str:
+    """``"3x96 12x12 12x6"``, or ``"25 x 25x25"`` when all layers match; empty for cylinders."""
+    if geometry.kind != "cartesian":
+        return ""
+    shapes = [f"{a}x{b}" for a, b in (layer.shape for layer in geometry.layers)]
+    return f"{len(shapes)} x {shapes[0]}" if len(set(shapes)) == 1 and len(shapes) > 2 else " ".join(shapes)
+
+
 def describe_file(path: str, geometry: str | None = None, options: Any = None) -> dict[str, Any]:
     """Summary of a shower file (or folder/glob): geometry, events, energy range, layout, provenance."""
     from ..showers.io import open_showers
@@ -129,6 +137,8 @@ def describe_file(path: str, geometry: str | None = None, options: Any = None) -
         "geometry": r.geometry.name,
         "geometry_fingerprint": r.geometry.fingerprint,
         "n_layers": r.geometry.n_layers,
+        "geometry_kind": r.geometry.kind,
+        "layer_shapes": _layer_shapes(r.geometry),
         "n_voxels": r.geometry.n_voxels,
         "n_events": r.n_events,
         "incident_energy_mev": {"min": float(e.min()), "max": float(e.max()), "mean": float(e.mean())},
@@ -216,7 +226,8 @@ def info_command(
             f"[bold]{s['path']}[/bold]" + (f" ({len(s['files'])} files)" if len(s["files"]) > 1 else ""),
             f"  format      {s['format']} ({s['layout']})",
             "  read from   " + ", ".join(f"{k} {v}" for k, v in s["source"].items()),
-            f"  geometry    {s['geometry']}: {s['n_layers']} layers, {s['n_voxels']} voxels (fingerprint {s['geometry_fingerprint']})",
+            f"  geometry    {s['geometry']}: {s['n_layers']} layers, {s['n_voxels']} voxels (fingerprint {s['geometry_fingerprint']})"
+            + (f", Cartesian {s['layer_shapes']}" if s.get("layer_shapes") else ""),
             f"  events      {s['n_events']}",
             f"  E_inc       {e['min']:.6g} .. {e['max']:.6g} MeV (mean {e['mean']:.6g}, {s['n_distinct_energies']} distinct)",
         ]

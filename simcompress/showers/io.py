@@ -530,11 +530,6 @@ class _FileInfo:
     #: trailing per-event values dropped as overflow (CaloGAN: one per layer)
     overflow: int = 0
 
-    @property
-    def native(self) -> bool:
-        """Our own layout in MeV (fast paths, content hash applies)."""
-        return self.options.is_default and self.layout in ("dense", "sparse") and self.energy == "incident_energy"
-
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"energy": self.energy, "energy_unit": self.options.energy_unit}
         if self.format == "root":
