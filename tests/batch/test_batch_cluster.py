@@ -73,3 +73,41 @@ def test_threads_per_task_never_multiply() -> None:
     cfg = ClusterConfig(kind="slurm", cores=8, processes=2)
     assert cfg.threads_per_worker == 4 and cfg.task_torch_threads == 1
     assert ClusterConfig(kind="slurm", cores=8, processes=2, torch_threads=4).task_torch_threads == 4
+
+
+def test_local_slurm_site_file_targets_the_debug_partition_and_the_venv() -> None:
+    cfg = load_cluster_config(CONFIGS / "slurm-local.yaml")
+    assert cfg.source == str(CONFIGS / "slurm-local.yaml") and cfg.start_timeout == 300
+    lines = job_script(cfg).splitlines()
+    assert "#SBATCH -p debug" in lines and "#SBATCH --cpus-per-task=1" in lines and "#SBATCH --mem=2G" in lines
+    assert any(line.startswith(".venv/bin/python -m distributed.cli.dask_worker ") for line in lines)
+
+
+def test_submission_refusal_keeps_the_batch_systems_words() -> None:
+    from simcompress.batch.jobs import _submission_message
+
+    err = RuntimeError("Command exited with non-zero exit code.\nExit code: 1\nCommand:\nsbatch /tmp/x.sh\nstdout:\n\n"
+                       "stderr:\nsbatch: error: invalid partition specified: nope\n"
+                       "sbatch: error: Batch job submission failed: Invalid partition name specified\n")
+    assert _submission_message(err) == ("sbatch: error: invalid partition specified: nope; "
+                                        "sbatch: error: Batch job submission failed: Invalid partition name specified")
+
+
+def test_no_worker_within_start_timeout_is_an_error_on_any_batch_system() -> None:
+    """Without job states to read (HTCondor here), only start_timeout ends the wait, with a one-line error."""
+    import time
+    from types import SimpleNamespace
+
+    from simcompress.batch.executors import BatchError
+    from simcompress.batch.jobs import JobWatch
+
+    cfg = ClusterConfig(kind="htcondor", disk="1GB", start_timeout=1)
+    watch = JobWatch(SimpleNamespace(workers={"0": SimpleNamespace(job_id="17")}), cfg, poll_s=0.1)
+    watch.check(0, "start")  # the first call starts the clock
+    watch.check(1, "run")  # a worker resets it
+    watch.check(0, "run")
+    time.sleep(1.1)
+    with pytest.raises(BatchError, match=r"no Dask worker reconnected after the workers left within start_timeout=1 s"
+                                         r"; 2 of 5 shards; raise start_timeout") as err:
+        watch.check(0, "run", "2 of 5 shards")
+    assert "\n" not in str(err.value) and str(err.value).startswith("cluster config (htcondor): ")
