@@ -54,11 +54,17 @@ def test_grid_25_and_fingerprints() -> None:
     g = Geometry.from_name("grid-25")
     assert g.n_voxels == 15625 and g.n_layers == 25 and g.layers[24].depth_x0 == (24.0, 25.0)
     assert g.voxel_x[12] == 0.0 and g.voxel_y[12 * 25] == 0.0  # odd count: a cell centred on the axis
+    e = Geometry.from_name("ecal-30")
+    assert e.n_voxels == 900 and e.n_layers == 1 and e.layers[0].shape == (30, 30)
+    s = simulate(e, 40, energies="fixed:20000", seed=3, progress=False)
+    assert 0.97 < float((s.total_energy / s.incident_energy).mean()) <= 1.0
+    img = e.layer_view(s.showers, 0).sum(axis=0)
+    assert img[14:16, 14:16].sum() > 0.5 * img.sum()  # the axis is the corner of the four central cells
     ds1 = Geometry.from_name("ds1-photons")
     # cylindrical fingerprints are what they were before Cartesian layers existed (files stay compatible)
     old = [{"id": l.id, "r_edges_mm": list(l.r_edges_mm), "n_alpha": l.n_alpha} for l in ds1.layers]
     assert ds1.fingerprint == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
-    assert len({g.fingerprint, ds1.fingerprint, Geometry.from_name("calogan").fingerprint}) == 3
+    assert len({g.fingerprint, ds1.fingerprint, e.fingerprint, Geometry.from_name("calogan").fingerprint}) == 4
 
 
 def test_grid_description_errors() -> None:
