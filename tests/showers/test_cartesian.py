@@ -57,7 +57,7 @@ def test_grid_25_and_fingerprints() -> None:
     e = Geometry.from_name("ecal-30")
     assert e.n_voxels == 900 and e.n_layers == 1 and e.layers[0].shape == (30, 30)
     s = simulate(e, 40, energies="fixed:20000", seed=3, progress=False)
-    assert 0.97 < float((s.total_energy / s.incident_energy).mean()) <= 1.0
+    assert 0.97 < float((s.total_energy / s.incident_energy).mean()) < 1.03  # sampling fluctuations around full containment
     img = e.layer_view(s.showers, 0).sum(axis=0)
     assert img[14:16, 14:16].sum() > 0.5 * img.sum()  # the axis is the corner of the four central cells
     ds1 = Geometry.from_name("ds1-photons")
