@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -134,3 +135,34 @@ def test_cli_compress_reports_and_records_the_execution_form(tmp_path: Path, gan
     assert rep["deployable_form"][0].startswith(f"execution form {d['form']!r}")
     assert json.loads((out / "config.json").read_text())["compression"]["deploy"]["form"] == d["form"]
     assert "execution form" in (out / "report.md").read_text()
+
+
+
+def test_generate_runs_the_recorded_int8_form(tmp_path: Path, gan, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """simcompress generate loads a bundle whose recorded form is torch-int8 in that form."""
+    import uproot
+
+    import simcompress.compress.bundle as bundle
+    from simcompress.cli import main
+
+    q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
+    ch = choose_form(q, batch=64, min_time=0.005, repeats=1, forms=("baked", "torch-int8"))
+    ch.form = "torch-int8"
+    out = save_compressed(q, gan.config_dict(), [], None, tmp_path / "b", deploy=ch.to_dict())
+    loaded: list[object] = []
+    real = bundle.load_compressed
+
+    def spy(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        m = real(*a, **kw)
+        loaded.append(m)
+        return m
+
+    monkeypatch.setattr(bundle, "load_compressed", spy)
+    one = tmp_path / "one.root"
+    assert main(["generate", "--model", str(out), "--events", "300", "--energies", "log-uniform:1e3,1e5", "--seed", "3",
+                 "--no-progress", "--out", str(one)]) == 0
+    assert loaded and all(is_deployed(m) for m in loaded)
+    assert any(isinstance(x, Int8Linear) for m in loaded for x in m.modules())
+    with uproot.open(one) as f:
+        a = f["showers"]["voxels"].array(library="np")
+    assert a.shape == (300, 368) and np.isfinite(a).all() and (a.sum(1) > 0).all()
