@@ -23,7 +23,7 @@ import batch_standin
 from conftest import slurm_or_skip
 from simcompress.batch import MANIFEST_NAME, generate_to_file, run_generation, shard_seed
 from simcompress.batch.executors import BatchError
-from simcompress.batch.localslurm import LocalSlurm, _alive, unavailable_reason
+from simcompress.batch.localslurm import LocalSlurm, _alive, _environ, unavailable_reason
 from simcompress.batch.worker import PARTIAL_DIR
 from simcompress.cli import main
 
@@ -172,17 +172,24 @@ def test_scancel_of_one_job_mid_run_loses_and_duplicates_nothing(
     out = tmp_path / "run"
     seen: dict[str, object] = {}
 
+    loads = standin_bundle / "loads.log"  # the stand-in backend logs the pid of every model load
+
+    def busy_jobs() -> set[str]:
+        """Slurm jobs whose Dask worker has loaded the model (is running shard tasks)."""
+        pids = {int(x) for x in loads.read_text().split()} if loads.exists() else set()
+        return {j for pid in pids if _alive(pid) and (j := _environ(pid).get("SLURM_JOB_ID"))} & set(slurm.job_ids())
+
     def cancel_one() -> None:
-        """Once both jobs run and two shards are final, scancel one of the jobs."""
+        """Once both jobs' workers are generating and two shards are final, scancel one of the jobs."""
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            running = [i for i in slurm.job_ids() if slurm.job_info(i).get("JobState") == "RUNNING"]
+            busy = sorted(busy_jobs())
             done = len(list(out.glob("shard_*.root"))) if out.is_dir() else 0
-            if len(running) == 2 and done >= 2:
-                seen.update(job=running[0], done_at_cancel=done)
-                slurm.run("scancel", running[0])
+            if len(busy) == 2 and done >= 2:
+                seen.update(job=busy[0], done_at_cancel=done)
+                slurm.run("scancel", busy[0])
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     watcher = threading.Thread(target=cancel_one, daemon=True)
     watcher.start()
