@@ -10,8 +10,10 @@ in one process, one after the other:
   throw-away single-node Slurm (:mod:`simcompress.batch.localslurm`) started for the benchmark.
 
 For each: ``showers_per_s`` (generation phase: workers connected, model loads, generation, ZSTD
-ROOT writing), ``wall_s`` (the whole ``run_generation`` call) and ``end_to_end_showers_per_s``, and
-``overhead_s`` (everything outside the generation phase). For Slurm also ``submit_s`` (``sbatch``
+ROOT writing), ``wall_s`` (the whole ``run_generation`` call) and ``end_to_end_showers_per_s``,
+``overhead_s`` (everything outside the generation phase), and the load-independent
+``showers_per_cpu_s`` (showers per CPU second of the workers) with ``cpu_share_per_worker`` (CPU
+seconds the workers got per wall second: below 1 on a machine that other jobs load). For Slurm also ``submit_s`` (``sbatch``
 of both jobs) and ``first_worker_s`` (submission until the first Dask worker in a job connected:
 Slurm scheduling, job start, Python and Dask start-up in the job), ``warm_s`` (importing torch
 and the task code on the connected workers) and ``close_s`` (closing the client, cancelling the
@@ -46,6 +48,9 @@ def _row(summary: object, wall: float) -> dict[str, object]:
         "seconds": s.seconds, "showers_per_s": s.showers_per_second,  # type: ignore[attr-defined]
         "overhead_s": s.overhead_seconds, "wall_s": wall,  # type: ignore[attr-defined]
         "end_to_end_showers_per_s": s.generated_events / wall,  # type: ignore[attr-defined]
+        # load-independent: showers per CPU second the workers spent, and the CPU share they got
+        "showers_per_cpu_s": s.generated_events / sum(s.shard_cpu_seconds),  # type: ignore[attr-defined]
+        "cpu_share_per_worker": sum(s.shard_cpu_seconds) / s.seconds / s.n_workers,  # type: ignore[attr-defined]
     }
     if s.startup:  # type: ignore[attr-defined]
         row["submit_s"] = s.startup["submit_s"]  # type: ignore[attr-defined]
@@ -100,6 +105,7 @@ def run(quick: bool = True) -> dict[str, object]:
     loc, sl = out["local_2_workers"], out["slurm_2_jobs"]
     out["slurm_over_local"] = {
         "generation_phase": sl["showers_per_s"] / loc["showers_per_s"],  # type: ignore[index]
+        "per_cpu_second": sl["showers_per_cpu_s"] / loc["showers_per_cpu_s"],  # type: ignore[index]
         "end_to_end": sl["end_to_end_showers_per_s"] / loc["end_to_end_showers_per_s"],  # type: ignore[index]
         "extra_overhead_s": sl["overhead_s"] - loc["overhead_s"],  # type: ignore[index]
     }
