@@ -177,8 +177,8 @@ class GateSpec(StrictModel):
     binning: Literal["quantile", "calochallenge"] = "quantile"
     n_bins: int = Field(50, ge=2)
     per_energy_bin: bool = False
-    #: per-bin thresholds are multiplied by this: there are n_bins times more checks (look-elsewhere)
-    #: and each rests on a floor from few events.
+    #: ``false_alarm.method: per-check`` only: per-bin thresholds are multiplied by this (look-elsewhere).
+    #: With the default max-statistic the per-bin checks are part of the calibrated family instead.
     per_bin_scale: float = Field(1.5, ge=1.0)
     min_bin_events: int = Field(50, ge=2)
     energy_mismatch: Literal["warn", "error"] = "warn"
