@@ -78,6 +78,22 @@ def submit_jobs(jq: Any, cfg: ClusterConfig) -> list[str]:
     return [str(j.job_id) for j in jq.workers.values() if getattr(j, "job_id", None)]
 
 
+def _expand_filename(pattern: str, job_id: str, info: dict[str, str]) -> str:
+    """Slurm's ``%j``-style placeholders in an output file name (``scontrol`` shows them unexpanded)."""
+    values = {"j": job_id, "J": job_id, "A": info.get("ArrayJobId", job_id), "a": info.get("ArrayTaskId", ""),
+              "x": info.get("JobName", ""), "u": info.get("UserId", "").split("(")[0], "N": info.get("BatchHost", ""),
+              "%": "%"}
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "%" and i + 1 < len(pattern) and pattern[i + 1] in values:
+            out.append(values[pattern[i + 1]])
+            i += 2
+        else:
+            out.append(pattern[i])
+            i += 1
+    return "".join(out)
+
+
 class JobWatch:
     """Decides, while no worker is connected, whether waiting can still help."""
 
@@ -125,7 +141,7 @@ class JobWatch:
         info = dict(f.split("=", 1) for f in out.split() if "=" in f)
         bits = [f"exit {info['ExitCode']}"] if info.get("ExitCode", "0:0") != "0:0" else []
         for key in ("StdErr", "StdOut"):
-            path = Path(info.get(key, ""))
+            path = Path(_expand_filename(info.get(key, ""), job_id, info))
             if path.is_file():
                 lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
                 if lines:

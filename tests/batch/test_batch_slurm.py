@@ -210,7 +210,8 @@ def test_scancel_of_one_job_mid_run_loses_and_duplicates_nothing(
     ({"queue": "nope"}, "Invalid partition name specified"),
     ({"memory": "1000GB"}, "Memory specification can not be satisfied"),
     ({"cores": 64}, "PartitionConfig"),
-], ids=["no-such-partition", "too-much-memory", "too-many-cores"])
+    ({"python": "/nonexistent/bin/python"}, "/nonexistent/bin/python: No such file or directory"),
+], ids=["no-such-partition", "too-much-memory", "too-many-cores", "no-python-on-the-node"])
 def test_job_that_cannot_start_is_a_one_line_error(over: dict, slurm_says: str, slurm: LocalSlurm,
                                                    standin_bundle: Path, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
