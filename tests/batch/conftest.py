@@ -57,9 +57,9 @@ def slurm_or_skip() -> None:
         pytest.fail(f"{unavailable_reason()}; `make test` installs them as root (mk/slurm.mk)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def slurm() -> Iterator[object]:
-    """A single-node Slurm (partition ``debug``) in a temporary folder, ``SLURM_CONF`` set for the session.
+    """A single-node Slurm (partition ``debug``) in a temporary folder, ``SLURM_CONF`` set for the module.
 
     At the end it cancels the jobs, stops exactly the three daemons it started (by process id)
     and checks that no process of theirs is left before removing the folder.
