@@ -130,6 +130,12 @@ def test_the_rate_is_stated_in_metrics_json_report_and_model_gate(reference, ind
     assert fa["sentence"].startswith("Family-wise false-alarm rate 1.0 % per candidate by construction (70 feature checks")
     assert "held-out same-physics half-splits" in fa["sentence"]
     assert set(fa["rate_other"]) == {"fpd", "kpd", "classifier:high"} and sum(fa["rate_other"].values()) <= 0.001
+    from simcompress.validation.gate import _n_candidate
+
+    c = res.candidates["independent"]
+    assert _n_candidate(c.features["E_ratio"]) == len(independent)  # the candidate size the thresholds rescale to
+    b0 = res.reference.bins[0]
+    assert _n_candidate(c.per_energy_bin[b0.label]["E_ratio"]) == int(b0.mask(independent.incident_energy).sum())
     per = validate(res.reference, {"independent": independent}, _per_check(fast_spec), progress=False, html=False)
     assert "not controlled" in json.loads(per.to_json())["false_alarm"]["sentence"]
     from simcompress.validation.gate import make_model_gate
