@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -111,6 +112,7 @@ def test_local_slurm_stops_exactly_what_it_started(tmp_path_factory: pytest.Temp
     # the second session's state lives in its folder only
     assert (root / "slurm.conf").is_file() and (root / "log" / "slurmctld.log").is_file()
     assert json.loads((root / "localslurm.json").read_text())["pids"] == {}
+    shutil.rmtree(root)
 
 
 # ---------------------------------------------------------------------------------------------
