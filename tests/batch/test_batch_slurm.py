@@ -210,8 +210,8 @@ def test_scancel_of_one_job_mid_run_loses_and_duplicates_nothing(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("over", "slurm_says"), [
     ({"queue": "nope"}, "Invalid partition name specified"),
-    ({"memory": "1000GB"}, "Memory specification can not be satisfied"),
-    ({"cores": 64}, "PartitionConfig"),
+    ({"memory": "100000GB"}, "Memory specification can not be satisfied"),
+    ({"cores": (os.cpu_count() or 1) + 1}, "PartitionConfig"),  # the node has os.cpu_count() CPUs
     ({"python": "/nonexistent/bin/python"}, "/nonexistent/bin/python: No such file or directory"),
 ], ids=["no-such-partition", "too-much-memory", "too-many-cores", "no-python-on-the-node"])
 def test_job_that_cannot_start_is_a_one_line_error(over: dict, slurm_says: str, slurm: LocalSlurm,
