@@ -174,22 +174,22 @@ def test_chain_on_calogan(tmp_path, capsys) -> None:
     from simcompress.generators.gan import GANGenerator
 
     ref = tmp_path / "ref.root"
-    assert main(["simulate", "-g", "calogan", "-n", "1500", "--seed", "1", "-e", "log-uniform:1e3,1e5",
+    assert main(["simulate", "-g", "calogan", "-n", "800", "--seed", "1", "-e", "log-uniform:1e3,1e5",
                  "-o", str(ref), "--no-progress"]) == 0
     torch.manual_seed(0)
     gen = GANGenerator(Geometry.from_name("calogan"), latent_dim=8, energy_range_mev=(1e3, 1e5), hidden=[32, 32],
                        critic_hidden=[32])
     save_generator(gen, tmp_path / "tiny-gan", card={"note": "untrained"})
     out = tmp_path / "gen.root"
-    assert main(["generate", "--model", str(tmp_path / "tiny-gan"), "--events", "1000", "--energies", f"file:{ref}",
+    assert main(["generate", "--model", str(tmp_path / "tiny-gan"), "--events", "600", "--energies", f"file:{ref}",
                  "--seed", "3", "--out", str(out)]) == 0
     g = open_showers(out)
-    assert g.geometry.name == "calogan" and g.n_events == 1000
+    assert g.geometry.name == "calogan" and g.n_events == 600
     rc = main(["validate", "--reference", str(ref), "--candidate", f"tiny={out}", "--gate", "loose", "-q",
                "--no-html", "-o", str(tmp_path / "rep")])
     assert rc == 1  # an untrained generator must fail the gate
     m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
-    assert m["candidates"]["tiny"]["n_events"] == 1000
+    assert m["candidates"]["tiny"]["n_events"] == 600
     text = json.dumps(m)
     assert "EC_x_0" in text and "width_y_2" in text and "sparsity_1" in text
     capsys.readouterr()
