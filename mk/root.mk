@@ -16,3 +16,9 @@ test-root: install root-env
 	$(PY) -m pytest -q tests/showers/test_root_crosscheck.py
 
 TEST_DEPS += root-env
+
+# `make clean` removes the ROOT venv too
+.PHONY: clean-root
+clean-root:
+	rm -rf $(ROOTVENV)
+clean: clean-root
