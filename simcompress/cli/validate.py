@@ -12,13 +12,16 @@ from .showers import ENERGY_BRANCH_OPT, ENERGY_UNIT_OPT, TREE_OPT, VOXEL_UNIT_OP
 
 
 def _parse_candidate(spec: str, index: int) -> tuple[str, str]:
-    """``name=path`` or ``path`` (name from the file stem)."""
+    """``name=path`` or ``path`` (name from the file stem); a path may carry ``;key=value`` read options."""
+    from ..showers.layout import split_source
+
     if "=" in spec and not Path(spec).exists():
         name, _, path = spec.partition("=")
-        if not name or not path:
-            raise ConfigError(f"--candidate {spec!r}: expected PATH or NAME=PATH")
-        return name, path
-    stem = Path(spec.rstrip("/")).stem or f"candidate{index}"
+        if ";" not in name:  # 'x.root;voxels=cells' is a path with options, not NAME=PATH
+            if not name or not path:
+                raise ConfigError(f"--candidate {spec!r}: expected PATH or NAME=PATH")
+            return name, path
+    stem = Path(split_source(spec)[0].rstrip("/")).stem or f"candidate{index}"
     return stem, spec
 
 
