@@ -336,7 +336,11 @@ def plot_layers_command(
     opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
     readers: dict[str, Any] = {}
     for f in files:
-        name, path = (f.split("=", 1) if "=" in f and not Path(f).exists() else (Path(f).stem, f))
+        from ..showers.layout import split_source
+
+        head = f.split("=", 1)[0]
+        name, path = (f.split("=", 1) if "=" in f and ";" not in head and not Path(f).exists()
+                      else (Path(split_source(f)[0]).stem, f))
         readers[name] = open_showers(path, geometry=geometry, options=opts)
     geo = next(iter(readers.values())).geometry
     for name, r in readers.items():

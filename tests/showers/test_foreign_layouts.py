@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import awkward as ak
 import h5py
 import numpy as np
@@ -120,3 +122,22 @@ def test_read_options_attached_to_a_path(tmp_path, small) -> None:
     assert e.min() >= small.incident_energy.min() * 0.999
     with pytest.raises(ConfigError, match=r"'tre=events' is not a read option; expected PATH;key=value;\.\.\. with keys tree, energy_branch"):
         open_showers(f"{p};tre=events")
+
+
+def test_cli_paths_with_read_options(tmp_path, small, capsys) -> None:
+    """``validate`` / ``plot-layers`` / ``info`` take ``PATH;key=value`` (with or without NAME=)."""
+    from simcompress.cli import main
+    from simcompress.cli.validate import _parse_candidate
+    from simcompress.showers.io import write_showers
+
+    p = tmp_path / "user.root"
+    with uproot.recreate(p) as f:
+        f.mktree("events", {"ebeam": np.float32, "hits": ("float32", (368,))}).extend(
+            {"ebeam": small.incident_energy / np.float32(1000), "hits": small.showers})
+    spec = f"{p};energy_branch=ebeam;voxels=hits;energy_unit=GeV"
+    assert _parse_candidate(spec, 0) == ("user", spec)
+    assert _parse_candidate(f"mine={spec}", 0) == ("mine", spec)
+    assert main(["info", "--json", spec]) == 0
+    assert json.loads(capsys.readouterr().out)["source"]["energy"] == "ebeam"
+    assert main(["plot-layers", spec, f"ours={write_showers(tmp_path / 'o.root', small)}", "-o", str(tmp_path / "i.png")]) == 0
+    assert (tmp_path / "i.png").exists()
