@@ -7,6 +7,11 @@
   codec (ZSTD(1)) and basket size, in the same run: ``ratio = ours / raw`` (events/s).
   "ours" includes the value checks (NaN/negative), the content hash and the provenance;
   raw uproot does none of that.
+* Files from other tools: CaloGAN's Geant4 layout (``fancy_tree``, 507 ``double`` cell branches,
+  ``TotalEnergy`` in GeV) and an ``RVec<float>``-style jagged ``voxels`` branch, read with
+  :func:`open_showers` (geometry inferred, overflow dropped, units converted, float32) against
+  raw ``uproot.iterate`` of the same branches stacked into one array, in the same run.
+* GFlash in the Cartesian geometries (calogan, grid-25).
 
 Usage: ``python bench/bench_showers.py [--quick]`` (prints JSON) or ``python -m bench --only showers``.
 """
@@ -110,6 +115,43 @@ def _io_rates(showers, layout: str, repeat: int) -> dict[str, object]:
     }
 
 
+def _foreign_rates(showers, repeat: int) -> dict[str, object]:
+    """Reading files written by other tools: ours (open_showers) vs raw uproot on the same branches."""
+    import awkward as ak
+    import uproot
+
+    from simcompress.showers import io
+
+    n = len(showers)
+    cells = np.concatenate([showers.showers, np.zeros((n, 3), np.float32)], axis=1).astype(np.float64)
+    names = [f"cell_{i}" for i in range(cells.shape[1])]
+    out: dict[str, object] = {"events": n}
+    with tempfile.TemporaryDirectory() as d:
+        flat, jag = Path(d) / "fancy.root", Path(d) / "jagged.root"
+        with uproot.recreate(flat, compression=uproot.ZSTD(1)) as f:
+            t = f.mktree("fancy_tree", {"TotalEnergy": np.float64, **{k: np.float64 for k in names}})
+            t.extend({"TotalEnergy": showers.incident_energy / 1000.0, **{k: cells[:, i] for i, k in enumerate(names)}})
+        with uproot.recreate(jag, compression=uproot.ZSTD(1)) as f:
+            t = f.mktree("showers", {"incident_energy": np.float32, "voxels": "var * float32"})
+            t.extend({"incident_energy": showers.incident_energy, "voxels": ak.Array(list(showers.showers))})
+
+        def raw_flat() -> None:
+            for b in uproot.iterate(f"{flat}:fancy_tree", ["TotalEnergy", *names], step_size=100_000, library="np"):
+                np.column_stack([b[k] for k in names]).astype(np.float32)
+
+        def raw_jag() -> None:
+            for b in uproot.iterate(f"{jag}:showers", ["incident_energy", "voxels"], step_size=100_000, library="ak"):
+                ak.to_numpy(ak.flatten(b["voxels"])).reshape(len(b), -1)
+
+        for key, path, raw, kw in (("calogan_flat_cells", flat, raw_flat, {"energy_unit": "GeV"}),
+                                   ("jagged_vector", jag, raw_jag, {})):
+            t_ours = _best_of(lambda: sum(len(c) for c in io.open_showers(path, **kw).iterate(step_size=100_000)), repeat)
+            t_raw = _best_of(raw, repeat)
+            out[key] = {"read_ev_per_s_ours": n / t_ours, "read_ev_per_s_raw_uproot": n / t_raw,
+                        "read_ratio_ours_over_raw": t_raw / t_ours}
+    return out
+
+
 def run(quick: bool = True) -> dict[str, object]:
     """Return the benchmark numbers (``quick``: smaller samples, fewer repeats)."""
     from simcompress.showers.reference import simulate
@@ -126,6 +168,12 @@ def run(quick: bool = True) -> dict[str, object]:
     del ds1
     ds2 = simulate("ds2", n2, energies="log-uniform:1e3,1e6", seed=3, progress=False)
     out["root_ds2_sparse"] = _io_rates(ds2, "sparse", repeat)
+    del ds2
+    n3 = 2_000 if quick else 10_000
+    out["simulate_calogan"] = _sim_rate("calogan", n3, "log-uniform:1e3,1e5", repeat)
+    out["simulate_grid_25"] = _sim_rate("grid-25", n3 // 10, "log-uniform:1e3,1e5", repeat)
+    cg = simulate("calogan", 10_000 if quick else 50_000, energies="log-uniform:1e3,1e5", seed=4, progress=False)
+    out["foreign_calogan"] = _foreign_rates(cg, repeat)
     return out
 
 
