@@ -44,6 +44,10 @@ def validate(
     max_figures: int | None = typer.Option(None, "--max-figures", help="Cap on per-feature figures (default 80; the rest in tables)."),
     step_size: int = typer.Option(100_000, "--step-size", help="Events per streamed chunk."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Folder (or .npz file) of the cached reference (default: $SIMCOMPRESS_CACHE_DIR or ~/.cache/simcompress/validation)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cached reference."),
     tree: str | None = TREE_OPT,
     energy_branch: str | None = ENERGY_BRANCH_OPT,
     voxels: str | None = VOXELS_OPT,
@@ -105,7 +109,7 @@ def validate(
         warnings.simplefilter("ignore", EnergyMismatchWarning)
         result = run_validate(
             ref_src, cands_src, spec, None, threshold_mev=threshold_mev, per_energy_bin=per_energy_bin,
-            step_size=step_size, progress=not quiet,
+            step_size=step_size, progress=not quiet, cache=False if no_cache else (cache_dir or "auto"),
         )
     for c in result.candidates.values():
         for w in c.warnings:

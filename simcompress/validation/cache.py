@@ -3,7 +3,8 @@
 Everything validation derives from the reference alone (per-event features and streaming
 summaries, the voxel subsample of the low-level classifier, the classifier's high-level inputs,
 energy bins, the reference-versus-reference noise floor inclusive and per energy bin, the FPD/KPD
-and classifier floors, and the gate's false-alarm calibrations once computed) is written once to a small ``.npz`` file (numpy arrays plus one JSON
+and classifier floors, the reference side of FPD/KPD (its resampled batch means, covariances and
+kernel sums) and the gate's false-alarm calibrations once computed) is written once to a small ``.npz`` file (numpy arrays plus one JSON
 header; no pickles) and reused by every later ``validate``, compression gate, sweep or batch
 validation against the same reference.
 
@@ -11,7 +12,8 @@ The **key** is the reference's content (SHA-256 of its files' bytes, or of the d
 an in-memory :class:`~simcompress.showers.data.ShowerSet`), the reader options, the geometry,
 the voxel threshold and every gate setting except its name and description. The file name is
 derived from the key, and the header repeats the key, the cache format and the simcompress
-version: a file whose key, format or version differs, or that cannot be read completely
+version (with a digest of the validation code, so another development tree counts as another
+version): a file whose key, format or version differs, or that cannot be read completely
 (truncated, corrupt), is never used. It is recomputed with a one-line notice and overwritten.
 
 Location: ``$SIMCOMPRESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/simcompress/validation``, else
@@ -49,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: bumped whenever what is stored, or how it is computed, changes
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _MAGIC = "simcompress-reference-cache"
 _BLOCK = 8 << 20
 
@@ -78,6 +80,10 @@ def _file_digest(paths: list[Path]) -> str:
 
 
 def _options_repr(reader: Any) -> Any:
+    """How the files are decoded (tree, branches, units per file): part of the key, the bytes alone are not enough."""
+    infos = getattr(reader, "_infos", None)
+    if infos and all(callable(getattr(i, "describe", None)) for i in infos):
+        return [i.describe() for i in infos]
     opts = getattr(reader, "options", None)
     if opts is None:
         return None
@@ -133,10 +139,28 @@ def cache_file(key: dict[str, Any], cache: Any = None) -> Path | None:
     return folder / f"reference-{_key_digest(key)[:32]}.npz"
 
 
+_CODE: str | None = None
+
+
 def _version() -> str:
+    """simcompress's version plus a digest of the code that computes what is cached.
+
+    Development trees keep one version number across many commits; the digest makes a cache
+    written by any other code of the validation (or of shower decoding) count as another version.
+    """
+    global _CODE
+    if _CODE is None:
+        root = Path(__file__).resolve().parent
+        files = sorted(p for p in root.glob("*.py") if p.name != "report.py")
+        files += [root.parent / "showers" / n for n in ("io.py", "data.py", "geometry.py")]
+        h = hashlib.sha256()
+        for f in files:
+            if f.is_file():
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+        _CODE = h.hexdigest()[:12]
     from .. import __version__
 
-    return str(__version__)
+    return f"{__version__}+{_CODE}"
 
 
 # ------------------------------------------------------------------ write
@@ -162,6 +186,11 @@ def save_reference(prep: PreparedReference, path: Path, key: dict[str, Any]) -> 
         arrays["voxels"], arrays["voxel_einc"] = prep.sample.voxels, prep.sample.voxel_einc
     if prep.hlv is not None:
         arrays["hlv"] = prep.hlv
+    ref_batches = []
+    for i, ((fsz, kbs, ny), rb) in enumerate(prep.ref_batches.items()):
+        ra = rb.arrays()
+        arrays.update({f"refbatch{i}_{k}": v for k, v in ra.items()})
+        ref_batches.append({"fpd_sizes": list(fsz) if fsz else None, "kpd_batch": kbs, "n_candidate": ny, "arrays": sorted(ra)})
     bin_floors: dict[str, Any] = {}
     for label, fl in prep.bin_floors.items():
         bin_floors[label] = {"n_half": fl.n_half, "stats": fl.stats} if isinstance(fl, _FloorStats) else {"skipped": fl}
@@ -180,6 +209,7 @@ def save_reference(prep: PreparedReference, path: Path, key: dict[str, Any]) -> 
         "bins": [{"label": b.label, "lo": b.lo, "hi": b.hi} for b in prep.bins],
         "bin_floors": bin_floors,
         "multivariate_floor": prep.multivariate_floor,
+        "ref_batches": ref_batches,
         "classifier_floor": prep.classifier_floor,
         "notes": prep.notes,
         # the gate's family-wise false-alarm calibrations (simcompress.validation.calibration), by gate settings
@@ -263,7 +293,7 @@ def load_reference(path: Path, key: dict[str, Any], spec: GateSpec) -> PreparedR
 
 def _rebuild(header: dict[str, Any], a: dict[str, np.ndarray], spec: GateSpec) -> PreparedReference:
     from ..showers.geometry import Geometry
-    from .core import PreparedReference, Sample, _FloorStats
+    from .core import PreparedReference, Sample, _FloorStats, _RefBatches
     from .features import EnergyBin, FeatureTable
 
     try:
@@ -297,6 +327,11 @@ def _rebuild(header: dict[str, Any], a: dict[str, np.ndarray], spec: GateSpec) -
             bin_floors=bin_floors,
             notes=list(header["notes"]),
         )
+        for i, rbh in enumerate(header["ref_batches"]):
+            fsz = tuple(int(v) for v in rbh["fpd_sizes"]) if rbh["fpd_sizes"] else None
+            kbs = int(rbh["kpd_batch"]) if rbh["kpd_batch"] is not None else None
+            rb = _RefBatches(**{k: a[f"refbatch{i}_{k}"] for k in rbh["arrays"]})
+            prep.ref_batches[(fsz, kbs, int(rbh["n_candidate"]))] = rb
         cals = header.get("false_alarm_calibrations") or {}
         if cals:
             from .calibration import FamilyCalibration

@@ -346,6 +346,8 @@ class PreparedReference:
     #: seconds per stage when it was computed (read, features, sort, floor, floor_per_bin, fpd_kpd, classifier)
     timings: dict[str, float] = field(default_factory=dict)
     _bin_sorted: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    #: reference side of FPD/KPD per ((fpd min, max sizes), kpd batch size, candidate rows), see :class:`_RefBatches`
+    ref_batches: dict[tuple[Any, Any, int], _RefBatches] = field(default_factory=dict, repr=False)
 
     def bin_sorted(self, b: EnergyBin) -> dict[str, np.ndarray]:
         """The reference's sorted feature columns in energy bin ``b`` (computed once, reused per candidate)."""
@@ -530,17 +532,139 @@ def _fpd_sizes(rule: Any, n_small: int, dim: int) -> tuple[int, int]:
     return lo, hi
 
 
+_KPD_BATCHES = 10  # metrics.kpd's default (JetNet), as before
+
+
+@dataclass
+class _RefBatches:
+    """The reference side of FPD and KPD, computed once and reused for every candidate (and cached).
+
+    :func:`metrics.fpd` and :func:`metrics.kpd` resample both samples per batch from one seeded
+    stream. Which rows are drawn depends only on the seed and the two sample sizes, not on the
+    values, so for a given candidate size the reference's resamples (their means and covariances
+    for FPD, their kernel sums for KPD) are the same for every candidate: they are computed once
+    here; each candidate replays the stream for its own rows. The results are bitwise those of
+    :func:`metrics.fpd` / :func:`metrics.kpd`.
+    """
+
+    scale: np.ndarray  # JetNet normalisation: max |reference feature|
+    fpd_mu: np.ndarray | None = None  # (P, B, D)
+    fpd_cov: np.ndarray | None = None  # (P, B, D, D)
+    kpd_idx: np.ndarray | None = None  # (K, batch) reference rows of each KPD batch
+    kpd_kxx: np.ndarray | None = None  # (K,) unbiased kernel mean of each reference batch
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+
+
+def _kernel_sum(a: np.ndarray, b: np.ndarray, same: bool, block: int = 2048) -> float:
+    """Sum of ``(a.b / d + 1)^4`` over all pairs (without the diagonal when ``same``), as metrics.mmd_poly_unbiased."""
+    gamma = 1.0 / a.shape[1]
+    tot = 0.0
+    for i in range(0, a.shape[0], block):
+        k = a[i : i + block] @ b.T
+        k *= gamma
+        k += 1.0
+        np.square(k, out=k)
+        np.square(k, out=k)
+        tot += float(k.sum())
+    if same:
+        tot -= float(((np.einsum("ij,ij->i", a, a) * gamma + 1.0) ** 4).sum())
+    return tot
+
+
+def _fpd_sizes_grid(spec: GateSpec, lo: int, hi: int) -> np.ndarray:
+    return (1.0 / np.linspace(1.0 / lo, 1.0 / hi, spec.fpd.num_points)).astype(np.int64)
+
+
+def _ref_batches(spec: GateSpec, x: np.ndarray, ny: int, fpd_sizes: tuple[int, int] | None, kpd_batch: int | None) -> _RefBatches:
+    """Reference side of FPD/KPD of ``x`` against any candidate of ``ny`` rows (the draws of metrics.fpd/kpd)."""
+    scale = np.max(np.abs(x), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    xn = x / scale
+    rb = _RefBatches(scale)
+    nx = xn.shape[0]
+    if fpd_sizes is not None:
+        rng = np.random.default_rng(spec.seed)
+        sizes = _fpd_sizes_grid(spec, *fpd_sizes)
+        nb, d = spec.fpd.num_batches, x.shape[1]
+        rb.fpd_mu = np.empty((sizes.size, nb, d))
+        rb.fpd_cov = np.empty((sizes.size, nb, d, d))
+        for p, n in enumerate(sizes):
+            for j in range(nb):
+                a = xn[rng.integers(0, nx, n)]
+                rng.integers(0, ny, n)  # the candidate's draw of this batch
+                rb.fpd_mu[p, j], rb.fpd_cov[p, j] = a.mean(axis=0), M._cov(a)
+    if kpd_batch is not None:
+        rng = np.random.default_rng(spec.seed)
+        m = kpd_batch
+        idx = np.empty((_KPD_BATCHES, m), dtype=np.int64)
+        kxx = np.empty(_KPD_BATCHES)
+        for i in range(_KPD_BATCHES):
+            idx[i] = rng.integers(0, nx, m)
+            rng.integers(0, ny, m)
+            kxx[i] = _kernel_sum(xn[idx[i]], xn[idx[i]], True) / (m * (m - 1))
+        rb.kpd_idx, rb.kpd_kxx = idx, kxx
+    return rb
+
+
+def _fpd_from(rb: _RefBatches, yn: np.ndarray, spec: GateSpec, fpd_sizes: tuple[int, int], nx: int) -> tuple[float, float]:
+    """metrics.fpd against the stored reference batches (the candidate's rows replayed from the same stream)."""
+    import warnings as _w
+
+    from scipy import optimize
+
+    assert rb.fpd_mu is not None and rb.fpd_cov is not None
+    rng = np.random.default_rng(spec.seed)
+    sizes = _fpd_sizes_grid(spec, *fpd_sizes)
+    points = []
+    for p, n in enumerate(sizes):
+        vals = []
+        for j in range(rb.fpd_mu.shape[1]):
+            rng.integers(0, nx, n)  # the reference's draw (stored)
+            b = yn[rng.integers(0, yn.shape[0], n)]
+            vals.append(M.frechet_distance(rb.fpd_mu[p, j], rb.fpd_cov[p, j], b.mean(axis=0), M._cov(b)))
+        points.append(np.mean(vals))
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", optimize.OptimizeWarning)
+        params, covs = optimize.curve_fit(
+            lambda t, c, s: c + s * t, 1.0 / sizes, np.asarray(points), bounds=([0, 0], [np.inf, np.inf])
+        )
+    return float(params[0]), float(np.sqrt(np.diag(covs)[0]))
+
+
+def _kpd_from(rb: _RefBatches, xn: np.ndarray, yn: np.ndarray, spec: GateSpec) -> tuple[float, float]:
+    """metrics.kpd against the stored reference batches."""
+    assert rb.kpd_idx is not None and rb.kpd_kxx is not None
+    rng = np.random.default_rng(spec.seed)
+    m = n = rb.kpd_idx.shape[1]
+    vals = np.empty(rb.kpd_idx.shape[0])
+    for i, idx in enumerate(rb.kpd_idx):
+        rng.integers(0, xn.shape[0], m)
+        a = xn[idx]
+        b = yn[rng.integers(0, yn.shape[0], n)]
+        kyy = _kernel_sum(b, b, True) / (n * (n - 1))
+        kxy = _kernel_sum(a, b, False) / (m * n)
+        vals[i] = rb.kpd_kxx[i] + kyy - 2.0 * kxy
+    lo, hi = np.percentile(vals, [16.275, 83.725])
+    return float(np.median(vals)), float((hi - lo) / 2.0)
+
+
 def _multivariate(prep: PreparedReference, x: np.ndarray, y: np.ndarray, n_small: int) -> dict[str, Any]:
-    """FPD and KPD of x (reference role) vs y, batch sizes from ``n_small`` (so floor and candidate match)."""
+    """FPD and KPD of x (the reference's half A) vs y, batch sizes from ``n_small`` (so floor and candidate match).
+
+    The reference batches for these sizes are computed once per :class:`PreparedReference` (and
+    stored in the cached reference for the floor's sizes); only the candidate's side is new.
+    """
     spec = prep.spec
     out: dict[str, Any] = {}
     dim = x.shape[1]
+    fsz: tuple[int, int] | None = None
+    kbs: int | None = None
     if spec.fpd.enabled:
         try:
-            lo, hi = _fpd_sizes(spec.fpd, n_small, dim)
-            v, e = M.fpd(x, y, min_samples=lo, max_samples=hi, num_batches=spec.fpd.num_batches,
-                         num_points=spec.fpd.num_points, seed=spec.seed)
-            out["fpd"] = {"value": v, "err": e, "min_samples": lo, "max_samples": hi}
+            fsz = _fpd_sizes(spec.fpd, n_small, dim)
+            _check_finite(x, y, "FPD")
         except M.TooFewEventsError as err:
             if spec.fpd.gate:
                 raise
@@ -553,9 +677,27 @@ def _multivariate(prep: PreparedReference, x: np.ndarray, y: np.ndarray, n_small
                 raise err
             out["kpd"] = {"skipped": str(err)}
         else:
-            v, e = M.kpd(x, y, batch_size=bs, seed=spec.seed)
-            out["kpd"] = {"value": v, "err": e, "batch_size": bs}
+            _check_finite(x, y, "KPD")
+            kbs = bs
+    if fsz is None and kbs is None:
+        return out
+    key = (fsz, kbs, int(y.shape[0]))
+    rb = prep.ref_batches.get(key)
+    if rb is None:
+        rb = prep.ref_batches[key] = _ref_batches(spec, x, int(y.shape[0]), fsz, kbs)
+    yn = y / rb.scale
+    if fsz is not None:
+        v, e = _fpd_from(rb, yn, spec, fsz, int(x.shape[0]))
+        out["fpd"] = {"value": v, "err": e, "min_samples": fsz[0], "max_samples": fsz[1]}
+    if kbs is not None:
+        v, e = _kpd_from(rb, x / rb.scale, yn, spec)
+        out["kpd"] = {"value": v, "err": e, "batch_size": kbs}
     return out
+
+
+def _check_finite(x: np.ndarray, y: np.ndarray, what: str) -> None:
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ConfigError(f"{what}: NaN or infinite feature values")
 
 
 def _multivariate_floor(prep: PreparedReference) -> dict[str, Any]:
@@ -635,12 +777,18 @@ class CandidateResult:
 
 def _ks_w1_sorted(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
     """KS D and W1 of two sorted samples, exactly as :func:`metrics.ks_w1` computes them (no p-value)."""
-    allv = np.concatenate([xs, ys])
-    allv.sort(kind="mergesort")  # two sorted runs: linear
-    cx = np.searchsorted(xs, allv, side="right") / xs.size
-    cy = np.searchsorted(ys, allv, side="right") / ys.size
+    both = np.concatenate([xs, ys])
+    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
+    allv = both[order]
+    nx = np.cumsum(order < xs.size)  # xs values among the first i+1 merged values
+    cx = nx / xs.size
+    cy = (np.arange(1, allv.size + 1) - nx) / ys.size
     d = np.abs(cx - cy)
-    return float(d.max()), float(np.sum(d[:-1] * np.diff(allv)))
+    dv = np.diff(allv)
+    # the CDFs are right-continuous: read D at the last of each group of tied values; inside a group
+    # dv is 0, so W1 gets exactly the terms metrics.ks_w1 sums (bitwise the same result)
+    last = np.append(dv != 0, True)
+    return float(d[last].max()), float(np.sum(d[:-1] * dv))
 
 
 def _resample_sorted(xs: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -1,11 +1,14 @@
 """Validation report: self-contained HTML (Jinja2, base64 PNG figures, no network) and ``metrics.json``.
 
-Figures are drawn in the HEP style with mplhep: reference (filled) against every candidate
-(points with errors) with a ratio panel, per feature; per-layer average shower images;
-longitudinal and radial profiles; the voxel-energy spectrum. Next to each figure a small table
-gives every candidate's distance and the reference-versus-reference noise floor, coloured by
-the gate. :func:`report_section` returns the same content as an HTML fragment, so other
-reports (e.g. the compression report) can embed a validation section.
+The page leads with the answer: the verdict per candidate (with its worst check), then the
+feature matrix (each feature's W1 and separation power in units of the reference-versus-reference
+noise floor, coloured by the gate), then CaloChallenge-style histogram grids (reference filled,
+candidates as lines, ratio panels; layer energies as E_layer / E_inc and energies on log bins, so
+the discrete ds1 incident energies draw no comb), then the multivariate metrics, per-energy-bin
+table, profiles and average images; the failed-check table and the detailed distances are
+collapsed below. Several candidates appear side by side everywhere. :func:`report_section`
+returns the same content as an HTML fragment, so other reports (e.g. the compression report) can
+embed a validation section.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["write_report", "report_section", "render_html", "MAX_FEATURE_FIGURES"]
 
-#: per-feature figures drawn at most (the rest are in the tables); ds2/ds3 have hundreds of features.
+#: histogram panels drawn at most (the rest are in the tables); ds2/ds3 have hundreds of features.
 MAX_FEATURE_FIGURES = 80
 
 _COLORS = ["#e42536", "#5790fc", "#f89c20", "#964a8b", "#9c9ca1", "#7a21dd", "#2ca02c", "#8c564b"]

@@ -169,3 +169,40 @@ def test_sorted_bootstrap_equals_metrics_bootstrap() -> None:
         y = np.sort(rng.exponential(size=m))
         want = M.bootstrap_ks_w1(x, y, n_boot=6, max_events=cap, seed=11)
         assert core._bootstrap_ks_w1_sorted(x, y, n_boot=6, max_events=cap, seed=11) == want
+
+
+def test_cli_cache_dir_and_no_cache(ref_file, independent, spec, tmp_path, capsys) -> None:
+    import yaml
+
+    from simcompress.cli import main
+    from simcompress.showers.io import write_showers
+
+    cand = tmp_path / "cand.root"
+    write_showers(cand, independent[:800])
+    gate = tmp_path / "gate.yaml"
+    off = {"enabled": False}
+    d = spec.model_dump(mode="json")
+    d.update(fpd={**d["fpd"], **off}, kpd={**d["kpd"], **off})
+    gate.write_text(yaml.safe_dump(d))
+    base = ["validate", "-r", str(ref_file), "-c", str(cand), "--gate", str(gate), "-q", "--no-html", "--cache-dir", str(tmp_path / "c")]
+    status = []
+    for extra in ([], [], ["--no-cache"]):
+        out = tmp_path / f"out{len(status)}"
+        assert main([*base, "--out", str(out), *extra]) in (0, 1)
+        status.append(json.loads((out / "metrics.json").read_text())["reference"]["cache"]["status"])
+    assert status == ["written", "loaded", "off"]
+    assert len(list((tmp_path / "c").glob("reference-*.npz"))) == 1
+    capsys.readouterr()
+
+
+def test_stored_reference_batches_give_metrics_fpd_and_kpd_bitwise(spec) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1250, 12))
+    for ny in (1250, 900):
+        y = rng.normal(size=(ny, 12)) * 1.1
+        lo, hi = core._fpd_sizes(spec.fpd, min(1250, ny), 12)
+        rb = core._ref_batches(spec, x, ny, (lo, hi), 800)
+        want_fpd = M.fpd(x, y, min_samples=lo, max_samples=hi, num_batches=spec.fpd.num_batches,
+                         num_points=spec.fpd.num_points, seed=spec.seed)
+        assert core._fpd_from(rb, y / rb.scale, spec, (lo, hi), 1250) == want_fpd
+        assert core._kpd_from(rb, x / rb.scale, y / rb.scale, spec) == M.kpd(x, y, batch_size=800, seed=spec.seed)
