@@ -84,7 +84,7 @@ def _shares(res: Any) -> dict[str, Any]:
         "classifier": r.get("classifier", 0.0) + c.timings.get("classifier", 0.0),
     }
     total = sum(stages.values())
-    return {"seconds": stages, "shares": {k: v / total for k, v in stages.items()} if total else {}}
+    return {"stage_seconds": stages, "shares": {k: v / total for k, v in stages.items()} if total else {}}
 
 
 def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
