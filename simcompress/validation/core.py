@@ -775,6 +775,14 @@ class CandidateResult:
         }
 
 
+def _hist_sorted(xs: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.histogram(xs, edges)[0]`` of a sorted ``xs`` without sorting it again (same counts, last bin closed)."""
+    lo = np.searchsorted(xs, edges[:-1], side="left")
+    hi = np.searchsorted(xs, edges[1:], side="left")
+    hi[-1] = np.searchsorted(xs, edges[-1], side="right")
+    return hi - lo
+
+
 def _ks_w1_sorted(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
     """KS D and W1 of two sorted samples, exactly as :func:`metrics.ks_w1` computes them (no p-value)."""
     both = np.concatenate([xs, ys])
@@ -830,8 +838,8 @@ def _feature_metrics(
         c = np.sort(cand[f].astype(np.float64))
         res = M.ks_w1(r, c, presorted=True)
         edges = _edges_for(spec, f, r, [c], cand.geometry, cand.threshold_mev)
-        h1, _ = np.histogram(r, edges)
-        h2, _ = np.histogram(c, edges)
+        h1 = _hist_sorted(r, edges)
+        h2 = _hist_sorted(c, edges)
         try:
             sp = M.separation_power(h1, h2)
         except M.TooFewEventsError:

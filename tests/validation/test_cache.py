@@ -206,3 +206,10 @@ def test_stored_reference_batches_give_metrics_fpd_and_kpd_bitwise(spec) -> None
                          num_points=spec.fpd.num_points, seed=spec.seed)
         assert core._fpd_from(rb, y / rb.scale, spec, (lo, hi), 1250) == want_fpd
         assert core._kpd_from(rb, x / rb.scale, y / rb.scale, spec) == M.kpd(x, y, batch_size=800, seed=spec.seed)
+
+
+def test_sorted_histogram_equals_numpy_histogram() -> None:
+    rng = np.random.default_rng(5)
+    x = np.sort(np.concatenate([np.round(rng.normal(size=3000), 1), [-9.0, 9.0]]))
+    for edges in (np.linspace(-2, 2, 11), np.array([-9.0, 0.0, 0.5, 9.0]), np.unique(np.quantile(x, np.linspace(0, 1, 51)))):
+        assert np.array_equal(core._hist_sorted(x, edges), np.histogram(x, edges)[0])
