@@ -164,7 +164,14 @@ def _artifact_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def report_file(reference, independent, fast_spec, tmp_path_factory):
-    spec = fast_spec.model_copy(update={"classifier": fast_spec.classifier.model_copy(update={"enabled": False})})
+    off = {"enabled": False}
+    spec = fast_spec.model_copy(
+        update={
+            "classifier": fast_spec.classifier.model_copy(update=off),
+            "kpd": fast_spec.kpd.model_copy(update=off),
+            "false_alarm": fast_spec.false_alarm.model_copy(update={"method": "per-check"}),
+        }
+    )
     prep = PreparedReference.build(reference, spec, progress=False, cache=False)
     cands = {"teacher": independent[:1500], "student": widen_radially(independent[:1500], 1.1)}
     res = validate(prep, cands, spec, progress=False)

@@ -15,8 +15,22 @@ from simcompress.validation import metrics as M
 
 
 @pytest.fixture(scope="module")
-def spec(fast_spec):
+def full_spec(fast_spec):
+    """Everything the cache stores: floors, FPD/KPD reference batches, the family-wise calibration."""
     return fast_spec.model_copy(update={"classifier": fast_spec.classifier.model_copy(update={"enabled": False})})
+
+
+@pytest.fixture(scope="module")
+def spec(full_spec):
+    """Cheaper: 1-D metrics and floors only (no FPD/KPD, per-check thresholds)."""
+    off = {"enabled": False}
+    return full_spec.model_copy(
+        update={
+            "fpd": full_spec.fpd.model_copy(update=off),
+            "kpd": full_spec.kpd.model_copy(update=off),
+            "false_alarm": full_spec.false_alarm.model_copy(update={"method": "per-check"}),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +57,8 @@ def _notices(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "simcompress.validation.cache" and r.levelno >= logging.WARNING]
 
 
-def test_second_validate_uses_the_cache_and_gives_the_same_numbers(ref_file, independent, spec, tmp_path) -> None:
+def test_second_validate_uses_the_cache_and_gives_the_same_numbers(ref_file, independent, full_spec, tmp_path) -> None:
+    spec = full_spec
     cands = {"a": independent[:800]}
     fresh = validate(ref_file, cands, spec, progress=False, cache=False)
     assert fresh.reference.cache_info == {"status": "off"}
@@ -60,6 +75,8 @@ def test_second_validate_uses_the_cache_and_gives_the_same_numbers(ref_file, ind
     # the half-splits, per-bin floors and FPD/KPD floors come back exactly
     assert again.reference.floor.stats == fresh.reference.floor.stats
     assert again.reference.multivariate_floor == fresh.reference.multivariate_floor
+    assert again.reference.ref_batches.keys() == fresh.reference.ref_batches.keys() and again.reference.ref_batches
+    assert C.calibrations(again.reference)  # the family-wise calibration came from the cache too
     # the loaded reference carries no reference reading time: only the candidate was read
     assert again.reference.timings == {}
 
@@ -195,7 +212,8 @@ def test_cli_cache_dir_and_no_cache(ref_file, independent, spec, tmp_path, capsy
     capsys.readouterr()
 
 
-def test_stored_reference_batches_give_metrics_fpd_and_kpd_bitwise(spec) -> None:
+def test_stored_reference_batches_give_metrics_fpd_and_kpd_bitwise(full_spec) -> None:
+    spec = full_spec
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1250, 12))
     for ny in (1250, 900):
