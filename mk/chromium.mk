@@ -8,7 +8,7 @@ chromium-deps:
 	@if command -v chromium >/dev/null 2>&1; then \
 	  echo "chromium-deps: $$(chromium --version 2>/dev/null | head -1)"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "chromium-deps: chromium missing; installing Debian package chromium (apt-get, about 100 MB)"; \
+	  echo "chromium-deps: chromium missing; installing Debian package chromium (apt-get; about 400 MB installed with its dependencies)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 	    && echo "chromium-deps: installed $$(chromium --version 2>/dev/null | head -1)"; \
 	else \
