@@ -280,6 +280,10 @@ def deploy(model: nn.Module, form: str, *, sparse_layers: list[str] | tuple[str,
             raise ConfigError(f"deploy: sparse layer {name!r} is a {type(mod).__name__}, not a Linear")
         _replace(net, name, SparseLinear(mod.weight, mod.bias))
     if form == "onnx-int8":
+        extra = _other_entry_points(net)
+        if extra:
+            raise ConfigError(f"deploy form 'onnx-int8' replaces the whole network, which also serves {', '.join(extra)}; "
+                              "use 'torch-int8' or 'baked'")
         args = network_inputs(m, 8) if _is_generator(m) else None
         if args is None:
             raise ConfigError("deploy form 'onnx-int8' is for shower generators (network(z, c))")
@@ -290,6 +294,11 @@ def deploy(model: nn.Module, form: str, *, sparse_layers: list[str] | tuple[str,
         p.requires_grad_(False)
     m._deploy_form = form  # type: ignore[assignment]
     return m.eval()
+
+
+def _other_entry_points(net: nn.Module) -> list[str]:
+    """Methods besides ``forward`` that callers use on a network (a flow's density direction)."""
+    return [a for a in ("inverse", "log_prob", "transform") if callable(getattr(net, a, None))]
 
 
 def _onnx_int8(net: nn.Module, args: tuple[Tensor, ...]) -> bytes:
@@ -386,6 +395,9 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
     for f in candidates:
         if f in ("torch-int8", "onnx-int8") and not has_int8:
             rejected[f] = "no <= 8-bit symmetric quantized Linear weights"
+            continue
+        if f == "onnx-int8" and _other_entry_points(net):
+            rejected[f] = f"the network also serves {', '.join(_other_entry_points(net))} (kept in torch)"
             continue
         try:
             built[f] = deploy(model, f, sparse_layers=sparse if f in ("baked", "torch-int8") else (), threads=threads)

@@ -166,3 +166,25 @@ def test_generate_runs_the_recorded_int8_form(tmp_path: Path, gan, monkeypatch: 
     with uproot.open(one) as f:
         a = f["showers"]["voxels"].array(library="np")
     assert a.shape == (300, 368) and np.isfinite(a).all() and (a.sum(1) > 0).all()
+
+
+def test_flow_keeps_its_density_direction() -> None:
+    """A quantized flow never runs as a whole-network ONNX form (log_prob/transform would be lost)."""
+    from simcompress.generators import build_generator
+    from simcompress.showers.geometry import Geometry
+
+    torch.manual_seed(0)
+    geo = {**Geometry.from_name("ds1-photons").to_dict(), "name": "toy", "layers": [
+        {"id": 0, "r_edges_mm": [0, 5, 20, 100], "n_alpha": 1, "depth_x0": [0.0, 4.0]},
+        {"id": 1, "r_edges_mm": [0, 10, 40, 200], "n_alpha": 2, "depth_x0": [4.0, 45.0]}]}
+    flow = build_generator({"kind": "flow", "geometry": geo, "energy_range_mev": [1e3, 1e5],
+                            "architecture": {"n_blocks": 2, "hidden": [16], "n_groups": 4}}).eval()
+    q = compress(flow, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
+    ch = choose_form(q, batch=64, min_time=0.005, repeats=1)
+    assert ch.form != "onnx-int8" and "log_prob" in ch.rejected["onnx-int8"]
+    with pytest.raises(ConfigError, match="also serves"):
+        deploy(q, "onnx-int8")
+    fast = deploy(q, ch.form, sparse_layers=ch.sparse_layers)
+    e = torch.full((8,), 1e4)
+    y = fast.sample(e, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(fast.log_prob(y.clamp_min(1e-3), e)).all()
