@@ -82,44 +82,6 @@ def _ratio_panel(rax: Any, centers: np.ndarray, ref: np.ndarray, ref_err: np.nda
     rax.set_ylabel("cand./ref.", fontsize=16)
 
 
-def feature_figure(name: str, ref: np.ndarray, cands: dict[str, np.ndarray], edges: np.ndarray, unit: str = "") -> str:
-    """Normalised histograms of one feature (reference filled, candidates as points) with ratio panel."""
-    import mplhep as hep
-
-    plt = _plt()
-    with _style():
-        fig, (ax, rax) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1), "hspace": 0.05})
-        fig.subplots_adjust(left=0.19, right=0.96, top=0.93, bottom=0.13)
-        widths = np.diff(edges)
-        centers = 0.5 * (edges[:-1] + edges[1:])
-
-        def dens(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            h, _ = np.histogram(x, edges)
-            n = max(len(x), 1)
-            return h / n / widths, np.sqrt(h) / n / widths
-
-        r, re = dens(ref)
-        hep.histplot(r, edges, yerr=re, ax=ax, histtype="fill", alpha=0.35, color="0.4", label=f"Reference ({len(ref)})", flow="none")
-        rows = []
-        for i, (cname, x) in enumerate(cands.items()):
-            col = _COLORS[i % len(_COLORS)]
-            y, ye = dens(x)
-            ax.errorbar(centers, y, yerr=ye, fmt="o", ms=3, color=col, label=f"{cname} ({len(x)})")
-            rows.append((cname, y, ye, col))
-        ax.set_ylabel("density")
-        pos = r[r > 0]
-        if pos.size and pos.max() / max(pos.min(), 1e-300) > 50:
-            ax.set_yscale("log")
-        ax.legend(fontsize=10)
-        ax.set_xlabel("")
-        _label(ax, name)
-        _ratio_panel(rax, centers, r, re, rows)
-        rax.set_xlabel(f"{name} [{unit}]" if unit else name)
-        if edges[0] > 0 and edges[-1] / edges[0] > 100:
-            ax.set_xscale("log")
-        return _png(fig)
-
-
 def _plot_edges(ref: np.ndarray, cands: list[np.ndarray], fallback: np.ndarray, n: int = 50) -> np.ndarray:
     """Equal-width plotting bins over the central 99.8 % (log-spaced for positive features spanning decades)."""
     allv = np.concatenate([ref, *cands])
@@ -534,8 +496,6 @@ def report_section(result: ValidationResult, *, max_feature_figures: int | None 
     if max_feature_figures is None:
         max_feature_figures = MAX_FEATURE_FIGURES
     from markupsafe import Markup
-
-    from .core import _edges_for
 
     ref = result.reference
     rt = ref.features
