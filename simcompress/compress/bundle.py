@@ -44,7 +44,7 @@ from torch.nn.utils import parametrize
 from ..errors import BundleError, ConfigError, did_you_mean
 from .accounting import storage_table
 from .modules import PLAIN_LAYER_TYPES, Factorized, TTLinear, base_type, module_from_spec, module_spec
-from .parametrizations import ActQuant, FakeQuant, LoRA, Mask, attach_input_quantizer
+from .parametrizations import ActQuant, FakeQuant, LoRA, Mask, attach_input_quantizer, qrange
 
 __all__ = ["FORMAT_VERSION", "register_module_type", "registered_module_type", "save_compressed", "load_compressed", "structure_of"]
 
@@ -279,9 +279,18 @@ def _pack_quantized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[
                 dtype = _INT_DTYPES[(width, fq.signed)]
                 for p in plist_l[:idx]:
                     val = p(val)
-                tensors[key] = fq.codes(val).to(dtype).contiguous()
+                codes = fq.codes(val)
                 packed[key] = {"kind": "codes", "dtype": str(val.dtype).removeprefix("torch."), "scale": f"{prefix}.{idx}.scale",
                                "zero_point": f"{prefix}.{idx}.zero_point", "bits": fq.bits}
+                if fq.bits <= 4:  # two codes per byte: offsets from the code minimum, low nibble first
+                    lo = qrange(fq.bits, fq.signed)[0]
+                    off = (codes - lo).reshape(-1).to(torch.uint8).numpy()
+                    if off.size % 2:
+                        off = np.concatenate([off, np.zeros(1, np.uint8)])
+                    tensors[key] = torch.from_numpy((off[0::2] | (off[1::2] << 4)).astype(np.uint8))
+                    packed[key].update({"nibbles": True, "shape": list(codes.shape), "offset": lo})
+                else:
+                    tensors[key] = codes.to(dtype).contiguous()
     for key, t in list(tensors.items()):
         if t.dtype == torch.bool:
             bits = np.packbits(t.reshape(-1).numpy().astype(np.uint8))
@@ -308,6 +317,11 @@ def _unpack_quantized(tensors: dict[str, torch.Tensor], packed: dict[str, dict[s
                 tensors[key] = full
             elif kind == "codes":
                 codes, scale, zp = tensors[key], tensors[info["scale"]], tensors[info["zero_point"]]
+                if info.get("nibbles"):
+                    n = math.prod(info["shape"])
+                    b = codes.numpy().astype(np.int64)
+                    both = np.stack([b & 0xF, b >> 4], axis=1).reshape(-1)[:n]
+                    codes = torch.from_numpy(both + int(info["offset"])).reshape(info["shape"])
                 dtype = getattr(torch, info["dtype"])
                 tensors[key] = ((codes.to(torch.float64) - zp.to(torch.float64)) * scale.to(torch.float64)).to(dtype)
     except (KeyError, RuntimeError, ValueError) as err:
