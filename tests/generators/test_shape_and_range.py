@@ -123,3 +123,22 @@ def test_generate_cli_warns_and_strict_refuses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "refused: strict" in err and "error:" in err
     assert not out2.exists()
+
+
+def test_shipped_gan_reproduces_the_lateral_shape():
+    """The shipped GAN's showers are as wide as the reference's and their shape fluctuates
+    (the earlier bundle's were half as wide with almost no shower-to-shower spread)."""
+    from simcompress.showers.reference import simulate
+
+    torch.set_num_threads(1)
+    ref = simulate("ds1-photons", 3000, energies="ds1", seed=4, progress=False)
+    gen = load_generator("ds1-photons-gan")
+    x = gen.sample(torch.as_tensor(ref.incident_energy), torch.Generator().manual_seed(2)).numpy()
+    fr = compute_features(ref)
+    fg = compute_features(ShowerSet(ref.incident_energy, x, ref.geometry, {}))
+    for name in ("width_r_1", "width_x_1", "width_y_1", "width_r_2"):
+        ratio = np.mean(fg[name]) / np.mean(fr[name])
+        assert 0.7 < ratio < 1.3, (name, ratio)  # the earlier bundle: 0.5-0.6
+    for name in ("width_r_1", "EC_r_1"):  # shower-to-shower spread of the shape
+        ratio = np.std(fg[name]) / np.std(fr[name])
+        assert 0.35 < ratio < 2.0, (name, ratio)  # the earlier bundle: 0.11-0.18
