@@ -102,8 +102,11 @@ def _check_energy_range(model: str, energies: str, strict: bool) -> None:
     from ..generators import load_generator
     from ..showers.energies import parse_energy_spec
 
-    spec = parse_energy_spec(energies)
-    gen = load_generator(model)
+    try:
+        spec = parse_energy_spec(energies)
+        gen = load_generator(model)
+    except Exception:  # noqa: BLE001  bad --model/--energies: the generation itself reports them, in its own words
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ExtrapolationWarning)
         gen.check_energy_range(spec.low_mev, spec.high_mev, strict=strict, source=f"--energies {energies}")

@@ -99,7 +99,10 @@ def demo(
     reference_events: int = typer.Option(20_000, "--reference-events", help="Reference showers to simulate."),
     events: int = typer.Option(10_000, "--events", help="Showers generated per model for the validation report."),
     combined_recipe: str = typer.Option(f"{_RECIPES}/combined.yaml", "--combined-recipe", help="The size/speed recipe."),
-    firmware_recipe: str = typer.Option(f"{_RECIPES}/fixed-point-qat.yaml", "--firmware-recipe", help="The firmware recipe."),
+    # PTQ, not QAT: on the shipped GAN (2026-12-01) fixed-point-qat's 200 adversarial fine-tuning steps
+    # widen the showers' damage past the compression gate (width_x_2 separation power 0.11 -> 0.72) and
+    # the gate rejects the student; the same quantization without fine-tuning passes all 73 checks.
+    firmware_recipe: str = typer.Option(f"{_RECIPES}/fixed-point-ptq.yaml", "--firmware-recipe", help="The firmware recipe."),
     firmware_config: str = typer.Option("configs/firmware/vu9p-budget.yaml", "--firmware-config", help="FPGA target YAML (the planner fits reuse factors to its budget)."),
     firmware_samples: int = typer.Option(2000, "--firmware-samples", help="Random inputs for the bit-exactness check."),
     seed: int = typer.Option(1, "--seed", help="Root seed of the reference sample (generation uses seed+6)."),
