@@ -21,6 +21,40 @@ def _rate(fn, n_events: int, repeats: int) -> float:  # noqa: ANN001
     return n_events * repeats / (time.perf_counter() - t0)
 
 
+def _card(gen) -> dict:  # noqa: ANN001
+    path = getattr(gen, "bundle_path", None)
+    return json.loads(open(f"{path}/card.json").read()) if path else {}
+
+
+def _training_cost(gen) -> dict:  # noqa: ANN001
+    """Steps and wall seconds the card records (the training itself is not rerun here)."""
+    tr = _card(gen).get("training", {})
+    hist = tr.get("history") or [{}]
+    return {"steps": tr.get("steps"), "wall_s": hist[-1].get("seconds"), "device": tr.get("device", "cpu")}
+
+
+def _fidelity(gen, n: int, rng) -> dict:  # noqa: ANN001
+    """Worst CaloChallenge separation power over the high-level features, n generated vs n fresh GFlash showers."""
+    import numpy as np
+    import torch
+
+    from simcompress.showers.data import ShowerSet
+    from simcompress.showers.reference import simulate
+    from simcompress.validation.features import compute_features, feature_names
+    from simcompress.validation.metrics import feature_binning, histogram_separation_power
+
+    ref = simulate(gen.geometry, n, energies="ds1", seed=int(rng.integers(1 << 30)), progress=False)
+    x = gen.sample(torch.as_tensor(ref.incident_energy), torch.Generator().manual_seed(3)).numpy()
+    fr, fg = compute_features(ref), compute_features(ShowerSet(ref.incident_energy, x, ref.geometry, {}))
+    sp = {}
+    for k in feature_names(ref.geometry):
+        a, b = np.asarray(fr[k]), np.asarray(fg[k])
+        sp[k] = float(histogram_separation_power(a, b, feature_binning(a, [b], n_bins=50)))
+    worst = max(sp, key=sp.get)
+    return {"n_events": n, "max_separation_power": round(sp[worst], 4), "worst_feature": worst,
+            "width_r_1": round(sp.get("width_r_1", float("nan")), 4)}
+
+
 def run(quick: bool = False) -> dict:
     import numpy as np
     import torch
@@ -58,7 +92,12 @@ def run(quick: bool = False) -> dict:
                     "showers_per_s": round(rate, 1),
                     "speedup_vs_reference": round(rate / ref_rate, 3),
                 }
-            out["models"][name] = {"kind": gen.kind, "parameters": sum(p.numel() for p in gen.parameters()), **res}
+            out["models"][name] = {
+                "kind": gen.kind, "parameters": sum(p.numel() for p in gen.parameters()), **res,
+                "training_cost_from_card": _training_cost(gen),
+                "fidelity_measured_now": _fidelity(gen, n_ref, rng),
+                "fidelity_100k_from_card": _card(gen).get("validation_100k", {}).get("max_separation_power"),
+            }
         return out
     finally:
         torch.set_num_threads(prev)
