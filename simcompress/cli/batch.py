@@ -98,14 +98,14 @@ def _check_energy_range(model: str, energies: str, strict: bool) -> None:
     """One line ``warning: ...`` (or, with --strict, an error) when --energies leaves the trained range."""
     import warnings
 
-    from ..errors import ExtrapolationWarning
+    from ..errors import ExtrapolationWarning, SimcompressError
     from ..generators import load_generator
     from ..showers.energies import parse_energy_spec
 
     try:
         spec = parse_energy_spec(energies)
         gen = load_generator(model)
-    except Exception:  # noqa: BLE001  bad --model/--energies: the generation itself reports them, in its own words
+    except (SimcompressError, OSError):  # bad --model/--energies: the generation itself reports them, in its own words
         return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ExtrapolationWarning)

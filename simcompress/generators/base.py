@@ -26,19 +26,22 @@ from torch import nn
 
 from .._registry import Registry
 from ..errors import BundleError, ConfigError, ExtrapolationError, ExtrapolationWarning
+from ..showers.energies import format_energy_mev
 from ..showers.geometry import Geometry
 
-__all__ = [
-    "ShowerGenerator", "GENERATORS", "register_generator", "build_generator", "EnergyCondition", "format_energy_mev",
-]
+__all__ = ["ShowerGenerator", "GENERATORS", "register_generator", "build_generator", "EnergyCondition", "knot_interp"]
 
 
-def format_energy_mev(e: float) -> str:
-    """``4194304.0`` -> ``"4.19 TeV"``; ``256`` -> ``"256 MeV"``."""
-    for unit, scale in (("TeV", 1e6), ("GeV", 1e3)):
-        if abs(e) >= scale:
-            return f"{e / scale:.3g} {unit}"
-    return f"{e:.3g} MeV"
+def knot_interp(c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of a table tabulated at ``len(table)`` equidistant knots of the
+    condition ``c`` in [-1, 1] (clamped); ``table`` is (K,) or (K, D), the result (N,) or (N, D)."""
+    n = table.shape[0]
+    pos = (c.reshape(-1).clamp(-1, 1) + 1) / 2 * (n - 1)
+    i0 = pos.floor().clamp(0, n - 2).long()
+    w = pos - i0
+    if table.dim() == 2:
+        w = w.unsqueeze(1)
+    return table[i0] * (1 - w) + table[i0 + 1] * w
 
 #: Registry of generator kinds (``"gan"``, ``"flow"``, ...); entry points ``simcompress.generators``.
 GENERATORS: Registry[type[ShowerGenerator]] = Registry("generator kind", "simcompress.generators")
@@ -128,8 +131,8 @@ class ShowerGenerator(nn.Module):
             return True
         where = f"{source}: " if source else ""
         msg = (
-            f"{where}incident energies {format_energy_mev(low_mev)} .. {format_energy_mev(high_mev)} lie outside the "
-            f"trained range {format_energy_mev(lo)} .. {format_energy_mev(hi)} of this {self.kind} generator: the model "
+            f"{where}incident energies {format_energy_mev(low_mev, 3)} .. {format_energy_mev(high_mev, 3)} lie outside the "
+            f"trained range {format_energy_mev(lo, 3)} .. {format_energy_mev(hi, 3)} of this {self.kind} generator: the model "
             "extrapolates there and its showers are not validated"
         )
         if strict:

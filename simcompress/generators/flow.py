@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..showers.geometry import Geometry
-from .base import ShowerGenerator, register_generator
+from .base import ShowerGenerator, knot_interp, register_generator
 
 __all__ = ["MaskedLinear", "MADE", "MAFBlock", "MAFNetwork", "FlowGenerator", "affine_forward", "affine_inverse"]
 
@@ -297,19 +297,12 @@ class FlowGenerator(ShowerGenerator):
             y = (y - mean) / std
         return y
 
-    def _knots(self, incident_energies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = (self.condition(incident_energies).reshape(-1).clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)
-        i0 = pos.floor().clamp(0, self.n_calib - 2).long()
-        return i0, (pos - i0).unsqueeze(1)
-
     def _standardisation(self, incident_energies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, width) of the logit coordinates: global (D,) or per event (N, D) from the knot table."""
         if self.standardise == "global":
             return self.feat_mean, self.feat_std
-        i0, w = self._knots(incident_energies)
-        mean = self.feat_mean[i0] * (1 - w) + self.feat_mean[i0 + 1] * w
-        std = self.feat_std[i0] * (1 - w) + self.feat_std[i0 + 1] * w
-        return mean, std
+        c = self.condition(incident_energies)
+        return knot_interp(c, self.feat_mean), knot_interp(c, self.feat_std)
 
     def set_standardisation(self, showers: torch.Tensor, incident_energies: torch.Tensor, generator: torch.Generator) -> None:
         y = self.preprocess(showers, incident_energies, generator, dequantise=True, standardise=False)

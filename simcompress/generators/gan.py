@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..showers.geometry import Geometry
-from .base import ShowerGenerator, register_generator
+from .base import ShowerGenerator, knot_interp, register_generator
 
 __all__ = ["GANNetwork", "GANGenerator", "Critic", "ShapeBasis", "shower_features", "HLS4ML_SAFE_MODULES"]
 
@@ -257,12 +257,6 @@ class GANGenerator(ShowerGenerator):
     def critic(self) -> Critic:
         return self._critic  # type: ignore[no-any-return]
 
-    def _knot_interp(self, c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        pos = (c.reshape(-1).clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)
-        i0 = pos.floor().clamp(0, self.n_calib - 2).long()
-        w = pos - i0
-        return table[i0] * (1 - w) + table[i0 + 1] * w
-
     @torch.no_grad()
     def calibrate(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> None:
         """Fit the response tables ``m(c)``, ``s(c)`` (mean and std of ``log r``) to reference showers."""
@@ -298,7 +292,7 @@ class GANGenerator(ShowerGenerator):
         if self.response_mode == "calibrated":
             if c is None:
                 raise ValueError("parts: the condition c is needed with response_mode='calibrated'")
-            log_r = self._knot_interp(c, self.resp_mean) + self._knot_interp(c, self.resp_std) * y[:, 0].clamp(-10, 10)
+            log_r = knot_interp(c, self.resp_mean) + knot_interp(c, self.resp_std) * y[:, 0].clamp(-10, 10)
             r = torch.exp(log_r).clamp_max(self.response_scale)
         else:
             r = self.response_scale * torch.sigmoid(y[:, 0])

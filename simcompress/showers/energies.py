@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["EnergySpec", "DS1_ENERGIES_MEV", "parse_energy_spec"]
+__all__ = ["EnergySpec", "DS1_ENERGIES_MEV", "parse_energy_spec", "format_energy_mev"]
 
 #: The 15 incident energies of CaloChallenge dataset 1 (MeV): 2^8 ... 2^22.
 DS1_ENERGIES_MEV: np.ndarray = 2.0 ** np.arange(8, 23, dtype=np.float64)
@@ -95,6 +95,15 @@ def _floats(text: str, spec: str, n: int | None) -> list[float]:
         if not math.isfinite(v) or v <= 0:
             raise ConfigError(f"energies {spec!r}: energies must be finite and > 0 MeV, got {v!r}")
     return vals
+
+
+def format_energy_mev(e_mev: float, digits: int = 4) -> str:
+    """``4194304.0`` -> ``"4.194 TeV"`` (``digits`` significant digits); below 1 MeV in keV."""
+    e = float(e_mev)
+    for unit, scale in (("TeV", 1e6), ("GeV", 1e3), ("MeV", 1.0)):
+        if e >= scale:
+            return f"{e / scale:.{digits}g} {unit}"
+    return f"{e * 1e3:.{digits}g} keV"
 
 
 def parse_energy_spec(spec: str | EnergySpec) -> EnergySpec:

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import ShowerFileError
 from ..showers.data import ShowerSet
+from ..showers.energies import format_energy_mev
 from ..showers.geometry import Geometry
 
 __all__ = [
@@ -111,23 +112,14 @@ def energy_bins(incident_energy: np.ndarray, max_discrete: int = 30) -> list[Ene
         out = []
         for u in uniq:
             # a relative 1e-6 window: float32 round-off of the stored energy never drops an event
-            out.append(EnergyBin(_fmt_energy(u), float(u) * (1 - 1e-6), float(u) * (1 + 1e-6)))
+            out.append(EnergyBin(format_energy_mev(u), float(u) * (1 - 1e-6), float(u) * (1 + 1e-6)))
         return out
     lo_dec = math.floor(math.log10(float(uniq[0])))
     hi_dec = math.floor(math.log10(float(uniq[-1])))
     return [
-        EnergyBin(f"{_fmt_energy(10.0**d)}-{_fmt_energy(10.0 ** (d + 1))}", 10.0**d, 10.0 ** (d + 1))
+        EnergyBin(f"{format_energy_mev(10.0**d)}-{format_energy_mev(10.0 ** (d + 1))}", 10.0**d, 10.0 ** (d + 1))
         for d in range(lo_dec, hi_dec + 1)
     ]
-
-
-def _fmt_energy(e_mev: float) -> str:
-    e = float(e_mev)
-    for unit, scale in (("TeV", 1e6), ("GeV", 1e3), ("MeV", 1.0)):
-        if e >= scale:
-            v = e / scale
-            return f"{v:.4g} {unit}"
-    return f"{e * 1e3:.4g} keV"
 
 
 class FeatureTable(Mapping[str, np.ndarray]):
