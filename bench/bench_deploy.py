@@ -40,7 +40,7 @@ BATCH = 10_000
 
 
 def _teacher_name(recipe: Path) -> str:
-    m = re.search(r"^#\s+simcompress compress (.*)$", recipe.read_text(), re.M)
+    m = re.search(r"^#\s+simcompress compress (.*)$", recipe.read_text(), re.MULTILINE)
     argv = shlex.split(m.group(1)) if m else []
     return argv[argv.index("--model") + 1] if "--model" in argv else "ds1-photons-gan"
 
@@ -128,12 +128,12 @@ def run(quick: bool = False, recipes: list[str] | None = None) -> dict[str, Any]
             min_time = 0.3
             best = {k: {"sample": 0.0, "network": 0.0} for k in group}
             with torch.inference_mode():
-                for k, m in group.items():  # warm-up
+                for m in group.values():  # warm-up
                     m.sample(e, generator=torch.Generator().manual_seed(2), batch_size=BATCH)
                 for _ in range(3):
                     for k, m in group.items():
-                        s = _rate(lambda m=m: m.sample(e, generator=torch.Generator().manual_seed(2), batch_size=BATCH), BATCH, min_time)
-                        n = _rate(lambda m=m, k=k: m.network(*nets[k]), BATCH, min_time)
+                        s = _rate(lambda m=m, e=e: m.sample(e, generator=torch.Generator().manual_seed(2), batch_size=BATCH), BATCH, min_time)
+                        n = _rate(lambda m=m, k=k, nets=nets: m.network(*nets[k]), BATCH, min_time)
                         best[k]["sample"] = max(best[k]["sample"], s)
                         best[k]["network"] = max(best[k]["network"], n)
             t_rate = best["teacher"]["sample"]
@@ -156,7 +156,7 @@ def run(quick: bool = False, recipes: list[str] | None = None) -> dict[str, Any]
             try:
                 vres = validate(ShowerSet(ed, ty, teacher.geometry, {"source": f"teacher {tname}"}), cands, "compression",
                                 progress=False, html=False)
-            except Exception as err:  # noqa: BLE001 - speed figures are kept when the damage measurement fails
+            except Exception as err:
                 for k in cands:
                     out["recipes"][k]["damage"] = {"error": f"{type(err).__name__}: {err}"[:300]}
             else:

@@ -78,9 +78,9 @@ def _teacher_source(name: str) -> str:
 
 
 def _untrained_student(teacher: Any, recipe: str) -> Any:
+    from simcompress.compress import config_from_dict
     from simcompress.compress.distill.methods import build_student
     from simcompress.compress.pipeline import load_recipe
-    from simcompress.compress import config_from_dict
 
     rec = load_recipe(ROOT / "configs" / "compress" / f"{recipe}.yaml")
     cfg = config_from_dict(dict(rec.steps[0]), recipe)
@@ -101,7 +101,7 @@ def _fidelity(reference: Any, models: dict[str, Any], seed: int = 0) -> dict[str
             x = m.sample(e, generator=torch.Generator().manual_seed(seed)).float().numpy()
         cands[name] = ShowerSet(reference.incident_energy, x, reference.geometry, {"source": name})
     res = validate(reference, cands, progress=False, html=False)
-    out: dict[str, Any] = {"n_events": int(len(reference)), "reference": "GFlash ds1-photons (simcompress.showers.reference)"}
+    out: dict[str, Any] = {"n_events": len(reference), "reference": "GFlash ds1-photons (simcompress.showers.reference)"}
     for name, cand in res.candidates.items():
         feats = cand.features
         sp = [v["sp"] for v in feats.values() if np.isfinite(v.get("sp", np.nan))]

@@ -13,7 +13,7 @@ import time
 BATCHES = (1, 100, 10_000)
 
 
-def _rate(fn, n_events: int, repeats: int) -> float:  # noqa: ANN001
+def _rate(fn, n_events: int, repeats: int) -> float:
     fn()  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -21,19 +21,19 @@ def _rate(fn, n_events: int, repeats: int) -> float:  # noqa: ANN001
     return n_events * repeats / (time.perf_counter() - t0)
 
 
-def _card(gen) -> dict:  # noqa: ANN001
+def _card(gen) -> dict:
     path = getattr(gen, "bundle_path", None)
     return json.loads(open(f"{path}/card.json").read()) if path else {}
 
 
-def _training_cost(gen) -> dict:  # noqa: ANN001
+def _training_cost(gen) -> dict:
     """Steps and wall seconds the card records (the training itself is not rerun here)."""
     tr = _card(gen).get("training", {})
     hist = tr.get("history") or [{}]
     return {"steps": tr.get("steps"), "wall_s": hist[-1].get("seconds"), "device": tr.get("device", "cpu")}
 
 
-def _fidelity(gen, n: int, rng) -> dict:  # noqa: ANN001
+def _fidelity(gen, n: int, rng) -> dict:
     """Worst CaloChallenge separation power over the high-level features, n generated vs n fresh GFlash showers."""
     import numpy as np
     import torch

@@ -129,7 +129,7 @@ def _foreign_rates(showers, repeat: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         flat, jag = Path(d) / "fancy.root", Path(d) / "jagged.root"
         with uproot.recreate(flat, compression=uproot.ZSTD(1)) as f:
-            t = f.mktree("fancy_tree", {"TotalEnergy": np.float64, **{k: np.float64 for k in names}})
+            t = f.mktree("fancy_tree", {"TotalEnergy": np.float64, **dict.fromkeys(names, np.float64)})
             t.extend({"TotalEnergy": showers.incident_energy / 1000.0, **{k: cells[:, i] for i, k in enumerate(names)}})
         with uproot.recreate(jag, compression=uproot.ZSTD(1)) as f:
             t = f.mktree("showers", {"incident_energy": np.float32, "voxels": "var * float32"})
@@ -145,7 +145,7 @@ def _foreign_rates(showers, repeat: int) -> dict[str, object]:
 
         for key, path, raw, kw in (("calogan_flat_cells", flat, raw_flat, {"energy_unit": "GeV"}),
                                    ("jagged_vector", jag, raw_jag, {})):
-            t_ours = _best_of(lambda: sum(len(c) for c in io.open_showers(path, **kw).iterate(step_size=100_000)), repeat)
+            t_ours = _best_of(lambda path=path, kw=kw: sum(len(c) for c in io.open_showers(path, **kw).iterate(step_size=100_000)), repeat)
             t_raw = _best_of(raw, repeat)
             out[key] = {"read_ev_per_s_ours": n / t_ours, "read_ev_per_s_raw_uproot": n / t_raw,
                         "read_ratio_ours_over_raw": t_raw / t_ours}

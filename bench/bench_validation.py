@@ -47,7 +47,7 @@ def _make_files(folder: Path, n: int) -> tuple[list[Path], float]:
 
     paths = [folder / f"{name}_{n}.root" for name in ("ref", "cand", "cand2")]
     t = time.perf_counter()
-    for path, seed in zip(paths, (1, 2, 3)):
+    for path, seed in zip(paths, (1, 2, 3), strict=False):
         if not path.exists():
             write_showers(path, iter_simulate("ds1-photons", n, "ds1", seed, 100_000, False))
     return paths, time.perf_counter() - t

@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Geometry", "ShowerSet", "open_showers", "load_generator", "compress"]
+__all__ = ["Geometry", "ShowerSet", "__version__", "compress", "load_generator", "open_showers"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,7 +30,8 @@ def __getattr__(name: str) -> Any:
         from .compress import compress
 
         return compress
-    raise AttributeError(f"module 'simcompress' has no attribute {name!r}")
+    msg = f"module 'simcompress' has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def __dir__() -> list[str]:

@@ -95,17 +95,20 @@ def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; clear errors for missing or malformed files."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        msg = f"{p}: config file not found"
+        raise ConfigError(msg)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+        msg = f"{p}:{where} not valid YAML ({getattr(err, 'problem', err)})"
+        raise ConfigError(msg) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of keys at top level, got {type(data).__name__}")
+        msg = f"{p}: expected a mapping of keys at top level, got {type(data).__name__}"
+        raise ConfigError(msg)
     return data
 
 

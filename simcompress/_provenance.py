@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["software_versions", "sha256_file", "sha256_arrays", "utc_now"]
+__all__ = ["sha256_arrays", "sha256_file", "software_versions", "utc_now"]
 
 _PACKAGES = ("simcompress", "torch", "numpy", "scipy", "uproot", "awkward", "h5py", "hls4ml")
 

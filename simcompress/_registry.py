@@ -26,7 +26,8 @@ class Registry(Generic[T]):
 
     def register(self, name: str, obj: T) -> T:
         if name in self._items and self._items[name] is not obj:
-            raise ConfigError(f"{self.kind} {name!r} is already registered")
+            msg = f"{self.kind} {name!r} is already registered"
+            raise ConfigError(msg)
         self._items[name] = obj
         return obj
 
@@ -37,7 +38,7 @@ class Registry(Generic[T]):
         for ep in entry_points(group=self.group):
             try:
                 ep.load()  # importing the plugin module registers its entries
-            except Exception as err:  # noqa: BLE001 - a broken plugin must not break the core
+            except Exception as err:
                 warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {err}", stacklevel=2)
 
     def get(self, name: str) -> T:
@@ -45,7 +46,8 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; {did_you_mean(name, self._items)}") from None
+            msg = f"unknown {self.kind} {name!r}; {did_you_mean(name, self._items)}"
+            raise UnknownNameError(msg) from None
 
     def list(self) -> list[str]:
         self._load_plugins()

@@ -11,16 +11,16 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
-    "SimcompressError",
-    "ConfigError",
-    "UnknownNameError",
-    "ShowerFileError",
-    "GeometryError",
     "BundleError",
-    "UnsupportedLayerError",
-    "FidelityGateError",
+    "ConfigError",
     "ExtrapolationError",
     "ExtrapolationWarning",
+    "FidelityGateError",
+    "GeometryError",
+    "ShowerFileError",
+    "SimcompressError",
+    "UnknownNameError",
+    "UnsupportedLayerError",
     "did_you_mean",
 ]
 

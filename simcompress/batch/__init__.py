@@ -15,11 +15,11 @@ from .manifest import MANIFEST_NAME, Manifest, shard_filename
 from .seeds import shard_seed, shard_seed_sequence
 
 __all__ = [
+    "MANIFEST_NAME",
     "BatchError",
     "ClusterConfig",
     "ContentHasher",
     "GenerationSummary",
-    "MANIFEST_NAME",
     "Manifest",
     "content_hash",
     "generate_to_file",

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError, UnknownNameError, did_you_mean
 
-__all__ = ["Backend", "DEFAULT_BACKEND", "get_backend"]
+__all__ = ["DEFAULT_BACKEND", "Backend", "get_backend"]
 
 DEFAULT_BACKEND = "simcompress.batch._backend:Backend"
 
@@ -35,8 +35,10 @@ class Backend:
         import rich.progress  # noqa: F401
         import uproot  # noqa: F401
 
-        from ..generators import GENERATORS
-        from ..generators import generate  # noqa: F401
+        from ..generators import (
+            GENERATORS,
+            generate,  # noqa: F401
+        )
         from ..showers import io  # noqa: F401
 
         GENERATORS.list()  # loads the entry-point plugins (compressed/distilled generator kinds)
@@ -56,9 +58,12 @@ class Backend:
             from ..generators.bundle import zoo_path
 
             return Path(zoo_path(ref))
-        raise UnknownNameError(
+        msg = (
             f"--model: {ref!r} is neither a model bundle directory nor a shipped model; "
             f"{did_you_mean(ref, self.zoo_names())}"
+        )
+        raise UnknownNameError(
+            msg
         )
 
     def model_ref_for_workers(self, ref: str) -> str:
@@ -130,11 +135,13 @@ def get_backend(spec: str | None = None) -> Backend:
         return _CACHE[spec]
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
-        raise ConfigError(f"backend {spec!r}: expected 'module:attribute'")
+        msg = f"backend {spec!r}: expected 'module:attribute'"
+        raise ConfigError(msg)
     try:
         obj = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ConfigError(f"backend {spec!r} cannot be imported: {err}") from None
+        msg = f"backend {spec!r} cannot be imported: {err}"
+        raise ConfigError(msg) from None
     backend = obj() if isinstance(obj, type) else obj
     _CACHE[spec] = backend
     return backend

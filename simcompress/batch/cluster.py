@@ -23,7 +23,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from .._config import StrictModel, load_yaml
 from ..errors import ConfigError
 
-__all__ = ["ClusterConfig", "load_cluster_config", "make_cluster", "job_script", "CLUSTER_KINDS"]
+__all__ = ["CLUSTER_KINDS", "ClusterConfig", "job_script", "load_cluster_config", "make_cluster"]
 
 CLUSTER_KINDS = ("slurm", "htcondor", "pbs", "lsf", "sge")
 
@@ -95,7 +95,8 @@ class ClusterConfig(StrictModel):
         try:
             parse_bytes(v)
         except (ValueError, TypeError):
-            raise ValueError(f"not a size like '16GB': {v!r}") from None
+            msg = f"not a size like '16GB': {v!r}"
+            raise ValueError(msg) from None
         return v
 
     @field_validator("walltime")
@@ -105,18 +106,22 @@ class ClusterConfig(StrictModel):
             return v
         parts = v.split(":")
         if not (1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)):
-            raise ValueError(f"walltime must look like HH:MM:SS, got {v!r}")
+            msg = f"walltime must look like HH:MM:SS, got {v!r}"
+            raise ValueError(msg)
         return v
 
     def model_post_init(self, _context: Any) -> None:
         if self.processes > self.cores:
-            raise ValueError(f"processes ({self.processes}) must not exceed cores ({self.cores})")
+            msg = f"processes ({self.processes}) must not exceed cores ({self.cores})"
+            raise ValueError(msg)
         if self.kind == "htcondor" and self.disk is None:
-            raise ValueError("htcondor needs 'disk' (scratch disk per job, e.g. '10GB')")
+            msg = "htcondor needs 'disk' (scratch disk per job, e.g. '10GB')"
+            raise ValueError(msg)
         if self.kind == "htcondor":
             for d in self.extra_directives:
                 if not re.match(r"^\s*\+?[A-Za-z_][\w.]*\s*=", d):
-                    raise ValueError(f"htcondor extra_directives must be 'key = value', got {d!r}")
+                    msg = f"htcondor extra_directives must be 'key = value', got {d!r}"
+                    raise ValueError(msg)
 
     @property
     def threads_per_worker(self) -> int:
@@ -135,7 +140,8 @@ def load_cluster_config(path: str | os.PathLike[str]) -> ClusterConfig:
     except ValueError as err:  # model_post_init problems arrive as pydantic errors too
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{path}: {err}") from None
+        msg = f"{path}: {err}"
+        raise ConfigError(msg) from None
     cfg._source = str(path)
     return cfg
 
@@ -196,7 +202,8 @@ def make_cluster(cfg: ClusterConfig, **extra: Any) -> Any:
     try:
         return cls(**kw)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"cluster config ({cfg.kind}): {err}") from None
+        msg = f"cluster config ({cfg.kind}): {err}"
+        raise ConfigError(msg) from None
 
 
 def job_script(cfg: ClusterConfig | str | os.PathLike[str]) -> str:

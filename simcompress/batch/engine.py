@@ -22,7 +22,7 @@ from .manifest import MANIFEST_NAME, Manifest, shard_filename
 from .seeds import check_seed
 from .worker import PARTIAL_DIR, ShardJob, generate_shard, verify_shard
 
-__all__ = ["GenerationSummary", "run_generation", "generate_to_file", "merge_shards", "FORMATS"]
+__all__ = ["FORMATS", "GenerationSummary", "generate_to_file", "merge_shards", "run_generation"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("root", "hdf5")
@@ -69,21 +69,25 @@ def _format_for(out: Path, format: str | None) -> str:
     suffix = out.suffix.lower()
     if format is not None:
         if format not in FORMATS:
-            raise ConfigError(f"--format: {format!r} is not allowed; allowed: {', '.join(FORMATS)}")
+            msg = f"--format: {format!r} is not allowed; allowed: {', '.join(FORMATS)}"
+            raise ConfigError(msg)
         implied = {".root": "root", ".h5": "hdf5", ".hdf5": "hdf5"}.get(suffix)
         if implied is not None and implied != format:
-            raise ConfigError(f"--out {out}: a {suffix} file cannot hold --format {format}")
+            msg = f"--out {out}: a {suffix} file cannot hold --format {format}"
+            raise ConfigError(msg)
         return format
     if suffix == ".root":
         return "root"
     if suffix in (".h5", ".hdf5"):
         return "hdf5"
-    raise ConfigError(f"--out {out}: cannot tell the format from the suffix {suffix!r}; use .root, .h5 or --format")
+    msg = f"--out {out}: cannot tell the format from the suffix {suffix!r}; use .root, .h5 or --format"
+    raise ConfigError(msg)
 
 
 def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        msg = f"{name}: must be a positive integer, got {value!r}"
+        raise ConfigError(msg)
     return value
 
 
@@ -185,9 +189,11 @@ def run_generation(
     chunk_size = _positive("--chunk-size", chunk_size)
     seed = check_seed(seed)
     if format not in FORMATS:
-        raise ConfigError(f"--format: {format!r} is not allowed; allowed: {', '.join(FORMATS)}")
+        msg = f"--format: {format!r} is not allowed; allowed: {', '.join(FORMATS)}"
+        raise ConfigError(msg)
     if executor not in ("local", "dask"):
-        raise ConfigError(f"--executor: {executor!r} is not allowed; allowed: dask, local")
+        msg = f"--executor: {executor!r} is not allowed; allowed: dask, local"
+        raise ConfigError(msg)
     if cluster is not None and not isinstance(cluster, ClusterConfig):
         cluster = load_cluster_config(cluster)
     backend_spec = backend or DEFAULT_BACKEND
@@ -198,7 +204,8 @@ def run_generation(
     energies = be.check_energies(energies)
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory (sharded runs write a directory)")
+        msg = f"--out {out}: exists and is not a directory (sharded runs write a directory)"
+        raise ConfigError(msg)
     n_shards = math.ceil(n_events / shard_size)
     if torch_threads is None:
         torch_threads = cluster.task_torch_threads if isinstance(cluster, ClusterConfig) else 1
@@ -215,11 +222,14 @@ def run_generation(
     else:
         stray = sorted(out.glob("shard_*")) if out.is_dir() else []
         if stray:
-            raise ConfigError(f"--out {out}: holds shard files ({stray[0].name}, ...) but no {MANIFEST_NAME}; use an empty directory")
+            msg = f"--out {out}: holds shard files ({stray[0].name}, ...) but no {MANIFEST_NAME}; use an empty directory"
+            raise ConfigError(msg)
     if executor == "local" and (scheduler or cluster is not None):
-        raise ConfigError("--scheduler and --cluster need --executor dask")
+        msg = "--scheduler and --cluster need --executor dask"
+        raise ConfigError(msg)
     if scheduler and cluster is not None:
-        raise ConfigError("give either --scheduler or --cluster, not both")
+        msg = "give either --scheduler or --cluster, not both"
+        raise ConfigError(msg)
     workers = _positive("--workers", n_workers or min(os.cpu_count() or 1, n_shards))
     t_startup = time.perf_counter()
     verified = _verify_on_client(manifest, out, n_shards, backend_spec) if manifest is not None else {}
@@ -258,7 +268,8 @@ class _NoWorkers:
 
     def run(self, fn: Any, jobs: list[Any], on_result: Any, retries: int = 2) -> None:
         if jobs:  # pragma: no cover - guarded by the caller
-            raise RuntimeError("no workers for pending shards")
+            msg = "no workers for pending shards"
+            raise RuntimeError(msg)
 
     def close(self) -> None:
         pass
@@ -352,7 +363,8 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
         manifest.write()
     seconds = time.perf_counter() - t_run
     if manifest.missing() or manifest.done_events() != n_events:
-        raise ShowerFileError(f"{manifest.path}: run incomplete ({len(manifest.missing())} shards missing)")
+        msg = f"{manifest.path}: run incomplete ({len(manifest.missing())} shards missing)"
+        raise ShowerFileError(msg)
     # half-written files of workers that died: every shard is final now
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
     manifest.data["history"][-1].update({"finished": utc_now(), "seconds": round(seconds, 3),
@@ -395,7 +407,8 @@ def generate_to_file(
     out_path = Path(out).expanduser()
     fmt = _format_for(out_path, format)
     if out_path.is_dir():
-        raise ConfigError(f"--out {out_path}: is a directory; give a file name, or --shard-size for a sharded run")
+        msg = f"--out {out_path}: is a directory; give a file name, or --shard-size for a sharded run"
+        raise ConfigError(msg)
     be = get_backend(backend)
     model_hash = be.model_hash(str(model))
     energies = be.check_energies(energies)
@@ -424,7 +437,8 @@ def generate_to_file(
     finally:
         bar.close()
     if hasher.n_events != n_events:
-        raise ShowerFileError(f"{out_path}: generator produced {hasher.n_events} events, expected {n_events}")
+        msg = f"{out_path}: generator produced {hasher.n_events} events, expected {n_events}"
+        raise ShowerFileError(msg)
     seconds = time.perf_counter() - t0
     return GenerationSummary(
         out=str(out_path), n_events=n_events, n_shards=1, generated_shards=1, kept_shards=0, regenerated_shards=0,
@@ -452,16 +466,21 @@ def merge_shards(
     run = Path(run_dir).expanduser().resolve()
     manifest = Manifest.load(run) if run.is_dir() else None
     if manifest is None:
-        raise ConfigError(f"{run}: no {MANIFEST_NAME}; not a simcompress batch run directory")
+        msg = f"{run}: no {MANIFEST_NAME}; not a simcompress batch run directory"
+        raise ConfigError(msg)
     missing = manifest.missing()
     if missing:
-        raise ConfigError(
+        msg = (
             f"{run}: run incomplete, {len(missing)} of {manifest.n_shards} shards missing (first: {missing[0]}); "
             "rerun the generate command to resume"
         )
+        raise ConfigError(
+            msg
+        )
     out_path = Path(out).expanduser().resolve()
     if out_path.parent == run or run in out_path.parents:
-        raise ConfigError(f"--out {out_path}: must be outside the run directory (its shard files are read as a set)")
+        msg = f"--out {out_path}: must be outside the run directory (its shard files are read as a set)"
+        raise ConfigError(msg)
     fmt = _format_for(out_path, format)
     backend = get_backend(manifest.config.get("backend"))
     files = manifest.shard_files()
@@ -479,9 +498,12 @@ def merge_shards(
                 chunk.metadata = {}  # the merged file's provenance is the run's, not shard 0's
                 yield chunk
             if h.hexdigest() != entry.get("sha256") or h.n_events != entry.get("n_events"):
-                raise ShowerFileError(
+                msg = (
                     f"{path}: content differs from the manifest ({h.n_events} events, hash {h.hexdigest()[:12]}); "
                     "rerun the generate command to regenerate it"
+                )
+                raise ShowerFileError(
+                    msg
                 )
 
     metadata = {

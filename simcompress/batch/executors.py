@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import ConfigError, SimcompressError
 
-__all__ = ["BatchError", "ProcessPoolRunner", "DaskRunner", "make_runner"]
+__all__ = ["BatchError", "DaskRunner", "ProcessPoolRunner", "make_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ class ProcessPoolRunner:
                         except Exception as err:
                             failures[idx] = failures.get(idx, 0) + 1
                             if failures[idx] > retries:
+                                msg = f"shard {idx} failed {failures[idx]} times, last: {type(err).__name__}: {err}"
                                 raise BatchError(
-                                    f"shard {idx} failed {failures[idx]} times, last: {type(err).__name__}: {err}"
+                                    msg
                                 ) from err
                             log.warning("shard %d failed (%s), retrying", idx, err)
                             futures[pool.submit(fn, pending[idx])] = idx
@@ -115,7 +116,8 @@ class ProcessPoolRunner:
             if broken:
                 breaks += 1
                 if breaks > retries + 1:
-                    raise BatchError(f"worker processes died {breaks} times; {len(pending)} shards unfinished")
+                    msg = f"worker processes died {breaks} times; {len(pending)} shards unfinished"
+                    raise BatchError(msg)
                 log.warning("a worker process died; restarting the pool for %d unfinished shards", len(pending))
 
     def close(self) -> None:
@@ -228,21 +230,26 @@ def make_runner(
     """Build the runner for ``executor`` ("local" or "dask")."""
     if executor == "local":
         if scheduler or cluster is not None:
-            raise ConfigError("--scheduler and --cluster need --executor dask")
+            msg = "--scheduler and --cluster need --executor dask"
+            raise ConfigError(msg)
         return ProcessPoolRunner(n_workers, torch_threads)
     if executor != "dask":
-        raise ConfigError(f"--executor: {executor!r} is not allowed; allowed: dask, local")
+        msg = f"--executor: {executor!r} is not allowed; allowed: dask, local"
+        raise ConfigError(msg)
     try:
         import distributed
     except ImportError:  # pragma: no cover - the cluster extra is missing
-        raise ConfigError('--executor dask needs dask.distributed: pip install "simcompress[cluster]"') from None
+        msg = '--executor dask needs dask.distributed: pip install "simcompress[cluster]"'
+        raise ConfigError(msg) from None
     if scheduler and cluster is not None:
-        raise ConfigError("give either --scheduler or --cluster, not both")
+        msg = "give either --scheduler or --cluster, not both"
+        raise ConfigError(msg)
     if scheduler:
         try:
             client = distributed.Client(scheduler, timeout="15s")
         except (OSError, TimeoutError, ValueError) as err:
-            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({err})") from None
+            msg = f"--scheduler {scheduler}: cannot connect ({err})"
+            raise ConfigError(msg) from None
         return DaskRunner(client, f"dask scheduler {scheduler}")
     if cluster is not None:
         import time

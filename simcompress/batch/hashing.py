@@ -33,11 +33,13 @@ class ContentHasher:
         inc = np.ascontiguousarray(incident_energy, dtype="<f4").reshape(-1)
         vox = np.ascontiguousarray(showers, dtype="<f4")
         if vox.ndim != 2 or vox.shape[0] != inc.shape[0]:
-            raise ValueError(f"expected (N,) and (N, V) arrays, got {inc.shape} and {vox.shape}")
+            msg = f"expected (N,) and (N, V) arrays, got {inc.shape} and {vox.shape}"
+            raise ValueError(msg)
         if self.n_voxels is None:
             self.n_voxels = int(vox.shape[1])
         elif vox.shape[1] != self.n_voxels:
-            raise ValueError(f"voxel count changed from {self.n_voxels} to {vox.shape[1]} between chunks")
+            msg = f"voxel count changed from {self.n_voxels} to {vox.shape[1]} between chunks"
+            raise ValueError(msg)
         self._inc.update(inc.tobytes())
         self._vox.update(vox.tobytes())
         self.n_events += int(inc.shape[0])

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from .cluster import ClusterConfig
 from .executors import BatchError
 
-__all__ = ["submit_jobs", "JobWatch", "HOPELESS_REASONS", "ALIVE_STATES"]
+__all__ = ["ALIVE_STATES", "HOPELESS_REASONS", "JobWatch", "submit_jobs"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,11 @@ def submit_jobs(jq: Any, cfg: ClusterConfig) -> list[str]:
     """Submit ``cfg.jobs`` worker jobs now and return their ids; refusals are one-line ConfigErrors."""
     submit = str(getattr(jq._dummy_job, "submit_command", "") or "").split()
     if submit and shutil.which(submit[0]) is None:
-        raise ConfigError(f"{cfg.source}: {submit[0]} not found on PATH; a {cfg.kind} site needs its submit command "
-                          "(run on a submit node of the batch system)")
+        msg = (
+            f"{cfg.source}: {submit[0]} not found on PATH; a {cfg.kind} site needs its submit command "
+                          "(run on a submit node of the batch system)"
+        )
+        raise ConfigError(msg)
     while len(jq.worker_spec) < cfg.jobs:
         jq.worker_spec.update(jq.new_worker_spec())
     try:
@@ -74,7 +77,8 @@ def submit_jobs(jq: Any, cfg: ClusterConfig) -> list[str]:
         for name in [n for n, j in jq.workers.items() if not getattr(j, "job_id", None)]:
             jq.workers.pop(name).status = Status.failed
             jq.worker_spec.pop(name, None)
-        raise ConfigError(f"{cfg.source}: {cfg.kind} job submission failed: {_submission_message(err)}") from None
+        msg = f"{cfg.source}: {cfg.kind} job submission failed: {_submission_message(err)}"
+        raise ConfigError(msg) from None
     return [str(j.job_id) for j in jq.workers.values() if getattr(j, "job_id", None)]
 
 
@@ -117,7 +121,7 @@ class JobWatch:
             return {}
         try:
             proc = subprocess.run(["squeue", "--noheader", "--states=all", f"--jobs={','.join(ids)}", "--format=%i|%T|%r"],
-                                  capture_output=True, text=True, timeout=30)
+                                  check=False, capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return None
         found: dict[str, tuple[str, str]] = {}
@@ -135,7 +139,7 @@ class JobWatch:
         """The last line of a failed job's error file (e.g. the worker's Python not found)."""
         try:
             out = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], capture_output=True, text=True,
-                                 timeout=30).stdout
+                                 check=False, timeout=30).stdout
         except (OSError, subprocess.TimeoutExpired):
             return ""
         info = dict(f.split("=", 1) for f in out.split() if "=" in f)
@@ -176,8 +180,11 @@ class JobWatch:
         if states:
             hopeless = {i: sr for i, sr in states.items() if sr[0] == "PENDING" and sr[1] in HOPELESS_REASONS}
             if hopeless:
-                raise ConfigError(f"{src}: {self.cfg.kind} job(s) can never start: {self._describe(hopeless)}; "
-                                  "ask for less (cores, memory, walltime) or another queue")
+                msg = (
+                    f"{src}: {self.cfg.kind} job(s) can never start: {self._describe(hopeless)}; "
+                                  "ask for less (cores, memory, walltime) or another queue"
+                )
+                raise ConfigError(msg)
             if all(s not in ALIVE_STATES for s, _ in states.values()):
                 detail = self._describe(states)
                 failed = [i for i, (s, _) in states.items() if s in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")]
@@ -185,17 +192,26 @@ class JobWatch:
                     why = self._why_failed(failed[0])
                     detail += f"; job {failed[0]}: {why}" if why else ""
                 if phase == "start":
-                    raise ConfigError(f"{src}: all {len(states)} {self.cfg.kind} job(s) ended before a Dask worker "
-                                      f"connected: {detail}")
-                raise BatchError(f"{src}: all {len(states)} {self.cfg.kind} job(s) ended before the run finished "
+                    msg = (
+                        f"{src}: all {len(states)} {self.cfg.kind} job(s) ended before a Dask worker "
+                                      f"connected: {detail}"
+                    )
+                    raise ConfigError(msg)
+                msg = (
+                    f"{src}: all {len(states)} {self.cfg.kind} job(s) ended before the run finished "
                                  f"({detail}){'; ' + progress if progress else ''}; finished shards are kept: "
-                                 "run the same command again to resume")
+                                 "run the same command again to resume"
+                )
+                raise BatchError(msg)
         waited = now - self.no_worker_since
         if waited > self.cfg.start_timeout:
             what = "connected" if phase == "start" else "reconnected after the workers left"
             detail = f": {self._describe(states)}" if states else ""
-            raise BatchError(f"{src}: no Dask worker {what} within start_timeout={self.cfg.start_timeout} s{detail}"
-                             f"{'; ' + progress if progress else ''}; raise start_timeout or check the queue")
+            msg = (
+                f"{src}: no Dask worker {what} within start_timeout={self.cfg.start_timeout} s{detail}"
+                             f"{'; ' + progress if progress else ''}; raise start_timeout or check the queue"
+            )
+            raise BatchError(msg)
 
     def wait_first_worker(self, client: Any) -> float:
         """Block until one worker is connected (or :meth:`check` gives up); returns the seconds waited."""

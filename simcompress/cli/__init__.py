@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from ._app import app, console, err_console, main
-
 # Importing the command modules registers the subcommands on ``app``.
-from . import showers as _showers  # noqa: E402,F401
+from . import showers as _showers  # noqa: F401
+from ._app import app, console, err_console, main
 
 for _mod in ("generators", "validate", "compress", "sweep", "firmware", "batch", "demo", "interop", "external"):
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -12,7 +11,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ._app import app, console, err_console
 
-__all__ = ["generate_command", "merge_command", "cluster_script_command"]
+__all__ = ["cluster_script_command", "generate_command", "merge_command"]
 
 _SHARD_DEFAULT = 100_000
 
@@ -39,17 +38,17 @@ def generate_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output file, or the run directory of a sharded run."),
     energies: str = typer.Option("ds1", "--energies", "-e", help="ds1 | log-uniform:1e3,1e6 | fixed:65536 | file:ref.root"),
     seed: int = typer.Option(0, "--seed", help="Root seed; the same seed gives the same showers on any executor."),
-    format: Optional[str] = typer.Option(None, "--format", help="root (TTree, default) or hdf5 (CaloChallenge)."),
-    shard_size: Optional[int] = typer.Option(
+    format: str | None = typer.Option(None, "--format", help="root (TTree, default) or hdf5 (CaloChallenge)."),
+    shard_size: int | None = typer.Option(
         None, "--shard-size", help=f"Showers per shard file; makes a sharded run in --out/ (default {_SHARD_DEFAULT:,} "
         "when --executor/--workers/--scheduler/--cluster is given)."),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local (process pool) or dask (LocalCluster, --scheduler or --cluster)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local worker processes (default: CPU count)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, tcp://host:8786."),
-    cluster: Optional[Path] = typer.Option(None, "--cluster", help="Batch-site config, configs/cluster/<site>.yaml (dask-jobqueue)."),
+    executor: str | None = typer.Option(None, "--executor", help="local (process pool) or dask (LocalCluster, --scheduler or --cluster)."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Local worker processes (default: CPU count)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, tcp://host:8786."),
+    cluster: Path | None = typer.Option(None, "--cluster", help="Batch-site config, configs/cluster/<site>.yaml (dask-jobqueue)."),
     chunk_size: int = typer.Option(10_000, "--chunk-size", help="Showers per generation/write chunk."),
-    torch_threads: Optional[int] = typer.Option(None, "--torch-threads", help="Torch threads per task (default 1 in sharded runs)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="(advanced) module:attribute of another generator/file backend."),
+    torch_threads: int | None = typer.Option(None, "--torch-threads", help="Torch threads per task (default 1 in sharded runs)."),
+    backend: str | None = typer.Option(None, "--backend", help="(advanced) module:attribute of another generator/file backend."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     strict: bool = typer.Option(
@@ -68,7 +67,8 @@ def generate_command(
     sharded = any(v is not None for v in (shard_size, executor, workers, scheduler, cluster))
     if sharded:
         if out.suffix.lower() in (".root", ".h5", ".hdf5"):
-            raise ConfigError(f"--out {out}: a sharded run writes a directory, not a {out.suffix} file")
+            msg = f"--out {out}: a sharded run writes a directory, not a {out.suffix} file"
+            raise ConfigError(msg)
         fmt = format or "root"
         summary = run_generation(
             model, events, shard_size or _SHARD_DEFAULT, out, seed,
@@ -120,7 +120,7 @@ def _check_energy_range(model: str, energies: str, strict: bool) -> None:
 def merge_command(
     run: Path = typer.Argument(..., help="Run directory of a finished sharded run (holds manifest.json)."),
     out: Path = typer.Option(..., "--out", "-o", help="Merged file (.root or .h5), outside the run directory."),
-    format: Optional[str] = typer.Option(None, "--format", help="root or hdf5 (default: from the suffix)."),
+    format: str | None = typer.Option(None, "--format", help="root or hdf5 (default: from the suffix)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Concatenate the shards of a run into one file, checking each shard against the manifest."""

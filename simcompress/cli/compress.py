@@ -16,10 +16,9 @@ from typing import Any
 
 import typer
 
+from ..compress.pipeline import generator_calibration as make_calibration
+from ..compress.pipeline import generator_finetune as make_finetune
 from ._app import GateFailed, app, console
-
-from ..compress.pipeline import generator_calibration as make_calibration  # noqa: F401  (re-exported)
-from ..compress.pipeline import generator_finetune as make_finetune  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +87,11 @@ def compress_cmd(
         torch.set_num_threads(threads)
     rec = load_recipe(recipe)
     if gate and reference is None:
-        raise ConfigError("--reference is required for the fidelity gate (or pass --no-gate)")
+        msg = "--reference is required for the fidelity gate (or pass --no-gate)"
+        raise ConfigError(msg)
     if reference is not None and not reference.exists():
-        raise ConfigError(f"{reference}: reference file not found")
+        msg = f"{reference}: reference file not found"
+        raise ConfigError(msg)
     gen = load_generator(model)
     if is_deployed(gen):  # a compressed bundle as the starting point: compress its stored structure
         gen = load_compressed(resolve_bundle(model), deployed=False)
@@ -153,7 +154,7 @@ def compress_cmd(
             "validation_passed_original": bool(vres.passed_for("original")),
             "validation_passed_compressed": bool(vres.passed_for("compressed")),
             "gate_spec": gate_spec,
-            "n_events": int(len(gate_fn.energies)),
+            "n_events": len(gate_fn.energies),
         }
         last = [s.gate for s in result.applied if s.gate is not None]
         if last:
@@ -163,7 +164,7 @@ def compress_cmd(
                 from ..validation.report import report_section
 
                 validation_html = report_section(vres)
-            except Exception as err:  # noqa: BLE001 - the compression report still gets written
+            except Exception as err:
                 log.warning("could not embed the validation section: %s", err)
     orig_dir = resolve_bundle(model)
     report = compression_report(
@@ -178,8 +179,8 @@ def compress_cmd(
     report["deploy"] = {**choice.to_dict(), "max_abs_diff_vs_fake_quantized": choice.max_abs_diff.get(choice.form),
                         "rates_unit": "network forwards x batch per second", "sample_showers_per_s": e2e}
     diff = choice.max_abs_diff.get(choice.form)
-    report["deployable_form"] = [f"execution form {choice.form!r}: {choice.description}; network output max abs diff vs the "
-                                 f"fake-quantized model {'n/a' if diff is None else f'{diff:.3g}'}"]
+    report["deployable_form"] = [(f"execution form {choice.form!r}: {choice.description}; network output max abs diff vs the "
+                                 f"fake-quantized model {'n/a' if diff is None else f'{diff:.3g}'}")]
     report["original"]["throughput"], report["compressed"]["throughput"] = e2e["original"], e2e["compressed"]
     report["ratios"]["throughput"] = e2e["compressed"] / max(e2e["original"], 1e-300)
     report["throughput_unit"] = f"showers/s (sample(), batch {deploy_batch}, execution form {choice.form!r})"
@@ -210,9 +211,12 @@ def compress_cmd(
         if out.exists():
             shutil.rmtree(out)
         os.replace(staged, out)
-        raise GateFailed(
+        msg = (
             f"step {result.stopped_at} failed the gate; report and rejected student in {out} "
             f"({out / REJECTED_DIR}, marked REJECTED; no bundle written)"
+        )
+        raise GateFailed(
+            msg
         )
     report["status"] = "accepted"
     save_compressed(comp, base_for_bundle, steps, None, staged / "bundle", deploy=choice.to_dict())
@@ -233,6 +237,6 @@ def compress_cmd(
     r = report["ratios"]
     console.print(
         f"wrote {out}: storage {r['storage']:.2f}x smaller, throughput x{r['throughput']:.2f} "
-        f"({report['throughput_unit']}), bundle {('%.2fx' % r['bundle']) if r['bundle'] else 'n/a'} smaller"
+        f"({report['throughput_unit']}), bundle {('{:.2f}x'.format(r['bundle'])) if r['bundle'] else 'n/a'} smaller"
     )
     console.print(f"report: {out / 'report.html'}" + (f"; validation report: {validation_dir / 'report.html'}" if validation_dir.exists() else ""))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,13 +13,14 @@ from ._app import app, console
 _CONDITIONS = "log10-energy, log-energy, energy, scaled-log-energy"
 
 
-def _energy_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+def _energy_range(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"--energy-range: expected 'LOW,HIGH' in MeV, got {text!r}") from None
+        msg = f"--energy-range: expected 'LOW,HIGH' in MeV, got {text!r}"
+        raise ConfigError(msg) from None
     return lo, hi
 
 
@@ -53,7 +53,7 @@ def import_onnx_cmd(
     output: str = typer.Option("identity", "--postprocess", help=_POST_HELP),
     output_scale: float = typer.Option(1.0, "--output-scale", help="Showers = scale * output(y) [* E/unit]."),
     multiply_by_energy: bool = typer.Option(False, "--multiply-by-energy", help="The network outputs energy fractions: multiply by E/unit."),
-    energy_range: Optional[str] = typer.Option(None, "--energy-range", help="Trained range 'LOW,HIGH' in MeV (default 256,4194304)."),
+    energy_range: str | None = typer.Option(None, "--energy-range", help="Trained range 'LOW,HIGH' in MeV (default 256,4194304)."),
     tolerance: float = typer.Option(1e-6, "--tolerance", help="Refuse when max |torch - ONNX Runtime| exceeds this times max |output|."),
 ) -> None:
     """Import an ONNX generator: convert it to torch layers, check it against ONNX Runtime, write a bundle."""
@@ -89,7 +89,7 @@ def import_torch_cmd(
     output: str = typer.Option("identity", "--postprocess", help=_POST_HELP),
     output_scale: float = typer.Option(1.0, "--output-scale", help="Showers = scale * output(y) [* E/unit]."),
     multiply_by_energy: bool = typer.Option(False, "--multiply-by-energy", help="The network outputs energy fractions."),
-    energy_range: Optional[str] = typer.Option(None, "--energy-range", help="Trained range 'LOW,HIGH' in MeV (default 256,4194304)."),
+    energy_range: str | None = typer.Option(None, "--energy-range", help="Trained range 'LOW,HIGH' in MeV (default 256,4194304)."),
 ) -> None:
     """Import a PyTorch generator from its class (import path + JSON kwargs) and a state dict."""
     from ..generators import save_generator
@@ -98,11 +98,14 @@ def import_torch_cmd(
     try:
         kw = json.loads(kwargs)
     except json.JSONDecodeError as err:
-        raise ConfigError(f"--kwargs: not JSON ({err})") from None
+        msg = f"--kwargs: not JSON ({err})"
+        raise ConfigError(msg) from None
     if not isinstance(kw, dict):
-        raise ConfigError("--kwargs: expected a JSON object")
+        msg = "--kwargs: expected a JSON object"
+        raise ConfigError(msg)
     if input_mode not in ("z,c", "concat"):
-        raise ConfigError(f"--input: {input_mode!r}; allowed: z,c, concat")
+        msg = f"--input: {input_mode!r}; allowed: z,c, concat"
+        raise ConfigError(msg)
     from ..interop.external import ExternalSpec, LatentSpec
 
     probe = ExternalSpec(source="import", model=architecture, kwargs=kw, latent=LatentSpec(dim=latent_dim))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -19,15 +19,15 @@ def firmware_command(
     model: str = typer.Option(..., "--model", "-m", help="Compressed bundle directory with precision.json (fixed_point / qat_fixed_point)."),
     config: Path = typer.Option(..., "--config", "-c", help="Firmware target YAML (configs/firmware/<target>.yaml)."),
     out: Path = typer.Option(..., "--out", "-o", help="IP folder to create (written atomically)."),
-    samples: Optional[int] = typer.Option(  # noqa: UP007
+    samples: int | None = typer.Option(
         None, "--samples", "-n", help="Random inputs for the bit-exactness check (default: config check.n_samples)."
     ),
-    reference: Optional[Path] = typer.Option(  # noqa: UP007
+    reference: Path | None = typer.Option(
         None, "--reference", "-r", help="Reference shower file: validate showers generated through the C simulation."
     ),
     physics_events: int = typer.Option(5000, "--physics-events", help="Showers generated through the C simulation for --reference."),
     gate: str = typer.Option("default", "--gate", help="Validation gate preset or YAML for --reference."),
-    rtl: Optional[bool] = typer.Option(  # noqa: UP007
+    rtl: bool | None = typer.Option(
         None, "--rtl/--no-rtl", help="Also run da4ml -> Verilog -> Verilator (default: config rtl.enabled)."
     ),
     synth: bool = typer.Option(False, "--synth", help="Run the vendor HLS synthesis (needs vitis_hls/vivado_hls on PATH)."),
@@ -46,9 +46,11 @@ def firmware_command(
 
     cfg = load_firmware_config(config)
     if samples is not None and samples < 1:
-        raise ConfigError(f"--samples must be >= 1, got {samples}")
+        msg = f"--samples must be >= 1, got {samples}"
+        raise ConfigError(msg)
     if reference is not None and not reference.exists():
-        raise ConfigError(f"--reference {reference}: file not found")
+        msg = f"--reference {reference}: file not found"
+        raise ConfigError(msg)
     synth_error: SynthesisUnavailableError | None = None
     try:
         res = export_firmware(model, cfg, out, n_samples=samples, synth=synth, rtl=rtl, overwrite=overwrite,
@@ -66,12 +68,17 @@ def firmware_command(
     if synth_error is not None:
         raise synth_error
     if not report["bit_exactness"]["passed"]:
-        raise GateFailed(f"{report['bit_exactness']['mismatches']} mismatches between emulation and C simulation")
+        msg = f"{report['bit_exactness']['mismatches']} mismatches between emulation and C simulation"
+        raise GateFailed(msg)
     if report.get("rtl") and report["rtl"]["mismatches"]:
-        raise GateFailed(f"{report['rtl']['mismatches']} mismatches between emulation and Verilator")
+        msg = f"{report['rtl']['mismatches']} mismatches between emulation and Verilator"
+        raise GateFailed(msg)
     if report.get("physics") and not report["physics"]["passed"]:
-        raise GateFailed(f"physics of the C-simulated showers fails the '{gate}' gate (float network with the same "
-                         f"noise: {'passes' if report['physics']['float_passed'] else 'fails too'}; see {out / 'validation'})")
+        msg = (
+            f"physics of the C-simulated showers fails the '{gate}' gate (float network with the same "
+                         f"noise: {'passes' if report['physics']['float_passed'] else 'fails too'}; see {out / 'validation'})"
+        )
+        raise GateFailed(msg)
 
 
 def _physics(res: Any, reference: Path, n_events: int, gate: str, out: Path) -> dict[str, Any]:
@@ -93,7 +100,8 @@ def _physics(res: Any, reference: Path, n_events: int, gate: str, out: Path) -> 
 
     gen = res.model
     if not all(hasattr(gen, a) for a in ("condition", "postprocess", "latent_dim", "geometry")):
-        raise ConfigError(f"--reference needs a shower generator bundle; {type(gen).__name__} is not one")
+        msg = f"--reference needs a shower generator bundle; {type(gen).__name__} is not one"
+        raise ConfigError(msg)
     reader = open_showers(str(reference))
     energies = reader.incident_energy()[:n_events].astype(np.float32)
     showers = csim_showers(gen, res.hls_model, res.graph, energies, seed=0)
@@ -112,7 +120,7 @@ def _physics(res: Any, reference: Path, n_events: int, gate: str, out: Path) -> 
         return {k: {m: v for m, v in f.items() if m in ("ks", "w1", "sp")}
                 for k, f in d.get(name, {}).get("features", {}).items() if isinstance(f, dict)}
 
-    return {"n_events": int(len(energies)), "reference": str(reference), "gate": gate,
+    return {"n_events": len(energies), "reference": str(reference), "gate": gate,
             "passed": bool(vres.passed_for("csim")), "float_passed": bool(vres.passed_for("float")),
             "report": "validation/ (metrics.json, report.html)", "features": feats("csim"),
             "features_float_same_noise": feats("float")}

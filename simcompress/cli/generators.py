@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,20 +15,20 @@ from ._app import app, console
 @app.command()
 def train(
     kind: str = typer.Argument(..., help="Generator kind: gan or flow."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Reference shower file(s) (ROOT/HDF5/folder/glob)."),
+    data: Path | None = typer.Option(None, "--data", help="Reference shower file(s) (ROOT/HDF5/folder/glob)."),
     reference_events: int = typer.Option(
         0, "--reference-events", help="Instead of --data: simulate this many reference showers with the built-in GFlash simulator (energies: --reference-energies)."
     ),
     reference_seed: int = typer.Option(1, "--reference-seed", help="Seed of the simulated reference sample."),
     reference_energies: str = typer.Option("ds1", "--reference-energies", help="Energy spec of the simulated reference sample."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Training recipe YAML (configs/generators/*.yaml)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Training recipe YAML (configs/generators/*.yaml)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output bundle directory (checkpoints go to OUT/checkpoints)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Override the recipe's number of steps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Override the recipe's seed."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the recipe's, auto)."),
+    steps: int | None = typer.Option(None, "--steps", help="Override the recipe's number of steps."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda (default: the recipe's, auto)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/checkpoints if present."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    log_file: Optional[Path] = typer.Option(None, "--log", help="Append JSON monitor lines to this file."),
+    log_file: Path | None = typer.Option(None, "--log", help="Append JSON monitor lines to this file."),
 ) -> None:
     """Train a generator (gan|flow) on reference showers and write its bundle to OUT."""
     from ..generators.train import load_train_config, train_generator
@@ -37,7 +36,8 @@ def train(
     overrides = {k: v for k, v in {"steps": steps, "seed": seed, "device": device}.items() if v is not None}
     cfg = load_train_config(kind, config, overrides)
     if (data is None) == (reference_events <= 0):
-        raise ConfigError("train: give exactly one of --data FILE or --reference-events N")
+        msg = "train: give exactly one of --data FILE or --reference-events N"
+        raise ConfigError(msg)
     if data is not None:
         from ..showers.geometry import Geometry
         from ..showers.io import open_showers

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,13 +11,14 @@ from ..errors import ConfigError
 from ._app import GateFailed, app, console
 
 
-def _energy_range(text: Optional[str]) -> Optional[tuple[float, float]]:
+def _energy_range(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"--energy-range: expected 'LOW,HIGH' in MeV, got {text!r}") from None
+        msg = f"--energy-range: expected 'LOW,HIGH' in MeV, got {text!r}"
+        raise ConfigError(msg) from None
     return lo, hi
 
 
@@ -26,13 +26,13 @@ def _energy_range(text: Optional[str]) -> Optional[tuple[float, float]]:
 def qkeras_import(
     model: Path = typer.Argument(..., help="QKeras model saved as .h5 (model.save('gen.h5'))."),
     out: Path = typer.Option(..., "--out", "-o", help="Output generator bundle directory."),
-    geometry: Optional[str] = typer.Option(None, "--geometry", "-g", help="Geometry name or YAML (default: from the file's simcompress metadata)."),
-    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="Noise width; the model input is latent_dim + 1 (noise, then the condition)."),
-    energy_range: Optional[str] = typer.Option(None, "--energy-range", help="Conditioning range 'LOW,HIGH' in MeV."),
-    postprocess: Optional[str] = typer.Option(None, "--postprocess", help="factorised (1+layers+voxels outputs) or energy_fraction (voxels outputs)."),
+    geometry: str | None = typer.Option(None, "--geometry", "-g", help="Geometry name or YAML (default: from the file's simcompress metadata)."),
+    latent_dim: int | None = typer.Option(None, "--latent-dim", help="Noise width; the model input is latent_dim + 1 (noise, then the condition)."),
+    energy_range: str | None = typer.Option(None, "--energy-range", help="Conditioning range 'LOW,HIGH' in MeV."),
+    postprocess: str | None = typer.Option(None, "--postprocess", help="factorised (1+layers+voxels outputs) or energy_fraction (voxels outputs)."),
     strict: bool = typer.Option(True, "--strict/--no-strict", help="Refuse models whose float32 arithmetic is not provably exact."),
-    firmware: Optional[Path] = typer.Option(None, "--firmware", help="Also build the hls4ml firmware IP folder here (bit-exactness checked)."),
-    firmware_config: Optional[Path] = typer.Option(None, "--firmware-config", help="Firmware target YAML (configs/firmware/*.yaml); default target if omitted."),
+    firmware: Path | None = typer.Option(None, "--firmware", help="Also build the hls4ml firmware IP folder here (bit-exactness checked)."),
+    firmware_config: Path | None = typer.Option(None, "--firmware-config", help="Firmware target YAML (configs/firmware/*.yaml); default target if omitted."),
 ) -> None:
     """Import a QKeras generator as a simcompress bundle (exact fixed-point twin; validate/compress/firmware it)."""
     from ..generators import save_generator
@@ -60,7 +60,8 @@ def qkeras_import(
         console.print(f"firmware -> {firmware}: {bx['mismatches']} mismatches in {bx['n_outputs']} outputs "
                       f"(emulation vs C simulation)")
         if bx["mismatches"]:
-            raise GateFailed(f"firmware of {model} is not bit-exact: {bx['mismatches']} mismatches")
+            msg = f"firmware of {model} is not bit-exact: {bx['mismatches']} mismatches"
+            raise GateFailed(msg)
 
 
 @app.command("qkeras-export")
@@ -74,7 +75,8 @@ def qkeras_export(
     from ..interop.qkeras import export_qkeras
 
     if out.suffix not in (".h5", ".hdf5"):
-        raise ConfigError(f"--out {str(out)!r}: QKeras 0.9.0 reloads only the .h5 format; use a .h5 file name")
+        msg = f"--out {str(out)!r}: QKeras 0.9.0 reloads only the .h5 format; use a .h5 file name"
+        raise ConfigError(msg)
     gen = load_generator(bundle)
     path = export_qkeras(gen, out)
     summary = {"bundle": bundle, "out": str(path), "kind": getattr(gen, "kind", type(gen).__name__)}

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from ._app import app, console, err_console
 
 __all__ = [
-    "simulate_command",
-    "info_command",
+    "ENERGY_BRANCH_OPT",
+    "ENERGY_UNIT_OPT",
+    "TREE_OPT",
+    "VOXELS_OPT",
+    "VOXEL_UNIT_OPT",
     "convert_command",
-    "plot_layers_command",
     "describe_file",
     "file_statistics",
+    "info_command",
+    "plot_layers_command",
     "read_options",
-    "TREE_OPT",
-    "ENERGY_BRANCH_OPT",
-    "VOXELS_OPT",
-    "ENERGY_UNIT_OPT",
-    "VOXEL_UNIT_OPT",
+    "simulate_command",
 ]
 
 # Options naming where the showers are in a user's file (simcompress.showers.layout.ReadOptions);
@@ -64,17 +64,17 @@ def simulate_command(
     energies: str = typer.Option(
         "ds1", "--energies", "-e", help="Incident energies (MeV): ds1 | log-uniform:LO,HI | fixed:E | discrete:E1,E2 | file:PATH."
     ),
-    format: Optional[str] = typer.Option(  # noqa: A002, UP007 - typer needs Optional
+    format: str | None = typer.Option(
         None, "--format", "-f", help="root or hdf5 (CaloChallenge); default from the --out suffix."
     ),
     layout: str = typer.Option("auto", "--layout", help="ROOT layout: auto (dense up to 2048 voxels), dense, sparse."),
     chunk_size: int = typer.Option(
         0, "--chunk-size", help="Showers simulated per chunk (memory bound); 0 = about 64 MB of voxels per chunk."
     ),
-    config: Optional[Path] = typer.Option(  # noqa: UP007
+    config: Path | None = typer.Option(
         None, "--config", "-c", help="YAML file with reference-simulator options (step_x0, sampling_term, spot_scale, ...)."
     ),
-    step_x0: Optional[float] = typer.Option(  # noqa: UP007
+    step_x0: float | None = typer.Option(
         None, "--step-x0", help="Longitudinal step inside a layer (radiation lengths); overrides --config."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -89,13 +89,15 @@ def simulate_command(
     from ..showers.reference import GFlashConfig, iter_simulate
 
     if events < 1:
-        raise ConfigError(f"--events must be >= 1, got {events}")
+        msg = f"--events must be >= 1, got {events}"
+        raise ConfigError(msg)
     if format is None:
-        format = file_format(out)  # noqa: A001
+        format = file_format(out)
     elif format.lower() in ("root", "hdf5"):
-        format = format.lower()  # noqa: A001
+        format = format.lower()
     else:
-        raise ConfigError(f"--format {format!r} is not allowed; allowed: root, hdf5")
+        msg = f"--format {format!r} is not allowed; allowed: root, hdf5"
+        raise ConfigError(msg)
     from .._config import load_yaml, parse_config
     from ..showers.geometry import Geometry
 
@@ -104,7 +106,8 @@ def simulate_command(
         cfg = parse_config(GFlashConfig, {**cfg.model_dump(), "step_x0": step_x0}, source="--step-x0")
     geo = Geometry.from_name(geometry)
     if chunk_size < 0:
-        raise ConfigError(f"--chunk-size must be >= 0, got {chunk_size}")
+        msg = f"--chunk-size must be >= 0, got {chunk_size}"
+        raise ConfigError(msg)
     if chunk_size == 0:
         chunk_size = max(256, (64 << 20) // (4 * geo.n_voxels))
     chunks = iter_simulate(geo, events, energies, seed, chunk_size, progress, config=cfg)
@@ -142,7 +145,7 @@ def describe_file(path: str, geometry: str | None = None, options: Any = None) -
         "n_voxels": r.geometry.n_voxels,
         "n_events": r.n_events,
         "incident_energy_mev": {"min": float(e.min()), "max": float(e.max()), "mean": float(e.mean())},
-        "n_distinct_energies": int(len(set(e[: min(len(e), 1_000_000)].tolist()))),
+        "n_distinct_energies": len(set(e[: min(len(e), 1_000_000)].tolist())),
         "provenance": m,
     }
 
@@ -185,7 +188,7 @@ def file_statistics(path: str, progress: bool = False, geometry: str | None = No
         "e_dep_over_e_inc_mean": mean,
         "e_dep_over_e_inc_std": float(np.sqrt(max(s2 / n - mean**2, 0.0))),
         "layer_energy_fraction": {
-            str(layer.id): float(x / total) if total > 0 else 0.0 for layer, x in zip(r.geometry.layers, layer_sum)
+            str(layer.id): float(x / total) if total > 0 else 0.0 for layer, x in zip(r.geometry.layers, layer_sum, strict=False)
         },
         "voxel_occupancy": nonzero / (n * r.geometry.n_voxels),
     }
@@ -197,14 +200,14 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
     full: bool = typer.Option(False, "--full", help="Print the complete provenance (software versions, config)."),
     stats: bool = typer.Option(False, "--stats", help="Also read all showers: E_dep/E_inc, layer fractions, occupancy."),
-    geometry: Optional[str] = typer.Option(  # noqa: UP007
+    geometry: str | None = typer.Option(
         None, "--geometry", "-g", help="Geometry of files that do not record one (name or YAML/XML path)."
     ),
-    tree: Optional[str] = TREE_OPT,  # noqa: UP007
-    energy_branch: Optional[str] = ENERGY_BRANCH_OPT,  # noqa: UP007
-    voxels: Optional[str] = VOXELS_OPT,  # noqa: UP007
-    energy_unit: Optional[str] = ENERGY_UNIT_OPT,  # noqa: UP007
-    voxel_unit: Optional[str] = VOXEL_UNIT_OPT,  # noqa: UP007
+    tree: str | None = TREE_OPT,
+    energy_branch: str | None = ENERGY_BRANCH_OPT,
+    voxels: str | None = VOXELS_OPT,
+    energy_unit: str | None = ENERGY_UNIT_OPT,
+    voxel_unit: str | None = VOXEL_UNIT_OPT,
 ) -> None:
     """Describe shower files: geometry, event count, energy range, layout and provenance.
 
@@ -258,20 +261,20 @@ def info_command(
 def convert_command(
     source: list[str] = typer.Argument(..., help="Input shower files, folders or globs (read together, in order)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file (.root, .h5 or .hdf5); written atomically."),
-    format: Optional[str] = typer.Option(  # noqa: A002, UP007
+    format: str | None = typer.Option(
         None, "--format", "-f", help="root or hdf5; default from the --out suffix."
     ),
     layout: str = typer.Option("auto", "--layout", help="ROOT layout: auto, dense, sparse."),
-    geometry: Optional[str] = typer.Option(  # noqa: UP007
+    geometry: str | None = typer.Option(
         None, "--geometry", "-g", help="Geometry of input files that do not record one (e.g. sparse files)."
     ),
-    stop: Optional[int] = typer.Option(None, "--stop", help="Convert only the first N events."),  # noqa: UP007
+    stop: int | None = typer.Option(None, "--stop", help="Convert only the first N events."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    tree: Optional[str] = TREE_OPT,  # noqa: UP007
-    energy_branch: Optional[str] = ENERGY_BRANCH_OPT,  # noqa: UP007
-    voxels: Optional[str] = VOXELS_OPT,  # noqa: UP007
-    energy_unit: Optional[str] = ENERGY_UNIT_OPT,  # noqa: UP007
-    voxel_unit: Optional[str] = VOXEL_UNIT_OPT,  # noqa: UP007
+    tree: str | None = TREE_OPT,
+    energy_branch: str | None = ENERGY_BRANCH_OPT,
+    voxels: str | None = VOXELS_OPT,
+    energy_unit: str | None = ENERGY_UNIT_OPT,
+    voxel_unit: str | None = VOXEL_UNIT_OPT,
 ) -> None:
     """Convert shower files between ROOT and CaloChallenge HDF5 (merging several inputs into one file).
 
@@ -282,14 +285,17 @@ def convert_command(
     from ..showers.io import open_showers, write_showers
 
     if format is not None and format.lower() not in ("root", "hdf5"):
-        raise ConfigError(f"--format {format!r} is not allowed; allowed: root, hdf5")
+        msg = f"--format {format!r} is not allowed; allowed: root, hdf5"
+        raise ConfigError(msg)
     if stop is not None and stop < 1:
-        raise ConfigError(f"--stop must be >= 1, got {stop}")
+        msg = f"--stop must be >= 1, got {stop}"
+        raise ConfigError(msg)
     opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
     reader = open_showers(source if len(source) > 1 else source[0], geometry=geometry, options=opts)
     out_resolved = out.resolve()
     if any(f.resolve() == out_resolved for f in reader.files):
-        raise ConfigError(f"{out}: the output is one of the inputs; write to another file")
+        msg = f"{out}: the output is one of the inputs; write to another file"
+        raise ConfigError(msg)
     meta = {"converted_from": [str(f) for f in reader.files]}
     if not opts.is_default:
         meta["converted_with"] = reader.source_layout
@@ -313,14 +319,14 @@ def convert_command(
 def plot_layers_command(
     files: list[str] = typer.Argument(..., help="Shower files (NAME=PATH to label them); one row of layer images each."),
     out: Path = typer.Option(..., "--out", "-o", help="Image file (.png, .pdf, .svg); written atomically."),
-    events: Optional[int] = typer.Option(None, "--events", "-n", help="Average over the first N events (default all)."),  # noqa: UP007
+    events: int | None = typer.Option(None, "--events", "-n", help="Average over the first N events (default all)."),
     max_layers: int = typer.Option(8, "--max-layers", help="Draw at most this many layers (evenly spread)."),
-    geometry: Optional[str] = typer.Option(None, "--geometry", "-g", help="Geometry of files that do not record one."),  # noqa: UP007
-    tree: Optional[str] = TREE_OPT,  # noqa: UP007
-    energy_branch: Optional[str] = ENERGY_BRANCH_OPT,  # noqa: UP007
-    voxels: Optional[str] = VOXELS_OPT,  # noqa: UP007
-    energy_unit: Optional[str] = ENERGY_UNIT_OPT,  # noqa: UP007
-    voxel_unit: Optional[str] = VOXEL_UNIT_OPT,  # noqa: UP007
+    geometry: str | None = typer.Option(None, "--geometry", "-g", help="Geometry of files that do not record one."),
+    tree: str | None = TREE_OPT,
+    energy_branch: str | None = ENERGY_BRANCH_OPT,
+    voxels: str | None = VOXELS_OPT,
+    energy_unit: str | None = ENERGY_UNIT_OPT,
+    voxel_unit: str | None = VOXEL_UNIT_OPT,
 ) -> None:
     """Draw the mean shower of each file layer by layer (Cartesian cell grids or polar bins)."""
     from ..errors import ConfigError
@@ -328,11 +334,14 @@ def plot_layers_command(
     from ..showers.plots import mean_images, save_layer_images
 
     if events is not None and events < 1:
-        raise ConfigError(f"--events must be >= 1, got {events}")
+        msg = f"--events must be >= 1, got {events}"
+        raise ConfigError(msg)
     if max_layers < 1:
-        raise ConfigError(f"--max-layers must be >= 1, got {max_layers}")
+        msg = f"--max-layers must be >= 1, got {max_layers}"
+        raise ConfigError(msg)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise ConfigError(f"{out}: image suffix {out.suffix or '(none)'!r} is not allowed; allowed: .png, .pdf, .svg")
+        msg = f"{out}: image suffix {out.suffix or '(none)'!r} is not allowed; allowed: .png, .pdf, .svg"
+        raise ConfigError(msg)
     opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
     readers: dict[str, Any] = {}
     for f in files:
@@ -345,6 +354,7 @@ def plot_layers_command(
     geo = next(iter(readers.values())).geometry
     for name, r in readers.items():
         if not r.geometry.same_binning(geo):
-            raise ConfigError(f"{name}: geometry {r.geometry.name!r} differs from {geo.name!r}; plot one geometry at a time")
+            msg = f"{name}: geometry {r.geometry.name!r} differs from {geo.name!r}; plot one geometry at a time"
+            raise ConfigError(msg)
     path = save_layer_images(out, mean_images(readers, stop=events), geo, max_layers=max_layers)
     console.print(f"wrote layer images of {len(readers)} sample(s) ({geo.name}) to {path}", highlight=False)

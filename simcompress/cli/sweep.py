@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,14 +11,14 @@ from ._app import GateFailed, app, console
 
 @app.command("sweep")
 def sweep_cmd(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Generator bundle or zoo name (or 'model:' in the sweep file)."),
-    method: Optional[str] = typer.Option(None, "--method", help="Method to sweep (with --grid), e.g. ptq."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Generator bundle or zoo name (or 'model:' in the sweep file)."),
+    method: str | None = typer.Option(None, "--method", help="Method to sweep (with --grid), e.g. ptq."),
     grid: list[str] = typer.Option([], "--grid", help="KEY=V1,V2,... (repeatable; Cartesian product), e.g. bits=16,8,6,4."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Sweep YAML (configs/sweeps/*.yaml): several methods and grids."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Sweep YAML (configs/sweeps/*.yaml): several methods and grids."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: sweep.json, sweep.html, points/, picked/."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Reference showers: fine-tuning data and the incident energies."),
-    pick: Optional[str] = typer.Option(None, "--pick", help="Condition on the figures, e.g. 'auc_vs_teacher<=0.55'; writes the chosen bundle to OUT/picked."),
-    pick_by: Optional[str] = typer.Option(None, "--pick-by", help="Among the points satisfying --pick: 'storage' (smallest, default) or 'speed' (fastest)."),
+    reference: Path | None = typer.Option(None, "--reference", help="Reference showers: fine-tuning data and the incident energies."),
+    pick: str | None = typer.Option(None, "--pick", help="Condition on the figures, e.g. 'auc_vs_teacher<=0.55'; writes the chosen bundle to OUT/picked."),
+    pick_by: str | None = typer.Option(None, "--pick-by", help="Among the points satisfying --pick: 'storage' (smallest, default) or 'speed' (fastest)."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps after the step (--method/--grid sweeps)."),
     finetune_lr: float = typer.Option(5e-5, "--finetune-lr"),
     n_events: int = typer.Option(10_000, "--n-events", help="Teacher and student showers per damage measurement."),
@@ -40,19 +39,23 @@ def sweep_cmd(
     from ..errors import ConfigError
 
     if (config is None) == (method is None):
-        raise ConfigError("sweep: give either --config SWEEP.yaml or --method M --grid KEY=V1,V2,...")
+        msg = "sweep: give either --config SWEEP.yaml or --method M --grid KEY=V1,V2,..."
+        raise ConfigError(msg)
     if config is not None:
         if grid:
-            raise ConfigError("sweep: --grid goes with --method, not with --config (the file holds the grids)")
+            msg = "sweep: --grid goes with --method, not with --config (the file holds the grids)"
+            raise ConfigError(msg)
         spec = load_sweep(config)
     else:
         if not grid:
-            raise ConfigError(f"sweep --method {method}: empty grid; give --grid KEY=V1,V2,...")
+            msg = f"sweep --method {method}: empty grid; give --grid KEY=V1,V2,..."
+            raise ConfigError(msg)
         ft = {"steps": finetune_steps, "lr": finetune_lr} if finetune_steps else None
         spec = sweep_from_grid(str(method), parse_grid(grid), finetune=ft)
     model = model or spec.model
     if not model:
-        raise ConfigError("sweep: --model is required (or 'model:' in the sweep file)")
+        msg = "sweep: --model is required (or 'model:' in the sweep file)"
+        raise ConfigError(msg)
     res = run_sweep(
         model, spec, out, reference=reference, n_events=n_events, finetune_events=finetune_events,
         calibration_events=calibration_events, gate_spec=gate_spec, workers=workers, seed=seed,
@@ -69,5 +72,6 @@ def sweep_cmd(
     cond = res.table.get("pick")
     if cond:
         if res.picked is None:
-            raise GateFailed(f"no point satisfies {cond['condition']!r}; see {out / 'sweep.html'}")
+            msg = f"no point satisfies {cond['condition']!r}; see {out / 'sweep.html'}"
+            raise GateFailed(msg)
         console.print(f"picked {res.picked['label']} ({cond['condition']}, by {cond['by']}): bundle {out / 'picked'}")

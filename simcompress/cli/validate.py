@@ -19,7 +19,8 @@ def _parse_candidate(spec: str, index: int) -> tuple[str, str]:
         name, _, path = spec.partition("=")
         if ";" not in name:  # 'x.root;voxels=cells' is a path with options, not NAME=PATH
             if not name or not path:
-                raise ConfigError(f"--candidate {spec!r}: expected PATH or NAME=PATH")
+                msg = f"--candidate {spec!r}: expected PATH or NAME=PATH"
+                raise ConfigError(msg)
             return name, path
     stem = Path(split_source(spec)[0].rstrip("/")).stem or f"candidate{index}"
     return stem, spec
@@ -80,15 +81,15 @@ def validate(
 
         geom = Geometry.from_name(geometry)
     if step_size < 1:
-        raise ConfigError(f"--step-size must be >= 1, got {step_size}")
+        msg = f"--step-size must be >= 1, got {step_size}"
+        raise ConfigError(msg)
     ref_src: object = reference
     opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
     if geom is not None or not opts.is_default:
-        from ..showers.io import open_showers
-
         # the layout options describe files written by other tools; our own files need none and
         # are opened with the defaults, so a foreign reference can be compared with our candidates
         from ..errors import ShowerFileError
+        from ..showers.io import open_showers
 
         def _open(p: str) -> object:
             try:
@@ -121,7 +122,8 @@ def validate(
     if not result.passed:
         failed = result.failed_checks()
         names = sorted({c.candidate for c in failed})
-        raise GateFailed(f"{len(failed)} of {len(result.checks)} checks failed (gate {spec.name!r}; candidates: {', '.join(names)})")
+        msg = f"{len(failed)} of {len(result.checks)} checks failed (gate {spec.name!r}; candidates: {', '.join(names)})"
+        raise GateFailed(msg)
 
 
 def _print_summary(result: object) -> None:

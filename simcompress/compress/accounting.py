@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 
 from .parametrizations import FakeQuant, find_parametrization
 
-__all__ = ["TensorStorage", "encode_cost", "storage_table", "storage_bits", "count_params", "weight_bits_of"]
+__all__ = ["TensorStorage", "count_params", "encode_cost", "storage_bits", "storage_table", "weight_bits_of"]
 
 SCALE_BITS = 32
 

@@ -23,24 +23,24 @@ from typing import Any, ClassVar, Protocol
 
 from torch import nn
 
-from .coverage import check_coverage, coverage_of, snapshot
-from .parametrizations import clone_model
 from .._config import StrictModel, parse_config
 from .._registry import Registry
 from ..errors import ConfigError
+from .coverage import check_coverage, coverage_of, snapshot
+from .parametrizations import clone_model
 
 __all__ = [
-    "MethodConfig",
-    "LayerRecord",
-    "CompressionResult",
-    "GateResult",
-    "Gate",
     "METHODS",
-    "register_method",
+    "CompressionResult",
+    "Gate",
+    "GateResult",
+    "LayerRecord",
+    "MethodConfig",
+    "compress",
+    "config_from_dict",
     "get_method",
     "list_methods",
-    "config_from_dict",
-    "compress",
+    "register_method",
     "select_modules",
 ]
 
@@ -143,7 +143,8 @@ METHODS: Registry[_Method] = Registry("compression method", entry_point_group="s
 def register_method(config_cls: type[MethodConfig]) -> Callable[[Transform], Transform]:
     """Decorator: register ``transform(model_copy, config) -> CompressionResult`` for ``config_cls``."""
     if not config_cls.method:
-        raise ConfigError(f"{config_cls.__name__} has no 'method' name")
+        msg = f"{config_cls.__name__} has no 'method' name"
+        raise ConfigError(msg)
 
     def deco(fn: Transform) -> Transform:
         METHODS.register(config_cls.method, _Method(config_cls.method, config_cls, fn))
@@ -170,13 +171,15 @@ def list_methods() -> list[str]:
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> MethodConfig:
     """Build a typed method config from ``{"method": name, **options}`` (an allowlist: only registered methods)."""
     if not isinstance(data, dict) or "method" not in data:
-        raise ConfigError(f"{source}: a step needs a 'method' key; known methods: {', '.join(list_methods())}")
+        msg = f"{source}: a step needs a 'method' key; known methods: {', '.join(list_methods())}"
+        raise ConfigError(msg)
     body = dict(data)
     name = body.pop("method")
     try:
         m = get_method(str(name))
     except KeyError as err:
-        raise ConfigError(f"{source}.method: {err}") from None
+        msg = f"{source}.method: {err}"
+        raise ConfigError(msg) from None
     return parse_config(m.config_cls, body, source=source)
 
 
@@ -221,10 +224,12 @@ def compress(model: nn.Module, config: MethodConfig, *, strict: bool | None = No
         True
     """
     if not isinstance(config, MethodConfig):
-        raise ConfigError(f"compress() needs a MethodConfig, got {type(config).__name__}")
+        msg = f"compress() needs a MethodConfig, got {type(config).__name__}"
+        raise ConfigError(msg)
     m = get_method(config.method)
     if not isinstance(config, m.config_cls):
-        raise ConfigError(f"method {config.method!r} expects {m.config_cls.__name__}, got {type(config).__name__}")
+        msg = f"method {config.method!r} expects {m.config_cls.__name__}, got {type(config).__name__}"
+        raise ConfigError(msg)
     work = clone_model(model)
     before = snapshot(work)
     t0 = time.perf_counter()

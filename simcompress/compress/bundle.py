@@ -26,13 +26,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-import logging
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from .accounting import storage_table
 from .modules import PLAIN_LAYER_TYPES, Factorized, TTLinear, base_type, module_from_spec, module_spec
 from .parametrizations import ActQuant, FakeQuant, LoRA, Mask, attach_input_quantizer, qrange
 
-__all__ = ["FORMAT_VERSION", "register_module_type", "registered_module_type", "save_compressed", "load_compressed", "structure_of"]
+__all__ = ["FORMAT_VERSION", "load_compressed", "register_module_type", "registered_module_type", "save_compressed", "structure_of"]
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -60,10 +60,12 @@ def register_module_type(cls: type) -> type:
     Usable as a class decorator. Registering a second class under the same name is an error.
     """
     if not (hasattr(cls, "to_spec") and hasattr(cls, "from_spec")):
-        raise ConfigError(f"{cls.__name__} needs to_spec() and from_spec() to be stored in a compressed bundle")
+        msg = f"{cls.__name__} needs to_spec() and from_spec() to be stored in a compressed bundle"
+        raise ConfigError(msg)
     name = cls.__name__
     if name in _ALLOWED and _ALLOWED[name] is not cls:
-        raise ConfigError(f"module type {name!r} is already registered for compressed bundles")
+        msg = f"module type {name!r} is already registered for compressed bundles"
+        raise ConfigError(msg)
     _ALLOWED[name] = cls
     return cls
 
@@ -88,7 +90,8 @@ def registered_module_type(name: str) -> type:
     try:
         return _ALLOWED[name]
     except KeyError:
-        raise BundleError(f"module type {name!r} is not in the compressed-bundle allowlist; {did_you_mean(name, _ALLOWED)}") from None
+        msg = f"module type {name!r} is not in the compressed-bundle allowlist; {did_you_mean(name, _ALLOWED)}"
+        raise BundleError(msg) from None
 
 
 def _is_param_path(name: str) -> bool:
@@ -114,7 +117,8 @@ def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
                 for p in plist:
                     pname = type(p).__name__
                     if pname not in _ALLOWED or _ALLOWED[pname] is not type(p):
-                        raise BundleError(f"layer {name!r}: parametrization {pname} on {tname!r} is not registered for bundles (register_module_type)")
+                        msg = f"layer {name!r}: parametrization {pname} on {tname!r} is not registered for bundles (register_module_type)"
+                        raise BundleError(msg)
                     specs.append({"type": pname, "spec": p.to_spec()})
                 pars[tname] = specs
             entry["parametrizations"] = pars
@@ -137,7 +141,8 @@ def _restore_parametrizations(mod: nn.Module, entry: dict[str, Any], name: str) 
         if have == want:
             continue
         if have:
-            raise BundleError(f"layer {name!r}: rebuilt with parametrizations {have} on {tname!r}, bundle records {want}")
+            msg = f"layer {name!r}: rebuilt with parametrizations {have} on {tname!r}, bundle records {want}"
+            raise BundleError(msg)
         for s in specs:
             p = registered_module_type(s["type"]).from_spec(s["spec"])
             parametrize.register_parametrization(mod, tname, p, unsafe=True)
@@ -154,7 +159,8 @@ class _Rebuilder:
     def build(self, name: str, base: nn.Module | None) -> nn.Module:
         entry = self.s.get(name)
         if entry is None:
-            raise BundleError(f"{self.source}: structure lacks module {name!r}")
+            msg = f"{self.source}: structure lacks module {name!r}"
+            raise BundleError(msg)
         tname = entry["type"]
         if tname in _ALLOWED:
             cls = _ALLOWED[tname]
@@ -174,7 +180,8 @@ class _Rebuilder:
         else:
             if base is None or base_type(base).__name__ != tname:
                 got = "nothing" if base is None else type(base).__name__
-                raise BundleError(f"{self.source}: module {name or '(root)'!r} should be a {tname}, the rebuilt base model has {got}")
+                msg = f"{self.source}: module {name or '(root)'!r} should be a {tname}, the rebuilt base model has {got}"
+                raise BundleError(msg)
             mod = base
         self.finish(name, mod, base)
         return mod
@@ -325,7 +332,8 @@ def _unpack_quantized(tensors: dict[str, torch.Tensor], packed: dict[str, dict[s
                 dtype = getattr(torch, info["dtype"])
                 tensors[key] = ((codes.to(torch.float64) - zp.to(torch.float64)) * scale.to(torch.float64)).to(dtype)
     except (KeyError, RuntimeError, ValueError) as err:
-        raise BundleError(f"{source}: packed tensors inconsistent with config.json ({err})") from None
+        msg = f"{source}: packed tensors inconsistent with config.json ({err})"
+        raise BundleError(msg) from None
 
 
 def save_compressed(
@@ -355,16 +363,22 @@ def save_compressed(
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
-        raise BundleError(f"{out}: exists (pass overwrite=True)")
+        msg = f"{out}: exists (pass overwrite=True)"
+        raise BundleError(msg)
     if "compression" in base_config:
-        raise BundleError("base_config already has a 'compression' section; pass the uncompressed model's config")
+        msg = "base_config already has a 'compression' section; pass the uncompressed model's config"
+        raise BundleError(msg)
     from .deploy import FORMS, is_deployed
 
     if is_deployed(model):
-        raise BundleError("save_compressed: this model is an execution form (simcompress.compress.deploy); "
-                          "save the compressed model it was made from (load_compressed(..., deployed=False))")
+        msg = (
+            "save_compressed: this model is an execution form (simcompress.compress.deploy); "
+                          "save the compressed model it was made from (load_compressed(..., deployed=False))"
+        )
+        raise BundleError(msg)
     if deploy is not None and deploy.get("form") not in FORMS:
-        raise BundleError(f"save_compressed: deploy form {deploy.get('form')!r} unknown; allowed: {', '.join(FORMS)}")
+        msg = f"save_compressed: deploy form {deploy.get('form')!r} unknown; allowed: {', '.join(FORMS)}"
+        raise BundleError(msg)
     structure = structure_of(model)
     tmp = _atomic_dir(out)
     try:
@@ -447,18 +461,23 @@ def load_compressed(
     wfile = p / "weights.safetensors"
     for f in (cfile, wfile):
         if not f.is_file():
-            raise BundleError(f"{p}: not a compressed bundle ({f.name} missing)")
+            msg = f"{p}: not a compressed bundle ({f.name} missing)"
+            raise BundleError(msg)
     try:
         config = json.loads(cfile.read_text())
     except json.JSONDecodeError as err:
-        raise BundleError(f"{cfile}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        msg = f"{cfile}: not valid JSON ({err.msg} at line {err.lineno})"
+        raise BundleError(msg) from None
     comp = config.get("compression")
     if not isinstance(comp, dict):
-        raise BundleError(f"{cfile}: no 'compression' section; load it with simcompress.generators.load_generator")
+        msg = f"{cfile}: no 'compression' section; load it with simcompress.generators.load_generator"
+        raise BundleError(msg)
     if comp.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{cfile}: compression.format_version {comp.get('format_version')!r} not supported (reads {FORMAT_VERSION})")
+        msg = f"{cfile}: compression.format_version {comp.get('format_version')!r} not supported (reads {FORMAT_VERSION})"
+        raise BundleError(msg)
     if config.get("weights_sha256") != _sha256(wfile):
-        raise BundleError(f"{wfile}: sha256 does not match config.json weights_sha256 (corrupt or swapped weights)")
+        msg = f"{wfile}: sha256 does not match config.json weights_sha256 (corrupt or swapped weights)"
+        raise BundleError(msg)
     base_config = {k: v for k, v in config.items() if k not in ("compression", "weights_sha256")}
     # the rebuilder consults the allowlist directly: register the built-in module types before it runs
     # (a fresh process that never imported simcompress.compress.methods would otherwise rebuild a
@@ -472,7 +491,8 @@ def load_compressed(
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()
-        raise BundleError(f"{wfile}: weights do not fit the rebuilt structure ({' '.join(first[:3])[:300]})") from None
+        msg = f"{wfile}: weights do not fit the rebuilt structure ({' '.join(first[:3])[:300]})"
+        raise BundleError(msg) from None
     model = model.to(device).eval()
     rec = comp.get("deploy")
     if deployed and isinstance(rec, dict) and rec.get("form") not in (None, "exact"):

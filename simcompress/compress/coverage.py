@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 from ..errors import UnsupportedLayerError
 from .modules import TTLinear, base_type
 
-__all__ = ["CoverageWarning", "Snapshot", "snapshot", "coverage_of", "check_coverage", "is_weight_layer", "coverage_lines"]
+__all__ = ["CoverageWarning", "Snapshot", "check_coverage", "coverage_lines", "coverage_of", "is_weight_layer", "snapshot"]
 
 
 class CoverageWarning(UserWarning):
@@ -221,7 +221,7 @@ def coverage_of(before: Snapshot, model: nn.Module, config: Any, records: tuple[
                 left.append({**row, "reason": "not handled",
                              "note": f"{getattr(config, 'method', '?')} does not act on this {b.type}"})
     weight_params = sum(e.params for e in before.entries.values() if e.weight_layer)
-    cov = {
+    return {
         "scope": "model.network" if prefix else "the whole model",
         "total_params": before.total_params,
         "weight_layers": sum(1 for e in before.entries.values() if e.weight_layer),
@@ -232,7 +232,6 @@ def coverage_of(before: Snapshot, model: nn.Module, config: Any, records: tuple[
         "changed_share": sum(r["share"] for r in changed),
         "not_handled_share": sum(r["share"] for r in left if r["reason"] == "not handled"),
     }
-    return cov
 
 
 def check_coverage(cov: dict[str, Any], method: str, strict: bool) -> None:

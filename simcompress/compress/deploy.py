@@ -52,7 +52,7 @@ from ..errors import ConfigError
 from .modules import base_type
 from .parametrizations import ActQuant, FakeQuant, Mask, bake, clone_model, parametrizations_of
 
-__all__ = ["FORMS", "DeployChoice", "deploy", "choose_form", "is_deployed", "network_inputs", "sample_rate"]
+__all__ = ["FORMS", "DeployChoice", "choose_form", "deploy", "is_deployed", "network_inputs", "sample_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,11 @@ class OrtNetwork(nn.Module, _Deployed):
         self.session = ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
         if len(self.names) != n_inputs:
-            raise ConfigError(f"ONNX network has {len(self.names)} inputs, expected {n_inputs}")
+            msg = f"ONNX network has {len(self.names)} inputs, expected {n_inputs}"
+            raise ConfigError(msg)
 
     def forward(self, *args: Tensor) -> Tensor:
-        feeds = {n: a.detach().float().cpu().contiguous().numpy() for n, a in zip(self.names, args)}
+        feeds = {n: a.detach().float().cpu().contiguous().numpy() for n, a in zip(self.names, args, strict=False)}
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
 
@@ -252,12 +253,14 @@ def deploy(model: nn.Module, form: str, *, sparse_layers: list[str] | tuple[str,
     The input is never mutated; the result is in eval mode and cannot be saved again.
     """
     if form not in FORMS:
-        raise ConfigError(f"deploy form {form!r} unknown; allowed: {', '.join(FORMS)}")
+        msg = f"deploy form {form!r} unknown; allowed: {', '.join(FORMS)}"
+        raise ConfigError(msg)
     m = clone_model(model).eval()
     if form == "exact":
         return m
     if _has_fixed_point(m):
-        raise ConfigError(f"deploy form {form!r}: a fixed-point network runs only in the 'exact' form")
+        msg = f"deploy form {form!r}: a fixed-point network runs only in the 'exact' form"
+        raise ConfigError(msg)
     net = _net(m)
     if form == "torch-int8":
         for name, mod in list(net.named_modules()):
@@ -277,16 +280,21 @@ def deploy(model: nn.Module, form: str, *, sparse_layers: list[str] | tuple[str,
     for name in sparse_layers:
         mod = net.get_submodule(name)
         if type(mod) is not nn.Linear:
-            raise ConfigError(f"deploy: sparse layer {name!r} is a {type(mod).__name__}, not a Linear")
+            msg = f"deploy: sparse layer {name!r} is a {type(mod).__name__}, not a Linear"
+            raise ConfigError(msg)
         _replace(net, name, SparseLinear(mod.weight, mod.bias))
     if form == "onnx-int8":
         extra = _other_entry_points(net)
         if extra:
-            raise ConfigError(f"deploy form 'onnx-int8' replaces the whole network, which also serves {', '.join(extra)}; "
-                              "use 'torch-int8' or 'baked'")
+            msg = (
+                f"deploy form 'onnx-int8' replaces the whole network, which also serves {', '.join(extra)}; "
+                              "use 'torch-int8' or 'baked'"
+            )
+            raise ConfigError(msg)
         args = network_inputs(m, 8) if _is_generator(m) else None
         if args is None:
-            raise ConfigError("deploy form 'onnx-int8' is for shower generators (network(z, c))")
+            msg = "deploy form 'onnx-int8' is for shower generators (network(z, c))"
+            raise ConfigError(msg)
         onnx_bytes = _onnx_int8(net, args)
         ort_net = OrtNetwork(onnx_bytes, len(args), threads or torch.get_num_threads())
         m.network = ort_net
@@ -370,12 +378,13 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
             forms: tuple[str, ...] | None) -> DeployChoice:
     if _has_fixed_point(model):
         return DeployChoice("exact", _describe("exact", model, []), batch, threads,
-                            rejected={f: "fixed-point networks keep their exact emulation" for f in FORMS[1:]})
+                            rejected=dict.fromkeys(FORMS[1:], "fixed-point networks keep their exact emulation"))
     model = model.eval()
     if _is_generator(model):
         args = network_inputs(model, batch, seed)
     else:
-        raise ConfigError("choose_form: pass a shower generator (network(z, c))")
+        msg = "choose_form: pass a shower generator (network(z, c))"
+        raise ConfigError(msg)
     net = model.network
     with torch.inference_mode():
         ref = net(*args).detach().float()
@@ -403,7 +412,7 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
             built[f] = deploy(model, f, sparse_layers=sparse if f in ("baked", "torch-int8") else (), threads=threads)
         except ImportError as err:
             rejected[f] = f"not available ({err})"
-        except Exception as err:  # noqa: BLE001 - a form that cannot be built is reported, not fatal
+        except Exception as err:
             rejected[f] = f"{type(err).__name__}: {err}"[:200]
     diffs: dict[str, float] = {}
     with torch.inference_mode():
@@ -413,8 +422,8 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
             if not math.isfinite(diffs[f]) or diffs[f] > rtol * scale:
                 rejected[f] = f"not faithful: max abs diff {diffs[f]:.3g} > {rtol} x {scale:.3g}"
                 del built[f]
-        rates = {f: 0.0 for f in built}
-        for f, m in built.items():  # warm-up
+        rates = dict.fromkeys(built, 0.0)
+        for m in built.values():  # warm-up
             m.network(*args)
         for _ in range(repeats):
             for f, m in built.items():
@@ -438,7 +447,7 @@ def sample_rate(models: dict[str, nn.Module], batch: int, *, seed: int = 0, min_
     first = next(iter(models.values()))
     lo, hi = (float(v) for v in first.energy_range_mev)
     e = torch.exp(torch.empty(batch).uniform_(math.log(lo), math.log(hi), generator=torch.Generator().manual_seed(seed)))
-    best = {k: 0.0 for k in models}
+    best = dict.fromkeys(models, 0.0)
     with torch.inference_mode():
         for m in models.values():
             m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)

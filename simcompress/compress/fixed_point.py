@@ -43,18 +43,18 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
 from ..errors import ConfigError
 
 __all__ = [
-    "FixedType",
-    "ROUNDING_MODES",
     "OVERFLOW_MODES",
-    "parse_fixed",
+    "ROUNDING_MODES",
+    "FixedType",
     "integer_bits_for_range",
+    "parse_fixed",
 ]
 
 ROUNDING_MODES = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV")
@@ -93,7 +93,8 @@ def _round_floor_parts(fl: Any, cmp_half: Any, inexact: Any, neg: Any, mode: str
         odd = (fl % 2) != 0
         up = above | (tie & odd)
     else:  # pragma: no cover - validated in FixedType
-        raise ConfigError(f"unknown rounding mode {mode!r}")
+        msg = f"unknown rounding mode {mode!r}"
+        raise ConfigError(msg)
     return fl + up.to(fl.dtype) if xp.__name__ == "torch" else fl + up.astype(fl.dtype)
 
 
@@ -118,15 +119,20 @@ class FixedType:
 
     def __post_init__(self) -> None:
         if not isinstance(self.width, (int, np.integer)) or not 1 <= int(self.width) <= 64:
-            raise ConfigError(f"fixed-point width must be an integer in 1..64, got {self.width!r}")
+            msg = f"fixed-point width must be an integer in 1..64, got {self.width!r}"
+            raise ConfigError(msg)
         if not isinstance(self.integer, (int, np.integer)) or abs(int(self.integer)) > 128:
-            raise ConfigError(f"fixed-point integer bits must be an integer in -128..128, got {self.integer!r}")
+            msg = f"fixed-point integer bits must be an integer in -128..128, got {self.integer!r}"
+            raise ConfigError(msg)
         if self.signed and self.width < 2 and self.overflow == "SAT_SYM":
-            raise ConfigError("SAT_SYM needs a signed width of at least 2 bits")
+            msg = "SAT_SYM needs a signed width of at least 2 bits"
+            raise ConfigError(msg)
         if self.rounding not in ROUNDING_MODES:
-            raise ConfigError(f"unknown rounding mode {self.rounding!r}; allowed: {', '.join(ROUNDING_MODES)}")
+            msg = f"unknown rounding mode {self.rounding!r}; allowed: {', '.join(ROUNDING_MODES)}"
+            raise ConfigError(msg)
         if self.overflow not in OVERFLOW_MODES:
-            raise ConfigError(f"unknown overflow mode {self.overflow!r}; allowed: {', '.join(OVERFLOW_MODES)}")
+            msg = f"unknown overflow mode {self.overflow!r}; allowed: {', '.join(OVERFLOW_MODES)}"
+            raise ConfigError(msg)
         object.__setattr__(self, "width", int(self.width))
         object.__setattr__(self, "integer", int(self.integer))
         object.__setattr__(self, "signed", bool(self.signed))
@@ -189,18 +195,22 @@ class FixedType:
         if isinstance(data, str):
             return parse_fixed(data, source)
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a fixed-point type must be a mapping or 'ap_fixed<W,I,...>' string")
+            msg = f"{source}: a fixed-point type must be a mapping or 'ap_fixed<W,I,...>' string"
+            raise ConfigError(msg)
         body = {k: v for k, v in data.items() if k != "hls"}
         allowed = {"width", "integer", "signed", "rounding", "overflow"}
         bad = sorted(set(body) - allowed)
         if bad:
-            raise ConfigError(f"{source}: unknown key {bad[0]!r} in fixed-point type; allowed: {', '.join(sorted(allowed))}")
+            msg = f"{source}: unknown key {bad[0]!r} in fixed-point type; allowed: {', '.join(sorted(allowed))}"
+            raise ConfigError(msg)
         if "width" not in body or "integer" not in body:
-            raise ConfigError(f"{source}: a fixed-point type needs 'width' and 'integer'")
+            msg = f"{source}: a fixed-point type needs 'width' and 'integer'"
+            raise ConfigError(msg)
         try:
             return cls(**body)
         except ConfigError as err:
-            raise ConfigError(f"{source}: {err}") from None
+            msg = f"{source}: {err}"
+            raise ConfigError(msg) from None
 
     def replace(self, **changes: Any) -> FixedType:
         d = {k: getattr(self, k) for k in ("width", "integer", "signed", "rounding", "overflow")}
@@ -272,10 +282,12 @@ class FixedType:
     def quantize_int(self, x: Any) -> np.ndarray:
         """Integer codes (int64) of real values ``x`` quantized to this type (exact, float64)."""
         if self.width > MAX_FLOAT_EXACT_WIDTH:
-            raise ConfigError(f"{self.to_hls()}: quantizing floats is exact only up to {MAX_FLOAT_EXACT_WIDTH} bits")
+            msg = f"{self.to_hls()}: quantizing floats is exact only up to {MAX_FLOAT_EXACT_WIDTH} bits"
+            raise ConfigError(msg)
         x = np.asarray(x, dtype=np.float64)
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"cannot quantize non-finite values to {self.to_hls()}")
+            msg = f"cannot quantize non-finite values to {self.to_hls()}"
+            raise ValueError(msg)
         q = np.ldexp(x, self.frac)  # exact: scaling by a power of two
         # keep magnitudes where int64 and float64 agree; anything beyond overflows anyway
         limit = float(2**61)
@@ -310,7 +322,8 @@ class FixedType:
         import torch
 
         if self.width > MAX_FLOAT_EXACT_WIDTH:
-            raise ConfigError(f"{self.to_hls()}: quantizing floats is exact only up to {MAX_FLOAT_EXACT_WIDTH} bits")
+            msg = f"{self.to_hls()}: quantizing floats is exact only up to {MAX_FLOAT_EXACT_WIDTH} bits"
+            raise ConfigError(msg)
         with torch.no_grad():
             x64 = x.detach().to(torch.float64)
             q = (x64 * math.ldexp(1.0, self.frac)).clamp(-float(2**52), float(2**52))
@@ -360,12 +373,14 @@ def parse_fixed(text: str, source: str = "<fixed type>") -> FixedType:
     """Parse ``ap_fixed<W,I[,AP_Q[,AP_O[,N]]]>`` / ``ap_ufixed<...>`` (hls4ml's ``fixed<...>`` too)."""
     m = _HLS_RE.match(str(text))
     if not m:
-        raise ConfigError(f"{source}: cannot parse fixed-point type {text!r}; expected e.g. 'ap_fixed<16,6,AP_RND,AP_SAT>'")
+        msg = f"{source}: cannot parse fixed-point type {text!r}; expected e.g. 'ap_fixed<16,6,AP_RND,AP_SAT>'"
+        raise ConfigError(msg)
     kind, w, i, q, o = m.groups()
     try:
         return FixedType(int(w), int(i), signed=not kind.endswith("ufixed"), rounding=q or "TRN", overflow=o or "WRAP")
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        msg = f"{source}: {err}"
+        raise ConfigError(msg) from None
 
 
 def integer_bits_for_range(lo: float, hi: float, signed: bool = True) -> int:
@@ -377,9 +392,11 @@ def integer_bits_for_range(lo: float, hi: float, signed: bool = True) -> int:
     """
     lo, hi = float(lo), float(hi)
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ConfigError(f"cannot choose integer bits for a non-finite range [{lo}, {hi}]")
+        msg = f"cannot choose integer bits for a non-finite range [{lo}, {hi}]"
+        raise ConfigError(msg)
     if not signed and lo < 0:
-        raise ConfigError(f"an unsigned type cannot hold negative values (observed minimum {lo})")
+        msg = f"an unsigned type cannot hold negative values (observed minimum {lo})"
+        raise ConfigError(msg)
     need = -16
     if hi > 0:
         k = math.floor(math.log2(hi)) + 1  # smallest k with 2**k > hi
@@ -396,4 +413,4 @@ def _bits_needed(n: np.ndarray) -> int:
     return m.bit_length() + 1
 
 
-FixedLike = Union[FixedType, dict, str]
+FixedLike = FixedType | dict | str

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import BundleError
 
-__all__ = ["PLAIN_LAYER_TYPES", "base_type", "Factorized", "TTLinear", "balanced_factors", "module_spec", "module_from_spec"]
+__all__ = ["PLAIN_LAYER_TYPES", "Factorized", "TTLinear", "balanced_factors", "base_type", "module_from_spec", "module_spec"]
 
 
 def base_type(mod: nn.Module) -> type:
@@ -74,7 +74,8 @@ def module_spec(mod: nn.Module) -> dict[str, Any]:
         }
     if cls is nn.Identity:
         return {"type": "Identity"}
-    raise BundleError(f"no spec for module type {cls.__name__}")
+    msg = f"no spec for module type {cls.__name__}"
+    raise BundleError(msg)
 
 
 def module_from_spec(spec: dict[str, Any]) -> nn.Module:
@@ -150,11 +151,12 @@ def balanced_factors(n: int, d: int, max_pad: float = 0.1) -> list[int]:
     [4, 4, 4]
     """
     if d < 1 or n < 1:
-        raise ValueError(f"cannot factor {n} into {d} factors")
+        msg = f"cannot factor {n} into {d} factors"
+        raise ValueError(msg)
     if d == 1:
         return [n]
     best: tuple[int, int, list[int]] | None = None
-    for m in range(n, int(math.floor(n * (1 + max_pad))) + 1):
+    for m in range(n, math.floor(n * (1 + max_pad)) + 1):
         for fs in _factorizations(m, d):
             key = (max(fs), m)
             if best is None or key < best[:2]:
@@ -162,7 +164,8 @@ def balanced_factors(n: int, d: int, max_pad: float = 0.1) -> list[int]:
         if best is not None and best[0] <= math.ceil(m ** (1 / d)) + 1:
             break
     if best is None:
-        raise ValueError(f"cannot factor {n} into {d} factors >= 2")
+        msg = f"cannot factor {n} into {d} factors >= 2"
+        raise ValueError(msg)
     return sorted(best[2], reverse=True)
 
 
@@ -181,7 +184,8 @@ class TTLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, in_factors: list[int], out_factors: list[int], ranks: list[int], bias: bool = True) -> None:
         super().__init__()
         if len(in_factors) != len(out_factors) or len(ranks) != len(in_factors) + 1 or ranks[0] != 1 or ranks[-1] != 1:
-            raise ValueError("inconsistent TT factors/ranks")
+            msg = "inconsistent TT factors/ranks"
+            raise ValueError(msg)
         self.in_features = in_features
         self.out_features = out_features
         self.in_factors = list(in_factors)

@@ -22,19 +22,19 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 __all__ = [
-    "Mask",
+    "ActQuant",
     "FakeQuant",
     "LoRA",
-    "ActQuant",
+    "Mask",
     "attach_input_quantizer",
-    "fake_quantize",
-    "qrange",
-    "parametrizations_of",
-    "find_parametrization",
-    "effective",
     "bake",
     "clone_model",
+    "effective",
+    "fake_quantize",
+    "find_parametrization",
     "isolate_classes",
+    "parametrizations_of",
+    "qrange",
 ]
 
 

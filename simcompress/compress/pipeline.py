@@ -29,13 +29,22 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
-from .parametrizations import clone_model
 from .._config import StrictModel, parse_config, read_yaml_mapping
 from ..errors import BundleError, ConfigError
 from .base import CompressionResult, Gate, GateResult, MethodConfig, compress, config_from_dict
+from .parametrizations import clone_model
 
-__all__ = ["FinetuneSpec", "Recipe", "Step", "StepOutcome", "PipelineResult", "Pipeline", "load_recipe",
-           "generator_calibration", "generator_finetune"]
+__all__ = [
+    "FinetuneSpec",
+    "Pipeline",
+    "PipelineResult",
+    "Recipe",
+    "Step",
+    "StepOutcome",
+    "generator_calibration",
+    "generator_finetune",
+    "load_recipe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +127,12 @@ class PipelineResult:
                 if new_base is None and s.result is not None and callable(getattr(s.result.model, "config_dict", None)):
                     new_base = s.result.model.config_dict()  # the new architecture rebuilds from its own config
                 if not isinstance(new_base, dict):
-                    raise BundleError(
+                    msg = (
                         f"step {s.index} {s.config.method!r} replaced the model but left no base_config "
                         "(extra['base_config'] or a model with config_dict()) to rebuild it from"
+                    )
+                    raise BundleError(
+                        msg
                     )
                 base, steps = dict(new_base), []
             steps.append(s.config.to_dict())
@@ -148,7 +160,8 @@ def _as_step(item: Step | MethodConfig | dict[str, Any], source: str) -> Step:
         ft = body.pop("finetune", None)
         spec = parse_config(FinetuneSpec, ft, source=f"{source}.finetune") if ft is not None else None
         return Step(config_from_dict(body, source=source), spec)
-    raise ConfigError(f"{source}: a step must be a mapping with a 'method' key, got {type(item).__name__}")
+    msg = f"{source}: a step must be a mapping with a 'method' key, got {type(item).__name__}"
+    raise ConfigError(msg)
 
 
 class Pipeline:
@@ -178,10 +191,12 @@ class Pipeline:
         name: str = "",
     ) -> None:
         if on_failure not in ("stop", "rollback"):
-            raise ConfigError(f"{source}: on_failure must be 'stop' or 'rollback', got {on_failure!r}")
+            msg = f"{source}: on_failure must be 'stop' or 'rollback', got {on_failure!r}"
+            raise ConfigError(msg)
         self.steps = [_as_step(s, f"{source}: steps[{i}]") for i, s in enumerate(steps)]
         if not self.steps:
-            raise ConfigError(f"{source}: a pipeline needs at least one step")
+            msg = f"{source}: a pipeline needs at least one step"
+            raise ConfigError(msg)
         self.gate = gate
         self.finetune = finetune
         self.on_failure = on_failure
@@ -223,7 +238,8 @@ class Pipeline:
                 ft = step.finetune or self.default_finetune
                 if ft is not None and ft.steps > 0:
                     if self.finetune is None:
-                        raise ConfigError(f"{self.source}: step {i} asks for fine-tuning but no finetune callable was given")
+                        msg = f"{self.source}: step {i} asks for fine-tuning but no finetune callable was given"
+                        raise ConfigError(msg)
                     self.finetune(result.model, ft.steps, ft.lr)
                 gate_result = self.gate(result.model) if self.gate is not None else None
             except Exception as err:

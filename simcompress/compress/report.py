@@ -38,12 +38,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .parametrizations import clone_model
 from .accounting import count_params, storage_bits, storage_table
 from .modules import TTLinear
-from .parametrizations import ActQuant, FakeQuant, bake, find_parametrization
+from .parametrizations import ActQuant, FakeQuant, bake, clone_model, find_parametrization
 
-__all__ = ["pipeline_coverage", "deployable", "count_ops", "measure_throughput", "compression_report", "report_markdown", "report_html", "dir_bytes", "is_generator"]
+__all__ = ["compression_report", "count_ops", "deployable", "dir_bytes", "is_generator", "measure_throughput", "pipeline_coverage", "report_html", "report_markdown"]
 
 log = logging.getLogger(__name__)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -140,7 +139,7 @@ def count_ops(model: nn.Module, run: Callable[[nn.Module], Any], n_samples: int)
 
 def measure_throughput(fns: dict[str, Callable[[], Any]], items: int, min_time: float = 0.3, repeats: int = 3) -> dict[str, float]:
     """Items per second of each callable, interleaved across ``repeats`` rounds; best round kept."""
-    best = {k: 0.0 for k in fns}
+    best = dict.fromkeys(fns, 0.0)
     for f in fns.values():  # warm-up
         f()
     for _ in range(repeats):
@@ -183,7 +182,7 @@ def _onnx_section(orig: nn.Module, comp: nn.Module, comp_param: nn.Module, args:
     except ImportError:
         return {"measured": False, "reason": "onnxruntime not installed (pip install 'simcompress[deploy]')"}
     names = [f"x{i}" for i in range(len(args))]
-    feeds = {n: a.detach().cpu().numpy() for n, a in zip(names, args)}
+    feeds = {n: a.detach().cpu().numpy() for n, a in zip(names, args, strict=False)}
     out: dict[str, Any] = {"measured": True, "unit": "forwards/s of the network on a batch", "batch": int(args[0].shape[0])}
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
@@ -283,8 +282,11 @@ def compression_report(
         items = n_samples
     else:
         if example is None:
-            raise ValueError("compression_report needs example=(inputs,) for a model that is not a shower generator "
-                             "(or wrap the network as one: simcompress.interop.external.wrap_generator, docs/external-generators.md)")
+            msg = (
+                "compression_report needs example=(inputs,) for a model that is not a shower generator "
+                             "(or wrap the network as one: simcompress.interop.external.wrap_generator, docs/external-generators.md)"
+            )
+            raise ValueError(msg)
         net_args = tuple(example)
 
         def run_net(m: nn.Module) -> Any:
@@ -297,7 +299,7 @@ def compression_report(
     with torch.inference_mode():
         rates = measure_throughput(fns, items, min_time, repeats)
     sides: dict[str, dict[str, Any]] = {}
-    for label, m, dep, bundle in (("original", original, dep_o, original_bundle), ("compressed", compressed, dep_c, compressed_bundle)):
+    for label, m, _dep, bundle in (("original", original, dep_o, original_bundle), ("compressed", compressed, dep_c, compressed_bundle)):
         ops = count_ops(m, run_net, n_batch)
         sized = m.network if gen else m  # a generator samples with its network; its critic is not shipped
         bits = storage_bits(sized)
@@ -340,7 +342,7 @@ def compression_report(
             net_o = dep_o.network if gen else dep_o
             net_c = dep_c.network if gen else dep_c
             report["onnx"] = _onnx_section(net_o, net_c, compressed, net_args, min_time, repeats)
-        except Exception as err:  # noqa: BLE001 - the report says why ONNX was not measured
+        except Exception as err:
             report["onnx"] = {"measured": False, "reason": f"{type(err).__name__}: {err}"[:300]}
     if pipeline is not None:
         report["pipeline"] = pipeline
@@ -366,8 +368,8 @@ def _coverage_markdown(items: list[dict[str, Any]]) -> list[str]:
     from .coverage import coverage_lines
 
     lines = ["## Coverage", "",
-             "Which weight layers each step changed and which it left alone; shares are of all parameters of the "
-             "sampling network (the headline ratios above are over the whole network too).", ""]
+             ("Which weight layers each step changed and which it left alone; shares are of all parameters of the "
+             "sampling network (the headline ratios above are over the whole network too)."), ""]
     for c in items:
         head = f"### Step {c['index']}: {c['method']}" + (" (rolled back)" if c["rolled_back"] else "")
         if c.get("replaced"):

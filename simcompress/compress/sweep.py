@@ -66,8 +66,21 @@ from ..errors import ConfigError, did_you_mean
 from .pipeline import FinetuneSpec
 
 __all__ = [
-    "GRID_KEYS", "FIGURES", "SweepEntry", "SweepSpec", "SweepPoint", "Condition", "load_sweep", "sweep_from_grid",
-    "parse_grid", "expand", "parse_condition", "pareto_front", "pick_point", "run_sweep", "SweepResult",
+    "FIGURES",
+    "GRID_KEYS",
+    "Condition",
+    "SweepEntry",
+    "SweepPoint",
+    "SweepResult",
+    "SweepSpec",
+    "expand",
+    "load_sweep",
+    "pareto_front",
+    "parse_condition",
+    "parse_grid",
+    "pick_point",
+    "run_sweep",
+    "sweep_from_grid",
 ]
 
 log = logging.getLogger(__name__)
@@ -172,17 +185,27 @@ def _check_entry(entry: SweepEntry, source: str) -> None:
 
     if entry.method not in GRID_KEYS:
         known = [m for m in list_methods() if m in GRID_KEYS]
-        raise ConfigError(f"{source}.method: unknown or unsweepable method {entry.method!r}; {did_you_mean(entry.method, known)}"
-                          f" (sweepable: {', '.join(sorted(GRID_KEYS))})")
+        msg = (
+            f"{source}.method: unknown or unsweepable method {entry.method!r}; {did_you_mean(entry.method, known)}"
+                          f" (sweepable: {', '.join(sorted(GRID_KEYS))})"
+        )
+        raise ConfigError(msg)
     if not entry.grid:
-        raise ConfigError(f"{source}.grid: empty grid; give at least one key with values, e.g. "
-                          f"{next(iter(GRID_KEYS[entry.method]))}=...")
+        msg = (
+            f"{source}.grid: empty grid; give at least one key with values, e.g. "
+                          f"{next(iter(GRID_KEYS[entry.method]))}=..."
+        )
+        raise ConfigError(msg)
     for key, values in entry.grid.items():
         if key not in GRID_KEYS[entry.method]:
-            raise ConfigError(f"{source}.grid.{key}: unknown grid key for method {entry.method!r}; allowed: "
-                              f"{', '.join(GRID_KEYS[entry.method])}")
+            msg = (
+                f"{source}.grid.{key}: unknown grid key for method {entry.method!r}; allowed: "
+                              f"{', '.join(GRID_KEYS[entry.method])}"
+            )
+            raise ConfigError(msg)
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{source}.grid.{key}: empty grid; give a list of values")
+            msg = f"{source}.grid.{key}: empty grid; give a list of values"
+            raise ConfigError(msg)
 
 
 def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
@@ -194,7 +217,8 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
 
 def _check_spec(spec: SweepSpec, source: str) -> None:
     if not spec.sweeps:
-        raise ConfigError(f"{source}.sweeps: empty; give at least one {{method, grid}} entry")
+        msg = f"{source}.sweeps: empty; give at least one {{method, grid}} entry"
+        raise ConfigError(msg)
     for i, e in enumerate(spec.sweeps):
         _check_entry(e, f"{source}: sweeps[{i}]")
     expand(spec, source)
@@ -209,10 +233,12 @@ def parse_grid(items: list[str], source: str = "--grid") -> dict[str, list[Any]]
         key, sep, vals = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"{source} {item!r}: expected KEY=V1,V2,... (e.g. bits=16,8,6,4)")
+            msg = f"{source} {item!r}: expected KEY=V1,V2,... (e.g. bits=16,8,6,4)"
+            raise ConfigError(msg)
         values = [yaml.safe_load(v) for v in vals.split(",") if v.strip()]
         if not values:
-            raise ConfigError(f"{source} {key}: empty grid; give values, e.g. {key}=1,2")
+            msg = f"{source} {key}: empty grid; give values, e.g. {key}=1,2"
+            raise ConfigError(msg)
         grid[key] = values
     return grid
 
@@ -244,7 +270,7 @@ def expand(spec: SweepSpec, source: str = "<sweep>") -> list[SweepPoint]:
     for i, e in enumerate(spec.sweeps):
         keys = list(e.grid)
         for combo in itertools.product(*(e.grid[k] for k in keys)):
-            values = dict(zip(keys, combo))
+            values = dict(zip(keys, combo, strict=False))
             step = copy.deepcopy(e.options)
             step.pop("method", None)
             for k, v in values.items():
@@ -269,19 +295,23 @@ def parse_condition(text: str) -> list[Condition]:
     """``"auc_vs_teacher<=0.55 and speedup>=2"`` (``and`` or ``,`` between terms)."""
     terms = [t for t in re.split(r"\s*(?:,|\band\b)\s*", text.strip()) if t]
     if not terms:
-        raise ConfigError(f"--pick {text!r}: empty condition; e.g. auc_vs_teacher<=0.55")
+        msg = f"--pick {text!r}: empty condition; e.g. auc_vs_teacher<=0.55"
+        raise ConfigError(msg)
     out = []
     for t in terms:
         m = _COND.match(t)
         if not m:
-            raise ConfigError(f"--pick {t!r}: expected FIGURE<=VALUE (operators <=, <, >=, >, ==); figures: {', '.join(FIGURES)}")
+            msg = f"--pick {t!r}: expected FIGURE<=VALUE (operators <=, <, >=, >, ==); figures: {', '.join(FIGURES)}"
+            raise ConfigError(msg)
         fig, op, val = m.groups()
         if fig not in FIGURES:
-            raise ConfigError(f"--pick {t!r}: unknown figure {fig!r}; {did_you_mean(fig, FIGURES)} (figures: {', '.join(FIGURES)})")
+            msg = f"--pick {t!r}: unknown figure {fig!r}; {did_you_mean(fig, FIGURES)} (figures: {', '.join(FIGURES)})"
+            raise ConfigError(msg)
         try:
             out.append(Condition(fig, op, float(val)))
         except ValueError:
-            raise ConfigError(f"--pick {t!r}: {val!r} is not a number") from None
+            msg = f"--pick {t!r}: {val!r} is not a number"
+            raise ConfigError(msg) from None
     return out
 
 
@@ -500,11 +530,14 @@ def run_sweep(
     conditions = parse_condition(cond_text) if cond_text else []
     by = pick_by or spec.pick_by
     if by not in ("storage", "speed"):
-        raise ConfigError(f"--pick-by {by!r}: allowed: storage, speed")
+        msg = f"--pick-by {by!r}: allowed: storage, speed"
+        raise ConfigError(msg)
     if reference is not None and not Path(reference).exists():
-        raise ConfigError(f"{reference}: reference file not found")
+        msg = f"{reference}: reference file not found"
+        raise ConfigError(msg)
     if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        msg = f"--workers must be >= 1, got {workers}"
+        raise ConfigError(msg)
     import numpy as np
     import torch
 

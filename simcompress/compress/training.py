@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["make_trainer", "distillation_trainer"]
+__all__ = ["distillation_trainer", "make_trainer"]
 
 
 def make_trainer(loss_fn: Callable[[nn.Module, int], Tensor], seed: int = 0) -> Callable[[nn.Module, int, float], nn.Module]:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from .._config import StrictModel, load_yaml
 
-__all__ = ["FirmwareConfig", "LayerFirmware", "Budget", "CheckConfig", "RTLConfig", "load_firmware_config"]
+__all__ = ["Budget", "CheckConfig", "FirmwareConfig", "LayerFirmware", "RTLConfig", "load_firmware_config"]
 
 
 class LayerFirmware(StrictModel):

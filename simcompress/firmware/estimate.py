@@ -189,15 +189,21 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
                 break
         else:
             t = est["total"]
-            raise ConfigError(
+            msg = (
                 f"firmware budget cannot be met: at the largest reuse factors the estimate is {t['dsp']} DSP and "
                 f"{t['lut']} LUT (budget: dsp={budget.dsp}, lut={budget.lut}); use narrower precisions or a bigger part"
+            )
+            raise ConfigError(
+                msg
             )
     if budget.max_latency_cycles is not None:
         lat = estimate(graph, cfg, reuse)["total"]["latency_cycles"]
         if lat > budget.max_latency_cycles:
-            raise ConfigError(
+            msg = (
                 f"firmware budget: fitting the resources needs a latency of {lat} cycles > max_latency_cycles="
                 f"{budget.max_latency_cycles}"
+            )
+            raise ConfigError(
+                msg
             )
     return reuse

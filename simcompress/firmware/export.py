@@ -39,8 +39,16 @@ from .estimate import estimate, plan_reuse_factors
 from .graph import FixedGraph, build_graph, input_sizes_from, resolve
 from .hls import compile_model, convert, csim_predict, layer_implementation
 
-__all__ = ["export_firmware", "FirmwareResult", "SynthesisUnavailableError", "load_fixed_point_model",
-           "float_network", "check_inputs", "csim_showers", "vendor_tool"]
+__all__ = [
+    "FirmwareResult",
+    "SynthesisUnavailableError",
+    "check_inputs",
+    "csim_showers",
+    "export_firmware",
+    "float_network",
+    "load_fixed_point_model",
+    "vendor_tool",
+]
 
 log = logging.getLogger(__name__)
 FIRMWARE_FORMAT_VERSION = 1
@@ -78,20 +86,24 @@ def load_fixed_point_model(source: str | os.PathLike[str] | nn.Module) -> tuple[
 
         if str(source) in zoo_names():
             raise BundleError(f"{source}: a shipped float generator; " + first.format(m=source))
-        raise BundleError(f"{p}: not a model bundle directory")
+        msg = f"{p}: not a model bundle directory"
+        raise BundleError(msg)
     prec_file = p / "precision.json"
     if not prec_file.is_file():
         raise BundleError(f"{p}: no precision.json (a float bundle); " + first.format(m=p))
     try:
         record = json.loads(prec_file.read_text())
     except json.JSONDecodeError as err:
-        raise BundleError(f"{prec_file}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        msg = f"{prec_file}: not valid JSON ({err.msg} at line {err.lineno})"
+        raise BundleError(msg) from None
     if not isinstance(record, dict) or "input" not in record or "layers" not in record:
-        raise BundleError(f"{prec_file}: not a precision record (needs 'input' and 'layers')")
+        msg = f"{prec_file}: not a precision record (needs 'input' and 'layers')"
+        raise BundleError(msg)
     try:
         from ..generators import load_generator
     except ImportError as err:  # pragma: no cover - generators ship with the package
-        raise BundleError(f"{p}: cannot load bundles ({err})") from None
+        msg = f"{p}: cannot load bundles ({err})"
+        raise BundleError(msg) from None
     model = load_generator(str(p))
     return model, record, str(p)
 
@@ -193,7 +205,8 @@ def export_firmware(
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: output folder exists and is not empty (use --overwrite)")
+        msg = f"{out}: output folder exists and is not empty (use --overwrite)"
+        raise ConfigError(msg)
     model, record, desc = load_fixed_point_model(source)
     net, record = resolve(model, record)
     graph = build_graph(net, record, input_sizes or input_sizes_from(model))
@@ -213,15 +226,21 @@ def export_firmware(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if synth and report["synthesis"].get("status") == "failed":
-        raise SynthesisUnavailableError(
+        msg = (
             f"vendor synthesis with {report['synthesis']['tool']} failed ({report['synthesis']['reason']}); "
             f"the HLS project is ready in {out / 'hls'}"
         )
-    if synth and report["synthesis"].get("status") == "unavailable":
         raise SynthesisUnavailableError(
+            msg
+        )
+    if synth and report["synthesis"].get("status") == "unavailable":
+        msg = (
             f"synthesis needs the vendor tool ({'vitis_hls' if config.backend == 'Vitis' else 'vivado_hls'}) on "
             f"PATH; the HLS project is ready in {out / 'hls'} (cd there and run: "
             f"{'vitis_hls' if config.backend == 'Vitis' else 'vivado_hls'} -f build_prj.tcl)"
+        )
+        raise SynthesisUnavailableError(
+            msg
         )
     if hm is not None and keep_model:
         hm.config.config["OutputDir"] = str(out / "hls")
@@ -284,7 +303,7 @@ def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: dict[str
         (tb / "tb_output_predictions.dat").write_text("\n".join(_fmt(y_emu)) + "\n")
         vec = tmp / "vectors"
         vec.mkdir()
-        for name, arr in zip(graph.inputs, q_in):
+        for name, arr in zip(graph.inputs, q_in, strict=False):
             np.save(vec / f"input_{name}.npy", arr)
         np.save(vec / "output.npy", y_emu)
         np.save(vec / "output_codes.npy", y_emu_int)
@@ -322,7 +341,7 @@ def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: dict[str
         "software": software_versions(),
         "source": desc,
         "target": cfg.model_dump(mode="json"),
-        "inputs": [{"name": nm, "size": s, "type": graph.op(nm).out_t.to_hls()} for nm, s in zip(graph.inputs, graph.input_sizes)],
+        "inputs": [{"name": nm, "size": s, "type": graph.op(nm).out_t.to_hls()} for nm, s in zip(graph.inputs, graph.input_sizes, strict=False)],
         "two_inputs": "noise and conditioning are two hls4ml inputs joined by hls4ml's Concatenate layer; "
         "condition(E) and postprocess() run outside the firmware" if len(graph.inputs) == 2 else None,
         "output": {"name": graph.output, "size": graph.op(graph.output).n_out, "type": graph.output_type.to_hls()},
@@ -352,14 +371,14 @@ def _synthesize(hm: Any, cfg: FirmwareConfig, tmp: Path) -> dict[str, Any]:
     try:
         with _quiet():
             result = hm.build(csim=False, synth=True, vsynth=False)
-    except Exception as err:  # noqa: BLE001 - hls4ml raises bare Exception when the tool setup is incomplete
+    except Exception as err:
         return {"status": "failed", "tool": tool, "reason": str(err).strip().splitlines()[0][:300]}
     rep = {"status": "done", "tool": tool, "seconds": time.perf_counter() - t0}
     try:
         with _quiet():
             parsed = hls4ml.report.read_vivado_report(str(tmp / "hls"))
         rep["report"] = parsed if parsed else result
-    except Exception as err:  # noqa: BLE001 - a parsing failure must not lose the build
+    except Exception as err:
         rep["report_error"] = str(err)
         rep["report"] = result
     return rep
@@ -373,14 +392,14 @@ def _readme(report: dict[str, Any], cfg: FirmwareConfig) -> str:
     lines = [
         f"# {cfg.project_name}: fixed-point generator IP ({cfg.backend}, {cfg.io_type}, part {cfg.part})",
         "",
-        f"Generated by simcompress on {report['created']} from `{report['source']}` with hls4ml "
-        f"{report['software'].get('hls4ml', '?')}.",
+        (f"Generated by simcompress on {report['created']} from `{report['source']}` with hls4ml "
+        f"{report['software'].get('hls4ml', '?')}."),
         "",
         f"* Inputs: {ins}; output `{report['output']['name']}` ({report['output']['size']} x {report['output']['type']}).",
-        f"* Bit-exactness: {b['mismatches']} mismatches on {b['n_samples']} random inputs "
-        f"({b['n_outputs']} outputs) between the simcompress integer emulation and the hls4ml C simulation.",
-        f"* Estimate (simcompress proxy, not a vendor report): {t['dsp']} DSP, {t['lut']} LUT, "
-        f"{t['latency_cycles']} cycles latency at {cfg.clock_period_ns} ns, II {t['initiation_interval_cycles']}.",
+        (f"* Bit-exactness: {b['mismatches']} mismatches on {b['n_samples']} random inputs "
+        f"({b['n_outputs']} outputs) between the simcompress integer emulation and the hls4ml C simulation."),
+        (f"* Estimate (simcompress proxy, not a vendor report): {t['dsp']} DSP, {t['lut']} LUT, "
+        f"{t['latency_cycles']} cycles latency at {cfg.clock_period_ns} ns, II {t['initiation_interval_cycles']}."),
         "",
         "## Build with the vendor tools",
         "",
@@ -400,6 +419,6 @@ def _readme(report: dict[str, Any], cfg: FirmwareConfig) -> str:
     ]
     if report.get("rtl"):
         lines += ["", "## Open-source RTL", "",
-                  "`rtl/` holds da4ml Verilog (distributed arithmetic, no DSPs), verified bit-exact with Verilator: "
-                  f"{report['rtl']['mismatches']} mismatches on {report['rtl']['n_samples']} inputs."]
+                  ("`rtl/` holds da4ml Verilog (distributed arithmetic, no DSPs), verified bit-exact with Verilator: "
+                  f"{report['rtl']['mismatches']} mismatches on {report['rtl']['n_samples']} inputs.")]
     return "\n".join(lines) + "\n"

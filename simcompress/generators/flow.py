@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from ..showers.geometry import Geometry
 from .base import ShowerGenerator, knot_interp, register_generator
 
-__all__ = ["MaskedLinear", "MADE", "MAFBlock", "MAFNetwork", "FlowGenerator", "affine_forward", "affine_inverse"]
+__all__ = ["MADE", "FlowGenerator", "MAFBlock", "MAFNetwork", "MaskedLinear", "affine_forward", "affine_inverse"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -55,7 +55,8 @@ class MaskedLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         if tuple(mask.shape) != (out_features, in_features):
-            raise ValueError(f"mask shape {tuple(mask.shape)} != ({out_features}, {in_features})")
+            msg = f"mask shape {tuple(mask.shape)} != ({out_features}, {in_features})"
+            raise ValueError(msg)
         # not persistent: masks follow from the config, so bundles store only the weights
         self.register_buffer("mask", mask.to(torch.float32).clone(), persistent=False)
 
@@ -70,10 +71,12 @@ def group_degrees(n_features: int, n_groups: int, n_leading: int = 0) -> torch.T
     ``n_features - n_leading`` are split into ``n_groups - n_leading`` contiguous groups.
     """
     if not 0 <= n_leading < n_groups:
-        raise ValueError(f"n_leading must be in [0, n_groups={n_groups}), got {n_leading}")
+        msg = f"n_leading must be in [0, n_groups={n_groups}), got {n_leading}"
+        raise ValueError(msg)
     n_rest, g_rest = n_features - n_leading, n_groups - n_leading
     if g_rest > n_rest:
-        raise ValueError(f"{n_rest} trailing features cannot be split into {g_rest} groups")
+        msg = f"{n_rest} trailing features cannot be split into {g_rest} groups"
+        raise ValueError(msg)
     rest = n_leading + torch.div(torch.arange(n_rest) * g_rest, n_rest, rounding_mode="floor")
     return torch.cat([torch.arange(n_leading), rest])
 
@@ -91,7 +94,8 @@ class MADE(nn.Module):
     ) -> None:
         super().__init__()
         if not 2 <= n_groups <= n_features:
-            raise ValueError(f"n_groups must be in [2, {n_features}], got {n_groups}")
+            msg = f"n_groups must be in [2, {n_features}], got {n_groups}"
+            raise ValueError(msg)
         self.n_features = n_features
         self.n_groups = n_groups
         self.n_leading = int(n_leading)
@@ -238,9 +242,11 @@ class FlowGenerator(ShowerGenerator):
     ) -> None:
         n_l, n_v = geometry.n_layers, geometry.n_voxels
         if standardise not in ("global", "energy"):
-            raise KeyError(f"standardise {standardise!r} not allowed; allowed: global, energy")
+            msg = f"standardise {standardise!r} not allowed; allowed: global, energy"
+            raise KeyError(msg)
         if n_calib < 2:
-            raise KeyError(f"n_calib must be >= 2, got {n_calib}")
+            msg = f"n_calib must be >= 2, got {n_calib}"
+            raise KeyError(msg)
         super().__init__(geometry, n_l + n_v, energy_range_mev)
         self.n_blocks = int(n_blocks)
         self.hidden = list(hidden if hidden is not None else [256])
@@ -318,7 +324,8 @@ class FlowGenerator(ShowerGenerator):
         s2 = torch.zeros(self.n_calib, y.shape[1], dtype=torch.float64).index_add_(0, k, y64 * y64)
         ok = n > 1
         if not ok.any():
-            raise ValueError("set_standardisation: need at least 2 showers in one energy bin")
+            msg = "set_standardisation: need at least 2 showers in one energy bin"
+            raise ValueError(msg)
         mean = s1 / n.clamp_min(1)[:, None]
         std = (s2 / n.clamp_min(1)[:, None] - mean**2).clamp_min(0).sqrt().clamp_min(1e-3)
         knots = np.arange(self.n_calib, dtype=np.float64)
@@ -388,6 +395,7 @@ class FlowGenerator(ShowerGenerator):
         }
         extra = set(a) - allowed
         if extra:
-            raise KeyError(f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
+            raise KeyError(msg)
         lo, hi = config["energy_range_mev"]
         return cls(geometry, energy_range_mev=(lo, hi), **a)

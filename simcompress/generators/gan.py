@@ -37,7 +37,7 @@ from torch import nn
 from ..showers.geometry import Geometry
 from .base import ShowerGenerator, knot_interp, register_generator
 
-__all__ = ["GANNetwork", "GANGenerator", "Critic", "ShapeBasis", "shower_features", "HLS4ML_SAFE_MODULES"]
+__all__ = ["HLS4ML_SAFE_MODULES", "Critic", "GANGenerator", "GANNetwork", "ShapeBasis", "shower_features"]
 
 #: Module types the GAN network may contain (hls4ml PyTorch frontend converts them exactly).
 HLS4ML_SAFE_MODULES: tuple[type[nn.Module], ...] = (
@@ -223,11 +223,14 @@ class GANGenerator(ShowerGenerator):
     ) -> None:
         super().__init__(geometry, latent_dim, energy_range_mev)
         if response_mode not in ("calibrated", "sigmoid"):
-            raise KeyError(f"response_mode {response_mode!r} not allowed; allowed: calibrated, sigmoid")
+            msg = f"response_mode {response_mode!r} not allowed; allowed: calibrated, sigmoid"
+            raise KeyError(msg)
         if n_calib < 2:
-            raise KeyError(f"n_calib must be >= 2, got {n_calib}")
+            msg = f"n_calib must be >= 2, got {n_calib}"
+            raise KeyError(msg)
         if critic_features not in ("basic", "shape"):
-            raise KeyError(f"critic_features {critic_features!r} not allowed; allowed: basic, shape")
+            msg = f"critic_features {critic_features!r} not allowed; allowed: basic, shape"
+            raise KeyError(msg)
         self.critic_features = critic_features
         self.minibatch_std = bool(minibatch_std)
         self.response_mode = response_mode
@@ -270,7 +273,8 @@ class GANGenerator(ShowerGenerator):
         s2 = torch.zeros(self.n_calib, dtype=torch.float64).index_add_(0, k, log_r * log_r)
         ok = n > 1
         if not ok.any():
-            raise ValueError("calibrate: need at least 2 showers in one energy bin")
+            msg = "calibrate: need at least 2 showers in one energy bin"
+            raise ValueError(msg)
         mean = s1 / n.clamp_min(1)
         std = (s2 / n.clamp_min(1) - mean**2).clamp_min(0).sqrt().clamp_min(1e-4)
         knots = torch.arange(self.n_calib, dtype=torch.float64)
@@ -291,7 +295,8 @@ class GANGenerator(ShowerGenerator):
         n_l = self.geometry.n_layers
         if self.response_mode == "calibrated":
             if c is None:
-                raise ValueError("parts: the condition c is needed with response_mode='calibrated'")
+                msg = "parts: the condition c is needed with response_mode='calibrated'"
+                raise ValueError(msg)
             log_r = knot_interp(c, self.resp_mean) + knot_interp(c, self.resp_std) * y[:, 0].clamp(-10, 10)
             r = torch.exp(log_r).clamp_max(self.response_scale)
         else:
@@ -348,7 +353,8 @@ class GANGenerator(ShowerGenerator):
         }
         extra = set(a) - allowed
         if extra:
-            raise KeyError(f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
+            raise KeyError(msg)
         lo, hi = config["energy_range_mev"]
         a = {"response_mode": "sigmoid", **a}  # bundles written before the key existed
         return cls(geometry, latent_dim=int(config["latent_dim"]), energy_range_mev=(lo, hi), **a)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..showers.data import ShowerSet
 from ..showers.energies import EnergySpec, parse_energy_spec
 from .base import ShowerGenerator
 
-__all__ = ["generate_showers", "chunk_seeds"]
+__all__ = ["chunk_seeds", "generate_showers"]
 
 
 def chunk_seeds(seed: int, n_chunks: int, first_chunk: int = 0) -> list[tuple[np.random.SeedSequence, int]]:
@@ -71,9 +72,11 @@ def generate_showers(
         gen = load_generator(gen)
     n_events = int(n_events)
     if n_events < 0:
-        raise ConfigError(f"generate: number of events must be >= 0, got {n_events}")
+        msg = f"generate: number of events must be >= 0, got {n_events}"
+        raise ConfigError(msg)
     if chunk_size < 1:
-        raise ConfigError(f"generate: chunk_size must be >= 1, got {chunk_size}")
+        msg = f"generate: chunk_size must be >= 1, got {chunk_size}"
+        raise ConfigError(msg)
     spec = parse_energy_spec(energies)
     gen.check_energy_range(spec.low_mev, spec.high_mev, strict=strict, source=f"energies {spec.text!r}")
     n_chunks = -(-n_events // chunk_size)
@@ -83,7 +86,7 @@ def generate_showers(
             "kind": gen.kind,
             "bundle_hash": getattr(gen, "bundle_hash", None),
             "bundle_path": getattr(gen, "bundle_path", None),
-            "name": os.path.basename(str(getattr(gen, "bundle_path", ""))) or None,
+            "name": Path(str(getattr(gen, "bundle_path", ""))).name or None,
         },
         "seed": int(seed),
         "energies": spec.to_dict(),

@@ -45,17 +45,17 @@ from .flow import FlowGenerator
 from .gan import GANGenerator
 
 __all__ = [
-    "GANModelConfig",
     "FlowModelConfig",
-    "GANTrainConfig",
     "FlowTrainConfig",
-    "load_train_config",
+    "GANModelConfig",
+    "GANTrainConfig",
     "build_from_config",
-    "train_generator",
-    "finetune",
+    "bundle_from_checkpoint",
     "evaluate_fidelity",
     "fidelity_summary",
-    "bundle_from_checkpoint",
+    "finetune",
+    "load_train_config",
+    "train_generator",
 ]
 
 
@@ -122,20 +122,22 @@ class FlowTrainConfig(_TrainCommon):
 
 
 TrainConfig = GANTrainConfig | FlowTrainConfig
-_CONFIGS: dict[str, type[GANTrainConfig] | type[FlowTrainConfig]] = {"gan": GANTrainConfig, "flow": FlowTrainConfig}
+_CONFIGS: dict[str, type[GANTrainConfig | FlowTrainConfig]] = {"gan": GANTrainConfig, "flow": FlowTrainConfig}
 
 
 def load_train_config(kind: str, path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a training recipe (YAML) for ``kind`` (``"gan"`` or ``"flow"``)."""
     if kind not in _CONFIGS:
-        raise ConfigError(f"unknown generator kind {kind!r}; allowed: {', '.join(sorted(_CONFIGS))}")
+        msg = f"unknown generator kind {kind!r}; allowed: {', '.join(sorted(_CONFIGS))}"
+        raise ConfigError(msg)
     cls = _CONFIGS[kind]
     if path is None:
         cfg = parse_config(cls, {}, "<defaults>")
     else:
         cfg = load_yaml(cls, path)
         if cfg.kind != kind:
-            raise ConfigError(f"{path}: kind: recipe is for {cfg.kind!r}, not {kind!r}")
+            msg = f"{path}: kind: recipe is for {cfg.kind!r}, not {kind!r}"
+            raise ConfigError(msg)
     if overrides:
         cfg = parse_config(cls, {**cfg.model_dump(), **overrides}, str(path or "<defaults>"))
     return cfg
@@ -153,7 +155,8 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' requested but no CUDA device is available")
+        msg = "device: 'cuda' requested but no CUDA device is available"
+        raise ConfigError(msg)
     return torch.device(name)
 
 
@@ -165,7 +168,7 @@ def _lr_factor(step: int, total: int, final: float) -> float:
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(np.random.SeedSequence([seed, 0x5A17])).permutation(n)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -367,7 +370,7 @@ def fidelity_summary(fid: dict[str, Any], goal_pct: float = 2.0) -> dict[str, An
     if not fid:
         return {}
     m, r, lf = fid["max_abs_mean_dev_pct"], fid["max_abs_resolution_dev_pct"], fid["max_abs_layer_fraction_dev"]
-    devs = [abs(x) for x in fid["mean_response_dev_pct"] if x == x]
+    devs = [abs(x) for x in fid["mean_response_dev_pct"] if x is not None and not math.isnan(x)]
     return {
         "goal": f"per-energy mean response within {goal_pct:g} % of the reference at every incident energy",
         "meets_goal": bool(m <= goal_pct),
@@ -383,7 +386,7 @@ def fidelity_summary(fid: dict[str, Any], goal_pct: float = 2.0) -> dict[str, An
     }
 
 
-def _progress(enabled: bool):  # noqa: ANN202
+def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(
@@ -419,9 +422,11 @@ def train_generator(
     cfg = config
     geometry = Geometry.from_name(cfg.geometry)
     if not data.geometry.same_binning(geometry):
-        raise ConfigError(f"{data_source}: data geometry {data.geometry.name!r} does not match recipe geometry {cfg.geometry!r}")
+        msg = f"{data_source}: data geometry {data.geometry.name!r} does not match recipe geometry {cfg.geometry!r}"
+        raise ConfigError(msg)
     if len(data) < 10:
-        raise ConfigError(f"{data_source}: need at least 10 training showers, got {len(data)}")
+        msg = f"{data_source}: need at least 10 training showers, got {len(data)}"
+        raise ConfigError(msg)
     out = Path(out_dir)
     ckpt = out / "checkpoints"
     device = _device(cfg.device)
@@ -443,8 +448,9 @@ def train_generator(
         if resuming:
             info = json.loads((ckpt / "state.json").read_text())
             if info.get("config") != cfg_json or info.get("data_sha256") != data_hash:
+                msg = f"{ckpt}: checkpoint was made with another recipe or other data; use a new --out or --no-resume"
                 raise ConfigError(
-                    f"{ckpt}: checkpoint was made with another recipe or other data; use a new --out or --no-resume"
+                    msg
                 )
         if isinstance(gen, GANGenerator):
             assert isinstance(cfg, GANTrainConfig)
@@ -486,7 +492,8 @@ def train_generator(
                     rec = _flow_step(gen, st, cfg, opts["flow"], rng, device)  # type: ignore[arg-type]
                 last_loss = rec["loss"]
                 if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"training diverged at step {step + 1}: loss {last_loss}")
+                    msg = f"training diverged at step {step + 1}: loss {last_loss}"
+                    raise FloatingPointError(msg)
                 done = step + 1
                 if done % cfg.monitor_every == 0 or done == cfg.steps:
                     fid = evaluate_fidelity(gen, mon_set)["max_abs_mean_dev_pct"]
@@ -546,10 +553,12 @@ def bundle_from_checkpoint(
     """
     ckpt = Path(run_dir) / "checkpoints"
     if not (ckpt / "state.json").is_file():
-        raise ConfigError(f"{ckpt}: no checkpoint found")
+        msg = f"{ckpt}: no checkpoint found"
+        raise ConfigError(msg)
     info = json.loads((ckpt / "state.json").read_text())
     if info.get("config") != config.model_dump(mode="json"):
-        raise ConfigError(f"{ckpt}: checkpoint was made with another recipe")
+        msg = f"{ckpt}: checkpoint was made with another recipe"
+        raise ConfigError(msg)
     gen = build_from_config(config)
     tensors = load_file(str(ckpt / "state.safetensors"))
     gen.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
@@ -590,9 +599,11 @@ def finetune(
     likelihood. Only the parameters of ``gen.network`` are trained.
     """
     if steps < 0 or lr <= 0:
-        raise ConfigError(f"finetune: need steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
+        msg = f"finetune: need steps >= 0 and lr > 0, got steps={steps}, lr={lr}"
+        raise ConfigError(msg)
     if not data.geometry.same_binning(gen.geometry):
-        raise ConfigError(f"finetune: data geometry {data.geometry.name!r} differs from the generator's {gen.geometry.name!r}")
+        msg = f"finetune: data geometry {data.geometry.name!r} differs from the generator's {gen.geometry.name!r}"
+        raise ConfigError(msg)
     device = gen.device
     rng = torch.Generator().manual_seed(seed)
     gen.train()
@@ -618,7 +629,8 @@ def finetune(
         for _ in range(steps):
             _flow_step(gen, st, fcfg, opt, rng, device)
     else:
-        raise ConfigError(f"finetune: no training objective for generator kind {gen.kind!r}")
+        msg = f"finetune: no training objective for generator kind {gen.kind!r}"
+        raise ConfigError(msg)
     gen.eval()
     return gen
 

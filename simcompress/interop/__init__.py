@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "QKerasNetwork",
-    "QKerasMLPGenerator",
     "FixedQuantizer",
-    "read_qkeras_h5",
-    "load_qkeras_network",
-    "load_qkeras_generator",
+    "QKerasMLPGenerator",
+    "QKerasNetwork",
     "export_qkeras",
+    "load_qkeras_generator",
+    "load_qkeras_network",
     "network_from_precision",
+    "read_qkeras_h5",
 ]
 
 
@@ -34,4 +34,5 @@ def __getattr__(name: str) -> Any:
         from . import generator
 
         return getattr(generator, name)
-    raise AttributeError(f"module 'simcompress.interop' has no attribute {name!r}")
+    msg = f"module 'simcompress.interop' has no attribute {name!r}"
+    raise AttributeError(msg)

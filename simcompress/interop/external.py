@@ -57,17 +57,17 @@ from ..generators.base import ShowerGenerator, register_generator
 from ..showers.geometry import Geometry
 
 __all__ = [
-    "LatentSpec",
-    "ConditionSpec",
-    "PostprocessSpec",
-    "ExternalSpec",
-    "ExternalGenerator",
+    "DEFAULT_ENERGY_RANGE_MEV",
     "ConcatInput",
-    "wrap_generator",
+    "ConditionSpec",
+    "ExternalGenerator",
+    "ExternalSpec",
+    "LatentSpec",
+    "PostprocessSpec",
+    "check_generator",
     "load_object",
     "load_state_file",
-    "check_generator",
-    "DEFAULT_ENERGY_RANGE_MEV",
+    "wrap_generator",
 ]
 
 #: CaloChallenge dataset 1 energies, 256 MeV .. 4.19 TeV (2^8 .. 2^22 MeV)
@@ -87,7 +87,8 @@ class LatentSpec(StrictModel):
     @model_validator(mode="after")
     def _range(self) -> LatentSpec:
         if self.distribution == "uniform" and not self.low < self.high:
-            raise ValueError("uniform latent needs low < high")
+            msg = "uniform latent needs low < high"
+            raise ValueError(msg)
         return self
 
 
@@ -104,9 +105,11 @@ class ConditionSpec(StrictModel):
     @model_validator(mode="after")
     def _nonzero(self) -> ConditionSpec:
         if self.scale == 0:
-            raise ValueError("scale must not be 0")
+            msg = "scale must not be 0"
+            raise ValueError(msg)
         if self.function is None and self.n_cond != 1:
-            raise ValueError("n_cond > 1 needs a condition function")
+            msg = "n_cond > 1 needs a condition function"
+            raise ValueError(msg)
         return self
 
 
@@ -135,28 +138,33 @@ class ExternalSpec(StrictModel):
     @model_validator(mode="after")
     def _source(self) -> ExternalSpec:
         if self.source == "import" and not self.model:
-            raise ValueError("source 'import' needs model: 'package.module:Class'")
+            msg = "source 'import' needs model: 'package.module:Class'"
+            raise ValueError(msg)
         if self.source == "onnx" and not self.graph:
-            raise ValueError("source 'onnx' needs the converted graph")
+            msg = "source 'onnx' needs the converted graph"
+            raise ValueError(msg)
         return self
 
 
 def load_object(path: str, what: str = "model") -> Any:
     """Resolve ``"package.module:attr"`` or ``"/path/to/file.py:attr"`` (dotted attributes allowed)."""
     if not isinstance(path, str) or ":" not in path:
-        raise ConfigError(f"{what}: expected an import path 'package.module:Name' or 'file.py:Name', got {path!r}")
+        msg = f"{what}: expected an import path 'package.module:Name' or 'file.py:Name', got {path!r}"
+        raise ConfigError(msg)
     mod_name, _, attr = path.rpartition(":")
     try:
         if mod_name.endswith(".py"):
             file = Path(mod_name).expanduser().resolve()
             if not file.is_file():
-                raise BundleError(f"{what}: {file} not found (the bundle names the architecture by this file path)")
+                msg = f"{what}: {file} not found (the bundle names the architecture by this file path)"
+                raise BundleError(msg)
             key = "simcompress_user_" + hashlib.sha256(str(file).encode()).hexdigest()[:16]
             module = sys.modules.get(key)
             if module is None:
                 spec = importlib.util.spec_from_file_location(key, file)
                 if spec is None or spec.loader is None:
-                    raise BundleError(f"{what}: cannot import {file}")
+                    msg = f"{what}: cannot import {file}"
+                    raise BundleError(msg)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[key] = module
                 try:
@@ -170,7 +178,8 @@ def load_object(path: str, what: str = "model") -> Any:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError, SyntaxError, OSError) as err:
-        raise BundleError(f"{what}: cannot import {path!r} ({type(err).__name__}: {err})") from None
+        msg = f"{what}: cannot import {path!r} ({type(err).__name__}: {err})"
+        raise BundleError(msg) from None
     return obj
 
 
@@ -193,13 +202,16 @@ def _build_network(spec: ExternalSpec) -> nn.Module:
     else:
         cls = load_object(spec.model or "", "architecture.model")
         if not callable(cls):
-            raise BundleError(f"architecture.model: {spec.model!r} is not a class or factory")
+            msg = f"architecture.model: {spec.model!r} is not a class or factory"
+            raise BundleError(msg)
         try:
             inner = cls(**spec.kwargs)
         except TypeError as err:
-            raise BundleError(f"architecture.kwargs: {spec.model}(**{spec.kwargs}) failed ({err})") from None
+            msg = f"architecture.kwargs: {spec.model}(**{spec.kwargs}) failed ({err})"
+            raise BundleError(msg) from None
         if not isinstance(inner, nn.Module):
-            raise BundleError(f"architecture.model: {spec.model}(...) returned {type(inner).__name__}, not an nn.Module")
+            msg = f"architecture.model: {spec.model}(...) returned {type(inner).__name__}, not an nn.Module"
+            raise BundleError(msg)
     return ConcatInput(inner) if spec.input == "concat" else inner
 
 
@@ -252,8 +264,11 @@ class ExternalGenerator(ShowerGenerator):
             return out.reshape(y.shape[0], -1)
         flat = y.reshape(y.shape[0], -1)
         if flat.shape[1] != self.geometry.n_voxels:
-            raise ConfigError(f"the network returns {flat.shape[1]} values per shower, geometry {self.geometry.name!r} "
-                              f"has {self.geometry.n_voxels} voxels")
+            msg = (
+                f"the network returns {flat.shape[1]} values per shower, geometry {self.geometry.name!r} "
+                              f"has {self.geometry.n_voxels} voxels"
+            )
+            raise ConfigError(msg)
         if p.output == "relu":
             flat = torch.relu(flat)
         elif p.output == "exp":
@@ -298,8 +313,11 @@ def _check_rebuild(net: nn.Module, spec: ExternalSpec) -> None:
     b = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     if a != b:
         diff = sorted(set(a.items()) ^ set(b.items()))[:4]
-        raise ConfigError(f"model={spec.model!r} with kwargs={spec.kwargs} does not rebuild the given network "
-                          f"(state_dict names/shapes differ, e.g. {diff}); pass the constructor kwargs")
+        msg = (
+            f"model={spec.model!r} with kwargs={spec.kwargs} does not rebuild the given network "
+                          f"(state_dict names/shapes differ, e.g. {diff}); pass the constructor kwargs"
+        )
+        raise ConfigError(msg)
 
 
 def wrap_generator(
@@ -309,7 +327,7 @@ def wrap_generator(
     latent_dim: int,
     model: str | None = None,
     kwargs: dict[str, Any] | None = None,
-    input: Literal["z,c", "concat"] = "z,c",  # noqa: A002
+    input: Literal["z,c", "concat"] = "z,c",
     latent: Literal["normal", "uniform"] | dict[str, Any] = "normal",
     condition: str | dict[str, Any] | ConditionSpec | None = None,
     postprocess: str | dict[str, Any] | PostprocessSpec | None = None,
@@ -335,7 +353,8 @@ def wrap_generator(
     if model is None:
         cls = type(network)
         if cls.__module__ == "__main__":
-            raise ConfigError(f"{cls.__name__} is defined in __main__; put it in a module (or a file) and pass model='file.py:{cls.__name__}'")
+            msg = f"{cls.__name__} is defined in __main__; put it in a module (or a file) and pass model='file.py:{cls.__name__}'"
+            raise ConfigError(msg)
         model = f"{cls.__module__}:{cls.__qualname__}"
     lat = {"distribution": latent} if isinstance(latent, str) else dict(latent)
     spec = ExternalSpec(
@@ -357,7 +376,8 @@ def load_state_file(network: nn.Module, path: str | Path) -> None:
     """Load a state dict from ``.safetensors`` or a ``.pt``/``.pth`` file (``torch.load(weights_only=True)``: tensors only)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: weights file not found")
+        msg = f"{p}: weights file not found"
+        raise ConfigError(msg)
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -365,16 +385,19 @@ def load_state_file(network: nn.Module, path: str | Path) -> None:
             state = load_file(str(p))
         else:
             state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report any reader failure on one line
-        raise ConfigError(f"{p}: cannot read the state dict ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    except Exception as err:
+        msg = f"{p}: cannot read the state dict ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        raise ConfigError(msg) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ConfigError(f"{p}: expected a state dict (name -> tensor), got {type(state).__name__}")
+        msg = f"{p}: expected a state dict (name -> tensor), got {type(state).__name__}"
+        raise ConfigError(msg)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ConfigError(f"{p}: weights do not fit the architecture ({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
+        msg = f"{p}: weights do not fit the architecture ({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})"
+        raise ConfigError(msg) from None
 
 
 def check_generator(gen: ExternalGenerator, n: int = 4) -> None:
@@ -386,9 +409,14 @@ def check_generator(gen: ExternalGenerator, n: int = 4) -> None:
     except (RuntimeError, TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"the wrapped network failed on a test batch (latent_dim={gen.latent_dim}, n_cond={gen.n_cond}, "
-                          f"input={gen.spec.input!r}): {str(err).splitlines()[0]}") from None
+        msg = (
+            f"the wrapped network failed on a test batch (latent_dim={gen.latent_dim}, n_cond={gen.n_cond}, "
+                          f"input={gen.spec.input!r}): {str(err).splitlines()[0]}"
+        )
+        raise ConfigError(msg) from None
     if out.shape != (n, gen.geometry.n_voxels):
-        raise ConfigError(f"generator output has shape {tuple(out.shape)}, expected ({n}, {gen.geometry.n_voxels})")
+        msg = f"generator output has shape {tuple(out.shape)}, expected ({n}, {gen.geometry.n_voxels})"
+        raise ConfigError(msg)
     if not torch.isfinite(out).all():
-        raise ConfigError("generator output holds NaN or infinite values on a test batch")
+        msg = "generator output holds NaN or infinite values on a test batch"
+        raise ConfigError(msg)

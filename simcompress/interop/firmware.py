@@ -32,7 +32,7 @@ from ..compress.fixed_point import FixedType, integer_bits_for_range
 from ..errors import UnsupportedLayerError
 from .qkeras import QKerasNetwork, _frac_bits
 
-__all__ = ["FirmwareMLP", "firmware_network", "as_fixed_point_generator"]
+__all__ = ["FirmwareMLP", "as_fixed_point_generator", "firmware_network"]
 
 
 class FirmwareMLP(nn.Module):
@@ -45,7 +45,7 @@ class FirmwareMLP(nn.Module):
 
     # no annotations: with postponed evaluation they are strings, which torch.fx puts into the
     # GraphModule globals and hls4ml's YAML dump of the model then fails on (torch 2.13)
-    def forward(self, z, c):  # noqa: ANN001, ANN201
+    def forward(self, z, c):
         return self.body(torch.cat([z, c], dim=1))
 
 
@@ -54,7 +54,7 @@ class _SingleInputMLP(nn.Module):
         super().__init__()
         self.body = body
 
-    def forward(self, x):  # noqa: ANN001, ANN201 - see FirmwareMLP.forward
+    def forward(self, x):
         return self.body(x)
 
 
@@ -66,7 +66,8 @@ def _weight_type(values: np.ndarray, given: dict[str, Any] | None, where: str) -
     integer = integer_bits_for_range(lo, hi, signed=True)
     width = integer + frac
     if width > 24:
-        raise UnsupportedLayerError(f"{where}: unquantized weights need {width} bits; give the layer a quantizer")
+        msg = f"{where}: unquantized weights need {width} bits; give the layer a quantizer"
+        raise UnsupportedLayerError(msg)
     return FixedType(max(width, 2), integer if width >= 2 else 2 - frac, signed=True)
 
 
@@ -85,11 +86,13 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
     if not isinstance(net, QKerasNetwork):
         net = getattr(model, "network", None)
         if not isinstance(net, QKerasNetwork):
-            raise UnsupportedLayerError(f"{type(model).__name__} is not a QKerasNetwork or a generator built on one")
+            msg = f"{type(model).__name__} is not a QKerasNetwork or a generator built on one"
+            raise UnsupportedLayerError(msg)
         latent_dim = latent_dim if latent_dim is not None else int(model.latent_dim)
     entries = net.layers
     if not entries or entries[0]["op"] != "quant":
-        raise UnsupportedLayerError(f"{net.model_name}: firmware needs an input quantizer as the first layer")
+        msg = f"{net.model_name}: firmware needs an input quantizer as the first layer"
+        raise UnsupportedLayerError(msg)
     in_t = FixedType.from_dict(entries[0]["type"])
     cur_t = in_t
     mods: list[nn.Module] = []
@@ -154,14 +157,18 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
                 layers[rname] = {"result": qt.to_dict(), "source": e["name"]}
                 cur_t = qt
             else:
-                raise UnsupportedLayerError(
+                msg = (
                     f"layer {e['name']!r}: a cast to {qt.to_hls()} of {cur_t.to_hls()} values that does not follow a "
                     "QDense or ReLU has no firmware layer (QKeras rounds twice here)"
                 )
+                raise UnsupportedLayerError(
+                    msg
+                )
             i += 1
             continue
+        msg = f"layer {e['name']!r} ({e['op']}): not supported by the firmware path; fold batch normalization into the QDense"
         raise UnsupportedLayerError(
-            f"layer {e['name']!r} ({e['op']}): not supported by the firmware path; fold batch normalization into the QDense"
+            msg
         )
     body = nn.Sequential(*mods)
     record = {"input": in_t.to_dict(), "layers": layers}

@@ -30,7 +30,7 @@ from ..generators.base import ShowerGenerator, register_generator
 from ..showers.geometry import Geometry
 from .qkeras import QKerasNetwork, export_qkeras, load_qkeras_network
 
-__all__ = ["QKerasMLPGenerator", "load_qkeras_generator", "POSTPROCESS_MODES", "export_qkeras_generator"]
+__all__ = ["POSTPROCESS_MODES", "QKerasMLPGenerator", "export_qkeras_generator", "load_qkeras_generator"]
 
 POSTPROCESS_MODES = ("factorised", "energy_fraction")
 
@@ -54,15 +54,18 @@ class QKerasMLPGenerator(ShowerGenerator):
                  output_scale: float = 1.0) -> None:
         super().__init__(geometry, latent_dim, energy_range_mev)
         if postprocess not in POSTPROCESS_MODES:
-            raise ConfigError(f"postprocess {postprocess!r} unknown; allowed: {', '.join(POSTPROCESS_MODES)}")
+            msg = f"postprocess {postprocess!r} unknown; allowed: {', '.join(POSTPROCESS_MODES)}"
+            raise ConfigError(msg)
         if network.n_in != self.latent_dim + self.n_cond:
+            msg = f"the network takes {network.n_in} inputs, but latent_dim + n_cond = {self.latent_dim} + {self.n_cond}"
             raise ConfigError(
-                f"the network takes {network.n_in} inputs, but latent_dim + n_cond = {self.latent_dim} + {self.n_cond}"
+                msg
             )
         want = 1 + geometry.n_layers + geometry.n_voxels if postprocess == "factorised" else geometry.n_voxels
         if network.n_out != want:
+            msg = f"postprocess {postprocess!r} on geometry {geometry.name!r} needs {want} network outputs, the network has {network.n_out}"
             raise ConfigError(
-                f"postprocess {postprocess!r} on geometry {geometry.name!r} needs {want} network outputs, the network has {network.n_out}"
+                msg
             )
         self.network = network
         self.postprocess_mode = postprocess
@@ -93,7 +96,8 @@ class QKerasMLPGenerator(ShowerGenerator):
         allowed = {"network", "postprocess", "response_scale", "output_scale"}
         extra = set(a) - allowed
         if extra:
-            raise KeyError(f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
+            raise KeyError(msg)
         net = QKerasNetwork.from_spec(a.pop("network"))
         lo, hi = config["energy_range_mev"]
         return cls(geometry, int(config["latent_dim"]), (lo, hi), net, **a)
@@ -153,7 +157,8 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
     except json.JSONDecodeError as err:
-        raise BundleError(f"{path}: attribute 'simcompress' is not valid JSON ({err})") from None
+        msg = f"{path}: attribute 'simcompress' is not valid JSON ({err})"
+        raise BundleError(msg) from None
     return meta if isinstance(meta, dict) else {}
 
 
@@ -185,9 +190,12 @@ def load_qkeras_generator(
     if geometry is None and "geometry" in meta:
         geom = Geometry.from_dict(meta["geometry"], source=f"{p}: simcompress.geometry")
     elif geometry is None:
-        raise ConfigError(
+        msg = (
             f"{p}: no simcompress metadata in the file; give the geometry, latent_dim and energy range "
             "(CLI: --geometry, --latent-dim, --energy-range)"
+        )
+        raise ConfigError(
+            msg
         )
     else:
         geom = Geometry.from_name(geometry) if isinstance(geometry, str) else geometry

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedLayerError
 
-__all__ = ["convert_onnx", "OnnxNetwork", "import_onnx", "compare_with_onnxruntime"]
+__all__ = ["OnnxNetwork", "compare_with_onnxruntime", "convert_onnx", "import_onnx"]
 
 _INT64_MAX = 2**63 - 1
 _ACTS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Exp": "exp", "Abs": "abs", "Softplus": "softplus"}
@@ -50,7 +50,8 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise ConfigError("ONNX import needs the 'onnx' package: pip install 'simcompress[deploy]'") from None
+        msg = "ONNX import needs the 'onnx' package: pip install 'simcompress[deploy]'"
+        raise ConfigError(msg) from None
     return onnx
 
 
@@ -91,8 +92,9 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     try:
         model = onnx.load(str(p))
         model = onnx.shape_inference.infer_shapes(model)
-    except Exception as err:  # noqa: BLE001 - onnx raises many kinds
-        raise ConfigError(f"{p}: not a readable ONNX model ({type(err).__name__}: {err})") from None
+    except Exception as err:
+        msg = f"{p}: not a readable ONNX model ({type(err).__name__}: {err})"
+        raise ConfigError(msg) from None
     g = model.graph
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
     ranks: dict[str, int] = {}
@@ -104,7 +106,8 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             dims[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
     inputs = [i.name for i in g.input if i.name not in inits]
     if not 1 <= len(inputs) <= 2:
-        raise UnsupportedLayerError(f"{p}: the graph has {len(inputs)} inputs ({inputs}); a generator takes (z, c) or one concatenated input")
+        msg = f"{p}: the graph has {len(inputs)} inputs ({inputs}); a generator takes (z, c) or one concatenated input"
+        raise UnsupportedLayerError(msg)
     # value kinds: tensors computed from the inputs ("data"), numpy constants, folded shapes (lists with _BATCH)
     const: dict[str, Any] = dict(inits)
     data: set[str] = set(inputs)
@@ -122,12 +125,13 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
 
     def cst(name: str, what: str, node: Any) -> Any:
         if name not in const:
-            raise UnsupportedLayerError(f"{p}: node {node.name or node.op_type} ({node.op_type}): {what} must be a constant")
+            msg = f"{p}: node {node.name or node.op_type} ({node.op_type}): {what} must be a constant"
+            raise UnsupportedLayerError(msg)
         return const[name]
 
     for i, node in enumerate(g.node):
         op, a = node.op_type, _attrs(node)
-        ins = [x for x in node.input]
+        ins = list(node.input)
         out = node.output[0]
         tag = f"{p}: node {node.name or i} ({op})"
         if op == "Constant":
@@ -140,14 +144,16 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         if op == "Shape":
             d = dims.get(ins[0])
             if d is None or any(v is None for v in d[1:]):
-                raise UnsupportedLayerError(f"{tag}: shape of {ins[0]} not known statically")
+                msg = f"{tag}: shape of {ins[0]} not known statically"
+                raise UnsupportedLayerError(msg)
             const[out] = [_BATCH] + [int(v) for v in d[1:]]
             continue
         data.add(out)
         rec: dict[str, Any] = {"op": op, "inputs": [x for x in ins if x in data], "output": out}
         if op == "Gemm":
             if ins[0] not in data or a.get("transA", 0):
-                raise UnsupportedLayerError(f"{tag}: only Gemm(x, W, b) with a constant W is supported")
+                msg = f"{tag}: only Gemm(x, W, b) with a constant W is supported"
+                raise UnsupportedLayerError(msg)
             w = cst(ins[1], "B", node).astype(np.float32)
             w = (w.T if not a.get("transB", 0) else w) * float(a.get("alpha", 1.0))
             b = cst(ins[2], "C", node).astype(np.float32) * float(a.get("beta", 1.0)) if len(ins) > 2 and ins[2] else None
@@ -159,7 +165,8 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         elif op == "MatMul":
             w = cst(ins[1], "the second operand", node).astype(np.float32)
             if w.ndim != 2:
-                raise UnsupportedLayerError(f"{tag}: MatMul weight must be 2-D")
+                msg = f"{tag}: MatMul weight must be 2-D"
+                raise UnsupportedLayerError(msg)
             name = _module_name(node, i, used)
             rec.update(module=name, spec={"type": "Linear", "in": int(w.shape[0]), "out": int(w.shape[1]), "bias": False})
             state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(w.T))
@@ -168,9 +175,11 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             nd = w.ndim - 2
             pads = list(a.get("pads", [0] * (2 * nd)))
             if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or pads[:nd] != pads[nd:]:
-                raise UnsupportedLayerError(f"{tag}: asymmetric or automatic padding is not supported (pads={pads})")
+                msg = f"{tag}: asymmetric or automatic padding is not supported (pads={pads})"
+                raise UnsupportedLayerError(msg)
             if "output_shape" in a:
-                raise UnsupportedLayerError(f"{tag}: ConvTranspose with output_shape is not supported; export with output_padding")
+                msg = f"{tag}: ConvTranspose with output_shape is not supported; export with output_padding"
+                raise UnsupportedLayerError(msg)
             group = int(a.get("group", 1))
             b = cst(ins[2], "B", node).astype(np.float32) if len(ins) > 2 and ins[2] else None
             k = list(a.get("kernel_shape", w.shape[2:]))
@@ -190,7 +199,8 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
                 state[f"{name}.bias"] = torch.from_numpy(b.copy())
         elif op == "BatchNormalization":
             if a.get("training_mode", 0):
-                raise UnsupportedLayerError(f"{tag}: training-mode batch norm is not supported")
+                msg = f"{tag}: training-mode batch norm is not supported"
+                raise UnsupportedLayerError(msg)
             scale, bias, mean, var = (cst(x, "statistics", node).astype(np.float32) for x in ins[1:5])
             rank = ranks.get(ins[0], 4)
             name = _module_name(node, i, used)
@@ -218,13 +228,15 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
                 d = dims.get(ins[0])
                 known = [v for v in shape[1:] if v != -1]
                 if d is None or any(v is None for v in d[1:]) or shape[1:].count(-1) != 1:
-                    raise UnsupportedLayerError(f"{tag}: reshape to {shape} needs the input's static shape")
+                    msg = f"{tag}: reshape to {shape} needs the input's static shape"
+                    raise UnsupportedLayerError(msg)
                 shape[shape.index(-1, 1)] = math.prod(d[1:]) // max(math.prod(known), 1)
             rec.update(fn="reshape", shape=[int(v) for v in shape])
         elif op == "Flatten":
             axis = int(a.get("axis", 1))
             if axis != 1:
-                raise UnsupportedLayerError(f"{tag}: Flatten axis={axis}; only axis=1 is supported")
+                msg = f"{tag}: Flatten axis={axis}; only axis=1 is supported"
+                raise UnsupportedLayerError(msg)
             rec.update(fn="flatten")
         elif op == "Slice":
             starts = np.asarray(cst(ins[1], "starts", node)).tolist()
@@ -233,29 +245,34 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             steps = np.asarray(cst(ins[4], "steps", node)).tolist() if len(ins) > 4 and ins[4] else [1] * len(starts)
             rank = ranks.get(ins[0])
             if rank is None:
-                raise UnsupportedLayerError(f"{tag}: rank of the sliced tensor unknown")
+                msg = f"{tag}: rank of the sliced tensor unknown"
+                raise UnsupportedLayerError(msg)
             sl = [[None, None, None] for _ in range(rank)]
-            for s, e, ax, st in zip(starts, ends, axes, steps):
+            for s, e, ax, st in zip(starts, ends, axes, steps, strict=False):
                 ax = int(ax) % rank
                 if ax == 0:
-                    raise UnsupportedLayerError(f"{tag}: slicing the batch dimension is not supported")
+                    msg = f"{tag}: slicing the batch dimension is not supported"
+                    raise UnsupportedLayerError(msg)
                 sl[ax] = [int(s), None if abs(int(e)) >= _INT64_MAX // 2 else int(e), int(st)]
             rec.update(fn="slice", slices=sl)
         elif op == "Concat":
             if not all(x in data for x in ins):
-                raise UnsupportedLayerError(f"{tag}: concatenation with a constant tensor is not supported")
+                msg = f"{tag}: concatenation with a constant tensor is not supported"
+                raise UnsupportedLayerError(msg)
             rec.update(fn="cat", axis=int(a["axis"]))
         elif op in ("Unsqueeze", "Squeeze"):
             axes = a.get("axes")
             if axes is None and len(ins) > 1 and ins[1]:
                 axes = np.asarray(cst(ins[1], "axes", node)).tolist()
             if axes is None:
-                raise UnsupportedLayerError(f"{tag}: {op} without axes is not supported")
+                msg = f"{tag}: {op} without axes is not supported"
+                raise UnsupportedLayerError(msg)
             rec.update(fn=op.lower(), axes=[int(x) for x in axes])
         elif op == "Transpose":
             perm = [int(x) for x in a["perm"]]
             if perm[0] != 0:
-                raise UnsupportedLayerError(f"{tag}: transposing the batch dimension is not supported")
+                msg = f"{tag}: transposing the batch dimension is not supported"
+                raise UnsupportedLayerError(msg)
             rec.update(fn="permute", perm=perm)
         elif op == "Softmax":
             rec.update(fn="softmax", axis=int(a.get("axis", -1)))
@@ -263,7 +280,8 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             idx = np.asarray(cst(ins[1], "indices", node))
             axis = int(a.get("axis", 0))
             if axis == 0 or (ranks.get(ins[0]) is not None and axis % ranks[ins[0]] == 0):
-                raise UnsupportedLayerError(f"{tag}: gathering along the batch dimension is not supported")
+                msg = f"{tag}: gathering along the batch dimension is not supported"
+                raise UnsupportedLayerError(msg)
             rec.update(fn="select" if idx.ndim == 0 else "index", axis=axis, index=idx.tolist())
         elif op in _BINARY:
             x0, x1 = ins[0], ins[1]
@@ -275,32 +293,38 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         elif op in ("Resize", "Upsample"):
             mode = a.get("mode", "nearest")
             if mode != "nearest":
-                raise UnsupportedLayerError(f"{tag}: mode={mode!r}; only nearest upsampling is supported")
+                msg = f"{tag}: mode={mode!r}; only nearest upsampling is supported"
+                raise UnsupportedLayerError(msg)
             if op == "Resize":
                 ctm = a.get("coordinate_transformation_mode", "half_pixel")
                 nm = a.get("nearest_mode", "round_prefer_floor")
                 if not (ctm == "asymmetric" and nm == "floor"):
-                    raise UnsupportedLayerError(f"{tag}: nearest Resize with {ctm}/{nm}; torch's nearest is asymmetric/floor")
+                    msg = f"{tag}: nearest Resize with {ctm}/{nm}; torch's nearest is asymmetric/floor"
+                    raise UnsupportedLayerError(msg)
                 scales = const.get(ins[2]) if len(ins) > 2 and ins[2] else None
                 if scales is None or np.asarray(scales).size == 0:
-                    raise UnsupportedLayerError(f"{tag}: Resize needs constant scales")
+                    msg = f"{tag}: Resize needs constant scales"
+                    raise UnsupportedLayerError(msg)
             else:
                 scales = cst(ins[1], "scales", node)
             sc = [float(v) for v in np.asarray(scales).tolist()]
             if sc[:2] != [1.0, 1.0]:
-                raise UnsupportedLayerError(f"{tag}: scaling the batch or channel dimension is not supported")
+                msg = f"{tag}: scaling the batch or channel dimension is not supported"
+                raise UnsupportedLayerError(msg)
             rec.update(fn="upsample", scale=sc[2:])
         else:
             raise UnsupportedLayerError(f"{tag}: ONNX operator {op!r} is not supported; supported: " + ", ".join(SUPPORTED))
         ops.append(rec)
     outputs = [o.name for o in g.output]
     if len(outputs) != 1 or outputs[0] not in data:
-        raise UnsupportedLayerError(f"{p}: the graph must have one output computed from its inputs, got {outputs}")
+        msg = f"{p}: the graph must have one output computed from its inputs, got {outputs}"
+        raise UnsupportedLayerError(msg)
     in_sizes = []
     for name in inputs:
         d = dims.get(name)
         if d is None or len(d) != 2 or d[1] is None:
-            raise UnsupportedLayerError(f"{p}: input {name!r} must be 2-D (batch, features), got shape {d}")
+            msg = f"{p}: input {name!r} must be 2-D (batch, features), got shape {d}"
+            raise UnsupportedLayerError(msg)
         in_sizes.append(int(d[1]))
     graph = {"format_version": 1, "inputs": inputs, "input_sizes": in_sizes, "output": outputs[0], "ops": ops,
              "buffers": {k: list(v.shape) for k, v in state.items() if k.startswith("const_")}}
@@ -318,7 +342,8 @@ def _fold(op: str, a: dict[str, Any], vals: list[Any], tag: str) -> Any:
         return v if isinstance(v, list) else np.asarray(v)
 
     if any(v is None for v in vals[:1]):
-        raise UnsupportedLayerError(f"{tag}: input not available for constant folding")
+        msg = f"{tag}: input not available for constant folding"
+        raise UnsupportedLayerError(msg)
     x = vals[0]
     if op in ("Cast", "Identity"):
         return x
@@ -339,7 +364,8 @@ def _fold(op: str, a: dict[str, Any], vals: list[Any], tag: str) -> Any:
         return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](arr(vals[0]), arr(vals[1]))
     if op == "Reshape" and not isinstance(x, list):
         return np.asarray(x).reshape(np.asarray(vals[1]).tolist())
-    raise UnsupportedLayerError(f"{tag}: cannot fold {op} on constants")
+    msg = f"{tag}: cannot fold {op} on constants"
+    raise UnsupportedLayerError(msg)
 
 
 class OnnxNetwork(nn.Module):
@@ -348,7 +374,8 @@ class OnnxNetwork(nn.Module):
     def __init__(self, graph: dict[str, Any]) -> None:
         super().__init__()
         if graph.get("format_version") != 1 or "ops" not in graph:
-            raise ConfigError("onnx graph description: format_version 1 with 'ops' expected")
+            msg = "onnx graph description: format_version 1 with 'ops' expected"
+            raise ConfigError(msg)
         self.graph = graph
         self.input_names = list(graph["inputs"])
         self.output_name = str(graph["output"])
@@ -362,14 +389,12 @@ class OnnxNetwork(nn.Module):
         env: dict[str, Tensor] = {self.input_names[0]: x0}
         if len(self.input_names) > 1:
             if x1 is None:
-                raise ConfigError(f"this network takes {len(self.input_names)} inputs")
+                msg = f"this network takes {len(self.input_names)} inputs"
+                raise ConfigError(msg)
             env[self.input_names[1]] = x1
         for rec in self.graph["ops"]:
             xs = [env[n] for n in rec["inputs"]]
-            if "module" in rec:
-                y = getattr(self, rec["module"])(xs[0])
-            else:
-                y = _apply(self, rec, xs)
+            y = getattr(self, rec["module"])(xs[0]) if "module" in rec else _apply(self, rec, xs)
             env[rec["output"]] = y
         return env[self.graph["output"]]
 
@@ -395,7 +420,8 @@ def _build(spec: dict[str, Any]) -> nn.Module:
     simple = {"ReLU": nn.ReLU, "Tanh": nn.Tanh, "Sigmoid": nn.Sigmoid, "Softplus": nn.Softplus}
     if t in simple:
         return simple[t]()
-    raise ConfigError(f"onnx graph description: unknown layer type {t!r}")
+    msg = f"onnx graph description: unknown layer type {t!r}"
+    raise ConfigError(msg)
 
 
 def _apply(net: OnnxNetwork, rec: dict[str, Any], xs: list[Tensor]) -> Tensor:
@@ -440,7 +466,8 @@ def _apply(net: OnnxNetwork, rec: dict[str, Any], xs: list[Tensor]) -> Tensor:
         else:
             a, b = xs[0], xs[1]
         return getattr(torch, fn)(a, b)
-    raise ConfigError(f"onnx graph description: unknown operation {fn!r}")
+    msg = f"onnx graph description: unknown operation {fn!r}"
+    raise ConfigError(msg)
 
 
 def compare_with_onnxruntime(path: str | Path, network: nn.Module, input_sizes: list[int], n: int = 256, seed: int = 0,
@@ -449,21 +476,23 @@ def compare_with_onnxruntime(path: str | Path, network: nn.Module, input_sizes: 
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ConfigError("the ONNX check needs onnxruntime: pip install 'simcompress[deploy]'") from None
+        msg = "the ONNX check needs onnxruntime: pip install 'simcompress[deploy]'"
+        raise ConfigError(msg) from None
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
     if inputs is None:
         rng = np.random.default_rng(seed)
         inputs = [rng.standard_normal((n, s)).astype(np.float32) for s in input_sizes]
-    ref = sess.run(None, dict(zip(names, inputs)))[0]
+    ref = sess.run(None, dict(zip(names, inputs, strict=False)))[0]
     network.eval()
     with torch.no_grad():
         got = network(*[torch.from_numpy(x) for x in inputs]).numpy()
     if got.shape != ref.shape:
-        raise ConfigError(f"{path}: converted network returns shape {got.shape}, ONNX Runtime {ref.shape}")
+        msg = f"{path}: converted network returns shape {got.shape}, ONNX Runtime {ref.shape}"
+        raise ConfigError(msg)
     diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) if ref.size else 0.0
     scale = float(np.abs(ref).max()) if ref.size else 0.0
-    return {"max_abs_diff": diff, "max_abs_output": scale, "max_rel_diff": diff / scale if scale > 0 else diff, "n_inputs": int(len(inputs[0]))}
+    return {"max_abs_diff": diff, "max_abs_output": scale, "max_rel_diff": diff / scale if scale > 0 else diff, "n_inputs": len(inputs[0])}
 
 
 def import_onnx(
@@ -486,23 +515,36 @@ def import_onnx(
     ONNX Runtime by more than ``tolerance`` x max |output|.
     """
     from ..showers.geometry import Geometry
-    from .external import DEFAULT_ENERGY_RANGE_MEV, ConditionSpec, ExternalGenerator, ExternalSpec, LatentSpec, PostprocessSpec, _as_spec
+    from .external import (
+        DEFAULT_ENERGY_RANGE_MEV,
+        ConditionSpec,
+        ExternalGenerator,
+        ExternalSpec,
+        LatentSpec,
+        PostprocessSpec,
+        _as_spec,
+    )
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: ONNX file not found")
+        msg = f"{p}: ONNX file not found"
+        raise ConfigError(msg)
     graph, state = convert_onnx(p)
     sizes = graph["input_sizes"]
     cond = _as_spec(condition, ConditionSpec, "condition")
     if len(sizes) == 2:
         mode = "z,c"
         if sizes[0] != latent_dim or sizes[1] != cond.n_cond:
-            raise ConfigError(f"{p}: inputs have {sizes[0]} and {sizes[1]} features; --latent-dim {latent_dim} and {cond.n_cond} condition value(s) expected")
+            msg = f"{p}: inputs have {sizes[0]} and {sizes[1]} features; --latent-dim {latent_dim} and {cond.n_cond} condition value(s) expected"
+            raise ConfigError(msg)
     else:
         mode = "concat"
         if sizes[0] != latent_dim + cond.n_cond:
-            raise ConfigError(f"{p}: input has {sizes[0]} features, --latent-dim {latent_dim} + {cond.n_cond} condition value(s) = "
-                              f"{latent_dim + cond.n_cond} expected")
+            msg = (
+                f"{p}: input has {sizes[0]} features, --latent-dim {latent_dim} + {cond.n_cond} condition value(s) = "
+                              f"{latent_dim + cond.n_cond} expected"
+            )
+            raise ConfigError(msg)
     lat = {"distribution": latent} if isinstance(latent, str) else dict(latent)
     spec = ExternalSpec(source="onnx", graph=graph, input=mode, latent=LatentSpec(dim=latent_dim, **lat), condition=cond,
                         postprocess=_as_spec(postprocess, PostprocessSpec, "postprocess"))
@@ -511,13 +553,17 @@ def import_onnx(
     net = gen.network.inner if mode == "concat" else gen.network
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ConfigError(f"{p}: converted weights do not fit the rebuilt network (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        msg = f"{p}: converted weights do not fit the rebuilt network (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        raise ConfigError(msg)
     gen.eval()
     check = compare_with_onnxruntime(p, net, sizes, n=n_check, seed=seed)
     check["tolerance_rel"] = tolerance
     if not math.isfinite(check["max_rel_diff"]) or check["max_rel_diff"] > tolerance:
-        raise ConfigError(f"{p}: the converted network differs from ONNX Runtime by max |diff| {check['max_abs_diff']:.3g} "
-                          f"({check['max_rel_diff']:.3g} relative to max |output| {check['max_abs_output']:.3g}), above {tolerance:g}; refusing")
+        msg = (
+            f"{p}: the converted network differs from ONNX Runtime by max |diff| {check['max_abs_diff']:.3g} "
+                          f"({check['max_rel_diff']:.3g} relative to max |output| {check['max_abs_output']:.3g}), above {tolerance:g}; refusing"
+        )
+        raise ConfigError(msg)
     from .external import check_generator
 
     check_generator(gen)

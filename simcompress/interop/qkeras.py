@@ -47,17 +47,17 @@ from ..compress.fixed_point import FixedType, integer_bits_for_range
 from ..errors import BundleError, ConfigError, UnsupportedLayerError
 
 __all__ = [
+    "KERAS_VERSION",
     "FixedQuantizer",
     "QKerasNetwork",
-    "quantizer_to_fixed",
-    "fixed_to_quantizer",
-    "read_qkeras_h5",
-    "load_qkeras_network",
-    "export_qkeras",
-    "network_from_precision",
-    "network_from_fixed_point",
     "check_exact",
-    "KERAS_VERSION",
+    "export_qkeras",
+    "fixed_to_quantizer",
+    "load_qkeras_network",
+    "network_from_fixed_point",
+    "network_from_precision",
+    "quantizer_to_fixed",
+    "read_qkeras_h5",
 ]
 
 #: Keras version written into exported files (tf.keras of TensorFlow 2.14, the pinned QKeras stack).
@@ -91,25 +91,30 @@ def _parse_quantizer_string(text: str, where: str) -> tuple[str, dict[str, Any]]
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
-        raise UnsupportedLayerError(f"{where}: cannot parse quantizer string {text!r}") from None
+        msg = f"{where}: cannot parse quantizer string {text!r}"
+        raise UnsupportedLayerError(msg) from None
     if isinstance(node, ast.Name):
         return node.id, {}
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        raise UnsupportedLayerError(f"{where}: cannot parse quantizer string {text!r}")
+        msg = f"{where}: cannot parse quantizer string {text!r}"
+        raise UnsupportedLayerError(msg)
     name = node.func.id
     order = _QARGS.get(name)
     if order is None:
+        msg = f"{where}: quantizer {name!r} cannot be mapped exactly to fixed point; supported: {', '.join(_SUPPORTED_QUANTIZERS)}"
         raise UnsupportedLayerError(
-            f"{where}: quantizer {name!r} cannot be mapped exactly to fixed point; supported: {', '.join(_SUPPORTED_QUANTIZERS)}"
+            msg
         )
     try:
         args = [ast.literal_eval(a) for a in node.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg is not None}
     except ValueError:
-        raise UnsupportedLayerError(f"{where}: quantizer {text!r} has non-literal arguments") from None
+        msg = f"{where}: quantizer {text!r} has non-literal arguments"
+        raise UnsupportedLayerError(msg) from None
     if len(args) > len(order):
-        raise UnsupportedLayerError(f"{where}: quantizer {text!r} has too many arguments")
-    cfg = dict(zip(order, args))
+        msg = f"{where}: quantizer {text!r} has too many arguments"
+        raise UnsupportedLayerError(msg)
+    cfg = dict(zip(order, args, strict=False))
     cfg.update(kwargs)
     return name, cfg
 
@@ -134,31 +139,39 @@ def quantizer_to_fixed(q: Any, where: str) -> tuple[FixedType, str] | None:
         name = str(q["class_name"])
         cfg = dict(q.get("config") or {})
     else:
-        raise UnsupportedLayerError(f"{where}: unrecognised quantizer {q!r}")
+        msg = f"{where}: unrecognised quantizer {q!r}"
+        raise UnsupportedLayerError(msg)
     if name not in _SUPPORTED_QUANTIZERS:
+        msg = f"{where}: quantizer {name!r} cannot be mapped exactly to fixed point; supported: {', '.join(_SUPPORTED_QUANTIZERS)}"
         raise UnsupportedLayerError(
-            f"{where}: quantizer {name!r} cannot be mapped exactly to fixed point; supported: {', '.join(_SUPPORTED_QUANTIZERS)}"
+            msg
         )
     full = {**_QDEFAULTS[name], **cfg}
     bits, integer = full["bits"], full["integer"]
     if not _is_int(bits) or not _is_int(integer):
-        raise UnsupportedLayerError(f"{where}: {name} needs integer 'bits' and 'integer', got {bits!r}, {integer!r}")
+        msg = f"{where}: {name} needs integer 'bits' and 'integer', got {bits!r}, {integer!r}"
+        raise UnsupportedLayerError(msg)
     if full.get("use_stochastic_rounding"):
-        raise UnsupportedLayerError(f"{where}: {name} with use_stochastic_rounding=True is random; only deterministic rounding maps exactly")
+        msg = f"{where}: {name} with use_stochastic_rounding=True is random; only deterministic rounding maps exactly"
+        raise UnsupportedLayerError(msg)
     if float(full.get("qnoise_factor", 1.0)) != 1.0:
-        raise UnsupportedLayerError(f"{where}: {name} with qnoise_factor={full['qnoise_factor']!r} mixes float and quantized values; need 1.0")
+        msg = f"{where}: {name} with qnoise_factor={full['qnoise_factor']!r} mixes float and quantized values; need 1.0"
+        raise UnsupportedLayerError(msg)
     if bits > 24:
-        raise UnsupportedLayerError(f"{where}: {name}({bits}, ...) is wider than float32's 24-bit mantissa; QKeras itself is not exact there")
+        msg = f"{where}: {name}({bits}, ...) is wider than float32's 24-bit mantissa; QKeras itself is not exact there"
+        raise UnsupportedLayerError(msg)
     if name == "quantized_bits":
         alpha = full.get("alpha")
         if alpha is not None and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and float(alpha) == 1.0):
+            msg = f"{where}: quantized_bits with alpha={alpha!r} has a data-dependent or non-unit scale; only alpha=1 (or None on QActivation) maps exactly"
             raise UnsupportedLayerError(
-                f"{where}: quantized_bits with alpha={alpha!r} has a data-dependent or non-unit scale; only alpha=1 (or None on QActivation) maps exactly"
+                msg
             )
         keep_negative = bool(full.get("keep_negative", True))
         symmetric = bool(full.get("symmetric", 0))
         if bits - int(keep_negative) < 1:
-            raise UnsupportedLayerError(f"{where}: quantized_bits({bits}, keep_negative={keep_negative}) is a sign/binary quantizer; need at least one magnitude bit")
+            msg = f"{where}: quantized_bits({bits}, keep_negative={keep_negative}) is a sign/binary quantizer; need at least one magnitude bit"
+            raise UnsupportedLayerError(msg)
         if keep_negative:
             t = FixedType(bits, integer + 1, True, "RND_CONV", "SAT_SYM" if symmetric else "SAT")
         else:
@@ -166,13 +179,16 @@ def quantizer_to_fixed(q: Any, where: str) -> tuple[FixedType, str] | None:
         return t, name
     # quantized_relu
     if full.get("use_sigmoid"):
-        raise UnsupportedLayerError(f"{where}: quantized_relu with use_sigmoid=1 is a hard sigmoid, not a fixed-point cast")
+        msg = f"{where}: quantized_relu with use_sigmoid=1 is a hard sigmoid, not a fixed-point cast"
+        raise UnsupportedLayerError(msg)
     if float(full.get("negative_slope") or 0.0) != 0.0:
-        raise UnsupportedLayerError(f"{where}: quantized_relu with negative_slope={full['negative_slope']!r} (leaky) is not supported; use negative_slope=0")
+        msg = f"{where}: quantized_relu with negative_slope={full['negative_slope']!r} (leaky) is not supported; use negative_slope=0"
+        raise UnsupportedLayerError(msg)
     t = FixedType(bits, integer, False, "RND_CONV", "SAT")
     ub = full.get("relu_upper_bound")
     if ub is not None and not full.get("is_quantized_clip", True) and float(ub) < t.max_value:
-        raise UnsupportedLayerError(f"{where}: quantized_relu relu_upper_bound={ub!r} below the type maximum clips off-grid")
+        msg = f"{where}: quantized_relu relu_upper_bound={ub!r} below the type maximum clips off-grid"
+        raise UnsupportedLayerError(msg)
     return t, name
 
 
@@ -182,17 +198,24 @@ def fixed_to_quantizer(t: FixedType, kind: str | None, where: str) -> dict[str, 
     Only RND_CONV rounding with SAT (or SAT_SYM for signed types) overflow exists in QKeras.
     """
     if t.rounding != "RND_CONV" or t.overflow not in ("SAT", "SAT_SYM"):
-        raise UnsupportedLayerError(
+        msg = (
             f"{where}: type {t.to_hls()} has no QKeras equivalent; QKeras quantizers round half to even and saturate "
             "(need AP_RND_CONV with AP_SAT, or AP_SAT_SYM for signed types; in the fixed_point compression method: "
             "rounding: RND_CONV, overflow: SAT)"
         )
-    if t.width > 24:
-        raise UnsupportedLayerError(f"{where}: type {t.to_hls()} is wider than 24 bits; QKeras computes in float32")
-    if t.integer - int(t.signed) < 0:
         raise UnsupportedLayerError(
+            msg
+        )
+    if t.width > 24:
+        msg = f"{where}: type {t.to_hls()} is wider than 24 bits; QKeras computes in float32"
+        raise UnsupportedLayerError(msg)
+    if t.integer - int(t.signed) < 0:
+        msg = (
             f"{where}: type {t.to_hls()} needs a negative QKeras 'integer' ({t.integer - int(t.signed)}), which QKeras 0.9.0 "
             f"cannot run (integer K.pow(2, integer) fails in TensorFlow); give it at least {int(t.signed)} integer bit(s)"
+        )
+        raise UnsupportedLayerError(
+            msg
         )
     if t.signed:
         cfg = {"bits": t.width, "integer": t.integer - 1, "symmetric": int(t.overflow == "SAT_SYM"), "alpha": 1,
@@ -261,7 +284,8 @@ def _frac_bits(values: np.ndarray) -> int:
     if v.size == 0:
         return 0
     if not np.all(np.isfinite(v)):
-        raise UnsupportedLayerError("non-finite weights")
+        msg = "non-finite weights"
+        raise UnsupportedLayerError(msg)
     mant, exp = np.frexp(v)  # v = mant * 2**exp, 0.5 <= |mant| < 1
     m = np.abs(mant) * 2.0**53
     m = m.astype(np.int64)
@@ -302,17 +326,20 @@ class QKerasNetwork(nn.Module):
                 mods.append(FixedQuantizer(FixedType.from_dict(entry["type"]), entry.get("qkeras")))
             elif op == "dense":
                 if int(entry["in"]) != width:
-                    raise BundleError(f"layer {entry['name']!r}: expects {entry['in']} inputs, the previous layer gives {width}")
+                    msg = f"layer {entry['name']!r}: expects {entry['in']} inputs, the previous layer gives {width}"
+                    raise BundleError(msg)
                 mods.append(nn.Linear(width, int(entry["out"]), bias=bool(entry.get("bias", True))))
                 width = int(entry["out"])
             elif op == "relu":
                 mods.append(nn.ReLU())
             elif op == "bn":
                 if int(entry["features"]) != width:
-                    raise BundleError(f"layer {entry['name']!r}: expects {entry['features']} features, got {width}")
+                    msg = f"layer {entry['name']!r}: expects {entry['features']} features, got {width}"
+                    raise BundleError(msg)
                 mods.append(nn.BatchNorm1d(width, eps=float(entry["eps"])))
             else:
-                raise BundleError(f"unknown QKerasNetwork op {op!r} (layer {entry.get('name')!r})")
+                msg = f"unknown QKerasNetwork op {op!r} (layer {entry.get('name')!r})"
+                raise BundleError(msg)
         self.body = nn.Sequential(*mods)
         self.n_out = width
         self.eval()
@@ -321,7 +348,8 @@ class QKerasNetwork(nn.Module):
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = z if c is None else torch.cat([z, c], dim=1)
         if x.shape[-1] != self.n_in:
-            raise ConfigError(f"{self.model_name}: input has {x.shape[-1]} features, the network takes {self.n_in}")
+            msg = f"{self.model_name}: input has {x.shape[-1]} features, the network takes {self.n_in}"
+            raise ConfigError(msg)
         return self.body(x.to(torch.float32))
 
     # -- description ---------------------------------------------------------------
@@ -356,7 +384,7 @@ class QKerasNetwork(nn.Module):
             if exact is not False:
                 exact, culprit = False, name
 
-        for entry, mod in zip(self.layers, self.body):
+        for entry, mod in zip(self.layers, self.body, strict=False):
             op = entry["op"]
             if op == "quant":
                 cur = _Range.of_type(mod.fixed_type)
@@ -403,10 +431,7 @@ class QKerasNetwork(nn.Module):
         """
         ranges = self._ranges()[0]
         first = self.layers[0] if self.layers else None
-        if first is not None and first["op"] == "quant":
-            inp = FixedType.from_dict(first["type"])
-        else:
-            inp = self.input_type
+        inp = FixedType.from_dict(first["type"]) if first is not None and first["op"] == "quant" else self.input_type
         rec: dict[str, Any] = {"input": inp.to_dict() if inp else None, "layers": {}}
         n = len(self.layers)
         for i, entry in enumerate(self.layers):
@@ -490,35 +515,44 @@ def read_qkeras_h5(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[s
     """
     p = Path(path)
     if p.is_dir():
-        raise BundleError(
+        msg = (
             f"{p}: a Keras SavedModel directory needs TensorFlow to read; save the model as .h5 "
             "(model.save('model.h5')), which QKeras 0.9.0 also reloads reliably"
         )
+        raise BundleError(
+            msg
+        )
     if not p.is_file():
-        raise BundleError(f"{p}: no such file")
+        msg = f"{p}: no such file"
+        raise BundleError(msg)
     try:
         f = h5py.File(p, "r")
     except OSError as err:
-        raise BundleError(f"{p}: not an HDF5 file ({err})") from None
+        msg = f"{p}: not an HDF5 file ({err})"
+        raise BundleError(msg) from None
     with f:
         if "model_config" not in f.attrs:
-            raise BundleError(f"{p}: no 'model_config' attribute; is this a Keras model saved with model.save('x.h5')?")
+            msg = f"{p}: no 'model_config' attribute; is this a Keras model saved with model.save('x.h5')?"
+            raise BundleError(msg)
         try:
             config = json.loads(_attr_str(f.attrs["model_config"]))
         except json.JSONDecodeError as err:
-            raise BundleError(f"{p}: 'model_config' is not valid JSON ({err})") from None
+            msg = f"{p}: 'model_config' is not valid JSON ({err})"
+            raise BundleError(msg) from None
         attrs = {k: _attr_str(v) for k, v in f.attrs.items() if k != "model_config" and not isinstance(v, np.ndarray)}
         weights: dict[str, dict[str, np.ndarray]] = {}
-        g = f["model_weights"] if "model_weights" in f else f
+        g = f.get("model_weights", f)
         names = [_attr_str(n) for n in g.attrs.get("layer_names", [])]
         for lname in names:
             if lname not in g:
-                raise BundleError(f"{p}: layer {lname!r} listed in layer_names has no weight group")
+                msg = f"{p}: layer {lname!r} listed in layer_names has no weight group"
+                raise BundleError(msg)
             lg = g[lname]
             d: dict[str, np.ndarray] = {}
             for wname in (_attr_str(w) for w in lg.attrs.get("weight_names", [])):
                 if wname not in lg:
-                    raise BundleError(f"{p}: weight {lname}/{wname} is missing")
+                    msg = f"{p}: weight {lname}/{wname} is missing"
+                    raise BundleError(msg)
                 short = wname.rsplit("/", 1)[-1].split(":")[0]
                 d[short] = np.asarray(lg[wname][()])
             weights[lname] = d
@@ -532,17 +566,22 @@ def _chain(config: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], s
     name = str(body.get("name", "qkeras_model"))
     layers = body.get("layers")
     if not isinstance(layers, list):
-        raise BundleError(f"{source}: model_config has no layer list")
+        msg = f"{source}: model_config has no layer list"
+        raise BundleError(msg)
     if cls == "Sequential":
         return layers, name
     if cls not in ("Functional", "Model"):
-        raise UnsupportedLayerError(f"{source}: model class {cls!r} is not supported; allowed: Sequential, Functional")
+        msg = f"{source}: model class {cls!r} is not supported; allowed: Sequential, Functional"
+        raise UnsupportedLayerError(msg)
     ins = body.get("input_layers") or []
     outs = body.get("output_layers") or []
     if len(ins) != 1 or len(outs) != 1:
-        raise UnsupportedLayerError(
+        msg = (
             f"{source}: model has {len(ins)} inputs and {len(outs)} outputs; only single-input single-output chains map to a "
             "generator network (concatenate z and the condition into one Input)"
+        )
+        raise UnsupportedLayerError(
+            msg
         )
     by_name = {l["config"]["name"] if "name" not in l else l["name"]: l for l in layers}
     consumers: dict[str, list[str]] = {}
@@ -556,8 +595,9 @@ def _chain(config: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], s
                 if isinstance(it, list) and it and isinstance(it[0], str):
                     srcs.append(it[0])
         if len(nodes) > 1 or len(srcs) > 1:
+            msg = f"{source}: layer {lname!r} ({l.get('class_name')}) merges {len(srcs)} inputs; only single-path chains are supported"
             raise UnsupportedLayerError(
-                f"{source}: layer {lname!r} ({l.get('class_name')}) merges {len(srcs)} inputs; only single-path chains are supported"
+                msg
             )
         for s in srcs:
             consumers.setdefault(s, []).append(lname)
@@ -565,8 +605,9 @@ def _chain(config: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], s
     while order[-1] != outs[0][0]:
         nxt = consumers.get(order[-1], [])
         if len(nxt) != 1:
+            msg = f"{source}: layer {order[-1]!r} feeds {len(nxt)} layers; only single-path chains are supported"
             raise UnsupportedLayerError(
-                f"{source}: layer {order[-1]!r} feeds {len(nxt)} layers; only single-path chains are supported"
+                msg
             )
         order.append(nxt[0])
     return [by_name[n] for n in order], name
@@ -624,41 +665,49 @@ def load_qkeras_network(path: str | os.PathLike[str], *, strict: bool = True,
         lname = str(cfg.get("name", layer.get("name")))
         where = f"{src}: layer {lname!r} ({cls})"
         if cls not in _SUPPORTED_LAYERS:
-            raise UnsupportedLayerError(f"{where} is not supported; supported layers: {', '.join(_SUPPORTED_LAYERS)}")
+            msg = f"{where} is not supported; supported layers: {', '.join(_SUPPORTED_LAYERS)}"
+            raise UnsupportedLayerError(msg)
         if cls == "InputLayer":
             shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
             if not shape or len(shape) != 2:
-                raise UnsupportedLayerError(f"{where}: input shape {shape!r}; only flat (batch, features) inputs are supported")
+                msg = f"{where}: input shape {shape!r}; only flat (batch, features) inputs are supported"
+                raise UnsupportedLayerError(msg)
             n_in = width = int(shape[1])
             continue
         if width is None:  # Sequential without InputLayer: the first layer carries the shape
             shape = cfg.get("batch_input_shape")
             if not shape or len(shape) != 2:
-                raise UnsupportedLayerError(f"{where}: cannot infer the flat input size (batch_input_shape {shape!r})")
+                msg = f"{where}: cannot infer the flat input size (batch_input_shape {shape!r})"
+                raise UnsupportedLayerError(msg)
             n_in = width = int(shape[1])
         if cls in ("QActivation", "Activation"):
             entries += _activation_entries(cfg.get("activation"), lname, f"{where} activation")
         elif cls == "ReLU":
             if cfg.get("max_value") is not None or float(cfg.get("negative_slope", 0.0)) != 0.0 or float(cfg.get("threshold", 0.0)) != 0.0:
-                raise UnsupportedLayerError(f"{where}: only a plain ReLU (no max_value, negative_slope or threshold) is supported")
+                msg = f"{where}: only a plain ReLU (no max_value, negative_slope or threshold) is supported"
+                raise UnsupportedLayerError(msg)
             entries.append({"op": "relu", "name": lname})
         elif cls == "Dropout":
             continue  # identity at inference
         elif cls in ("QDense", "Dense"):
             w = weights.get(lname, {})
             if "kernel" not in w:
-                raise BundleError(f"{where}: kernel weights missing from the file")
+                msg = f"{where}: kernel weights missing from the file"
+                raise BundleError(msg)
             use_bias = bool(cfg.get("use_bias", True))
             if use_bias and "bias" not in w:
-                raise BundleError(f"{where}: bias weights missing from the file")
+                msg = f"{where}: bias weights missing from the file"
+                raise BundleError(msg)
             for key in ("kernel_range", "bias_range"):
                 if cfg.get(key) is not None:
-                    raise UnsupportedLayerError(f"{where}: {key} (deprecated) is not supported")
+                    msg = f"{where}: {key} (deprecated) is not supported"
+                    raise UnsupportedLayerError(msg)
             kq = cfg.get("kernel_quantizer") if cls == "QDense" else None
             bq = cfg.get("bias_quantizer") if cls == "QDense" else None
             kernel, wt = _quantized_weight(w["kernel"], kq, f"{where} kernel_quantizer")
             if kernel.shape != (width, int(cfg["units"])):
-                raise BundleError(f"{where}: kernel shape {kernel.shape} does not match ({width}, {cfg['units']})")
+                msg = f"{where}: kernel shape {kernel.shape} does not match ({width}, {cfg['units']})"
+                raise BundleError(msg)
             entry: dict[str, Any] = {"op": "dense", "name": lname, "in": width, "out": int(cfg["units"]), "bias": use_bias,
                                      "weight_type": wt.to_dict() if wt else None, "bias_type": None}
             idx = len(entries)
@@ -677,7 +726,8 @@ def load_qkeras_network(path: str | os.PathLike[str], *, strict: bool = True,
         else:  # (Q)BatchNormalization
             entries.append(_bn_entry(cfg, weights.get(lname, {}), lname, where, width, state, len(entries)))
     if n_in is None:
-        raise BundleError(f"{src}: the model has no input layer")
+        msg = f"{src}: the model has no input layer"
+        raise BundleError(msg)
     net = QKerasNetwork(entries, n_in, model_name, input_type=input_type)
     sd = net.state_dict()
     for k, v in state.items():
@@ -694,9 +744,11 @@ def _bn_entry(cfg: dict[str, Any], w: dict[str, np.ndarray], lname: str, where: 
     axis = cfg.get("axis", -1)
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
     if axis not in (-1, 1):
-        raise UnsupportedLayerError(f"{where}: axis {cfg.get('axis')!r}; only the feature axis (-1 or 1) of flat inputs is supported")
+        msg = f"{where}: axis {cfg.get('axis')!r}; only the feature axis (-1 or 1) of flat inputs is supported"
+        raise UnsupportedLayerError(msg)
     if cfg.get("renorm") or cfg.get("virtual_batch_size"):
-        raise UnsupportedLayerError(f"{where}: renorm / virtual_batch_size are not supported")
+        msg = f"{where}: renorm / virtual_batch_size are not supported"
+        raise UnsupportedLayerError(msg)
     n = int(width or 0)
     eps = float(np.float32(cfg.get("epsilon", 1e-3)))
     vals = {}
@@ -707,7 +759,8 @@ def _bn_entry(cfg: dict[str, Any], w: dict[str, np.ndarray], lname: str, where: 
             vals[key] = np.full(n, default, dtype=np.float32)
             continue
         if key not in w:
-            raise BundleError(f"{where}: {key} weights missing from the file")
+            msg = f"{where}: {key} weights missing from the file"
+            raise BundleError(msg)
         vals[key], _ = _quantized_weight(w[key], cfg.get(qkey), f"{where} {qkey}")
     state[f"body.{idx}.weight"] = vals["gamma"]
     state[f"body.{idx}.bias"] = vals["beta"]
@@ -720,9 +773,12 @@ def check_exact(net: QKerasNetwork, source: str) -> None:
     """Raise :class:`UnsupportedLayerError` unless every float32 operation of the model is exact."""
     _, exact, culprit = net._ranges()
     if exact is None:
-        raise UnsupportedLayerError(
+        msg = (
             f"{source}: the model does not start with an input quantizer (QActivation(quantized_bits(...))), so its "
             "float32 arithmetic is exact only on unknown inputs; add one or pass input_type=FixedType(...)"
+        )
+        raise UnsupportedLayerError(
+            msg
         )
     if exact is False:
         op = next(e["op"] for e in net.layers if e["name"] == culprit)
@@ -730,9 +786,12 @@ def check_exact(net: QKerasNetwork, source: str) -> None:
                if op == "dense" else
                "moving_variance + epsilon is not a power of 4 or its folded scale/offset/output do not fit float32 "
                "exactly, so 1/sqrt and the products round")
-        raise UnsupportedLayerError(
+        msg = (
             f"{source}: layer {culprit!r} ({'Dense' if op == 'dense' else 'BatchNormalization'}): {why}; QKeras cannot be "
             "reproduced bit for bit (narrow the quantizers, fold the batch normalization into the QDense, or pass strict=False)"
+        )
+        raise UnsupportedLayerError(
+            msg
         )
 
 
@@ -787,10 +846,7 @@ def export_qkeras(model: Any, path: str | os.PathLike[str], *, extra_metadata: d
     net = model
     if not isinstance(net, QKerasNetwork):
         inner = getattr(model, "network", None)
-        if isinstance(inner, QKerasNetwork):
-            net = inner
-        else:
-            net = network_from_fixed_point(model)
+        net = inner if isinstance(inner, QKerasNetwork) else network_from_fixed_point(model)
         if hasattr(model, "qkeras_metadata"):
             meta = {**model.qkeras_metadata(), **meta}
         elif all(hasattr(model, a) for a in ("geometry", "latent_dim", "energy_range_mev", "kind")):
@@ -809,7 +865,8 @@ def export_qkeras(model: Any, path: str | os.PathLike[str], *, extra_metadata: d
         mod = net.body[i]
         name = e["name"]
         if name in used:
-            raise UnsupportedLayerError(f"layer name {name!r} appears twice; Keras layer names must be unique")
+            msg = f"layer name {name!r} appears twice; Keras layer names must be unique"
+            raise UnsupportedLayerError(msg)
         if e["op"] == "quant":
             layers.append(_quant_layer(name, fixed_to_quantizer(mod.fixed_type, mod.qkeras, f"layer {name!r}")))
             weights[name] = []
@@ -824,7 +881,8 @@ def export_qkeras(model: Any, path: str | os.PathLike[str], *, extra_metadata: d
             b = mod.bias.detach().to(torch.float32).numpy() if mod.bias is not None else None
             for arr, t, what in ((w, wt, "weight"), (b, bt, "bias")):
                 if arr is not None and t is not None and not np.array_equal(t.quantize(arr.astype(np.float64)), arr.astype(np.float64)):
-                    raise UnsupportedLayerError(f"layer {name!r}: {what} values are not on the grid of {t.to_hls()}")
+                    msg = f"layer {name!r}: {what} values are not on the grid of {t.to_hls()}"
+                    raise UnsupportedLayerError(msg)
             kq = _weight_quantizer(wt, f"layer {name!r} weight")
             bq = _weight_quantizer(bt, f"layer {name!r} bias")
             act: Any = "linear"
@@ -901,8 +959,9 @@ def _chain_modules(module: nn.Module) -> tuple[list[tuple[str, nn.Module]], int]
 
     try:
         gm = torch.fx.symbolic_trace(module)
-    except Exception as err:  # noqa: BLE001
-        raise UnsupportedLayerError(f"{type(module).__name__}: torch.fx cannot trace the network ({err})") from None
+    except Exception as err:
+        msg = f"{type(module).__name__}: torch.fx cannot trace the network ({err})"
+        raise UnsupportedLayerError(msg) from None
     modules = dict(module.named_modules())
     chain: list[tuple[str, nn.Module]] = []
     placeholders: list[Any] = []
@@ -914,7 +973,8 @@ def _chain_modules(module: nn.Module) -> tuple[list[tuple[str, nn.Module]], int]
         elif node.op == "call_function" and node.target in (torch.cat, torch.concat):
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
             if list(node.args[0]) != placeholders or dim not in (1, -1) or chain:
-                raise UnsupportedLayerError(f"{node.name}: only a torch.cat of all inputs (dim=1) at the start is supported")
+                msg = f"{node.name}: only a torch.cat of all inputs (dim=1) at the start is supported"
+                raise UnsupportedLayerError(msg)
             cur = node
         elif node.op == "call_module" and cur is not None and node.args[0] is cur:
             chain.append((str(node.target), modules[str(node.target)]))
@@ -925,9 +985,12 @@ def _chain_modules(module: nn.Module) -> tuple[list[tuple[str, nn.Module]], int]
         elif node.op == "output" and node.args[0] is cur:
             continue
         else:
-            raise UnsupportedLayerError(
+            msg = (
                 f"{node.name}: {node.op} {getattr(node.target, '__name__', node.target)!s} is not part of a single "
                 "Linear/ReLU chain; QKeras export supports feed-forward MLPs only"
+            )
+            raise UnsupportedLayerError(
+                msg
             )
     return chain, len(placeholders)
 
@@ -959,7 +1022,8 @@ def network_from_precision(module: nn.Module, precision: dict[str, Any], name: s
             raise UnsupportedLayerError(str(err)) from None
 
     if not isinstance(precision, dict) or "input" not in precision:
-        raise UnsupportedLayerError("network_from_precision: the precision record needs an 'input' type")
+        msg = "network_from_precision: the precision record needs an 'input' type"
+        raise UnsupportedLayerError(msg)
     rec_layers = precision.get("layers", {})
     inp = ftype(precision["input"], "precision.input")
     chain, _ = _chain_modules(module)
@@ -990,12 +1054,16 @@ def network_from_precision(module: nn.Module, precision: dict[str, Any], name: s
         elif isinstance(m, (nn.Identity, nn.Dropout)):
             continue
         else:
-            raise UnsupportedLayerError(
+            msg = (
                 f"layer {lname!r} ({type(m).__name__}) has no exact QKeras equivalent; supported: Linear, ReLU, "
                 "LeakyReLU(0), Identity, Dropout (QKeras' leaky quantized_relu needs a power-of-two slope)"
             )
+            raise UnsupportedLayerError(
+                msg
+            )
     if n_in is None:
-        raise UnsupportedLayerError("network_from_precision: the module has no nn.Linear layer")
+        msg = "network_from_precision: the module has no nn.Linear layer"
+        raise UnsupportedLayerError(msg)
     # a relu directly followed by an unsigned cast: the cast alone (quantized_relu) is the same function
     merged: list[dict[str, Any]] = []
     for e in entries:
@@ -1043,9 +1111,12 @@ def network_from_fixed_point(model: nn.Module, name: str = "simcompress_mlp") ->
 
     found = find_fixed_point_network(model)
     if found is None:
-        raise UnsupportedLayerError(
+        msg = (
             f"{type(model).__name__} has no fixed-point network; quantize it first with the 'fixed_point' method "
             "(rounding: RND_CONV, overflow: SAT, as QKeras quantizers)"
+        )
+        raise UnsupportedLayerError(
+            msg
         )
     _, fpn = found
     return network_from_precision(fpn.inner, fpn.record, name)

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["qkeras_python", "run_tf_job", "TOOL", "PINNED_REQUIREMENTS", "TFJobError"]
+__all__ = ["PINNED_REQUIREMENTS", "TOOL", "TFJobError", "qkeras_python", "run_tf_job"]
 
 #: The TensorFlow-side script (standalone; never imports simcompress).
 TOOL = Path(__file__).resolve().parent / "_tf_scripts" / "qkeras_tool.py"
@@ -42,7 +42,8 @@ def qkeras_python() -> Path | None:
     if env:
         p = Path(env)
         if not (p.is_file() and os.access(p, os.X_OK)):
-            raise ConfigError(f"SIMCOMPRESS_QKERAS_PYTHON={env!r} is not an executable file")
+            msg = f"SIMCOMPRESS_QKERAS_PYTHON={env!r} is not an executable file"
+            raise ConfigError(msg)
         return p
     roots = [Path.cwd(), Path(__file__).resolve().parents[2]]
     for root in roots:
@@ -62,8 +63,11 @@ def run_tf_job(tasks: list[dict[str, Any]], workdir: str | os.PathLike[str], *, 
     """
     py = Path(python) if python is not None else qkeras_python()
     if py is None:
-        raise ConfigError("no QKeras/TensorFlow interpreter: run `make qkeras-env` (creates .venv-qkeras) "
-                          "or set SIMCOMPRESS_QKERAS_PYTHON")
+        msg = (
+            "no QKeras/TensorFlow interpreter: run `make qkeras-env` (creates .venv-qkeras) "
+                          "or set SIMCOMPRESS_QKERAS_PYTHON"
+        )
+        raise ConfigError(msg)
     wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
     fd, job = tempfile.mkstemp(prefix="qkeras_job.", suffix=".json", dir=wd)
@@ -83,5 +87,6 @@ def run_tf_job(tasks: list[dict[str, Any]], workdir: str | os.PathLike[str], *, 
     if proc.returncode != 0 or not results:
         msg = failed[0]["error"] if failed else (proc.stderr.strip().splitlines() or ["no output"])[-1]
         detail = failed[0].get("traceback", "") if failed else proc.stderr[-3000:]
-        raise TFJobError(f"TensorFlow-side job failed ({py}): {msg}\n{detail}")
+        msg_0 = f"TensorFlow-side job failed ({py}): {msg}\n{detail}"
+        raise TFJobError(msg_0)
     return results

@@ -20,19 +20,24 @@ NEGATIVE_TOLERANCE_MEV = 1e-3
 def check_showers(incident: np.ndarray, showers: np.ndarray, geometry: Geometry, source: str) -> None:
     """Raise :class:`ShowerFileError` naming ``source`` if the arrays are not valid showers."""
     if showers.ndim != 2:
-        raise ShowerFileError(f"{source}: showers must be 2-D (events, voxels), got shape {showers.shape}")
+        msg = f"{source}: showers must be 2-D (events, voxels), got shape {showers.shape}"
+        raise ShowerFileError(msg)
     if showers.shape[1] != geometry.n_voxels:
+        msg = f"{source}: {showers.shape[1]} voxels per event but geometry {geometry.name!r} has {geometry.n_voxels}"
         raise ShowerFileError(
-            f"{source}: {showers.shape[1]} voxels per event but geometry {geometry.name!r} has {geometry.n_voxels}"
+            msg
         )
     if incident.shape != (showers.shape[0],):
+        msg = f"{source}: {incident.shape[0] if incident.ndim else 0} incident energies for {showers.shape[0]} showers"
         raise ShowerFileError(
-            f"{source}: {incident.shape[0] if incident.ndim else 0} incident energies for {showers.shape[0]} showers"
+            msg
         )
     if not np.all(np.isfinite(incident)):
-        raise ShowerFileError(f"{source}: NaN or infinite incident energies (event {int(np.argmin(np.isfinite(incident)))})")
+        msg = f"{source}: NaN or infinite incident energies (event {int(np.argmin(np.isfinite(incident)))})"
+        raise ShowerFileError(msg)
     if np.any(incident <= 0):
-        raise ShowerFileError(f"{source}: incident energies must be > 0 MeV (event {int(np.argmax(incident <= 0))})")
+        msg = f"{source}: incident energies must be > 0 MeV (event {int(np.argmax(incident <= 0))})"
+        raise ShowerFileError(msg)
     if not showers.size:
         return
     # min/max propagate NaN and show +-inf: two fast reductions, no (N, V) temporaries on valid data
@@ -40,12 +45,16 @@ def check_showers(incident: np.ndarray, showers: np.ndarray, geometry: Geometry,
     if not (np.isfinite(lo) and np.isfinite(hi)):
         finite = np.isfinite(showers)
         ev = int(np.argmin(finite.all(axis=1)))
-        raise ShowerFileError(f"{source}: NaN or infinite voxel energies (first in event {ev})")
+        msg = f"{source}: NaN or infinite voxel energies (first in event {ev})"
+        raise ShowerFileError(msg)
     if lo < -NEGATIVE_TOLERANCE_MEV:
         ev = int(np.argmin(showers.min(axis=1)))
-        raise ShowerFileError(
+        msg = (
             f"{source}: negative voxel energy {float(showers.min()):.4g} MeV in event {ev} "
             f"(allowed down to -{NEGATIVE_TOLERANCE_MEV} MeV)"
+        )
+        raise ShowerFileError(
+            msg
         )
 
 
@@ -90,11 +99,13 @@ class ShowerSet:
     @staticmethod
     def concatenate(sets: list[ShowerSet]) -> ShowerSet:
         if not sets:
-            raise ShowerFileError("nothing to concatenate")
+            msg = "nothing to concatenate"
+            raise ShowerFileError(msg)
         g = sets[0].geometry
         for s in sets[1:]:
             if not s.geometry.same_binning(g):
-                raise ShowerFileError(f"cannot concatenate geometries {g.name!r} and {s.geometry.name!r}")
+                msg = f"cannot concatenate geometries {g.name!r} and {s.geometry.name!r}"
+                raise ShowerFileError(msg)
         return ShowerSet(
             np.concatenate([s.incident_energy for s in sets]),
             np.concatenate([s.showers for s in sets]),
@@ -111,8 +122,5 @@ class ShowerSet:
         return np.add.reduceat(self.showers.astype(np.float64), self.geometry.layer_offsets[:-1], axis=1)
 
     def __repr__(self) -> str:
-        if len(self):
-            e = f", E_inc {self.incident_energy.min():.4g}-{self.incident_energy.max():.4g} MeV"
-        else:
-            e = ""
+        e = f", E_inc {self.incident_energy.min():.4g}-{self.incident_energy.max():.4g} MeV" if len(self) else ""
         return f"ShowerSet({len(self)} events, {self.geometry.name!r}{e})"

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["EnergySpec", "DS1_ENERGIES_MEV", "parse_energy_spec", "format_energy_mev"]
+__all__ = ["DS1_ENERGIES_MEV", "EnergySpec", "format_energy_mev", "parse_energy_spec"]
 
 #: The 15 incident energies of CaloChallenge dataset 1 (MeV): 2^8 ... 2^22.
 DS1_ENERGIES_MEV: np.ndarray = 2.0 ** np.arange(8, 23, dtype=np.float64)
@@ -59,7 +59,8 @@ class EnergySpec:
         """Draw ``n`` incident energies (float64, MeV) with ``rng``."""
         n = int(n)
         if n < 0:
-            raise ConfigError(f"energies {self.text!r}: number of events must be >= 0, got {n}")
+            msg = f"energies {self.text!r}: number of events must be >= 0, got {n}"
+            raise ConfigError(msg)
         if self.kind == "log-uniform":
             lo, hi = math.log(self.low_mev), math.log(self.high_mev)
             return np.exp(rng.uniform(lo, hi, size=n))
@@ -86,14 +87,18 @@ def _floats(text: str, spec: str, n: int | None) -> list[float]:
     try:
         vals = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"energies {spec!r}: {text!r} is not a comma-separated list of numbers (MeV)") from None
+        msg = f"energies {spec!r}: {text!r} is not a comma-separated list of numbers (MeV)"
+        raise ConfigError(msg) from None
     if n is not None and len(vals) != n:
-        raise ConfigError(f"energies {spec!r}: expected {n} number{'s' if n > 1 else ''} after ':', got {len(vals)}")
+        msg = f"energies {spec!r}: expected {n} number{'s' if n > 1 else ''} after ':', got {len(vals)}"
+        raise ConfigError(msg)
     if not vals:
-        raise ConfigError(f"energies {spec!r}: expected at least one energy (MeV) after ':'")
+        msg = f"energies {spec!r}: expected at least one energy (MeV) after ':'"
+        raise ConfigError(msg)
     for v in vals:
         if not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"energies {spec!r}: energies must be finite and > 0 MeV, got {v!r}")
+            msg = f"energies {spec!r}: energies must be finite and > 0 MeV, got {v!r}"
+            raise ConfigError(msg)
     return vals
 
 
@@ -115,18 +120,21 @@ def parse_energy_spec(spec: str | EnergySpec) -> EnergySpec:
     if isinstance(spec, EnergySpec):
         return spec
     if not isinstance(spec, str):
-        raise ConfigError(f"energies: expected a spec string, got {type(spec).__name__}")
+        msg = f"energies: expected a spec string, got {type(spec).__name__}"
+        raise ConfigError(msg)
     text = spec.strip()
     kind, _, arg = text.partition(":")
     kind = kind.strip().lower()
     if kind == "ds1":
         if arg:
-            raise ConfigError(f"energies {spec!r}: 'ds1' takes no argument")
+            msg = f"energies {spec!r}: 'ds1' takes no argument"
+            raise ConfigError(msg)
         return EnergySpec("ds1", float(DS1_ENERGIES_MEV[0]), float(DS1_ENERGIES_MEV[-1]), DS1_ENERGIES_MEV.copy(), text)
     if kind in ("log-uniform", "uniform"):
         lo, hi = _floats(arg, spec, 2)
         if not hi > lo:
-            raise ConfigError(f"energies {spec!r}: need LO < HI, got {lo:g} >= {hi:g}")
+            msg = f"energies {spec!r}: need LO < HI, got {lo:g} >= {hi:g}"
+            raise ConfigError(msg)
         return EnergySpec(kind, lo, hi, None, text)
     if kind == "fixed":
         (e,) = _floats(arg, spec, 1)
@@ -136,12 +144,16 @@ def parse_energy_spec(spec: str | EnergySpec) -> EnergySpec:
         return EnergySpec("discrete", float(vals[0]), float(vals[-1]), vals, text)
     if kind == "file":
         if not arg:
-            raise ConfigError(f"energies {spec!r}: 'file:' needs a shower file path")
+            msg = f"energies {spec!r}: 'file:' needs a shower file path"
+            raise ConfigError(msg)
         from .io import open_showers  # local: io imports heavy readers
 
         values = np.asarray(open_showers(arg.strip()).incident_energy(), dtype=np.float64)  # file, folder or glob
         return EnergySpec("file", float(values.min()), float(values.max()), values, text)
-    raise ConfigError(
+    msg = (
         f"energies {spec!r}: unknown kind {kind!r}; allowed: ds1, log-uniform:LO,HI, uniform:LO,HI, fixed:E, "
         "discrete:E1,E2,..., file:PATH (MeV)"
+    )
+    raise ConfigError(
+        msg
     )

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import GeometryError, UnknownNameError, did_you_mean
 
-__all__ = ["Medium", "Material", "Layer", "Geometry", "builtin_geometries"]
+__all__ = ["Geometry", "Layer", "Material", "Medium", "builtin_geometries"]
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,11 @@ class Material:
 
     def __post_init__(self) -> None:
         if self.kind not in ("homogeneous", "sampling"):
-            raise GeometryError(f"material.kind: {self.kind!r} is not allowed; allowed: homogeneous, sampling")
+            msg = f"material.kind: {self.kind!r} is not allowed; allowed: homogeneous, sampling"
+            raise GeometryError(msg)
         if self.kind == "sampling" and (self.active is None or self.absorber_mm <= 0 or self.active_mm <= 0):
-            raise GeometryError("material: a sampling calorimeter needs active, absorber_mm > 0 and active_mm > 0")
+            msg = "material: a sampling calorimeter needs active, absorber_mm > 0 and active_mm > 0"
+            raise GeometryError(msg)
 
     @property
     def x0_mm(self) -> float:
@@ -110,7 +112,7 @@ class Layer:
 
     @classmethod
     def cartesian(
-        cls, id: int, x_edges_mm: Any, y_edges_mm: Any, depth_x0: tuple[float, float] = (0.0, 0.0)  # noqa: A002
+        cls, id: int, x_edges_mm: Any, y_edges_mm: Any, depth_x0: tuple[float, float] = (0.0, 0.0)
     ) -> Layer:
         """A grid layer of ``len(y_edges)-1`` rows by ``len(x_edges)-1`` columns."""
         xe = tuple(float(v) for v in x_edges_mm)
@@ -180,32 +182,40 @@ class Geometry:
 
     def __post_init__(self) -> None:
         if not self.layers:
-            raise GeometryError(f"geometry {self.name!r}: no non-empty layers")
+            msg = f"geometry {self.name!r}: no non-empty layers"
+            raise GeometryError(msg)
         kinds = {layer.kind for layer in self.layers}
         if len(kinds) > 1:
-            raise GeometryError(f"geometry {self.name!r}: mixes cylindrical and Cartesian layers; use one kind")
+            msg = f"geometry {self.name!r}: mixes cylindrical and Cartesian layers; use one kind"
+            raise GeometryError(msg)
         for layer in self.layers:
             if layer.kind == "cartesian":
                 for axis, e in (("x_edges_mm", layer.x_edges_mm), ("y_edges_mm", layer.y_edges_mm)):
                     edges = np.asarray(e)
                     if edges.size < 2 or np.any(np.diff(edges) <= 0) or not np.all(np.isfinite(edges)):
+                        msg = f"geometry {self.name!r}, layer {layer.id}: {axis} must be at least 2 increasing values, got {list(e)}"
                         raise GeometryError(
-                            f"geometry {self.name!r}, layer {layer.id}: {axis} must be at least 2 increasing values, got {list(e)}"
+                            msg
                         )
                 if layer.r_edges_mm != _grid_r_range(layer.x_edges_mm, layer.y_edges_mm) or layer.n_alpha != len(layer.y_edges_mm) - 1:
-                    raise GeometryError(f"geometry {self.name!r}, layer {layer.id}: use Layer.cartesian() for grid layers")
+                    msg = f"geometry {self.name!r}, layer {layer.id}: use Layer.cartesian() for grid layers"
+                    raise GeometryError(msg)
             else:
                 edges = np.asarray(layer.r_edges_mm)
                 if layer.n_r < 1 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
+                    msg = f"geometry {self.name!r}, layer {layer.id}: r_edges_mm must be increasing and >= 0, got {layer.r_edges_mm}"
                     raise GeometryError(
-                        f"geometry {self.name!r}, layer {layer.id}: r_edges_mm must be increasing and >= 0, got {layer.r_edges_mm}"
+                        msg
                     )
                 if layer.n_alpha < 1:
-                    raise GeometryError(f"geometry {self.name!r}, layer {layer.id}: n_alpha must be >= 1")
+                    msg = f"geometry {self.name!r}, layer {layer.id}: n_alpha must be >= 1"
+                    raise GeometryError(msg)
             if layer.depth_x0[1] < layer.depth_x0[0]:
-                raise GeometryError(f"geometry {self.name!r}, layer {layer.id}: depth_x0 must be [start, end] with end >= start")
+                msg = f"geometry {self.name!r}, layer {layer.id}: depth_x0 must be [start, end] with end >= start"
+                raise GeometryError(msg)
         if self.overflow_values < 0:
-            raise GeometryError(f"geometry {self.name!r}: overflow_values must be >= 0")
+            msg = f"geometry {self.name!r}: overflow_values must be >= 0"
+            raise GeometryError(msg)
 
     @property
     def kind(self) -> str:
@@ -362,8 +372,9 @@ class Geometry:
         allowed = {"name", "particle", "description", "layers", "material", "overflow_values", "grid"}
         extra = set(d) - allowed
         if extra:
-            key = sorted(extra)[0]
-            raise GeometryError(f"{source}: unknown key {key!r}; {did_you_mean(key, allowed)}")
+            key = min(extra)
+            msg = f"{source}: unknown key {key!r}; {did_you_mean(key, allowed)}"
+            raise GeometryError(msg)
         layer_keys = ["id", "r_edges_mm", "n_alpha", "depth_x0", "x_edges_mm", "y_edges_mm", "nx", "ny",
                       "cell_x_mm", "cell_y_mm", "thickness_mm"]
         try:
@@ -381,28 +392,33 @@ class Geometry:
             layer_dicts = d.get("layers")
             if d.get("grid") is not None:
                 if layer_dicts:
-                    raise GeometryError(f"{source}: give either 'grid' or 'layers', not both")
+                    msg = f"{source}: give either 'grid' or 'layers', not both"
+                    raise GeometryError(msg)
                 layer_dicts = _grid_layers(dict(d["grid"]), source)
             if not layer_dicts:
-                raise GeometryError(f"{source}: no layers (give 'layers' or 'grid')")
+                msg = f"{source}: no layers (give 'layers' or 'grid')"
+                raise GeometryError(msg)
             layers = []
             depth_mm = 0.0
             for i, ld in enumerate(layer_dicts):
                 lextra = set(ld) - set(layer_keys)
                 if lextra:
-                    key = sorted(lextra)[0]
-                    raise GeometryError(f"{source}: layers[{i}]: unknown key {key!r}; {did_you_mean(key, layer_keys)}")
+                    key = min(lextra)
+                    msg = f"{source}: layers[{i}]: unknown key {key!r}; {did_you_mean(key, layer_keys)}"
+                    raise GeometryError(msg)
                 depth = tuple(float(x) for x in ld.get("depth_x0", (0.0, 0.0)))
                 if "thickness_mm" in ld:
                     if material is None:
-                        raise GeometryError(f"{source}: layers[{i}]: thickness_mm needs a material (for X0)")
+                        msg = f"{source}: layers[{i}]: thickness_mm needs a material (for X0)"
+                        raise GeometryError(msg)
                     t = float(ld["thickness_mm"])
                     depth = (depth_mm / material.x0_mm, (depth_mm + t) / material.x0_mm)
                     depth_mm += t
                 cart = [k for k in ("x_edges_mm", "y_edges_mm", "nx", "ny", "cell_x_mm", "cell_y_mm") if k in ld]
                 if cart:
                     if "r_edges_mm" in ld or "n_alpha" in ld:
-                        raise GeometryError(f"{source}: layers[{i}]: give r_edges_mm/n_alpha or a grid, not both")
+                        msg = f"{source}: layers[{i}]: give r_edges_mm/n_alpha or a grid, not both"
+                        raise GeometryError(msg)
                     xe = _axis_edges(ld, "x", source, i)
                     ye = _axis_edges(ld, "y", source, i)
                     layers.append(Layer.cartesian(int(ld.get("id", i)), xe, ye, depth))  # type: ignore[arg-type]
@@ -418,7 +434,8 @@ class Geometry:
         except GeometryError:
             raise
         except (KeyError, TypeError, ValueError) as err:
-            raise GeometryError(f"{source}: invalid geometry description ({type(err).__name__}: {err})") from None
+            msg = f"{source}: invalid geometry description ({type(err).__name__}: {err})"
+            raise GeometryError(msg) from None
         return cls(
             name=str(d.get("name", "custom")),
             layers=tuple(layers),
@@ -436,10 +453,12 @@ class Geometry:
 
         p = Path(path)
         if not p.is_file():
-            raise GeometryError(f"{p}: geometry file not found")
+            msg = f"{p}: geometry file not found"
+            raise GeometryError(msg)
         data = yaml.safe_load(p.read_text())
         if not isinstance(data, dict):
-            raise GeometryError(f"{p}: expected a mapping at top level")
+            msg = f"{p}: expected a mapping at top level"
+            raise GeometryError(msg)
         return cls.from_dict(data, source=str(p))
 
     @classmethod
@@ -460,19 +479,24 @@ class Geometry:
         """
         p = Path(path)
         if not p.is_file():
-            raise GeometryError(f"{p}: binning file not found")
+            msg = f"{p}: binning file not found"
+            raise GeometryError(msg)
         try:
             root = ET.parse(p).getroot()
         except ET.ParseError as err:
-            raise GeometryError(f"{p}: not a valid binning XML file ({err})") from None
+            msg = f"{p}: not a valid binning XML file ({err})"
+            raise GeometryError(msg) from None
         bins = root.findall("Bin") if root.tag == "Bins" else ([root] if root.tag == "Bin" else [])
         if not bins:
-            raise GeometryError(f"{p}: no <Bin> element under <Bins>")
+            msg = f"{p}: no <Bin> element under <Bins>"
+            raise GeometryError(msg)
         if particle is None and len(bins) > 1:
-            raise GeometryError(f"{p}: several <Bin> elements; pass particle= one of {[b.get('name') for b in bins]}")
+            msg = f"{p}: several <Bin> elements; pass particle= one of {[b.get('name') for b in bins]}"
+            raise GeometryError(msg)
         b = bins[0] if particle is None else next((x for x in bins if x.get("name") == particle), None)
         if b is None:
-            raise GeometryError(f"{p}: no <Bin name={particle!r}>; available: {[x.get('name') for x in bins]}")
+            msg = f"{p}: no <Bin name={particle!r}>; available: {[x.get('name') for x in bins]}"
+            raise GeometryError(msg)
         layers = []
         for el in b.findall("Layer"):
             try:
@@ -480,14 +504,16 @@ class Geometry:
                 n_alpha = int(el.get("n_bin_alpha", "1"))
                 lid = int(el.get("id", str(len(layers))))
             except ValueError as err:
-                raise GeometryError(f"{p}: layer {el.get('id')}: bad attribute ({err})") from None
+                msg = f"{p}: layer {el.get('id')}: bad attribute ({err})"
+                raise GeometryError(msg) from None
             if len(edges) < 2:
                 continue
             layers.append(Layer(id=lid, r_edges_mm=edges, n_alpha=n_alpha))
         if depth_x0 is not None:
             if len(depth_x0) != len(layers):
-                raise GeometryError(f"{p}: {len(layers)} non-empty layers but {len(depth_x0)} depth ranges given")
-            layers = [Layer(l.id, l.r_edges_mm, l.n_alpha, tuple(d)) for l, d in zip(layers, depth_x0)]  # type: ignore[arg-type]
+                msg = f"{p}: {len(layers)} non-empty layers but {len(depth_x0)} depth ranges given"
+                raise GeometryError(msg)
+            layers = [Layer(l.id, l.r_edges_mm, l.n_alpha, tuple(d)) for l, d in zip(layers, depth_x0, strict=False)]  # type: ignore[arg-type]
         return cls(
             name=name or p.stem,
             layers=tuple(layers),
@@ -505,7 +531,8 @@ class Geometry:
             return cls.from_xml(name)
         files = builtin_geometries()
         if name not in files:
-            raise UnknownNameError(f"unknown geometry {name!r}; {did_you_mean(name, files)}")
+            msg = f"unknown geometry {name!r}; {did_you_mean(name, files)}"
+            raise UnknownNameError(msg)
         return _cached_builtin(name)
 
     def __repr__(self) -> str:
@@ -524,12 +551,14 @@ def _axis_edges(ld: dict[str, Any], axis: str, source: str, i: int) -> list[floa
     if f"{axis}_edges_mm" in ld:
         return [float(v) for v in ld[f"{axis}_edges_mm"]]
     if f"n{axis}" not in ld or f"cell_{axis}_mm" not in ld:
+        msg = f"{source}: layers[{i}]: a grid layer needs {axis}_edges_mm or n{axis} and cell_{axis}_mm"
         raise GeometryError(
-            f"{source}: layers[{i}]: a grid layer needs {axis}_edges_mm or n{axis} and cell_{axis}_mm"
+            msg
         )
     n, c = int(ld[f"n{axis}"]), float(ld[f"cell_{axis}_mm"])
     if n < 1 or not c > 0:
-        raise GeometryError(f"{source}: layers[{i}]: n{axis} must be >= 1 and cell_{axis}_mm > 0")
+        msg = f"{source}: layers[{i}]: n{axis} must be >= 1 and cell_{axis}_mm > 0"
+        raise GeometryError(msg)
     return ((np.arange(n + 1, dtype=np.float64) - n / 2.0) * c).tolist()  # symmetric about the axis
 
 
@@ -538,14 +567,17 @@ def _grid_layers(g: dict[str, Any], source: str) -> list[dict[str, Any]]:
     keys = ["nx", "ny", "nz", "cell_x_mm", "cell_y_mm", "layer_x0"]
     extra = set(g) - set(keys)
     if extra:
-        key = sorted(extra)[0]
-        raise GeometryError(f"{source}: grid: unknown key {key!r}; {did_you_mean(key, keys)}")
+        key = min(extra)
+        msg = f"{source}: grid: unknown key {key!r}; {did_you_mean(key, keys)}"
+        raise GeometryError(msg)
     missing = [k for k in keys if k not in g]
     if missing:
-        raise GeometryError(f"{source}: grid: missing key {missing[0]!r} (needs {', '.join(keys)})")
+        msg = f"{source}: grid: missing key {missing[0]!r} (needs {', '.join(keys)})"
+        raise GeometryError(msg)
     nz, dz = int(g["nz"]), float(g["layer_x0"])
     if nz < 1 or not dz > 0:
-        raise GeometryError(f"{source}: grid: nz must be >= 1 and layer_x0 > 0")
+        msg = f"{source}: grid: nz must be >= 1 and layer_x0 > 0"
+        raise GeometryError(msg)
     return [
         {"id": k, "nx": g["nx"], "ny": g["ny"], "cell_x_mm": g["cell_x_mm"], "cell_y_mm": g["cell_y_mm"],
          "depth_x0": [k * dz, (k + 1) * dz]}

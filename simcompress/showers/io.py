@@ -75,14 +75,14 @@ from .layout import (
 
 __all__ = [
     "DENSE_MAX_VOXELS",
-    "ReadOptions",
     "TREE_NAME",
+    "ReadOptions",
     "ShowerReader",
-    "open_showers",
-    "write_showers",
     "content_hash",
     "file_format",
     "infer_geometry",
+    "open_showers",
+    "write_showers",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,14 +159,16 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     if hasattr(obj, "model_dump"):
         return obj.model_dump()
-    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
+    msg = f"metadata value of type {type(obj).__name__} is not JSON-serialisable"
+    raise TypeError(msg)
 
 
 def _dumps(d: dict[str, Any], path: Path) -> str:
     try:
         return json.dumps(d, default=_json_default, sort_keys=True)
     except (TypeError, ValueError) as err:
-        raise ShowerFileError(f"{path}: provenance metadata cannot be stored as JSON ({err})") from None
+        msg = f"{path}: provenance metadata cannot be stored as JSON ({err})"
+        raise ShowerFileError(msg) from None
 
 
 def file_format(path: str | os.PathLike[str]) -> str:
@@ -177,7 +179,8 @@ def file_format(path: str | os.PathLike[str]) -> str:
         return "root"
     if suf in HDF5_SUFFIXES:
         return "hdf5"
-    raise ShowerFileError(f"{p}: cannot tell the file format from suffix {suf or '(none)'!r}; use .root, .h5 or .hdf5")
+    msg = f"{p}: cannot tell the file format from suffix {suf or '(none)'!r}; use .root, .h5 or .hdf5"
+    raise ShowerFileError(msg)
 
 
 def _known_voxel_counts() -> dict[int, str]:
@@ -200,19 +203,24 @@ def infer_geometry(n_voxels: int, source: str = "<file>") -> Geometry:
     name = known.get(int(n_voxels))
     if name is None:
         listing_ = ", ".join(f"{v} ({n})" for v, n in sorted(known.items()))
-        raise ShowerFileError(
+        msg = (
             f"{source}: cannot infer the geometry from {n_voxels} voxels per event (known: {listing_}); "
             "pass geometry= (--geometry), or voxels= (--voxels) if the wrong branches were picked"
+        )
+        raise ShowerFileError(
+            msg
         )
     return Geometry.from_name(name)
 
 
 def _choose_layout(layout: str, geometry: Geometry, fmt: str, path: Path) -> str:
     if layout not in ("auto", "dense", "sparse"):
-        raise ConfigError(f"{path}: layout {layout!r} is not allowed; allowed: auto, dense, sparse")
+        msg = f"{path}: layout {layout!r} is not allowed; allowed: auto, dense, sparse"
+        raise ConfigError(msg)
     if fmt == "hdf5":
         if layout == "sparse":
-            raise ConfigError(f"{path}: HDF5 files are dense (CaloChallenge format); use layout='dense' or a .root file")
+            msg = f"{path}: HDF5 files are dense (CaloChallenge format); use layout='dense' or a .root file"
+            raise ConfigError(msg)
         return "dense"
     if layout == "auto":
         return "dense" if geometry.n_voxels <= DENSE_MAX_VOXELS else "sparse"
@@ -239,7 +247,8 @@ class _Chunks:
         try:
             self.first = next(self.source)
         except StopIteration:
-            raise ShowerFileError(f"{self.path}: nothing to write (no showers given)") from None
+            msg = f"{self.path}: nothing to write (no showers given)"
+            raise ShowerFileError(msg) from None
         self._check_type(self.first)
         if self.geometry is None:
             self.geometry = self.first.geometry
@@ -248,7 +257,8 @@ class _Chunks:
 
     def _check_type(self, s: object) -> None:
         if not isinstance(s, ShowerSet):
-            raise ShowerFileError(f"{self.path}: expected ShowerSet chunks to write, got {type(s).__name__}")
+            msg = f"{self.path}: expected ShowerSet chunks to write, got {type(s).__name__}"
+            raise ShowerFileError(msg)
 
     def rebatched(self, target: int) -> Iterator[ShowerSet]:
         assert self.geometry is not None and self.first is not None
@@ -265,17 +275,23 @@ class _Chunks:
 
         for s in chunks():
             if s.showers.ndim != 2 or s.showers.shape[1] != geo.n_voxels:
-                raise ShowerFileError(
+                msg = (
                     f"{self.path}: a chunk has {s.showers.shape[-1] if s.showers.ndim else 0} voxels per event "
                     f"but geometry {geo.name!r} has {geo.n_voxels}; nothing written"
+                )
+                raise ShowerFileError(
+                    msg
                 )
             if s is self.first:
                 if not s.geometry.same_binning(geo):
                     log.info("writing %s with geometry %r instead of the data's %r", self.path, geo.name, s.geometry.name)
             elif not s.geometry.same_binning(self.first.geometry):  # type: ignore[union-attr]
-                raise ShowerFileError(
+                msg = (
                     f"{self.path}: chunks with different binnings ({self.first.geometry.name!r} and "  # type: ignore[union-attr]
                     f"{s.geometry.name!r}) cannot go into one file; nothing written"
+                )
+                raise ShowerFileError(
+                    msg
                 )
             check_showers(s.incident_energy, s.showers, geo, f"{self.path} (data to write)")
             if len(s) == 0:
@@ -339,7 +355,8 @@ def _write_root(tmp: Path, chunks: _Chunks, layout: str, compression: str, level
     assert geo is not None
     codecs = {"zstd": uproot.ZSTD, "zlib": uproot.ZLIB, "lz4": uproot.LZ4, "lzma": uproot.LZMA}
     if compression not in codecs and compression != "none":
-        raise ConfigError(f"compression {compression!r} is not allowed; allowed: zstd, zlib, lz4, lzma, none")
+        msg = f"compression {compression!r} is not allowed; allowed: zstd, zlib, lz4, lzma, none"
+        raise ConfigError(msg)
     comp = None if compression == "none" else codecs[compression](level)
     hasher = _ContentHasher()
     e_lo, e_hi = np.inf, -np.inf
@@ -369,7 +386,8 @@ def _write_root(tmp: Path, chunks: _Chunks, layout: str, compression: str, level
                 _, idx, e = _sparse(s.showers, idx_dtype)
                 tree.extend({"incident_energy": s.incident_energy, "hit_idx": idx, "hit_e": e})
         if hasher.n == 0:
-            raise ShowerFileError(f"{chunks.path}: nothing to write (0 events)")
+            msg = f"{chunks.path}: nothing to write (0 events)"
+            raise ShowerFileError(msg)
         prov = _provenance(chunks.metadata, geo, layout, hasher, [e_lo, e_hi])
         f[PROVENANCE_KEY] = _dumps(prov, chunks.path)
     return prov
@@ -399,7 +417,8 @@ def _write_hdf5(tmp: Path, chunks: _Chunks, level: int) -> dict[str, Any]:
             e_lo = min(e_lo, float(s.incident_energy.min()))
             e_hi = max(e_hi, float(s.incident_energy.max()))
         if hasher.n == 0:
-            raise ShowerFileError(f"{chunks.path}: nothing to write (0 events)")
+            msg = f"{chunks.path}: nothing to write (0 events)"
+            raise ShowerFileError(msg)
         prov = _provenance(chunks.metadata, geo, "dense", hasher, [e_lo, e_hi])
         f.attrs[HDF5_PROVENANCE_ATTR] = _dumps(prov, chunks.path)
     return prov
@@ -409,7 +428,7 @@ def write_showers(
     path: str | os.PathLike[str],
     data: ShowerSet | Iterable[ShowerSet],
     *,
-    format: str | None = None,  # noqa: A002 - the documented keyword
+    format: str | None = None,
     geometry: Geometry | str | None = None,
     metadata: dict[str, Any] | None = None,
     layout: str = "auto",
@@ -442,24 +461,28 @@ def write_showers(
     p = Path(path)
     fmt = (format or file_format(p)).lower()
     if fmt not in ("root", "hdf5"):
-        raise ConfigError(f"{p}: format {format!r} is not allowed; allowed: root, hdf5")
+        msg = f"{p}: format {format!r} is not allowed; allowed: root, hdf5"
+        raise ConfigError(msg)
     geo = Geometry.from_name(geometry) if isinstance(geometry, str) else geometry
     source = iter([data]) if isinstance(data, ShowerSet) else iter(data)
     chunks = _Chunks(source, geo, p)
     geo = chunks.start()
     if chunks.first is not None and chunks.first.showers.ndim == 2 and chunks.first.showers.shape[1] != geo.n_voxels:
+        msg = f"{p}: data has {chunks.first.showers.shape[1]} voxels per event but geometry {geo.name!r} has {geo.n_voxels}"
         raise ShowerFileError(
-            f"{p}: data has {chunks.first.showers.shape[1]} voxels per event but geometry {geo.name!r} has {geo.n_voxels}"
+            msg
         )
     if metadata:
         chunks.metadata.update(metadata)
     lay = _choose_layout(layout, geo, fmt, p)
     if p.is_dir():
-        raise ShowerFileError(f"{p}: is a folder; give a file name ending in .root, .h5 or .hdf5")
+        msg = f"{p}: is a folder; give a file name ending in .root, .h5 or .hdf5"
+        raise ShowerFileError(msg)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ShowerFileError(f"{p}: cannot create the output folder ({err.strerror or err})") from None
+        msg = f"{p}: cannot create the output folder ({err.strerror or err})"
+        raise ShowerFileError(msg) from None
     tmp = _tmp_path(p)
     try:
         if fmt == "root":
@@ -469,7 +492,8 @@ def write_showers(
         os.replace(tmp, p)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise ShowerFileError(f"{p}: cannot write ({type(err).__name__}: {err.strerror or err})") from None
+        msg = f"{p}: cannot write ({type(err).__name__}: {err.strerror or err})"
+        raise ShowerFileError(msg) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -485,21 +509,26 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 def _sniff(path: Path) -> str:
     """Format from the file's bytes; errors for missing, empty, unknown and truncated files."""
     if not path.exists():
-        raise ShowerFileError(f"{path}: file not found")
+        msg = f"{path}: file not found"
+        raise ShowerFileError(msg)
     if not path.is_file():
-        raise ShowerFileError(f"{path}: not a regular file")
+        msg = f"{path}: not a regular file"
+        raise ShowerFileError(msg)
     size = path.stat().st_size
     if size == 0:
-        raise ShowerFileError(f"{path}: empty file (0 bytes)")
+        msg = f"{path}: empty file (0 bytes)"
+        raise ShowerFileError(msg)
     with open(path, "rb") as fh:
         head = fh.read(64)
     if head.startswith(_ROOT_MAGIC):
         if len(head) < 20:
-            raise ShowerFileError(f"{path}: truncated ROOT file ({size} bytes, header incomplete)")
+            msg = f"{path}: truncated ROOT file ({size} bytes, header incomplete)"
+            raise ShowerFileError(msg)
         version = struct.unpack(">i", head[4:8])[0]
         end = struct.unpack(">q", head[12:20])[0] if version >= 1_000_000 else struct.unpack(">i", head[12:16])[0]
         if end > size:
-            raise ShowerFileError(f"{path}: truncated ROOT file ({size} of {end} bytes present)")
+            msg = f"{path}: truncated ROOT file ({size} of {end} bytes present)"
+            raise ShowerFileError(msg)
         return "root"
     if head.startswith(_HDF5_MAGIC):
         return "hdf5"
@@ -510,7 +539,8 @@ def _sniff(path: Path) -> str:
             return "hdf5"
     except OSError:
         pass
-    raise ShowerFileError(f"{path}: not a ROOT or HDF5 file (starts with {head[:8]!r})")
+    msg = f"{path}: not a ROOT or HDF5 file (starts with {head[:8]!r})"
+    raise ShowerFileError(msg)
 
 
 @dataclass
@@ -552,7 +582,8 @@ def _geometry_from_provenance(prov: dict[str, Any], path: Path) -> Geometry | No
         try:
             geo = Geometry.from_dict(gd, source=f"{path}:provenance.geometry")
         except GeometryError as err:
-            raise ShowerFileError(f"{path}: invalid geometry in provenance ({err})") from None
+            msg = f"{path}: invalid geometry in provenance ({err})"
+            raise ShowerFileError(msg) from None
         name = gd.get("name")
         if name in builtin_geometries():
             builtin = Geometry.from_name(name)
@@ -564,7 +595,8 @@ def _geometry_from_provenance(prov: dict[str, Any], path: Path) -> Geometry | No
         try:
             return Geometry.from_name(str(name))
         except (UnknownNameError, GeometryError) as err:
-            raise ShowerFileError(f"{path}: {err}") from None
+            msg = f"{path}: {err}"
+            raise ShowerFileError(msg) from None
     return None
 
 
@@ -590,32 +622,40 @@ def _root_column(tree: Any, name: str, is_rntuple: bool, path: Path) -> Column:
         if kind in ("AsDtype", "AsArray"):
             shape = getattr(interp, "inner_shape", None) or ()
             if np.dtype(interp.to_dtype).kind not in "fiub" and not shape:
-                raise ShowerFileError(f"{path}: branch {name!r} ({br.typename}) is not numeric")
+                msg = f"{path}: branch {name!r} ({br.typename}) is not numeric"
+                raise ShowerFileError(msg)
             return Column(name, int(np.prod(shape)) if shape else 1)
-        raise ShowerFileError(
+        msg = (
             f"{path}: branch {name!r} has type {br.typename!r}, which is not a number, a fixed-size array or a "
             "vector of numbers; pass voxels= (--voxels) with the shower branches"
+        )
+        raise ShowerFileError(
+            msg
         )
     except SimcompressError:
         raise
     except Exception as err:
-        raise ShowerFileError(f"{path}: unreadable branch {name!r} ({type(err).__name__}: {err})") from None
+        msg = f"{path}: unreadable branch {name!r} ({type(err).__name__}: {err})"
+        raise ShowerFileError(msg) from None
 
 
 def _pick_tree(trees: dict[str, str], opts: ReadOptions, path: Path) -> str:
     has = ", ".join(f"{k} ({'RNTuple' if v == 'ROOT::RNTuple' else v})" for k, v in sorted(trees.items())) or "none"
     if opts.tree is not None:
         if opts.tree not in trees:
-            raise ShowerFileError(f"{path}: no TTree {opts.tree!r} (TTrees/RNTuples in file: {has}); fix tree= (--tree)")
+            msg = f"{path}: no TTree {opts.tree!r} (TTrees/RNTuples in file: {has}); fix tree= (--tree)"
+            raise ShowerFileError(msg)
         return opts.tree
     if TREE_NAME in trees:
         return TREE_NAME
     if len(trees) == 1:
         return next(iter(trees))
     if not trees:
-        raise ShowerFileError(f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: none)")
+        msg = f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: none)"
+        raise ShowerFileError(msg)
+    msg = f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: {has}); pass the tree's name as tree= (--tree)"
     raise ShowerFileError(
-        f"{path}: no TTree {TREE_NAME!r} (TTrees/RNTuples in file: {has}); pass the tree's name as tree= (--tree)"
+        msg
     )
 
 
@@ -626,12 +666,14 @@ def _inspect_root(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
     try:
         f = uproot.open(path)
     except Exception as err:  # uproot raises many kinds on corrupt headers
-        raise ShowerFileError(f"{path}: cannot open as ROOT file ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        msg = f"{path}: cannot open as ROOT file ({type(err).__name__}: {str(err).splitlines()[0]})"
+        raise ShowerFileError(msg) from None
     with f:
         try:
             classes = f.classnames()
         except Exception as err:
-            raise ShowerFileError(f"{path}: corrupt ROOT directory ({type(err).__name__}: {err})") from None
+            msg = f"{path}: corrupt ROOT directory ({type(err).__name__}: {err})"
+            raise ShowerFileError(msg) from None
         # our writer makes TTrees; RNTuples (uproot >= 5.7 `f[name] = data`, ROOT 6.34+) are read too
         trees = {k.rsplit(";", 1)[0]: c for k, c in classes.items() if c in ("TTree", "ROOT::RNTuple")}
         tname = _pick_tree(trees, opts, path)
@@ -641,36 +683,44 @@ def _inspect_root(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
             try:
                 prov = json.loads(str(f[PROVENANCE_KEY]))
             except Exception as err:
-                raise ShowerFileError(f"{path}: unreadable provenance JSON ({type(err).__name__}: {err})") from None
+                msg = f"{path}: unreadable provenance JSON ({type(err).__name__}: {err})"
+                raise ShowerFileError(msg) from None
             if not isinstance(prov, dict):
-                raise ShowerFileError(f"{path}: provenance must be a JSON object")
+                msg = f"{path}: provenance must be a JSON object"
+                raise ShowerFileError(msg)
         try:
             tree = f[tname]
             names = list(tree.keys(recursive=False)) if not is_rntuple else list(tree.keys())
             n = int(tree.num_entries)
         except Exception as err:
-            raise ShowerFileError(f"{path}: corrupt TTree {tname!r} ({type(err).__name__}: {err})") from None
+            msg = f"{path}: corrupt TTree {tname!r} ({type(err).__name__}: {err})"
+            raise ShowerFileError(msg) from None
         branches = set(names)
         where = f"TTree {tname!r}"
         # ---- incident energy
         if opts.energy_branch is not None:
             energy = opts.energy_branch
             if energy not in branches:
+                msg = f"{path}: {where} has no branch {energy!r} for energy_branch= (has: {listing(names)})"
                 raise ShowerFileError(
-                    f"{path}: {where} has no branch {energy!r} for energy_branch= (has: {listing(names)})"
+                    msg
                 )
         else:
             found = [b for b in ENERGY_BRANCHES if b in branches]
             if not found:
-                raise ShowerFileError(
+                msg = (
                     f"{path}: {where} has no branch 'incident_energy' (nor {', '.join(ENERGY_BRANCHES[1:])}; "
                     f"has: {listing(names)}); pass the incident-energy branch as energy_branch= (--energy-branch)"
+                )
+                raise ShowerFileError(
+                    msg
                 )
             energy = found[0]
         ecol = _root_column(tree, energy, is_rntuple, path)
         if ecol.width != 1:
+            msg = f"{path}: energy branch {energy!r} holds {ecol.width} values per event; it must hold one (--energy-branch)"
             raise ShowerFileError(
-                f"{path}: energy branch {energy!r} holds {ecol.width} values per event; it must hold one (--energy-branch)"
+                msg
             )
         # ---- voxels
         columns: tuple[Column, ...] = ()
@@ -685,10 +735,13 @@ def _inspect_root(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
         else:
             auto = auto_voxel_names(names, energy)
             if auto is None:
-                raise ShowerFileError(
+                msg = (
                     f"{path}: {where} has no shower branches; need 'voxels' (dense) or 'hit_idx' and 'hit_e' (sparse), "
                     f"'cell_<i>' or 'layer_<i>' branches (has: {listing(names)}); name them with voxels= (--voxels), "
                     "e.g. 'cells' or 'cell_*'"
+                )
+                raise ShowerFileError(
+                    msg
                 )
             sel, layout = auto, "custom"
         if layout == "sparse":
@@ -714,25 +767,31 @@ def _open_h5(path: Path) -> Any:
     except OSError as err:
         msg = str(err)
         if "truncated" in msg:
-            raise ShowerFileError(f"{path}: truncated HDF5 file") from None
-        raise ShowerFileError(f"{path}: cannot open as HDF5 file ({msg.splitlines()[0]})") from None
+            msg_0 = f"{path}: truncated HDF5 file"
+            raise ShowerFileError(msg_0) from None
+        msg_0 = f"{path}: cannot open as HDF5 file ({msg.splitlines()[0]})"
+        raise ShowerFileError(msg_0) from None
 
 
 def _inspect_hdf5(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
     opts = opts or ReadOptions()
     with _open_h5(path) as f:
-        keys = sorted(k for k in f.keys() if hasattr(f[k], "shape"))
+        keys = sorted(k for k in f if hasattr(f[k], "shape"))
         # ---- incident energy
         if opts.energy_branch is not None:
             e_key = opts.energy_branch
             if e_key not in keys:
-                raise ShowerFileError(f"{path}: no dataset {e_key!r} for energy_branch= (has: {listing(keys)})")
+                msg = f"{path}: no dataset {e_key!r} for energy_branch= (has: {listing(keys)})"
+                raise ShowerFileError(msg)
         else:
             found = [k for k in ("incident_energies", *ENERGY_BRANCHES) if k in keys]
             if not found:
-                raise ShowerFileError(
+                msg = (
                     f"{path}: missing dataset 'incident_energies' (CaloChallenge files need 'incident_energies' and "
                     f"'showers'; has: {listing(keys)}); name the incident-energy dataset with energy_branch= (--energy-branch)"
+                )
+                raise ShowerFileError(
+                    msg
                 )
             e_key = found[0]
         # ---- voxels
@@ -743,22 +802,29 @@ def _inspect_hdf5(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
         else:
             sel = auto_voxel_names(keys, e_key) or []
             if not sel:
-                raise ShowerFileError(
+                msg = (
                     f"{path}: missing dataset 'showers' (CaloChallenge files need 'incident_energies' and 'showers'; "
                     f"has: {listing(keys)}); name the voxel datasets with voxels= (--voxels), e.g. 'layer_*'"
                 )
+                raise ShowerFileError(
+                    msg
+                )
         inc = f[e_key]
         if inc.ndim not in (1, 2) or (inc.ndim == 2 and inc.shape[1] != 1):
-            raise ShowerFileError(f"{path}: dataset {e_key!r} must have shape (N, 1) or (N,), got {inc.shape}")
+            msg = f"{path}: dataset {e_key!r} must have shape (N, 1) or (N,), got {inc.shape}"
+            raise ShowerFileError(msg)
         columns = []
         for k in sel:
             d = f[k]
             if d.ndim < 1 or d.dtype.kind not in "fiub":
-                raise ShowerFileError(f"{path}: dataset {k!r} (shape {d.shape}, {d.dtype}) does not hold numbers per event")
+                msg = f"{path}: dataset {k!r} (shape {d.shape}, {d.dtype}) does not hold numbers per event"
+                raise ShowerFileError(msg)
             if d.shape[0] != inc.shape[0]:
-                raise ShowerFileError(f"{path}: {inc.shape[0]} incident energies but {d.shape[0]} showers in dataset {k!r}")
+                msg = f"{path}: {inc.shape[0]} incident energies but {d.shape[0]} showers in dataset {k!r}"
+                raise ShowerFileError(msg)
             if sel == ["showers"] and d.ndim != 2:
-                raise ShowerFileError(f"{path}: dataset 'showers' must be 2-D (events, voxels), got shape {d.shape}")
+                msg = f"{path}: dataset 'showers' must be 2-D (events, voxels), got shape {d.shape}"
+                raise ShowerFileError(msg)
             columns.append(Column(k, int(np.prod(d.shape[1:])) if d.ndim > 1 else 1))
         prov: dict[str, Any] = {}
         raw = f.attrs.get(HDF5_PROVENANCE_ATTR)
@@ -766,7 +832,8 @@ def _inspect_hdf5(path: Path, opts: ReadOptions | None = None) -> _FileInfo:
             try:
                 prov = json.loads(raw if isinstance(raw, str) else bytes(raw).decode())
             except Exception as err:
-                raise ShowerFileError(f"{path}: unreadable provenance attribute ({type(err).__name__}: {err})") from None
+                msg = f"{path}: unreadable provenance attribute ({type(err).__name__}: {err})"
+                raise ShowerFileError(msg) from None
         n, v = int(inc.shape[0]), sum(c.width for c in columns)
     geo = _geometry_from_provenance(prov, path) if prov else None
     layout = "dense" if sel == ["showers"] else ("arrays" if len(sel) > 1 else "dense")
@@ -779,7 +846,8 @@ def _expand(
     """Files (folders and globs expanded) with their read options (``PATH;key=value`` overrides ``opts``)."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
-        raise ShowerFileError("no shower files given")
+        msg = "no shower files given"
+        raise ShowerFileError(msg)
     base = opts or ReadOptions()
     out: list[tuple[Path, ReadOptions]] = []
     for item in items:
@@ -790,12 +858,14 @@ def _expand(
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in ROOT_SUFFIXES + HDF5_SUFFIXES
                            and not q.name.startswith("."))
             if not found:
-                raise ShowerFileError(f"{p}: folder holds no shower files (*.root, *.h5, *.hdf5)")
+                msg = f"{p}: folder holds no shower files (*.root, *.h5, *.hdf5)"
+                raise ShowerFileError(msg)
             out.extend((q, o) for q in found)
         elif _glob.has_magic(s) and not p.exists():
-            found = sorted(Path(x) for x in _glob.glob(s) if Path(x).is_file())
+            found = sorted(Path(x) for x in _glob.glob(s) if Path(x).is_file())  # noqa: PTH207 - absolute patterns
             if not found:
-                raise ShowerFileError(f"{s}: no files match this pattern")
+                msg = f"{s}: no files match this pattern"
+                raise ShowerFileError(msg)
             out.extend((q, o) for q in found)
         else:
             out.append((p, o))
@@ -853,7 +923,8 @@ class ShowerReader:
             raise
         except Exception as err:  # decompression/IO errors inside a corrupt or truncated file
             first = str(err).splitlines()[0] if str(err) else ""
-            raise ShowerFileError(f"{info.path}: corrupt or truncated data ({type(err).__name__}: {first})") from None
+            msg = f"{info.path}: corrupt or truncated data ({type(err).__name__}: {first})"
+            raise ShowerFileError(msg) from None
 
     def _iter_root(self, info: _FileInfo, step: int, stop: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import awkward as ak
@@ -870,9 +941,12 @@ class ShowerReader:
                     idx = ak.to_numpy(ak.flatten(b["hit_idx"])).astype(np.int64)
                     e = to_float32_mev(ak.to_numpy(ak.flatten(b["hit_e"])), vf)
                     if idx.size and (idx.max() >= v):
-                        raise ShowerFileError(
+                        msg = (
                             f"{info.path}: hit index {int(idx.max())} out of range for geometry "
                             f"{self.geometry.name!r} with {v} voxels"
+                        )
+                        raise ShowerFileError(
+                            msg
                         )
                     out = np.zeros((len(inc), v), dtype=np.float32)
                     out[np.repeat(np.arange(len(inc)), counts), idx] = e
@@ -923,10 +997,12 @@ class ShowerReader:
                     except ValueError:
                         break
                     return max(1, int(nbytes // (4 * (self.geometry.n_voxels + 1))))
-            raise ConfigError(f"step_size {step_size!r}: expected a number of events or a size such as '200 MB'")
+            msg = f"step_size {step_size!r}: expected a number of events or a size such as '200 MB'"
+            raise ConfigError(msg)
         step = int(step_size)
         if step < 1:
-            raise ConfigError(f"step_size must be >= 1, got {step_size}")
+            msg = f"step_size must be >= 1, got {step_size}"
+            raise ConfigError(msg)
         return step
 
     def __iter__(self) -> Iterator[ShowerSet]:
@@ -998,10 +1074,12 @@ class ShowerReader:
             except SimcompressError:
                 raise
             except Exception as err:
-                raise ShowerFileError(f"{info.path}: corrupt or truncated data ({type(err).__name__}: {err})") from None
+                msg = f"{info.path}: corrupt or truncated data ({type(err).__name__}: {err})"
+                raise ShowerFileError(msg) from None
             e = out[-1]
             if not np.all(np.isfinite(e)) or np.any(e <= 0):
-                raise ShowerFileError(f"{info.path}: incident energies must be finite and > 0 MeV")
+                msg = f"{info.path}: incident energies must be finite and > 0 MeV"
+                raise ShowerFileError(msg)
         return np.concatenate(out)
 
     def iterate_branches(self, branches: Sequence[str], step_size: int = 100_000) -> Iterator[dict[str, np.ndarray]]:
@@ -1018,10 +1096,11 @@ class ShowerReader:
 
                     with uproot.open(info.path) as f:
                         tree = f[info.tree]
-                        missing = [b for b in branches if b not in tree.keys()]
+                        missing = [b for b in branches if b not in tree]
                         if missing:
+                            msg = f"{info.path}: missing branch {missing[0]!r} (has: {', '.join(tree.keys())})"
                             raise ShowerFileError(
-                                f"{info.path}: missing branch {missing[0]!r} (has: {', '.join(tree.keys())})"
+                                msg
                             )
                         for b in tree.iterate(list(branches), step_size=int(step_size), library="ak"):
                             yield {k: ak.to_numpy(ak.flatten(b[k], axis=None)) for k in branches}
@@ -1029,15 +1108,17 @@ class ShowerReader:
                     with _open_h5(info.path) as f:
                         missing = [b for b in branches if b not in f]
                         if missing:
+                            msg = f"{info.path}: missing dataset {missing[0]!r} (has: {', '.join(f.keys())})"
                             raise ShowerFileError(
-                                f"{info.path}: missing dataset {missing[0]!r} (has: {', '.join(f.keys())})"
+                                msg
                             )
                         for a in range(0, info.n_events, int(step_size)):
                             yield {k: np.asarray(f[k][a : a + int(step_size)]) for k in branches}
             except SimcompressError:
                 raise
             except Exception as err:
-                raise ShowerFileError(f"{info.path}: corrupt or truncated data ({type(err).__name__}: {err})") from None
+                msg = f"{info.path}: corrupt or truncated data ({type(err).__name__}: {err})"
+                raise ShowerFileError(msg) from None
 
     def verify(self, step_size: int = 100_000) -> bool:
         """Recompute each file's content hash and compare with its provenance (files without one: skipped).
@@ -1055,7 +1136,8 @@ class ShowerReader:
             if h.n == 0:
                 h.v = self.geometry.n_voxels
             if h.hexdigest() != want:
-                raise ShowerFileError(f"{info.path}: content hash mismatch (file modified or corrupt)")
+                msg = f"{info.path}: content hash mismatch (file modified or corrupt)"
+                raise ShowerFileError(msg)
         return True
 
 
@@ -1103,7 +1185,8 @@ def open_showers(
         fmt = _sniff(p)
         info = _inspect_root(p, o) if fmt == "root" else _inspect_hdf5(p, o)
         if info.n_events == 0:
-            raise ShowerFileError(f"{p}: file holds no events")
+            msg = f"{p}: file holds no events"
+            raise ShowerFileError(msg)
         infos.append(info)
     geo = geo_arg
     for info in infos:
@@ -1112,7 +1195,8 @@ def open_showers(
         if geo is None and info.n_voxels is not None:
             geo = infer_geometry(info.n_voxels, str(info.path))
         if geo is None:
-            raise ShowerFileError(f"{info.path}: sparse file without geometry provenance; pass geometry=")
+            msg = f"{info.path}: sparse file without geometry provenance; pass geometry="
+            raise ShowerFileError(msg)
     assert geo is not None
     for info in infos:
         if info.n_voxels is not None and info.n_voxels != geo.n_voxels:
@@ -1128,9 +1212,12 @@ def open_showers(
                 )
         if info.geometry is not None and not info.geometry.same_binning(geo):
             if geo_arg is None:
-                raise ShowerFileError(
+                msg = (
                     f"{info.path}: binning of geometry {info.geometry.name!r} differs from {geo.name!r} of "
                     f"{infos[0].path}; files opened together must share one binning"
+                )
+                raise ShowerFileError(
+                    msg
                 )
             log.warning("%s: declared geometry %r overrides the file's %r", info.path, geo.name, info.geometry.name)
     return ShowerReader(infos, geo)

@@ -84,7 +84,8 @@ class ReadOptions(StrictModel):
 
         for key in ("energy_unit", "voxel_unit"):
             if key in base and base[key] not in UNITS_MEV:
-                raise ConfigError(f"{key} {base[key]!r} is not allowed; allowed: {', '.join(UNITS_MEV)}")
+                msg = f"{key} {base[key]!r} is not allowed; allowed: {', '.join(UNITS_MEV)}"
+                raise ConfigError(msg)
         return parse_config(cls, base, source="read options")
 
     @property
@@ -112,9 +113,9 @@ def split_source(spec: str) -> tuple[str, dict[str, str]]:
     :class:`ReadOptions` fields (``-`` may replace ``_``). A path that exists as written, or
     has no ``;``, is returned unchanged.
     """
-    import os
+    from pathlib import Path
 
-    if ";" not in spec or os.path.exists(spec):
+    if ";" not in spec or Path(spec).exists():
         return spec, {}
     path, *parts = spec.split(";")
     allowed = list(ReadOptions.model_fields)
@@ -125,8 +126,9 @@ def split_source(spec: str) -> tuple[str, dict[str, str]]:
         key, eq, value = part.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or key not in allowed:
+            msg = f"{spec}: {part!r} is not a read option; expected PATH;key=value;... with keys {', '.join(allowed)}"
             raise ConfigError(
-                f"{spec}: {part!r} is not a read option; expected PATH;key=value;... with keys {', '.join(allowed)}"
+                msg
             )
         out[key] = value.strip()
     return path, out
@@ -141,20 +143,23 @@ def select_names(spec: str, available: list[str], source: str, what: str = "bran
     """Resolve a comma-separated list of names / glob patterns against ``available`` names."""
     items = [s.strip() for s in spec.split(",") if s.strip()]
     if not items:
-        raise ConfigError(f"{source}: voxels={spec!r} names no {what}")
+        msg = f"{source}: voxels={spec!r} names no {what}"
+        raise ConfigError(msg)
     pool = [n for n in available if n not in exclude]
     out: list[str] = []
     for item in items:
         if any(c in item for c in "*?["):
             hits = sorted((n for n in pool if fnmatch.fnmatchcase(n, item)), key=natural_key)
             if not hits:
+                msg = f"{source}: no {what} matches voxels pattern {item!r} (has: {_listing(available)})"
                 raise ShowerFileError(
-                    f"{source}: no {what} matches voxels pattern {item!r} (has: {_listing(available)})"
+                    msg
                 )
             out.extend(h for h in hits if h not in out)
         else:
             if item not in available:
-                raise ShowerFileError(f"{source}: no {what} {item!r} for voxels= (has: {_listing(available)})")
+                msg = f"{source}: no {what} {item!r} for voxels= (has: {_listing(available)})"
+                raise ShowerFileError(msg)
             if item not in out:
                 out.append(item)
     return out
@@ -201,15 +206,19 @@ class Column:
             bad = np.nonzero(counts != self.width)[0]
             if bad.size:
                 i = int(bad[0])
-                raise ShowerFileError(
+                msg = (
                     f"{source}: branch {self.name!r} holds {int(counts[i])} values in an event where the first event "
                     f"has {self.width}; a shower vector needs the same length in every event"
+                )
+                raise ShowerFileError(
+                    msg
                 )
             flat = ak.to_numpy(ak.flatten(arr, axis=None))
             return flat.reshape(n, self.width)
         a = np.asarray(arr)
         if a.dtype == object:
-            raise ShowerFileError(f"{source}: branch {self.name!r} does not hold plain numbers")
+            msg = f"{source}: branch {self.name!r} does not hold plain numbers"
+            raise ShowerFileError(msg)
         return a.reshape(n, self.width)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError
 from .geometry import Geometry
 
-__all__ = ["layer_images_figure", "save_layer_images", "mean_images"]
+__all__ = ["layer_images_figure", "mean_images", "save_layer_images"]
 
 
 def mean_images(readers: dict[str, Any], stop: int | None = None) -> dict[str, np.ndarray]:
@@ -66,7 +66,8 @@ def layer_images_figure(
     g = geometry
     for name, img in images.items():
         if np.asarray(img).shape != (g.n_voxels,):
-            raise ConfigError(f"image {name!r}: {np.asarray(img).size} values but geometry {g.name!r} has {g.n_voxels} voxels")
+            msg = f"image {name!r}: {np.asarray(img).size} values but geometry {g.name!r} has {g.n_voxels} voxels"
+            raise ConfigError(msg)
     if layers is None:
         layers = list(range(g.n_layers))
         if len(layers) > max_layers:

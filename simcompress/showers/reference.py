@@ -76,18 +76,18 @@ from .energies import EnergySpec, parse_energy_spec
 from .geometry import Geometry, Layer, Material, Medium
 
 __all__ = [
-    "GFlashConfig",
     "EffectiveMaterial",
-    "critical_energy_mev",
-    "moliere_radius_mm",
-    "effective_material",
-    "longitudinal_parameters",
-    "sample_longitudinal",
-    "radial_parameters",
-    "n_spots",
+    "GFlashConfig",
     "block_size",
-    "simulate",
+    "critical_energy_mev",
+    "effective_material",
     "iter_simulate",
+    "longitudinal_parameters",
+    "moliere_radius_mm",
+    "n_spots",
+    "radial_parameters",
+    "sample_longitudinal",
+    "simulate",
 ]
 
 log = logging.getLogger(__name__)
@@ -337,7 +337,7 @@ def n_spots(energy_mev: np.ndarray | float, eff: EffectiveMaterial) -> np.ndarra
 def block_size(geometry: Geometry) -> int:
     """Events per RNG block for ``geometry`` (power of two, ~8 MB of float32 output per block)."""
     target = max(64, min(2048, (1 << 21) // max(geometry.n_voxels, 1)))
-    return 1 << int(math.floor(math.log2(target)))
+    return 1 << math.floor(math.log2(target))
 
 
 # ----------------------------------------------------------------------------- simulator
@@ -388,11 +388,14 @@ def _plan(geometry: Geometry, eff: EffectiveMaterial, step_x0: float) -> list[_L
     for i, layer in enumerate(geometry.layers):
         d0, d1 = layer.depth_x0
         if not d1 > d0:
-            raise GeometryError(
+            msg = (
                 f"geometry {geometry.name!r}, layer {layer.id}: depth_x0 {list(layer.depth_x0)} has no thickness; "
                 "the reference simulator needs [start, end] with end > start (X0)"
             )
-        n_sub = max(1, int(math.ceil((d1 - d0) / step_x0 - 1e-9)))
+            raise GeometryError(
+                msg
+            )
+        n_sub = max(1, math.ceil((d1 - d0) / step_x0 - 1e-9))
         overlap = None
         if layer.kind == "cartesian":
             xe, ye = np.asarray(layer.x_edges_mm), np.asarray(layer.y_edges_mm)
@@ -530,9 +533,12 @@ def _resolve(
 ) -> tuple[Geometry, EnergySpec, GFlashConfig, EffectiveMaterial, float]:
     geo = geometry if isinstance(geometry, Geometry) else Geometry.from_name(str(geometry))
     if geo.material is None:
-        raise GeometryError(
+        msg = (
             f"geometry {geo.name!r} has no material description; the reference simulator needs one "
             "(a built-in geometry, or a YAML geometry with a 'material' section)"
+        )
+        raise GeometryError(
+            msg
         )
     spec = parse_energy_spec(energies)
     if config is None:
@@ -577,11 +583,14 @@ def iter_simulate(
         config: :class:`GFlashConfig` (or a dict validated against it).
     """
     if int(n_events) < 0:
-        raise ConfigError(f"n_events must be >= 0, got {n_events}")
+        msg = f"n_events must be >= 0, got {n_events}"
+        raise ConfigError(msg)
     if int(chunk_size) < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+        msg = f"chunk_size must be >= 1, got {chunk_size}"
+        raise ConfigError(msg)
     if int(seed) < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
+        msg = f"seed must be a non-negative integer, got {seed}"
+        raise ConfigError(msg)
     geo, spec, cfg, eff, term = _resolve(geometry, energies, config)
     n_events, chunk_size, seed = int(n_events), int(chunk_size), int(seed)
     plans = _plan(geo, eff, cfg.step_x0)
@@ -661,7 +670,7 @@ def simulate(
     """Simulate ``n_events`` reference showers into one :class:`ShowerSet` (see :func:`iter_simulate`)."""
     chunks = list(iter_simulate(geometry, n_events, energies, seed, chunk_size, progress, config=config))
     if not chunks:
-        geo, spec, cfg, eff, term = _resolve(geometry, energies, config)
+        geo, spec, _cfg, _eff, _term = _resolve(geometry, energies, config)
         return ShowerSet(
             np.zeros(0, np.float32),
             np.zeros((0, geo.n_voxels), np.float32),

@@ -18,18 +18,18 @@ from .gate import GateSpec, evaluate_gate, load_gate_spec, make_model_gate
 from .metrics import TooFewEventsError
 
 __all__ = [
-    "validate",
-    "ValidationResult",
-    "PreparedReference",
     "EnergyMismatchWarning",
-    "compute_features",
     "FeatureTable",
     "GateSpec",
-    "load_gate_spec",
+    "PreparedReference",
+    "TooFewEventsError",
+    "ValidationResult",
+    "compute_features",
     "evaluate_gate",
+    "load_gate_spec",
     "make_model_gate",
     "report_section",
-    "TooFewEventsError",
+    "validate",
 ]
 
 
@@ -38,4 +38,5 @@ def __getattr__(name: str) -> object:
         from .report import report_section
 
         return report_section
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

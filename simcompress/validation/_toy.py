@@ -16,7 +16,7 @@ from scipy.special import gammainc
 from ..showers.data import ShowerSet
 from ..showers.geometry import Geometry
 
-__all__ = ["toy_showers", "DS1_ENERGIES_MEV"]
+__all__ = ["DS1_ENERGIES_MEV", "toy_showers"]
 
 DS1_ENERGIES_MEV = 2.0 ** np.arange(8, 23)
 

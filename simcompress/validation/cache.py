@@ -40,12 +40,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CACHE_FORMAT",
-    "default_cache_dir",
-    "reference_key",
     "cache_file",
-    "load_reference",
-    "save_reference",
     "calibrations",
+    "default_cache_dir",
+    "load_reference",
+    "reference_key",
+    "save_reference",
 ]
 
 log = logging.getLogger(__name__)
@@ -245,26 +245,34 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as z:
             names = set(z.files)
             if "header" not in names:
-                raise _Stale("no header (not a simcompress reference cache)")
+                msg = "no header (not a simcompress reference cache)"
+                raise _Stale(msg)
             header = json.loads(z["header"].tobytes().decode())
             if not isinstance(header, dict) or header.get("magic") != _MAGIC:
-                raise _Stale("not a simcompress reference cache")
+                msg = "not a simcompress reference cache"
+                raise _Stale(msg)
             if header.get("format") != CACHE_FORMAT or header.get("simcompress") != _version():
-                raise _Stale(
+                msg = (
                     f"written by simcompress {header.get('simcompress')} (cache format {header.get('format')}), "
                     f"this is {_version()} (format {CACHE_FORMAT})"
                 )
+                raise _Stale(
+                    msg
+                )
             want = header.get("arrays", {})
             if set(want) | {"header"} != names:
-                raise _Stale(f"arrays {sorted(names - {'header'})} do not match the header's {sorted(want)}")
+                msg = f"arrays {sorted(names - {'header'})} do not match the header's {sorted(want)}"
+                raise _Stale(msg)
             arrays = {k: z[k] for k in want}  # reads every member fully (zip CRC checked)
     except _Stale:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _Stale(f"unreadable ({type(err).__name__}: {err}); truncated or corrupt") from None
+        msg = f"unreadable ({type(err).__name__}: {err}); truncated or corrupt"
+        raise _Stale(msg) from None
     for k, (shape, dtype) in want.items():
         if list(arrays[k].shape) != list(shape) or str(arrays[k].dtype) != dtype:
-            raise _Stale(f"array {k!r} has shape {arrays[k].shape} {arrays[k].dtype}, header says {tuple(shape)} {dtype}")
+            msg = f"array {k!r} has shape {arrays[k].shape} {arrays[k].dtype}, header says {tuple(shape)} {dtype}"
+            raise _Stale(msg)
     return header, arrays
 
 
@@ -282,7 +290,8 @@ def load_reference(path: Path, key: dict[str, Any], spec: GateSpec) -> PreparedR
         if header.get("key_digest") != _key_digest(key) or header.get("key") != json.loads(json.dumps(key, default=str)):
             old = header.get("key", {})
             what = "another reference" if isinstance(old, dict) and old.get("reference") != key["reference"] else "other settings"
-            raise _Stale(f"written for {what} (key differs)")
+            msg = f"written for {what} (key differs)"
+            raise _Stale(msg)
         prep = _rebuild(header, arrays, spec)
     except _Stale as why:
         log.warning("reference cache %s not used: %s; recomputing", path, why)
@@ -299,10 +308,12 @@ def _rebuild(header: dict[str, Any], a: dict[str, np.ndarray], spec: GateSpec) -
     try:
         geom = Geometry.from_dict(header["geometry"], source="reference cache")
         if geom.fingerprint != header["key"]["geometry"]:
-            raise _Stale("geometry does not match the key")
+            msg = "geometry does not match the key"
+            raise _Stale(msg)
         names = list(header["names"])
         if a["values"].ndim != 2 or a["values"].shape[1] != len(names) or a["incident_energy"].shape != (a["values"].shape[0],):
-            raise _Stale("feature table shape does not match its names")
+            msg = "feature table shape does not match its names"
+            raise _Stale(msg)
         table = FeatureTable(
             names, a["values"], a["incident_energy"], geom, float(header["threshold_mev"]), a["voxel_hist"],
             a["image_sum"], a["image_sumsq"], a["radial_sum"], a["radial_sumsq"], a["radial_norm_sum"], a["radial_norm_sumsq"],
@@ -311,7 +322,8 @@ def _rebuild(header: dict[str, Any], a: dict[str, np.ndarray], spec: GateSpec) -
         fl = header["floor"]
         floor = _FloorStats(int(fl["n_half"]), fl["stats"])
         if set(floor.stats) != set(names):
-            raise _Stale("noise floor features do not match the feature table")
+            msg = "noise floor features do not match the feature table"
+            raise _Stale(msg)
         bin_floors: dict[str, _FloorStats | str] = {}
         for label, v in header["bin_floors"].items():
             bin_floors[label] = v["skipped"] if "skipped" in v else _FloorStats(int(v["n_half"]), v["stats"])
@@ -340,7 +352,8 @@ def _rebuild(header: dict[str, Any], a: dict[str, np.ndarray], spec: GateSpec) -
     except _Stale:
         raise
     except (KeyError, TypeError, ValueError, ImportError) as err:
-        raise _Stale(f"inconsistent content ({type(err).__name__}: {err})") from None
+        msg = f"inconsistent content ({type(err).__name__}: {err})"
+        raise _Stale(msg) from None
     return prep
 
 

@@ -53,15 +53,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .gate import GateSpec
 
 __all__ = [
-    "FamilyCalibration",
-    "family_calibration",
-    "set_calibration",
-    "calibrate_family",
     "FalseAlarmMeasurement",
-    "measure_false_alarm",
-    "simulated_pairs",
-    "half_split_pairs",
+    "FamilyCalibration",
+    "calibrate_family",
     "clopper_pearson",
+    "family_calibration",
+    "half_split_pairs",
+    "measure_false_alarm",
+    "set_calibration",
+    "simulated_pairs",
 ]
 
 _KEY = {"w1": "w1", "ks": "ks", "separation_power": "sp"}
@@ -171,7 +171,8 @@ class FamilyCalibration:
         try:
             return cls(**d)
         except TypeError as err:
-            raise ConfigError(f"false-alarm calibration: bad stored calibration ({err})") from None
+            msg = f"false-alarm calibration: bad stored calibration ({err})"
+            raise ConfigError(msg) from None
 
 
 def _spec_key(spec: GateSpec) -> str:
@@ -339,7 +340,8 @@ def calibrate_family(prep: PreparedReference, spec: GateSpec | None = None) -> F
                 n_checks += 1
         blocks[label] = {"n_ref": int(n), "h": int(h), "checks": checks}
     if n_checks == 0:
-        raise ConfigError("gate spec: no feature check is selected by the rules in 'features'")
+        msg = "gate spec: no feature check is selected by the rules in 'features'"
+        raise ConfigError(msg)
     n_hold = fa.n_holdout
     fit = tmax[: S - n_hold]
     loc, scale = gumbel_r.fit(fit)

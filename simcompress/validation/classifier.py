@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ConfigError
 from .metrics import TooFewEventsError
 
-__all__ = ["ClassifierResult", "classifier_test", "roc_auc", "isotonic_fit", "low_level_inputs"]
+__all__ = ["ClassifierResult", "classifier_test", "isotonic_fit", "low_level_inputs", "roc_auc"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     y = np.asarray(labels).astype(bool)
     n1, n0 = int(y.sum()), int((~y).sum())
     if n1 == 0 or n0 == 0:
-        raise TooFewEventsError("AUC needs both classes in the evaluation split")
+        msg = "AUC needs both classes in the evaluation split"
+        raise TooFewEventsError(msg)
     ranks = rankdata(np.asarray(scores, dtype=np.float64))
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
@@ -169,23 +170,27 @@ def _classifier_test(
     a = np.asarray(reference, dtype=np.float32)
     b = np.asarray(candidate, dtype=np.float32)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ConfigError(f"classifier test: inputs must be 2-D with equal widths, got {a.shape} and {b.shape}")
+        msg = f"classifier test: inputs must be 2-D with equal widths, got {a.shape} and {b.shape}"
+        raise ConfigError(msg)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ConfigError("classifier test: NaN or infinite inputs")
+        msg = "classifier test: NaN or infinite inputs"
+        raise ConfigError(msg)
     if len(split) != 3 or min(split) <= 0 or abs(sum(split) - 1.0) > 1e-6:
-        raise ConfigError(f"classifier test: split must be three positive fractions summing to 1, got {split}")
+        msg = f"classifier test: split must be three positive fractions summing to 1, got {split}"
+        raise ConfigError(msg)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     n = min(a.shape[0], b.shape[0])
     if max_events is not None:
         n = min(n, int(max_events))
     if n < min_events:
+        msg = f"classifier test: {n} events per class after balancing, need at least {min_events}"
         raise TooFewEventsError(
-            f"classifier test: {n} events per class after balancing, need at least {min_events}"
+            msg
         )
     a = a[rng.permutation(a.shape[0])[:n]]
     b = b[rng.permutation(b.shape[0])[:n]]
-    n_tr = int(round(split[0] * n))
-    n_te = int(round(split[1] * n))
+    n_tr = round(split[0] * n)
+    n_te = round(split[1] * n)
     parts = []
     for lo, hi in ((0, n_tr), (n_tr, n_tr + n_te), (n_tr + n_te, n)):
         x = np.concatenate([a[lo:hi], b[lo:hi]])

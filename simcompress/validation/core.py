@@ -14,8 +14,8 @@ import math
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +32,13 @@ from .features import EnergyBin, FeatureAccumulator, FeatureTable, energy_bins, 
 from .gate import GateCheck, GateSpec, evaluate_gate, false_alarm_summary, load_gate_spec
 
 __all__ = [
+    "CandidateResult",
     "EnergyMismatchWarning",
     "PreparedReference",
-    "CandidateResult",
     "ValidationResult",
-    "validate",
     "evaluate_candidate",
     "read_sample",
+    "validate",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,16 @@ def _open(src: Any, geometry: Geometry | None) -> tuple[Geometry | None, Iterabl
         try:
             from ..showers.io import open_showers
         except ImportError as err:  # pragma: no cover - depends on the showers package state
-            raise ShowerFileError(f"{src}: reading shower files needs simcompress.showers.io ({err})") from None
+            msg = f"{src}: reading shower files needs simcompress.showers.io ({err})"
+            raise ShowerFileError(msg) from None
         reader = open_showers(src, geometry=geometry)
         return reader.geometry, _ReaderChunks(reader), int(reader.n_events)
     if hasattr(src, "iterate") and hasattr(src, "geometry"):
         return src.geometry, _ReaderChunks(src), int(getattr(src, "n_events", 0)) or None
     if isinstance(src, Iterable):
         return None, src, None
-    raise ConfigError(f"cannot read showers from {type(src).__name__}; pass a path, a ShowerSet or a reader")
+    msg = f"cannot read showers from {type(src).__name__}; pass a path, a ShowerSet or a reader"
+    raise ConfigError(msg)
 
 
 class _ReaderChunks:
@@ -158,9 +160,12 @@ def read_sample(
     if isinstance(chunks, _ReaderChunks):
         chunks.step = step_size
     if geom0 is not None and geometry is not None and not geom0.same_binning(geometry):
-        raise GeometryError(
+        msg = (
             f"{desc}: geometry {geom0.name!r} ({geom0.n_voxels} voxels) does not match the reference geometry "
             f"{geometry.name!r} ({geometry.n_voxels} voxels)"
+        )
+        raise GeometryError(
+            msg
         )
     task = progress.add_task(f"features {name}", total=n_total) if progress is not None else None
     acc: FeatureAccumulator | None = None
@@ -177,9 +182,12 @@ def read_sample(
         if acc is None:
             g = geometry or geom0 or chunk.geometry
             if not chunk.geometry.same_binning(g):
-                raise GeometryError(
+                msg = (
                     f"{desc}: geometry {chunk.geometry.name!r} ({chunk.geometry.n_voxels} voxels) does not match "
                     f"the reference geometry {g.name!r} ({g.n_voxels} voxels)"
+                )
+                raise GeometryError(
+                    msg
                 )
             acc = FeatureAccumulator(g, threshold_mev, desc)
         acc.update(chunk)
@@ -189,7 +197,8 @@ def read_sample(
         if task is not None:
             progress.update(task, advance=len(chunk))
     if acc is None or acc.n_events == 0:
-        raise ShowerFileError(f"{desc}: no events (empty file or selection)")
+        msg = f"{desc}: no events (empty file or selection)"
+        raise ShowerFileError(msg)
     t1 = time.perf_counter()
     table = acc.result()
     t_feat += time.perf_counter() - t1
@@ -241,7 +250,8 @@ def _floor_features(
     n = cols[names[0]].size
     h = min(n // 2, max_events)
     if h < min_half:
-        raise M.TooFewEventsError(f"noise floor: {n} reference events give halves of {h}, need at least {min_half}")
+        msg = f"noise floor: {n} reference events give halves of {h}, need at least {min_half}"
+        raise M.TooFewEventsError(msg)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
     labels = np.zeros((n_splits, n), dtype=np.int8)  # 1: half A, 2: half B, 0: unused
     for s in range(n_splits):
@@ -296,7 +306,8 @@ def _floor_features_per_split(
     n = next(iter(cols.values())).size
     h = min(n // 2, max_events)
     if h < min_half:
-        raise M.TooFewEventsError(f"noise floor: {n} reference events give halves of {h}, need at least {min_half}")
+        msg = f"noise floor: {n} reference events give halves of {h}, need at least {min_half}"
+        raise M.TooFewEventsError(msg)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
     acc: dict[str, dict[str, list[float]]] = {f: {"ks": [], "w1": [], "sp": []} for f in cols}
     for _ in range(n_splits):
@@ -415,8 +426,9 @@ class PreparedReference:
         t = sample.features
         stage = _Stages(progress, "noise floor (ref/ref)", 4)
         if t.n_events < spec.min_events:
+            msg = f"{sample.source}: {t.n_events} reference events, the gate spec needs at least min_events={spec.min_events}"
             raise M.TooFewEventsError(
-                f"{sample.source}: {t.n_events} reference events, the gate spec needs at least min_events={spec.min_events}"
+                msg
             )
         t0 = time.perf_counter()
         sorted_cols = {f: np.sort(t[f].astype(np.float64)) for f in t.names}
@@ -526,8 +538,9 @@ def _fpd_sizes(rule: Any, n_small: int, dim: int) -> tuple[int, int]:
     hi = min(rule.max_samples, n_small)
     lo = min(rule.min_samples, max(hi // 2, 1))
     if lo < 2 * dim:
+        msg = f"FPD: {n_small} events per sample give batches of {lo}, need at least {2 * dim} for {dim} features"
         raise M.TooFewEventsError(
-            f"FPD: {n_small} events per sample give batches of {lo}, need at least {2 * dim} for {dim} features"
+            msg
         )
     return lo, hi
 
@@ -697,7 +710,8 @@ def _multivariate(prep: PreparedReference, x: np.ndarray, y: np.ndarray, n_small
 
 def _check_finite(x: np.ndarray, y: np.ndarray, what: str) -> None:
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ConfigError(f"{what}: NaN or infinite feature values")
+        msg = f"{what}: NaN or infinite feature values"
+        raise ConfigError(msg)
 
 
 def _multivariate_floor(prep: PreparedReference) -> dict[str, Any]:
@@ -712,7 +726,8 @@ def _classifier_inputs(kind: str, sample: Sample, hlv: np.ndarray | None = None)
     if kind == "high":
         return hlv if hlv is not None else high_level_vector(sample.features)
     if sample.voxels is None or sample.voxel_einc is None:
-        raise ConfigError("low-level classifier needs the voxel subsample (classifier.inputs contains 'low')")
+        msg = "low-level classifier needs the voxel subsample (classifier.inputs contains 'low')"
+        raise ConfigError(msg)
     thr = sample.features.threshold_mev
     vox = np.where(sample.voxels >= thr, sample.voxels, 0.0) if thr > 0 else np.maximum(sample.voxels, 0.0)
     return low_level_inputs(sample.voxel_einc, vox)
@@ -809,7 +824,8 @@ def _bootstrap_ks_w1_sorted(
 ) -> tuple[float, float]:
     """:func:`metrics.bootstrap_ks_w1` for sorted inputs: same draws, same numbers, no sorting per resample."""
     if n_boot < 2:
-        raise ConfigError(f"bootstrap needs n_boot >= 2, got {n_boot}")
+        msg = f"bootstrap needs n_boot >= 2, got {n_boot}"
+        raise ConfigError(msg)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     mx, my = min(xs.size, max_events), min(ys.size, max_events)
     ksv, wv = np.empty(n_boot), np.empty(n_boot)
@@ -884,7 +900,8 @@ def _candidate_classifier(prep: PreparedReference, sample: Sample) -> tuple[dict
             r = _run_classifier(spec, x, y)
         except M.TooFewEventsError as err:
             if spec.classifier.gate:
-                raise M.TooFewEventsError(f"{sample.source}: classifier ({kind}): {err}") from None
+                msg = f"{sample.source}: classifier ({kind}): {err}"
+                raise M.TooFewEventsError(msg) from None
             cls_out[kind] = {"skipped": str(err)}
             continue
         fl = prep.classifier_floor.get(kind)
@@ -915,8 +932,9 @@ def evaluate_candidate(
     t = sample.features
     stage = _Stages(progress if progress is not False else None, f"metrics {name}", 4)
     if t.n_events < spec.min_events:
+        msg = f"{sample.source}: {t.n_events} candidate events, the gate spec needs at least min_events={spec.min_events}"
         raise M.TooFewEventsError(
-            f"{sample.source}: {t.n_events} candidate events, the gate spec needs at least min_events={spec.min_events}"
+            msg
         )
     warns: list[str] = []
     # incident energies: CaloChallenge warns that a different E_inc distribution distorts every histogram
@@ -971,7 +989,8 @@ def evaluate_candidate(
                 fl = prep.multivariate_floor.get(k, {})
                 if "value" in v:
                     if "value" not in fl:
-                        raise M.TooFewEventsError(f"{k}: reference noise floor unavailable ({fl.get('skipped', 'disabled')})")
+                        msg_0 = f"{k}: reference noise floor unavailable ({fl.get('skipped', 'disabled')})"
+                        raise M.TooFewEventsError(msg_0)
                     v["floor"], v["floor_err"] = fl["value"], fl["err"]
         stage.next()
         timings["fpd_kpd"] = time.perf_counter() - t0
@@ -1072,8 +1091,9 @@ def _preflight(reference: Any, candidates: dict[str, Any], spec: GateSpec) -> No
     elif isinstance(reference, (str, os.PathLike, ShowerSet)):
         rgeom, _, n = _open(reference, None)
         if n is not None and n < spec.min_events:
+            msg = f"{_describe(reference)}: {n} reference events, the gate spec needs at least min_events={spec.min_events}"
             raise M.TooFewEventsError(
-                f"{_describe(reference)}: {n} reference events, the gate spec needs at least min_events={spec.min_events}"
+                msg
             )
     else:
         return
@@ -1082,15 +1102,20 @@ def _preflight(reference: Any, candidates: dict[str, Any], spec: GateSpec) -> No
             continue
         g, _, n = _open(src, rgeom)
         if n == 0:
-            raise ShowerFileError(f"{_describe(src)}: no events (empty file or selection)")
+            msg = f"{_describe(src)}: no events (empty file or selection)"
+            raise ShowerFileError(msg)
         if g is not None and rgeom is not None and not g.same_binning(rgeom):
-            raise GeometryError(
+            msg = (
                 f"{_describe(src)}: geometry {g.name!r} ({g.n_voxels} voxels) does not match the reference geometry "
                 f"{rgeom.name!r} ({rgeom.n_voxels} voxels)"
             )
+            raise GeometryError(
+                msg
+            )
         if n is not None and n < spec.min_events:
+            msg = f"{_describe(src)}: {n} candidate events, the gate spec needs at least min_events={spec.min_events}"
             raise M.TooFewEventsError(
-                f"{_describe(src)}: {n} candidate events, the gate spec needs at least min_events={spec.min_events}"
+                msg
             )
 
 
@@ -1129,7 +1154,8 @@ def validate(
     if updates:
         gate_spec = gate_spec.model_copy(update=updates)
     if not candidates:
-        raise ConfigError("validate: no candidates given")
+        msg = "validate: no candidates given"
+        raise ConfigError(msg)
     _preflight(reference, candidates, gate_spec)
     keep = gate_spec.classifier.max_events if (gate_spec.classifier.enabled and "low" in gate_spec.classifier.inputs) else 0
     with _progress(progress) as bar:
@@ -1156,9 +1182,12 @@ def validate(
                 seed=gate_spec.seed + 1, progress=bar,
             )
             if smp.features.n_events < gate_spec.min_events:
-                raise M.TooFewEventsError(
+                msg = (
                     f"{smp.source}: {smp.features.n_events} candidate events, the gate spec needs at least "
                     f"min_events={gate_spec.min_events}"
+                )
+                raise M.TooFewEventsError(
+                    msg
                 )
             samples[name] = smp
         if prep is None:

@@ -15,13 +15,14 @@ from ..errors import ConfigError
 from ..showers.data import ShowerSet
 from ..showers.geometry import Geometry
 
-__all__ = ["scale_energy", "widen_radially", "radial_stretch_matrix"]
+__all__ = ["radial_stretch_matrix", "scale_energy", "widen_radially"]
 
 
 def scale_energy(showers: ShowerSet, factor: float) -> ShowerSet:
     """Multiply every voxel energy by ``factor`` (incident energies unchanged)."""
     if not factor > 0:
-        raise ConfigError(f"energy scale factor must be > 0, got {factor!r}")
+        msg = f"energy scale factor must be > 0, got {factor!r}"
+        raise ConfigError(msg)
     return ShowerSet(
         showers.incident_energy.copy(),
         showers.showers * np.float32(factor),
@@ -34,7 +35,8 @@ def radial_stretch_matrix(r_edges_mm: np.ndarray | tuple[float, ...], factor: fl
     """(n_r, n_r) matrix M with ``M[i, j]`` the fraction of bin i's energy that lands in bin j when
     r -> factor * r, energy uniform in r within a bin; what leaves the last bin stays in it."""
     if not factor > 0:
-        raise ConfigError(f"radial stretch factor must be > 0, got {factor!r}")
+        msg = f"radial stretch factor must be > 0, got {factor!r}"
+        raise ConfigError(msg)
     e = np.asarray(r_edges_mm, dtype=np.float64)
     n = e.size - 1
     m = np.zeros((n, n))

@@ -40,14 +40,14 @@ from ..showers.energies import format_energy_mev
 from ..showers.geometry import Geometry
 
 __all__ = [
-    "FeatureTable",
+    "VOXEL_LOG10_EDGES",
+    "EnergyBin",
     "FeatureAccumulator",
+    "FeatureTable",
     "compute_features",
-    "feature_names",
     "default_threshold_mev",
     "energy_bins",
-    "EnergyBin",
-    "VOXEL_LOG10_EDGES",
+    "feature_names",
     "high_level_vector",
 ]
 
@@ -171,7 +171,8 @@ class FeatureTable(Mapping[str, np.ndarray]):
         except KeyError:
             from ..errors import UnknownNameError, did_you_mean
 
-            raise UnknownNameError(f"unknown feature {name!r}; {did_you_mean(name, self.names)}") from None
+            msg = f"unknown feature {name!r}; {did_you_mean(name, self.names)}"
+            raise UnknownNameError(msg) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names)
@@ -318,7 +319,8 @@ class FeatureAccumulator:
         if not math.isfinite(self.threshold_mev) or self.threshold_mev < 0:
             from ..errors import ConfigError
 
-            raise ConfigError(f"voxel threshold must be a finite energy >= 0 MeV, got {threshold_mev!r}")
+            msg = f"voxel threshold must be a finite energy >= 0 MeV, got {threshold_mev!r}"
+            raise ConfigError(msg)
         self.source = source
         self.names = feature_names(geometry)
         self._w = _build_weights(geometry)
@@ -340,8 +342,9 @@ class FeatureAccumulator:
         if not chunk.geometry.same_binning(self.geometry):
             from ..errors import GeometryError
 
+            msg = f"{self.source}: chunk geometry {chunk.geometry.name!r} does not match {self.geometry.name!r}"
             raise GeometryError(
-                f"{self.source}: chunk geometry {chunk.geometry.name!r} does not match {self.geometry.name!r}"
+                msg
             )
         chunk.validate(self.source)
         for start in range(0, len(chunk), _SUBCHUNK):
@@ -401,7 +404,8 @@ class FeatureAccumulator:
 
     def result(self) -> FeatureTable:
         if self.n_events == 0:
-            raise ShowerFileError(f"{self.source}: no events to compute features from")
+            msg = f"{self.source}: no events to compute features from"
+            raise ShowerFileError(msg)
         values = np.concatenate(self._rows) if len(self._rows) > 1 else self._rows[0]
         einc = np.concatenate(self._einc)
         return FeatureTable(
@@ -442,7 +446,8 @@ def compute_features(
             acc = FeatureAccumulator(geometry or chunk.geometry, threshold_mev, source)
         acc.update(chunk)
     if acc is None:
-        raise ShowerFileError(f"{source}: no events to compute features from")
+        msg = f"{source}: no events to compute features from"
+        raise ShowerFileError(msg)
     return acc.result()
 
 

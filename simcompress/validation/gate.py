@@ -42,21 +42,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core import CandidateResult
 
 __all__ = [
-    "FeatureRule",
-    "MultivariateRule",
-    "ClassifierRule",
-    "NoiseFloorConfig",
-    "BootstrapConfig",
-    "GateSpec",
     "BaselineRule",
+    "BootstrapConfig",
+    "ClassifierRule",
     "FalseAlarmConfig",
+    "FeatureRule",
     "GateCheck",
-    "load_gate_spec",
-    "preset_names",
+    "GateSpec",
+    "MultivariateRule",
+    "NoiseFloorConfig",
     "evaluate_gate",
-    "feature_threshold",
-    "make_model_gate",
     "false_alarm_summary",
+    "feature_threshold",
+    "load_gate_spec",
+    "make_model_gate",
+    "preset_names",
 ]
 
 
@@ -156,7 +156,8 @@ class FalseAlarmConfig(StrictModel):
     @model_validator(mode="after")
     def _enough_fit_splits(self) -> FalseAlarmConfig:
         if self.n_splits - self.n_holdout < 10:
-            raise ValueError(f"n_splits - n_holdout = {self.n_splits - self.n_holdout}, need at least 10 splits for the fit")
+            msg = f"n_splits - n_holdout = {self.n_splits - self.n_holdout}, need at least 10 splits for the fit"
+            raise ValueError(msg)
         return self
 
 
@@ -215,7 +216,8 @@ def load_gate_spec(name_or_path: str | os.PathLike[str] | GateSpec | None = None
     cand = _preset_dir() / f"{name_or_path}.yaml"
     if cand.is_file():
         return load_yaml(GateSpec, cand)
-    raise UnknownNameError(f"unknown gate preset {str(name_or_path)!r}; {did_you_mean(str(name_or_path), preset_names())}")
+    msg = f"unknown gate preset {str(name_or_path)!r}; {did_you_mean(str(name_or_path), preset_names())}"
+    raise UnknownNameError(msg)
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ _KEY = {"w1": "w1", "ks": "ks", "separation_power": "sp"}
 def _n_candidate(m: dict[str, Any]) -> int:
     """Candidate events behind one feature's metrics (core stores the one-event KS resolution 1/n)."""
     res = float(m["floor"].get("ks_res", 0.0))
-    return int(round(1.0 / res)) if res > 0 else 0
+    return round(1.0 / res) if res > 0 else 0
 
 
 def _feature_checks(
@@ -304,9 +306,12 @@ def _calibration(spec: GateSpec, reference: Any) -> Any:
     if spec.false_alarm.method != "max-statistic":
         return None
     if reference is None:
-        raise ConfigError(
+        msg = (
             "gate: false_alarm.method 'max-statistic' calibrates thresholds on the reference; pass reference= "
             "(a PreparedReference) to evaluate_gate, or use method 'per-check'"
+        )
+        raise ConfigError(
+            msg
         )
     from .calibration import family_calibration
 
@@ -423,7 +428,8 @@ def make_model_gate(
 
     gate_spec = load_gate_spec(spec)
     if n_events < gate_spec.min_events:
-        raise ConfigError(f"model gate: n_events={n_events} is below the spec's min_events={gate_spec.min_events}")
+        msg = f"model gate: n_events={n_events} is below the spec's min_events={gate_spec.min_events}"
+        raise ConfigError(msg)
     prepared = PreparedReference.build(reference, gate_spec, threshold_mev=threshold_mev, progress=progress)
     gate = _ModelGate(prepared, gate_spec, int(n_events), int(seed), int(batch_size))
     if baseline is not None:
@@ -467,8 +473,9 @@ class _ModelGate:
         if geom is not None and not geom.same_binning(self.prepared.geometry):
             from ..errors import GeometryError
 
+            msg = f"model gate: model geometry {geom.name!r} does not match reference {self.prepared.geometry.name!r}"
             raise GeometryError(
-                f"model gate: model geometry {geom.name!r} does not match reference {self.prepared.geometry.name!r}"
+                msg
             )
         g = torch.Generator().manual_seed(self.seed)
         param = next(iter(model.parameters()), None)

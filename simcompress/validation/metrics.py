@@ -28,21 +28,21 @@ from scipy import linalg, optimize, stats
 from ..errors import ConfigError
 
 __all__ = [
-    "TooFewEventsError",
     "KSW1",
-    "ks_w1",
-    "ks",
-    "w1",
-    "separation_power",
-    "histogram_separation_power",
-    "feature_binning",
+    "TooFewEventsError",
     "bootstrap_ks_w1",
     "bootstrap_separation_power",
-    "frechet_distance",
-    "fpd",
-    "mmd_poly_unbiased",
-    "kpd",
     "classifier_test",
+    "feature_binning",
+    "fpd",
+    "frechet_distance",
+    "histogram_separation_power",
+    "kpd",
+    "ks",
+    "ks_w1",
+    "mmd_poly_unbiased",
+    "separation_power",
+    "w1",
 ]
 
 
@@ -53,9 +53,11 @@ class TooFewEventsError(ConfigError):
 def _check_1d(x: Any, name: str, min_n: int = 1) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.size < min_n:
-        raise TooFewEventsError(f"{name}: {a.size} values, need at least {min_n}")
+        msg = f"{name}: {a.size} values, need at least {min_n}"
+        raise TooFewEventsError(msg)
     if not np.all(np.isfinite(a)):
-        raise ConfigError(f"{name}: {int(np.sum(~np.isfinite(a)))} NaN or infinite values")
+        msg = f"{name}: {int(np.sum(~np.isfinite(a)))} NaN or infinite values"
+        raise ConfigError(msg)
     return a
 
 
@@ -116,10 +118,12 @@ def separation_power(h1: Any, h2: Any) -> float:
     a = np.asarray(h1, dtype=np.float64)
     b = np.asarray(h2, dtype=np.float64)
     if a.shape != b.shape:
-        raise ConfigError(f"separation power: histograms have different shapes {a.shape} and {b.shape}")
+        msg = f"separation power: histograms have different shapes {a.shape} and {b.shape}"
+        raise ConfigError(msg)
     sa, sb = a.sum(axis=-1, keepdims=True), b.sum(axis=-1, keepdims=True)
     if np.any(sa <= 0) or np.any(sb <= 0):
-        raise TooFewEventsError("separation power: an empty histogram (no entries in range)")
+        msg = "separation power: an empty histogram (no entries in range)"
+        raise TooFewEventsError(msg)
     p, q = a / sa, b / sb
     return _sp(p, q)
 
@@ -149,7 +153,8 @@ def feature_binning(
     """
     ref = np.asarray(reference, dtype=np.float64)
     if ref.size == 0:
-        raise TooFewEventsError("feature binning: empty reference")
+        msg = "feature binning: empty reference"
+        raise TooFewEventsError(msg)
     allmin = min([float(ref.min())] + [float(np.min(c)) for c in candidates if np.size(c)])
     allmax = max([float(ref.max())] + [float(np.max(c)) for c in candidates if np.size(c)])
     if method == "calochallenge":
@@ -167,7 +172,8 @@ def feature_binning(
             lim = (400.0 if geometry_r_max_mm > 1000 else 100.0) if wide else 30.0
             return np.linspace(0.0, lim, 101)
     elif method != "quantile":
-        raise ConfigError(f"unknown binning method {method!r}; allowed: quantile, calochallenge")
+        msg = f"unknown binning method {method!r}; allowed: quantile, calochallenge"
+        raise ConfigError(msg)
     qs = np.quantile(ref, np.linspace(0.0, 1.0, n_bins + 1))
     edges = np.unique(qs)
     if edges.size < 2:  # constant reference
@@ -200,7 +206,8 @@ def bootstrap_ks_w1(
     Seeded with :class:`numpy.random.SeedSequence`.
     """
     if n_boot < 2:
-        raise ConfigError(f"bootstrap needs n_boot >= 2, got {n_boot}")
+        msg = f"bootstrap needs n_boot >= 2, got {n_boot}"
+        raise ConfigError(msg)
     xa = _check_1d(x, "first sample")
     ya = _check_1d(y, "second sample")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
@@ -219,7 +226,8 @@ def bootstrap_separation_power(h1: Any, h2: Any, *, n_boot: int = 200, seed: int
     b = np.asarray(h2, dtype=np.int64)
     na, nb = int(a.sum()), int(b.sum())
     if na == 0 or nb == 0:
-        raise TooFewEventsError("separation power bootstrap: an empty histogram")
+        msg = "separation power bootstrap: an empty histogram"
+        raise TooFewEventsError(msg)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     ra = rng.multinomial(na, a / na, size=n_boot) / na
     rb = rng.multinomial(nb, b / nb, size=n_boot) / nb
@@ -232,11 +240,14 @@ def bootstrap_separation_power(h1: Any, h2: Any, *, n_boot: int = 200, seed: int
 def _check_2d(x: Any, name: str, min_n: int) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2:
-        raise ConfigError(f"{name}: expected a 2-D (events, features) array, got shape {a.shape}")
+        msg = f"{name}: expected a 2-D (events, features) array, got shape {a.shape}"
+        raise ConfigError(msg)
     if a.shape[0] < min_n:
-        raise TooFewEventsError(f"{name}: {a.shape[0]} events, need at least {min_n}")
+        msg = f"{name}: {a.shape[0]} events, need at least {min_n}"
+        raise TooFewEventsError(msg)
     if not np.all(np.isfinite(a)):
-        raise ConfigError(f"{name}: NaN or infinite feature values")
+        msg = f"{name}: NaN or infinite feature values"
+        raise ConfigError(msg)
     return a
 
 
@@ -267,7 +278,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ConfigError("Fréchet distance: covariance square root has a large imaginary part")
+            msg = "Fréchet distance: covariance square root has a large imaginary part"
+            raise ConfigError(msg)
         covmean = covmean.real
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
@@ -293,11 +305,15 @@ def fpd(
     x = _check_2d(real, "FPD reference", 2)
     y = _check_2d(gen, "FPD candidate", 2)
     if x.shape[1] != y.shape[1]:
-        raise ConfigError(f"FPD: {x.shape[1]} reference features but {y.shape[1]} candidate features")
+        msg = f"FPD: {x.shape[1]} reference features but {y.shape[1]} candidate features"
+        raise ConfigError(msg)
     if min_samples < 2 * x.shape[1] or max_samples < min_samples or num_points < 2:
-        raise ConfigError(
+        msg = (
             f"FPD: need 2*n_features <= min_samples <= max_samples and num_points >= 2 "
             f"(got {min_samples}, {max_samples}, {num_points} for {x.shape[1]} features)"
+        )
+        raise ConfigError(
+            msg
         )
     if normalise:
         x, y = _normalise(x, y)
@@ -324,7 +340,8 @@ def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray, degree: int = 4, coef0: floa
     m, d = x.shape
     n = y.shape[0]
     if m < 2 or n < 2:
-        raise TooFewEventsError("MMD: need at least 2 events per sample")
+        msg = "MMD: need at least 2 events per sample"
+        raise TooFewEventsError(msg)
     gamma = 1.0 / d
 
     def power(k: np.ndarray) -> np.ndarray:
@@ -371,9 +388,11 @@ def kpd(
     x = _check_2d(real, "KPD reference", 2)
     y = _check_2d(gen, "KPD candidate", 2)
     if x.shape[1] != y.shape[1]:
-        raise ConfigError(f"KPD: {x.shape[1]} reference features but {y.shape[1]} candidate features")
+        msg = f"KPD: {x.shape[1]} reference features but {y.shape[1]} candidate features"
+        raise ConfigError(msg)
     if batch_size < 2 or num_batches < 1:
-        raise ConfigError(f"KPD: need batch_size >= 2 and num_batches >= 1 (got {batch_size}, {num_batches})")
+        msg = f"KPD: need batch_size >= 2 and num_batches >= 1 (got {batch_size}, {num_batches})"
+        raise ConfigError(msg)
     if normalise:
         x, y = _normalise(x, y)
     rng = np.random.default_rng(seed)

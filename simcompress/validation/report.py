@@ -29,7 +29,7 @@ from .features import VOXEL_LOG10_EDGES, FeatureTable
 if TYPE_CHECKING:  # pragma: no cover
     from .core import ValidationResult
 
-__all__ = ["write_report", "report_section", "render_html", "MAX_FEATURE_FIGURES"]
+__all__ = ["MAX_FEATURE_FIGURES", "render_html", "report_section", "write_report"]
 
 #: histogram panels drawn at most (the rest are in the tables); ds2/ds3 have hundreds of features.
 MAX_FEATURE_FIGURES = 80
@@ -253,7 +253,7 @@ def radial_figure(ref: FeatureTable, cands: dict[str, FeatureTable], max_layers:
         fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 4 * nrow), squeeze=False)
         for k, li in enumerate(layers):
             ax = axes[k // ncol][k % ncol]
-            edges, m, e = ref.radial_profile(li, normalised=True)
+            edges, m, _e = ref.radial_profile(li, normalised=True)
             centers = 0.5 * (edges[:-1] + edges[1:])
             ax.stairs(m, edges, fill=True, alpha=0.35, color="0.4", label="Reference")
             for i, (n, t) in enumerate(cands.items()):
@@ -662,10 +662,7 @@ def _matrix_cell(idx: dict[Any, Any], cand: str, feat: str, m: dict[str, Any]) -
             if chk.threshold > 0:
                 worst = max(worst, chk.value / chk.threshold)
         titles.append(t)
-    if failed:
-        cls = "m4" if worst > 2 else "m3"
-    else:
-        cls = "m2" if worst > 0.7 else ("m1" if worst > 0.35 else "m0")
+    cls = ("m4" if worst > 2 else "m3") if failed else "m2" if worst > 0.7 else "m1" if worst > 0.35 else "m0"
     return f'<td class="{cls}" title="{_html.escape("; ".join(titles))}">{" / ".join(parts)}</td>'
 
 
@@ -688,7 +685,7 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.write(text)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        Path(tmp).chmod(0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

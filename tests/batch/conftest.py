@@ -10,9 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import batch_standin
+import pytest
 
 
 @pytest.fixture(scope="session")

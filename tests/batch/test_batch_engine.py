@@ -7,16 +7,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import batch_standin
 import numpy as np
 import pytest
-
-import batch_standin
 from batch_standin import decoded
-from simcompress.batch import MANIFEST_NAME, generate_to_file, merge_shards, run_generation, shard_seed
-from simcompress.generators import bundle_hash
-from simcompress.batch import engine
+
+from simcompress.batch import MANIFEST_NAME, engine, generate_to_file, merge_shards, run_generation, shard_seed
 from simcompress.batch.worker import CRASH_ENV, PARTIAL_DIR, load_model_cached
 from simcompress.errors import BundleError, ConfigError, UnknownNameError
+from simcompress.generators import bundle_hash
 from simcompress.showers.io import open_showers
 
 pytestmark = pytest.mark.timeout(180)

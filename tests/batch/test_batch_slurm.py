@@ -17,11 +17,11 @@ import threading
 import time
 from pathlib import Path
 
+import batch_standin
 import pytest
 import yaml
-
-import batch_standin
 from conftest import slurm_or_skip
+
 from simcompress.batch import MANIFEST_NAME, generate_to_file, run_generation, shard_seed
 from simcompress.batch.executors import BatchError
 from simcompress.batch.localslurm import LocalSlurm, _alive, _environ, unavailable_reason

@@ -44,7 +44,7 @@ def test_generate_one_file_root_and_hdf5(gan_bundle: Path, tmp_path: Path, capsy
     assert prov["seed"] == 7 and prov["generator"]["bundle_hash"] == summary["model_hash"]
     assert prov["content_hash"] == summary["sha256"] and "torch" in prov["software_versions"]
     e = reader.incident_energy()
-    assert 1e3 <= e.min() and e.max() <= 1e6
+    assert e.min() >= 1e3 and e.max() <= 1e6
     rc = main(["generate", "--model", str(gan_bundle), "--events", "1500", "--energies", "log-uniform:1e3,1e6",
                "--seed", "7", "--out", str(tmp_path / "gen.h5"), "--format", "hdf5", "--chunk-size", "400",
                "--no-progress", "--json"])
@@ -97,7 +97,7 @@ def test_bad_input_exits_2_with_one_line(gan_bundle: Path, tmp_path: Path, capsy
                                          args: list[str], message: str) -> None:
     (tmp_path / "site.yaml").write_text("kind: slurm\ncpus: 4\n")
     base = {"--model": str(gan_bundle), "--events": "10", "--out": str(tmp_path / "out.root"), "--seed": "1"}
-    given = dict(zip(args[::2], args[1::2]))
+    given = dict(zip(args[::2], args[1::2], strict=False))
     if any(k in given for k in ("--shard-size", "--cluster")) and "--out" not in given:
         base["--out"] = str(tmp_path / "run")
     merged = {**base, **{k: v.format(tmp=tmp_path) for k, v in given.items()}}

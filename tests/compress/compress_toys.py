@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ def make_mlp(seed: int = 0, dtype: torch.dtype = torch.float32, widths: tuple[in
     """Linear/activation chain with a batch norm, the shape of a generator network."""
     g = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         lin = nn.Linear(a, b, dtype=dtype)
         with torch.no_grad():
             lin.weight.copy_(torch.randn(b, a, generator=g, dtype=dtype) / a**0.5)

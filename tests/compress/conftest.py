@@ -13,7 +13,7 @@ from simcompress.compress.training import distillation_trainer
 
 
 @pytest.fixture
-def one_thread():  # noqa: ANN201 - tiny tensors: thread start-up dominates on a shared machine
+def one_thread():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -109,7 +109,7 @@ def test_conv_transpose_quantized_per_output_channel() -> None:
     assert fq.axis == 1 and tuple(fq.scale.shape) == (1, 6, 1, 1)  # weight is (in, out, kh, kw)
 
 
-@pytest.mark.parametrize("layer,x", [
+@pytest.mark.parametrize(("layer", "x"), [
     (nn.Conv2d(8, 16, 3, padding=1), (2, 8, 5, 5)),
     (nn.Conv3d(4, 8, 3), (2, 4, 5, 5, 5)),
     (nn.ConvTranspose1d(6, 5, 3, stride=2, output_padding=1), (2, 6, 7)),
@@ -197,7 +197,7 @@ def test_structured_prune_refuses_a_view_that_fixes_the_channel_count() -> None:
     assert {r["name"] for r in res.coverage["changed"]} == {"up1", "c2", "head"}  # head: its inputs shrank
 
 
-@pytest.mark.parametrize("layer,x", [
+@pytest.mark.parametrize(("layer", "x"), [
     (nn.Conv3d(4, 6, 3, padding=1), (2, 4, 4, 4, 4)),
     (nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1), (2, 8, 3, 3)),
     (nn.ConvTranspose1d(5, 4, 3, stride=2, output_padding=1), (2, 5, 6)),

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def gan():  # noqa: ANN201
+def gan():
     from simcompress.generators import build_generator
     from simcompress.showers.geometry import Geometry
 
@@ -31,13 +31,13 @@ def gan():  # noqa: ANN201
     }).eval()
 
 
-def _inputs(g, n=64):  # noqa: ANN001, ANN202
+def _inputs(g, n=64):
     from simcompress.compress.deploy import network_inputs
 
     return network_inputs(g, n, seed=4)
 
 
-def test_baked_form_equals_fake_quantized_and_int8_form_uses_the_model_codes(gan) -> None:  # noqa: ANN001
+def test_baked_form_equals_fake_quantized_and_int8_form_uses_the_model_codes(gan) -> None:
     q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8, "granularity": "per_channel"}})).model.eval()
     args = _inputs(q)
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_baked_form_equals_fake_quantized_and_int8_form_uses_the_model_codes(gan
         layers = [m for m in int8.network.modules() if isinstance(m, Int8Linear)]
         assert len(layers) == 3 and is_deployed(int8) and not is_deployed(q)
         # the stored integer codes and scales, not re-quantized ones
-        fq = [m for m in q.network.modules() if torch.nn.utils.parametrize.is_parametrized(m, "weight")][0]
+        fq = next(m for m in q.network.modules() if torch.nn.utils.parametrize.is_parametrized(m, "weight"))
         codes = fq.parametrizations.weight[-1].codes(fq.parametrizations.weight.original)
         w = layers[0].q.weight()
         assert torch.equal(w.int_repr().to(torch.int64), codes)
@@ -68,7 +68,7 @@ def test_sparse_linear_matches_dense_in_float64() -> None:
     torch.testing.assert_close(sp(x), dense(x), rtol=0, atol=1e-12)
 
 
-def test_choose_form_measures_and_rejects_unfaithful_forms(gan) -> None:  # noqa: ANN001
+def test_choose_form_measures_and_rejects_unfaithful_forms(gan) -> None:
     q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
     ch = choose_form(q, batch=128, min_time=0.005, repeats=1)
     assert ch.form in ("baked", "torch-int8", "onnx-int8") and ch.form in ch.rates
@@ -80,7 +80,7 @@ def test_choose_form_measures_and_rejects_unfaithful_forms(gan) -> None:  # noqa
     assert pc.form == "baked" and "torch-int8" in pc.rejected  # no quantized weights
 
 
-def test_fixed_point_keeps_exact_emulation(gan) -> None:  # noqa: ANN001
+def test_fixed_point_keeps_exact_emulation(gan) -> None:
     fp = compress(gan, config_from_dict({"method": "fixed_point", "input": {"width": 12}, "weight": {"width": 8},
                                          "bias": {"width": 12}, "result": {"width": 16}, "activation": {"width": 16}})).model
     ch = choose_form(fp.eval(), batch=64, min_time=0.005, repeats=1)
@@ -91,7 +91,7 @@ def test_fixed_point_keeps_exact_emulation(gan) -> None:  # noqa: ANN001
         deploy(fp, "fastest")
 
 
-def test_bundle_records_the_form_and_loads_it(gan, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bundle_records_the_form_and_loads_it(gan, tmp_path: Path) -> None:
     q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
     ch = choose_form(q, batch=128, min_time=0.005, repeats=1, forms=("baked", "torch-int8"))
     ch.form = "torch-int8"  # force the integer form (measured faster or not) to test loading it
@@ -118,7 +118,7 @@ def test_bundle_records_the_form_and_loads_it(gan, tmp_path: Path) -> None:  # n
     assert rates["fq"] > 0 and rates["fast"] > 0
 
 
-def test_cli_compress_reports_and_records_the_execution_form(tmp_path: Path, gan) -> None:  # noqa: ANN001
+def test_cli_compress_reports_and_records_the_execution_form(tmp_path: Path, gan) -> None:
     from simcompress.cli import main
     from simcompress.generators import save_generator
 
@@ -138,12 +138,12 @@ def test_cli_compress_reports_and_records_the_execution_form(tmp_path: Path, gan
 
 
 
-def test_generate_runs_the_recorded_int8_form(tmp_path: Path, gan, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_generate_runs_the_recorded_int8_form(tmp_path: Path, gan, monkeypatch: pytest.MonkeyPatch) -> None:
     """simcompress generate loads a bundle whose recorded form is torch-int8 in that form."""
     import uproot
 
-    import simcompress.compress.bundle as bundle
     from simcompress.cli import main
+    from simcompress.compress import bundle
 
     q = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
     ch = choose_form(q, batch=64, min_time=0.005, repeats=1, forms=("baked", "torch-int8"))
@@ -152,7 +152,7 @@ def test_generate_runs_the_recorded_int8_form(tmp_path: Path, gan, monkeypatch: 
     loaded: list[object] = []
     real = bundle.load_compressed
 
-    def spy(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+    def spy(*a, **kw):
         m = real(*a, **kw)
         loaded.append(m)
         return m
@@ -190,7 +190,7 @@ def test_flow_keeps_its_density_direction() -> None:
     assert torch.isfinite(fast.log_prob(y.clamp_min(1e-3), e)).all()
 
 
-@pytest.mark.parametrize("bits, signed", [(4, True), (3, True), (4, False)])
+@pytest.mark.parametrize(("bits", "signed"), [(4, True), (3, True), (4, False)])
 def test_sub_byte_codes_are_stored_two_per_byte_and_load_exactly(bits: int, signed: bool, tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     model = nn.Sequential(nn.Linear(33, 65), nn.ReLU(), nn.Linear(65, 7)).double()  # odd sizes: a half-filled last byte

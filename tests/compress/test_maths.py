@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+from compress_toys import ConvNet, make_mlp
 from torch import nn
 
 from simcompress.compress import compress, config_from_dict
@@ -16,8 +18,6 @@ from simcompress.compress.methods.tensor_train import tt_decompose
 from simcompress.compress.modules import Factorized, TTLinear, balanced_factors
 from simcompress.compress.parametrizations import FakeQuant, LoRA, fake_quantize
 from simcompress.errors import UnsupportedLayerError
-
-from compress_toys import ConvNet, make_mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,11 +54,11 @@ def test_svd_error_threshold_picks_smallest_rank() -> None:
     total = float((s**2).sum())
     res = compress(model, SVDConfig(max_rel_error=0.5, only_if_smaller=False))
     k = res.layers[0].details["rank"]
-    err = lambda r: math.sqrt(float((s[r:] ** 2).sum()) / total)  # noqa: E731
+    err = lambda r: math.sqrt(float((s[r:] ** 2).sum()) / total)
     assert err(k) <= 0.5 < err(k - 1)
     res_e = compress(model, SVDConfig(energy=0.8, only_if_smaller=False))
     ke = res_e.layers[0].details["rank"]
-    frac = lambda r: float((s[:r] ** 2).sum()) / total  # noqa: E731
+    frac = lambda r: float((s[:r] ** 2).sum()) / total
     assert frac(ke) >= 0.8 > frac(ke - 1)
 
 
@@ -149,7 +149,7 @@ def test_lora_merge_equals_unmerged_forward() -> None:
     assert not torch.allclose(unmerged, model(x))  # the update really changed the function
 
 
-def test_lora_trains_only_adapters(trainer) -> None:  # noqa: ANN001
+def test_lora_trains_only_adapters(trainer) -> None:
     model = make_mlp()
     res = compress(model, config_from_dict({"method": "lora", "rank": 2, "steps": 3, "lr": 1e-2}), trainer=trainer)
     assert all(p.requires_grad for p in res.model.parameters())  # flags restored
@@ -165,10 +165,10 @@ def test_tensor_train_error_falls_with_rank() -> None:
         cores, ranks = tt_decompose(w, of, inf, r)
         tt = TTLinear(48, 36, inf, of, ranks, bias=False).to(torch.float64)
         with torch.no_grad():
-            for p, c in zip(tt.cores, cores):
+            for p, c in zip(tt.cores, cores, strict=False):
                 p.copy_(c)
         errors.append(float(torch.linalg.norm(tt.full_weight().detach() - w)))
-    assert all(a > b for a, b in zip(errors[:-1], errors[1:]))
+    assert all(a > b for a, b in itertools.pairwise(errors))
     assert errors[-1] < 1e-10 * float(torch.linalg.norm(w))  # full TT rank is exact
 
 
@@ -267,7 +267,7 @@ def test_magnitude_pruning_layerwise_and_global_exact_counts() -> None:
     assert kept_min >= float(torch.kthvalue(orig, round(0.6 * total)).values)
 
 
-def test_polynomial_schedule_and_gradual_pruning(trainer) -> None:  # noqa: ANN001
+def test_polynomial_schedule_and_gradual_pruning(trainer) -> None:
     assert polynomial_sparsity(50, 0.5, 0.9, 100) == pytest.approx(0.9 + (0.5 - 0.9) * 0.5**3)
     res = compress(make_mlp(), config_from_dict({"method": "gradual_prune", "initial_sparsity": 0.5, "final_sparsity": 0.8,
                                                  "steps": 20, "update_every": 5, "recovery_steps": 5, "scope": "layer"}), trainer=trainer)

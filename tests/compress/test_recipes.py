@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "configs" / "compress").glob("*.yaml"))
-COMMAND = re.compile(r"^#\s+(simcompress compress .*)$", re.M)
+COMMAND = re.compile(r"^#\s+(simcompress compress .*)$", re.MULTILINE)
 TOY_LAYERS = [  # 11 voxels over the whole depth of a ds1-like sampling calorimeter
     {"id": 0, "r_edges_mm": [0, 5, 20, 100], "n_alpha": 1, "depth_x0": [0.0, 4.0]},
     {"id": 1, "r_edges_mm": [0, 10, 40, 200], "n_alpha": 2, "depth_x0": [4.0, 20.0]},

@@ -14,9 +14,9 @@ from simcompress.compress.sweep import (
     Condition,
     expand,
     load_sweep,
+    pareto_front,
     parse_condition,
     parse_grid,
-    pareto_front,
     pick_point,
     sweep_from_grid,
 )
@@ -92,7 +92,7 @@ def test_conditions_front_and_pick() -> None:
     assert pick_point(recs, parse_condition("auc_vs_teacher<0.4"), "storage") is None
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(("args", "message"), [
     (["--method", "quantize", "--grid", "bits=8"], "unknown or unsweepable method 'quantize'"),
     (["--method", "ptq", "--grid", "sparsity=0.5"], "grid.sparsity: unknown grid key for method 'ptq'; allowed: bits"),
     (["--method", "ptq", "--grid", "bits="], "bits: empty grid"),

@@ -30,7 +30,7 @@ def test_shape_basis_equals_validation_features(geometry, tiny_ref):
         names = [f"EC_r_{layer.id}"] + ([f"EC_x_{layer.id}", f"EC_y_{layer.id}"] if layer.n_alpha > 1 else [])
         wnames = [f"width_r_{layer.id}"] + ([f"width_x_{layer.id}", f"width_y_{layer.id}"] if layer.n_alpha > 1 else [])
         hit = layer_e[:, i].numpy() > 1.0  # layers with a visible deposit
-        for j, (n, w) in enumerate(zip(names, wnames)):
+        for j, (n, w) in enumerate(zip(names, wnames, strict=False)):
             np.testing.assert_allclose(feats[hit, k + j].numpy(), table[n][hit], rtol=1e-3, atol=1e-3)
             np.testing.assert_allclose(
                 feats[hit, basis.pos.shape[1] + k + j].numpy(), table[w][hit], rtol=1e-3, atol=5e-2

@@ -123,17 +123,17 @@ def compressed_mlp_student(geometry: Any, rounding: str = "RND_CONV") -> Any:
 
     torch.manual_seed(0)
     student = MLPGenerator(geometry, latent_dim=6, width=16, depth=2, activation="relu")
-    spec = lambda w: {"width": w, "rounding": rounding, "overflow": "SAT"}  # noqa: E731
+    spec = lambda w: {"width": w, "rounding": rounding, "overflow": "SAT"}
     cfg = config_from_dict({"method": "fixed_point", "input": spec(10), "weight": spec(8), "bias": spec(8),
                             "result": spec(14), "activation": spec(10), "calibration_samples": 256})
     return compress(student, cfg).model
 
 
-@pytest.fixture()
+@pytest.fixture
 def make_student() -> Any:
     return compressed_mlp_student
 
 
-@pytest.fixture()
+@pytest.fixture
 def seeded() -> torch.Generator:
     return torch.Generator().manual_seed(0)

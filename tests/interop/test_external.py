@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from external_dcgan import DCGAN, make_dcgan
 
 from simcompress.cli import main
 from simcompress.compress import compress, config_from_dict
 from simcompress.errors import ConfigError, UnsupportedLayerError
 from simcompress.generators import load_generator, save_generator
 from simcompress.interop.external import ExternalGenerator, wrap_generator
-
-from external_dcgan import DCGAN, make_dcgan
 
 TOY = Path(__file__).with_name("external_dcgan.py")
 E = torch.exp(torch.linspace(6.0, 15.0, 32))
@@ -181,7 +180,7 @@ def test_import_onnx_round_trip_compress_and_validate(files: dict[str, Path], tm
     z, c = torch.randn(64, 16), torch.randn(64, 1)
     with torch.no_grad():
         torch.testing.assert_close(gen.network(z, c), direct.network(z, c), rtol=0, atol=1e-6)
-    assert not (b / "gen.onnx").exists() and "onnx" == gen.spec.source  # rebuilt from JSON + safetensors
+    assert not (b / "gen.onnx").exists() and gen.spec.source == "onnx"  # rebuilt from JSON + safetensors
     # refused when the check is tighter than float32 arithmetic allows, with the figures
     rc = main(["import-onnx", str(onnx_path), "-g", "ds1-photons", "--latent-dim", "16", "--tolerance", "1e-12", "-o", str(tmp_path / "x")])
     err = capsys.readouterr().err

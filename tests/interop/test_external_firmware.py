@@ -49,6 +49,7 @@ def test_imported_mlp_to_bit_exact_firmware(tmp_path: Path) -> None:
 
 def test_deconvolution_generator_is_refused_by_the_hls4ml_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from external_dcgan import make_dcgan
+
     from simcompress.compress import compress, config_from_dict
     from simcompress.compress.bundle import save_compressed
     from simcompress.interop.external import wrap_generator
@@ -66,6 +67,7 @@ def test_float_bundle_or_zoo_name_says_which_recipe_to_run_first(tmp_path: Path,
     for model in ("ds1-photons-gan", str(tmp_path / "float")):
         if model != "ds1-photons-gan":
             from external_dcgan import make_dcgan
+
             from simcompress.generators import save_generator
             from simcompress.interop.external import wrap_generator
 

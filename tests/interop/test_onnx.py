@@ -59,7 +59,7 @@ def _export(tmp_path: Path, net: nn.Module, args: tuple, names: list[str]) -> Pa
     return path
 
 
-@pytest.mark.parametrize("net,shapes,names", [
+@pytest.mark.parametrize(("net", "shapes", "names"), [
     (UpsampleConv, [(3, 8), (3, 1)], ["z", "c"]),
     (Conv1dMLP, [(3, 5)], ["x"]),
 ])

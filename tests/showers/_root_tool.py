@@ -25,8 +25,8 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore")  # the wheel warns that it is an alpha distribution
 
-import numpy as np  # noqa: E402
-import ROOT  # noqa: E402
+import numpy as np
+import ROOT
 
 ROOT.gROOT.SetBatch(True)
 
@@ -147,7 +147,7 @@ def run(task: dict) -> dict:
             cols = df.AsNumpy(["incident_energy", "nhit", "hit_idx", "hit_e"])
             n = len(cols["incident_energy"])
             vox = np.zeros((n, int(task["n_voxels"])), np.float32)
-            for i, (idx, e) in enumerate(zip(cols["hit_idx"], cols["hit_e"])):
+            for i, (idx, e) in enumerate(zip(cols["hit_idx"], cols["hit_e"], strict=False)):
                 vox[i, np.asarray(idx).astype(np.int64)] = np.asarray(e)
             assert (np.asarray(cols["nhit"]) == np.count_nonzero(vox, axis=1)).all()
         f = ROOT.TFile.Open(path)
@@ -158,8 +158,8 @@ def run(task: dict) -> dict:
         np.save(out + ".energies.npy", np.asarray(cols["incident_energy"], np.float32))
         np.save(out + ".voxels.npy", vox)
         Path(out + ".provenance.txt").write_text(prov)
-        return {"kind": kind, "events": int(len(vox)), "branch_types": types}
-    e, v = _load(task)
+        return {"kind": kind, "events": len(vox), "branch_types": types}
+    e, _v = _load(task)
     n = len(e)
     if kind == "snapshot_rvec":
         df = (ROOT.RDataFrame(n).Define("incident_energy", "sct::e_of(rdfentry_)")

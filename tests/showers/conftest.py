@@ -11,7 +11,6 @@ from simcompress.showers.data import ShowerSet
 from simcompress.showers.reference import simulate
 
 
-
 @pytest.fixture(scope="session")
 def calochallenge_dir() -> Path:
     """The folder with the four CaloChallenge binning XML files (``../shared/calochallenge``; may be absent)."""

@@ -132,7 +132,7 @@ def test_calogan_geant4_root_layout(tmp_path, calogan_showers) -> None:
     data.update({f"cell_{i}": cells[:, i] for i in range(507)})
     p = tmp_path / "calogan_g4.root"
     with uproot.recreate(p) as f:
-        f.mktree("fancy_tree", {k: np.float64 for k in data}).extend(data)
+        f.mktree("fancy_tree", dict.fromkeys(data, np.float64)).extend(data)
     r = open_showers(p, energy_unit="GeV")
     assert r.geometry.name == "calogan" and r.layout == "cells" and r.source_layout["overflow_values_dropped"] == 3
     got = r.read()

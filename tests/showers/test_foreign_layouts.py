@@ -15,7 +15,7 @@ from simcompress.showers.io import open_showers
 from simcompress.showers.layout import ReadOptions, natural_key, select_names
 
 
-@pytest.fixture()
+@pytest.fixture
 def small(ds1_small):
     return ds1_small[:50]
 

@@ -8,7 +8,6 @@ import pytest
 from simcompress.errors import GeometryError, UnknownNameError
 from simcompress.showers.geometry import Geometry
 
-
 XML_FILES = {
     "ds1-photons": ("binning_dataset_1_photons.xml", 368, [0, 1, 2, 3, 12]),
     "ds1-pions": ("binning_dataset_1_pions.xml", 533, [0, 1, 2, 3, 12, 13, 14]),
@@ -36,7 +35,7 @@ def test_xml_reader_matches_builtin_voxel_for_voxel(name: str, calochallenge_dir
     assert xml.n_voxels == n_vox
     assert [layer.id for layer in xml.layers] == ids
     assert xml.same_binning(builtin)
-    for a, b in zip(xml.layers, builtin.layers):
+    for a, b in zip(xml.layers, builtin.layers, strict=False):
         assert a.r_edges_mm == b.r_edges_mm
         assert a.n_alpha == b.n_alpha
     for attr in ("voxel_r", "voxel_alpha", "voxel_x", "voxel_y", "voxel_layer"):

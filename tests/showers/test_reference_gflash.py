@@ -45,7 +45,7 @@ def test_homogeneous_tungsten_longitudinal_worked_numbers() -> None:
 def test_tungsten_silicon_sampling_effective_quantities() -> None:
     eff = effective_material(Material("sampling", W, SI, absorber_mm=1.4, active_mm=0.3, sampling_fraction=0.033))
     assert eff.w_absorber == pytest.approx(0.975, abs=0.0005)
-    assert eff.Z == pytest.approx(72.5, abs=0.05)
+    assert pytest.approx(72.5, abs=0.05) == eff.Z
     assert eff.density == pytest.approx(16.3, abs=0.05)
     assert eff.x0_mm == pytest.approx(4.22, abs=0.005)
     assert eff.rm_mm == pytest.approx(9.48, abs=0.005)

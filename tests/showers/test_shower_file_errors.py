@@ -218,7 +218,7 @@ def test_negative_energies_beyond_tolerance(tmp_path) -> None:
 
 def test_unknown_geometry_name(tmp_path, ds1_small) -> None:
     p = write_showers(tmp_path / "ok.root", ds1_small)
-    with pytest.raises(UnknownNameError, match="unknown geometry 'ds4'; did you mean 'ds3'\? known: calogan, ds1-photons"):
+    with pytest.raises(UnknownNameError, match=r"unknown geometry 'ds4'; did you mean 'ds3'\? known: calogan, ds1-photons"):
         open_showers(p, geometry="ds4")
     p2 = tmp_path / "foreign.root"
     _raw_root(p2, np.ones((2, 368), np.float32), provenance=json.dumps({"geometry_name": "atlas-fcal"}))

@@ -8,9 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from simcompress.validation import PreparedReference, validate
+from simcompress.validation import PreparedReference, core, validate
 from simcompress.validation import cache as C
-from simcompress.validation import core
 from simcompress.validation import metrics as M
 
 

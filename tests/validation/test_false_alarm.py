@@ -138,9 +138,9 @@ def test_the_rate_is_stated_in_metrics_json_report_and_model_gate(reference, ind
     assert _n_candidate(c.per_energy_bin[b0.label]["E_ratio"]) == int(b0.mask(independent.incident_energy).sum())
     per = validate(res.reference, {"independent": independent}, _per_check(fast_spec), progress=False, html=False)
     assert "not controlled" in json.loads(per.to_json())["false_alarm"]["sentence"]
-    from simcompress.validation.gate import make_model_gate
-
     from test_gate import _Replay  # same directory (rootdir-relative import mode)
+
+    from simcompress.validation.gate import make_model_gate
 
     gate = make_model_gate(reference, fast_spec, n_events=1000, seed=3)
     g = gate(_Replay(independent))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from test_gate import _Replay  # same directory (rootdir-relative import mode)
 
 from simcompress.validation.gate import load_gate_spec, make_model_gate
-
-from test_gate import _Replay  # same directory (rootdir-relative import mode)
 
 
 @pytest.fixture(scope="module")

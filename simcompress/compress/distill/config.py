@@ -10,15 +10,15 @@ from ..._config import StrictModel
 from ..base import MethodConfig
 
 __all__ = [
-    "TrainingConfig",
-    "MLPArchitecture",
-    "IAFArchitecture",
-    "PhysicsLossWeights",
-    "FlowToIAFConfig",
-    "ToMLPConfig",
-    "GANToGANConfig",
-    "FIRMWARE_ACTIVATIONS",
     "ALL_ACTIVATIONS",
+    "FIRMWARE_ACTIVATIONS",
+    "FlowToIAFConfig",
+    "GANToGANConfig",
+    "IAFArchitecture",
+    "MLPArchitecture",
+    "PhysicsLossWeights",
+    "ToMLPConfig",
+    "TrainingConfig",
 ]
 
 #: activations the hls4ml PyTorch frontend converts correctly (see shared/reference/firmware.md).
@@ -115,7 +115,8 @@ class FlowToIAFConfig(_DistillBase):
     @model_validator(mode="after")
     def _some_loss(self) -> FlowToIAFConfig:
         if self.weight_latent_pass == 0 and self.weight_data_pass == 0 and self.weight_reverse_kl == 0:
-            raise ValueError("at least one of weight_latent_pass, weight_data_pass, weight_reverse_kl must be > 0")
+            msg = "at least one of weight_latent_pass, weight_data_pass, weight_reverse_kl must be > 0"
+            raise ValueError(msg)
         return self
 
 
@@ -136,9 +137,12 @@ class ToMLPConfig(_DistillBase):
     def _firmware_layers(self) -> ToMLPConfig:
         # refused at build time with UnsupportedLayerError too; here it is a config error with the key named
         if self.firmware and self.student.activation not in FIRMWARE_ACTIVATIONS:
-            raise ValueError(
+            msg = (
                 f"student.activation {self.student.activation!r} is not hls4ml-convertible; "
                 f"a firmware recipe allows {', '.join(FIRMWARE_ACTIVATIONS)}"
+            )
+            raise ValueError(
+                msg
             )
         return self
 
@@ -161,8 +165,11 @@ class GANToGANConfig(_DistillBase):
     @model_validator(mode="after")
     def _firmware_layers(self) -> GANToGANConfig:
         if self.firmware and self.student.activation not in FIRMWARE_ACTIVATIONS:
-            raise ValueError(
+            msg = (
                 f"student.activation {self.student.activation!r} is not hls4ml-convertible; "
                 f"a firmware recipe allows {', '.join(FIRMWARE_ACTIVATIONS)}"
+            )
+            raise ValueError(
+                msg
             )
         return self

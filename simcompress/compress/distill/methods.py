@@ -34,7 +34,7 @@ from .config import FlowToIAFConfig, GANToGANConfig, ToMLPConfig, _DistillBase
 from .speed import compare_sampling_speed
 from .train import Trainer, fingerprint_of, save_tensors_atomic
 
-__all__ = ["distill_flow_iaf", "distill_mlp", "distill_gan", "draw_pool", "Pool", "build_student"]
+__all__ = ["Pool", "build_student", "distill_flow_iaf", "distill_gan", "distill_mlp", "draw_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _n_params(m: nn.Module) -> int:
 
 
 def _teacher_fingerprint(teacher: nn.Module) -> str:
-    h = fingerprint_of(getattr(teacher, "config_dict", lambda: {})())
+    h = fingerprint_of(getattr(teacher, "config_dict", dict)())
     sums = [float(p.detach().double().sum()) for p in teacher.parameters()]
     return fingerprint_of(h, sums)
 
@@ -68,7 +68,8 @@ def _pool_energies(teacher: Any, cfg: _DistillBase, n: int, gen: torch.Generator
     if cfg.discrete_energies_mev:
         vals = torch.tensor(cfg.discrete_energies_mev, dtype=torch.float32)
         if (vals <= 0).any():
-            raise ConfigError("discrete_energies_mev: energies must be > 0 MeV")
+            msg = "discrete_energies_mev: energies must be > 0 MeV"
+            raise ConfigError(msg)
         return vals[torch.randint(len(vals), (n,), generator=gen)]
     u = torch.rand(n, generator=gen, dtype=torch.float64)
     return torch.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))).to(torch.float32)
@@ -87,7 +88,8 @@ def draw_pool(teacher: Any, cfg: _DistillBase, fingerprint: str) -> Pool:
         if meta.get("fingerprint") == fingerprint:
             t = load_file(str(cache))
             return Pool(t["z"], t["e"], t["y"], t["showers"])
-        raise ConfigError(f"{cache}: teacher pool of a different run; use another training.checkpoint_dir or delete it")
+        msg = f"{cache}: teacher pool of a different run; use another training.checkpoint_dir or delete it"
+        raise ConfigError(msg)
     gen = torch.Generator().manual_seed(int(tc.seed))
     n = tc.pool_size
     e = _pool_energies(teacher, cfg, n, gen)
@@ -158,7 +160,8 @@ def build_student(teacher: Any, config: _DistillBase) -> Any:
         )
         student.critic.load_state_dict(teacher.critic.state_dict())
         return student
-    raise ConfigError(f"build_student: not a distillation config: {type(config).__name__}")
+    msg = f"build_student: not a distillation config: {type(config).__name__}"
+    raise ConfigError(msg)
 
 
 # --------------------------------------------------------------------------------------
@@ -312,8 +315,9 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
     from ...generators.flow import FlowGenerator
 
     if not isinstance(model, FlowGenerator) or _kind(model) != "flow":
+        msg = f"distill_flow_iaf: teacher must be a masked autoregressive flow generator (kind 'flow'), got kind {_kind(model)!r}"
         raise UnsupportedLayerError(
-            f"distill_flow_iaf: teacher must be a masked autoregressive flow generator (kind 'flow'), got kind {_kind(model)!r}"
+            msg
         )
     t0 = time.perf_counter()
     teacher = model
@@ -324,10 +328,13 @@ def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None
     same_blocks = len(student.network.blocks) == len(teacher.network.blocks)
     if sa.init == "teacher":
         if not same_blocks or hidden != teacher.hidden:
-            raise ConfigError(
+            msg = (
                 "student.init 'teacher' needs the teacher's block count and MADE widths "
                 f"(teacher: {len(teacher.network.blocks)} blocks, hidden {teacher.hidden}; student: "
                 f"{len(student.network.blocks)} blocks, hidden {hidden})"
+            )
+            raise ConfigError(
+                msg
             )
         for sb, tb in zip(student.network.blocks, teacher.network.blocks, strict=True):
             sb.made.load_state_dict(tb.made.state_dict())
@@ -418,7 +425,8 @@ def distill_mlp(model: nn.Module, config: ToMLPConfig, gate: Any = None, **_: An
     from .students import check_firmware_layers
 
     if not isinstance(model, ShowerGenerator):
-        raise UnsupportedLayerError(f"distill_mlp: teacher must be a ShowerGenerator, got {type(model).__name__}")
+        msg = f"distill_mlp: teacher must be a ShowerGenerator, got {type(model).__name__}"
+        raise UnsupportedLayerError(msg)
     t0 = time.perf_counter()
     teacher = model
     _freeze(teacher)
@@ -473,12 +481,15 @@ def distill_gan(
     from .students import check_firmware_layers
 
     if not isinstance(model, GANGenerator):
-        raise UnsupportedLayerError(f"distill_gan: teacher must be a GAN generator (kind 'gan'), got kind {_kind(model)!r}")
+        msg = f"distill_gan: teacher must be a GAN generator (kind 'gan'), got kind {_kind(model)!r}"
+        raise UnsupportedLayerError(msg)
     sa = config.student
     if sa.activation != "leaky_relu":
-        raise ConfigError(f"distill_gan: student.activation must be 'leaky_relu' (the GAN kind's activation), got {sa.activation!r}")
+        msg = f"distill_gan: student.activation must be 'leaky_relu' (the GAN kind's activation), got {sa.activation!r}"
+        raise ConfigError(msg)
     if config.adversarial_steps > 0 and reference is None:
-        raise ConfigError("distill_gan: adversarial_steps > 0 needs reference showers (reference=(energies, showers), CLI --reference)")
+        msg = "distill_gan: adversarial_steps > 0 needs reference showers (reference=(energies, showers), CLI --reference)"
+        raise ConfigError(msg)
     t0 = time.perf_counter()
     teacher = model
     _freeze(teacher)
@@ -487,9 +498,12 @@ def distill_gan(
     student = build_student(teacher, config)
     pt, ps = _n_params(teacher.network), _n_params(student.network)
     if ps > config.max_param_fraction * pt:
-        raise ConfigError(
+        msg = (
             f"distill_gan: student has {ps} parameters, more than max_param_fraction={config.max_param_fraction} "
             f"of the teacher's {pt}; reduce student.width/depth"
+        )
+        raise ConfigError(
+            msg
         )
     if config.firmware:
         check_firmware_layers(student.network, "distill_gan student")
@@ -542,9 +556,12 @@ def _adversarial(
     e_ref = torch.as_tensor(np.asarray(reference[0]), dtype=torch.float32).reshape(-1)
     x_ref = torch.as_tensor(np.asarray(reference[1]), dtype=torch.float32)
     if x_ref.ndim != 2 or x_ref.shape[0] != e_ref.shape[0] or x_ref.shape[1] != student.geometry.n_voxels:
-        raise ConfigError(
+        msg = (
             f"reference: need energies (N,) and showers (N, {student.geometry.n_voxels}), got {tuple(e_ref.shape)} "
             f"and {tuple(x_ref.shape)}"
+        )
+        raise ConfigError(
+            msg
         )
     critic = student.critic
     for p in critic.parameters():

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["sampling_rate", "compare_sampling_speed"]
+__all__ = ["compare_sampling_speed", "sampling_rate"]
 
 
 @torch.no_grad()

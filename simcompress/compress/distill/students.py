@@ -27,12 +27,12 @@ from ...generators.flow import MADE, FlowGenerator, MAFNetwork, affine_forward, 
 from ...showers.geometry import Geometry
 
 __all__ = [
-    "IAFBlock",
-    "IAFNetwork",
-    "IAFGenerator",
-    "MLPNetwork",
-    "MLPGenerator",
     "FIRMWARE_SAFE_MODULES",
+    "IAFBlock",
+    "IAFGenerator",
+    "IAFNetwork",
+    "MLPGenerator",
+    "MLPNetwork",
     "check_firmware_layers",
 ]
 
@@ -56,9 +56,12 @@ def check_firmware_layers(network: nn.Module, where: str = "student") -> None:
     for name, mod in network.named_modules():
         if name == "" or isinstance(mod, FIRMWARE_SAFE_MODULES):
             continue
-        raise UnsupportedLayerError(
+        msg = (
             f"{where}: layer {name!r} is {type(mod).__name__}, not convertible by hls4ml for a firmware recipe; "
             f"allowed: {allowed}"
+        )
+        raise UnsupportedLayerError(
+            msg
         )
 
 
@@ -191,7 +194,8 @@ class MLPNetwork(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
-            raise ConfigError(f"activation {activation!r} unknown; allowed: {', '.join(sorted(_ACTIVATIONS))}")
+            msg = f"activation {activation!r} unknown; allowed: {', '.join(sorted(_ACTIVATIONS))}"
+            raise ConfigError(msg)
         layers: list[nn.Module] = []
         w_in = latent_dim + n_cond
         for _ in range(depth):
@@ -288,6 +292,7 @@ class MLPGenerator(ShowerGenerator):
         allowed = {"width", "depth", "activation", "negative_slope", "batchnorm", "log_offset", "threshold_mev"}
         extra = set(a) - allowed
         if extra:
-            raise KeyError(f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
+            raise KeyError(msg)
         lo, hi = config["energy_range_mev"]
         return cls(geometry, latent_dim=int(config["latent_dim"]), energy_range_mev=(lo, hi), **a)

@@ -29,7 +29,7 @@ from torch import nn
 from ...errors import ConfigError
 from .config import TrainingConfig
 
-__all__ = ["Trainer", "save_tensors_atomic", "fingerprint_of", "LossFn"]
+__all__ = ["LossFn", "Trainer", "fingerprint_of", "save_tensors_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ class Trainer:
         try:
             data = json.loads((self.dir / "state.json").read_text())
         except json.JSONDecodeError as err:
-            raise ConfigError(f"{self.dir / 'state.json'}: corrupt checkpoint state ({err})") from None
+            msg = f"{self.dir / 'state.json'}: corrupt checkpoint state ({err})"
+            raise ConfigError(msg) from None
         return data if isinstance(data, dict) else None
 
     def try_resume(self) -> bool:
@@ -148,9 +149,12 @@ class Trainer:
             return False
         assert self.dir is not None
         if state.get("fingerprint") != self.fingerprint:
-            raise ConfigError(
+            msg = (
                 f"{self.dir}: checkpoint belongs to a different distillation run (config, teacher or student "
                 "changed); use another training.checkpoint_dir or delete it"
+            )
+            raise ConfigError(
+                msg
             )
         tensors = load_file(str(self.dir / str(state["checkpoint"])))
         for mname, mod in self.modules.items():
@@ -198,7 +202,8 @@ class Trainer:
                     idx = torch.randint(pool_size, (self.cfg.batch_size,), generator=self.gen)
                     loss, parts = loss_fn(idx, self.gen)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"{self.name}: non-finite loss at step {self.step}: {parts}")
+                        msg = f"{self.name}: non-finite loss at step {self.step}: {parts}"
+                        raise FloatingPointError(msg)
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)

@@ -15,16 +15,16 @@ from ..base import LayerRecord, MethodConfig, select_modules
 from ..modules import base_type
 
 __all__ = [
-    "LAYER_TYPES",
     "ALL_LAYER_TYPES",
-    "output_axis",
-    "targets",
-    "run_calibration",
+    "LAYER_TYPES",
     "collect_outputs",
-    "require_trainer",
-    "record",
-    "set_module",
     "get_module",
+    "output_axis",
+    "record",
+    "require_trainer",
+    "run_calibration",
+    "set_module",
+    "targets",
 ]
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {
@@ -50,7 +50,8 @@ def types_from_names(names: Iterable[str], allowed: dict[str, type[nn.Module]], 
     out = []
     for n in names:
         if n not in allowed:
-            raise UnsupportedLayerError(f"method {method!r} cannot handle layer type {n!r}; supported: {', '.join(sorted(allowed))}")
+            msg = f"method {method!r} cannot handle layer type {n!r}; supported: {', '.join(sorted(allowed))}"
+            raise UnsupportedLayerError(msg)
         out.append(allowed[n])
     return tuple(out)
 
@@ -73,8 +74,9 @@ def targets(
         found = [(n, m) for n, m in found if n.startswith("network.")]
     if not found:
         names = ", ".join(t.__name__ for t in types)
+        msg = f"method {config.method!r}: no {names} layer matches include={list(config.include)} exclude={list(config.exclude)}"
         raise ConfigError(
-            f"method {config.method!r}: no {names} layer matches include={list(config.include)} exclude={list(config.exclude)}"
+            msg
         )
     return found
 
@@ -117,7 +119,8 @@ def run_calibration(model: nn.Module, calibration: Any) -> list[Tensor]:
     of such batches.
     """
     if calibration is None:
-        raise ConfigError("this method needs calibration data: pass calibration=<callable(model) | tensor | tuple | list of batches>")
+        msg = "this method needs calibration data: pass calibration=<callable(model) | tensor | tuple | list of batches>"
+        raise ConfigError(msg)
     outs: list[Tensor] = []
     with torch.no_grad():
         if callable(calibration):
@@ -130,7 +133,8 @@ def run_calibration(model: nn.Module, calibration: Any) -> list[Tensor]:
             for batch in calibration:
                 outs += run_calibration(model, batch)
         else:
-            raise ConfigError(f"unsupported calibration data of type {type(calibration).__name__}")
+            msg = f"unsupported calibration data of type {type(calibration).__name__}"
+            raise ConfigError(msg)
     return outs
 
 
@@ -138,7 +142,8 @@ def collect_outputs(model: nn.Module, calibration: Any) -> Tensor:
     """All calibration outputs concatenated into one flat float64 vector (for sensitivity)."""
     outs = run_calibration(model, calibration)
     if not outs:
-        raise ConfigError("calibration produced no tensor output")
+        msg = "calibration produced no tensor output"
+        raise ConfigError(msg)
     return torch.cat([o.detach().reshape(-1).to(torch.float64) for o in outs])
 
 
@@ -147,9 +152,12 @@ Trainer = Callable[[nn.Module, int, float], Any]
 
 def require_trainer(trainer: Trainer | None, method: str) -> Trainer:
     if trainer is None:
-        raise ConfigError(
+        msg = (
             f"method {method!r} trains the model: pass trainer=<callable(model, steps, lr)> "
             "(the pipeline passes its finetune callable)"
+        )
+        raise ConfigError(
+            msg
         )
     return trainer
 

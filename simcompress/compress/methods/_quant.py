@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from ..._config import StrictModel
 from ..parametrizations import ActQuant, FakeQuant, attach_input_quantizer, fake_quantize, qrange
 
-__all__ = ["QuantSpec", "compute_qparams", "weight_quantizer", "quantize_weight_", "calibrate_inputs"]
+__all__ = ["QuantSpec", "calibrate_inputs", "compute_qparams", "quantize_weight_", "weight_quantizer"]
 
 MAX_CALIB_VALUES = 1_000_000  # subsample larger activation sets (deterministic stride)
 MSE_GRID = 41  # clipping ratios tried by MSE calibration, from 0.2 to 1.0
@@ -165,7 +165,8 @@ def calibrate_inputs(model: nn.Module, layers: list[tuple[str, nn.Module]], spec
         if not seen:
             from ...errors import ConfigError
 
-            raise ConfigError(f"calibration never ran layer {name!r}; cannot calibrate its input quantizer")
+            msg = f"calibration never ran layer {name!r}; cannot calibrate its input quantizer"
+            raise ConfigError(msg)
         x = torch.cat(seen, dim=1)
         tensor_spec = copy.copy(spec)
         scale, zp = compute_qparams(x, tensor_spec, None)

@@ -27,6 +27,7 @@ the quantized weights (no gradient through the quantizers).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import json
@@ -47,16 +48,16 @@ from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
 from ..fixed_point import OVERFLOW_MODES, ROUNDING_MODES, FixedType, integer_bits_for_range
 
 __all__ = [
-    "FixedSpec",
-    "LayerPrecision",
-    "FixedPointConfig",
-    "QATFixedPointConfig",
-    "FixedQuantize",
-    "FixedPointNetwork",
-    "FoldedBatchNorm",
-    "precision_record",
-    "find_fixed_point_network",
     "PRECISION_FORMAT_VERSION",
+    "FixedPointConfig",
+    "FixedPointNetwork",
+    "FixedQuantize",
+    "FixedSpec",
+    "FoldedBatchNorm",
+    "LayerPrecision",
+    "QATFixedPointConfig",
+    "find_fixed_point_network",
+    "precision_record",
 ]
 
 PRECISION_FORMAT_VERSION = 1
@@ -93,9 +94,11 @@ class FixedSpec(StrictModel):
     @model_validator(mode="after")
     def _check_modes(self) -> FixedSpec:
         if self.rounding not in ROUNDING_MODES:
-            raise ValueError(f"rounding must be one of {', '.join(ROUNDING_MODES)}")
+            msg = f"rounding must be one of {', '.join(ROUNDING_MODES)}"
+            raise ValueError(msg)
         if self.overflow not in OVERFLOW_MODES:
-            raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}")
+            msg = f"overflow must be one of {', '.join(OVERFLOW_MODES)}"
+            raise ValueError(msg)
         return self
 
     def build(self, lo: float | None, hi: float | None, default_signed: bool, what: str) -> FixedType:
@@ -104,7 +107,8 @@ class FixedSpec(StrictModel):
             integer = self.integer
         else:
             if lo is None or hi is None:
-                raise ConfigError(f"{what}: integer bits not given and no calibration range observed; set 'integer'")
+                msg = f"{what}: integer bits not given and no calibration range observed; set 'integer'"
+                raise ConfigError(msg)
             if not signed:
                 lo = max(lo, 0.0)
             integer = integer_bits_for_range(lo, hi, signed) + self.headroom
@@ -149,11 +153,11 @@ class QATFixedPointConfig(FixedPointConfig):
 # --------------------------------------------------------------------------- modules
 class _STEQuant(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, ftype: FixedType) -> torch.Tensor:  # noqa: ARG004
+    def forward(ctx: Any, x: torch.Tensor, ftype: FixedType) -> torch.Tensor:
         return ftype.quantize(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ARG004
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return grad, None
 
 
@@ -186,7 +190,7 @@ class FixedQuantize(nn.Module):
         return {"type": self.ftype.to_dict(), "ste": self.ste}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], *args: Any, **kwargs: Any) -> FixedQuantize:  # noqa: ARG003
+    def from_spec(cls, spec: dict[str, Any], *args: Any, **kwargs: Any) -> FixedQuantize:
         return cls(FixedType.from_dict(spec["type"], "FixedQuantize spec"), ste=bool(spec.get("ste", False)))
 
 
@@ -204,7 +208,7 @@ class FoldedBatchNorm(nn.Identity):
         return {"num_features": self.num_features}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], *args: Any, **kwargs: Any) -> FoldedBatchNorm:  # noqa: ARG003
+    def from_spec(cls, spec: dict[str, Any], *args: Any, **kwargs: Any) -> FoldedBatchNorm:
         return cls(int(spec.get("num_features", 0)))
 
 
@@ -214,7 +218,7 @@ class _QuantHook:
     def __init__(self, quant: FixedQuantize) -> None:
         self.quant = quant
 
-    def __call__(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+    def __call__(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         return self.quant(output)
 
 
@@ -284,7 +288,8 @@ class FixedPointNetwork(nn.Module):
         if inner is None:
             inner = kwargs.get("children", {}).get("inner")
         if inner is None:
-            raise ConfigError("FixedPointNetwork.from_spec needs the inner network module")
+            msg = "FixedPointNetwork.from_spec needs the inner network module"
+            raise ConfigError(msg)
         return cls(inner, spec["record"], ste=bool(spec.get("ste", False)))
 
 
@@ -300,7 +305,7 @@ class _CastInterpreter(torch.fx.Interpreter):
         if entry is None:
             return super().run_node(n)
         with self._set_current_node(n):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            args, _kwargs = self.fetch_args_kwargs_from_env(n)
             x = args[0]
             q = self.fpn.functional_quant[_key(n.name)]
             if entry["kind"] == "LeakyReLU":
@@ -338,10 +343,8 @@ def _register_bundle_types() -> None:
     if register is None:
         return
     for cls in (FixedQuantize, FixedPointNetwork, FoldedBatchNorm):
-        try:
+        with contextlib.suppress(ConfigError):  # already registered
             register(cls)
-        except ConfigError:  # already registered
-            pass
 
 
 _register_bundle_types()
@@ -357,7 +360,8 @@ def _resolve_network(model: nn.Module, path: str | None) -> tuple[str, nn.Module
         return path, model.get_submodule(path)
     except AttributeError:
         names = [n for n, _ in model.named_modules() if n]
-        raise ConfigError(f"network: model has no submodule {path!r}; submodules: {', '.join(names[:12])}") from None
+        msg = f"network: model has no submodule {path!r}; submodules: {', '.join(names[:12])}"
+        raise ConfigError(msg) from None
 
 
 def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -371,10 +375,13 @@ def _trace(net: nn.Module) -> Any:
 
     try:
         return torch.fx.symbolic_trace(net)
-    except Exception as err:  # noqa: BLE001 - any tracing failure means "not a static graph"
-        raise UnsupportedLayerError(
+    except Exception as err:
+        msg = (
             f"{type(net).__name__}: cannot trace the network with torch.fx ({err}); fixed-point export needs a "
             "static feed-forward graph (Linear, Conv, ConvTranspose, BatchNorm, activations, reshapes, crops, torch.cat)"
+        )
+        raise UnsupportedLayerError(
+            msg
         ) from None
 
 
@@ -410,7 +417,8 @@ def fold_batchnorm(net: nn.Module) -> list[str]:
             var = bn.running_var if bn.track_running_stats and bn.running_var is not None else None
             mean = bn.running_mean if var is not None else None
             if var is None or mean is None:
-                raise UnsupportedLayerError(f"{node.target}: {type(bn).__name__} without running statistics cannot be folded")
+                msg = f"{node.target}: {type(bn).__name__} without running statistics cannot be folded"
+                raise UnsupportedLayerError(msg)
             scale = 1.0 / torch.sqrt(var.double() + bn.eps)
             if bn.affine:
                 scale = scale * bn.weight.double()
@@ -449,7 +457,8 @@ def _calibration_inputs(model: nn.Module, net: nn.Module, cfg: FixedPointConfig,
             finally:
                 handle.remove()
             if not captured:
-                raise ConfigError(f"{cfg.method}: the calibration callable never ran the network")
+                msg = f"{cfg.method}: the calibration callable never ran the network"
+                raise ConfigError(msg)
             return [torch.cat([c[k] for c in captured]).float() for k in range(len(captured[0]))]
         if isinstance(given, torch.Tensor):
             return [given.float()]
@@ -502,8 +511,8 @@ def exact_accumulator(x: FixedType, w_int: np.ndarray, w_t: FixedType, b_int: np
     if b_int is not None and b_int.size:
         shift_b = frac - b_t.frac
         bs = [int(v) << shift_b for v in b_int]
-        hi = max([hi] + [int(p << shift_p) + b for p, b in zip(pos, bs)] + bs)
-        lo = min([lo] + [int(n << shift_p) + b for n, b in zip(neg, bs)] + bs)
+        hi = max([hi] + [int(p << shift_p) + b for p, b in zip(pos, bs, strict=False)] + bs)
+        lo = min([lo] + [int(n << shift_p) + b for n, b in zip(neg, bs, strict=False)] + bs)
     # integer code range [lo, hi] must fit a signed W-bit code
     bits = max(int(hi).bit_length() + 1, int(-lo - 1).bit_length() + 1 if lo < 0 else 1, 2)
     return FixedType(bits, bits - frac, signed=True)
@@ -535,7 +544,8 @@ def _is_shape_op(node: Any) -> bool:
 def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool) -> CompressionResult:
     path, net = _resolve_network(model, cfg.network)
     if isinstance(net, FixedPointNetwork) or find_fixed_point_network(net) is not None:
-        raise ConfigError(f"{cfg.method}: the network is already fixed-point quantized")
+        msg = f"{cfg.method}: the network is already fixed-point quantized"
+        raise ConfigError(msg)
     folded = fold_batchnorm(net) if cfg.fold_batchnorm else []
     gm = _trace(net)
     modules = dict(net.named_modules())
@@ -617,7 +627,8 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
                     continue
                 x_t = types.get(src)
                 if x_t is None:
-                    raise ConfigError(f"{cfg.method}: layer {name!r} follows an unquantized layer; include every Linear")
+                    msg = f"{cfg.method}: layer {name!r} follows an unquantized layer; include every Linear"
+                    raise ConfigError(msg)
                 w_spec = _match_override(cfg, name, "weight") or cfg.weight
                 b_spec = _match_override(cfg, name, "bias") or cfg.bias
                 r_spec = _match_override(cfg, name, "result") or cfg.result
@@ -683,10 +694,13 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
                 types[node] = types.get(src)  # moves values, keeps them on the grid
             else:
                 why = " (a batch norm is folded only directly after a Linear/convolution it follows alone)" if isinstance(mod, _BATCHNORMS) else ""
-                raise UnsupportedLayerError(
+                msg = (
                     f"{name}: {type(mod).__name__} is not supported by fixed-point quantization{why}; supported: "
                     "Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d, BatchNorm (folded), ReLU, LeakyReLU, Tanh, Sigmoid "
                     "(modules or functions), nearest Upsample, reshapes, crops, torch.cat"
+                )
+                raise UnsupportedLayerError(
+                    msg
                 )
         elif node.op == "call_function" and node.target in _FUNCTIONAL_RELU:
             x_t = types.get(node.args[0])
@@ -719,12 +733,16 @@ def _apply(model: nn.Module, cfg: FixedPointConfig, calibration: Any, ste: bool)
         elif node.op == "output":
             continue
         elif node.op == "call_function":
-            raise UnsupportedLayerError(
+            msg = (
                 f"{node.name}: function {getattr(node.target, '__name__', node.target)!s} is not supported by "
                 "fixed-point quantization; supported: torch.cat, relu / leaky_relu / tanh / sigmoid, reshapes, crops, nearest interpolate"
             )
+            raise UnsupportedLayerError(
+                msg
+            )
         else:
-            raise UnsupportedLayerError(f"{node.name}: graph operation {node.op!r} is not supported")
+            msg = f"{node.name}: graph operation {node.op!r} is not supported"
+            raise UnsupportedLayerError(msg)
 
     record = {
         "format_version": PRECISION_FORMAT_VERSION,

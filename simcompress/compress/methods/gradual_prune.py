@@ -47,7 +47,8 @@ class GradualPruneConfig(MethodConfig):
     @model_validator(mode="after")
     def _order(self) -> GradualPruneConfig:
         if self.final_sparsity < self.initial_sparsity:
-            raise ValueError(f"final_sparsity ({self.final_sparsity}) must be >= initial_sparsity ({self.initial_sparsity})")
+            msg = f"final_sparsity ({self.final_sparsity}) must be >= initial_sparsity ({self.initial_sparsity})"
+            raise ValueError(msg)
         return self
 
 

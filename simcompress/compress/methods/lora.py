@@ -45,7 +45,8 @@ def lora(model: nn.Module, config: LoRAConfig, trainer: Trainer | None = None, *
     for name, mod in layers:
         if parametrize.is_parametrized(mod, "weight"):
             kinds = [type(p).__name__ for p in parametrizations_of(mod, "weight")]
-            raise UnsupportedLayerError(f"lora: layer {name!r} already carries {kinds} on its weight; apply LoRA before quantizing or pruning")
+            msg = f"lora: layer {name!r} already carries {kinds} on its weight; apply LoRA before quantizing or pruning"
+            raise UnsupportedLayerError(msg)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)

@@ -9,8 +9,8 @@ from torch import nn
 
 from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import Factorized
-from ._quant import QuantSpec, quantize_weight_
 from ._common import ALL_LAYER_TYPES, record
+from ._quant import QuantSpec, quantize_weight_
 from .svd import SVDOptions, factorize_layers
 
 __all__ = ["LowRankQuantConfig", "lowrank_quant"]

@@ -10,8 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..base import CompressionResult, MethodConfig, register_method
-from ..parametrizations import Mask
-from ..parametrizations import clone_model
+from ..parametrizations import Mask, clone_model
 from ._common import ALL_LAYER_TYPES, LAYER_TYPES, record, targets, types_from_names
 
 __all__ = ["MagnitudePruneConfig", "magnitude_prune", "prune_to_sparsity_", "set_mask_"]
@@ -54,21 +53,21 @@ def prune_to_sparsity_(layers: list[tuple[str, nn.Module]], sparsity: float, sco
         weights = [m.weight.detach().abs().to(torch.float64) for _, m in layers]
         if scope == "global":
             flat = torch.cat([w.reshape(-1) for w in weights])
-            n_prune = int(round(sparsity * flat.numel()))
+            n_prune = round(sparsity * flat.numel())
             order = torch.argsort(flat, stable=True)
             keep_flat = torch.ones_like(flat, dtype=torch.bool)
             keep_flat[order[:n_prune]] = False
             keeps = list(torch.split(keep_flat, [w.numel() for w in weights]))
-            keeps = [k.reshape(w.shape) for k, w in zip(keeps, weights)]
+            keeps = [k.reshape(w.shape) for k, w in zip(keeps, weights, strict=False)]
         else:
             keeps = []
             for w in weights:
-                n_prune = int(round(sparsity * w.numel()))
+                n_prune = round(sparsity * w.numel())
                 order = torch.argsort(w.reshape(-1), stable=True)
                 k = torch.ones(w.numel(), dtype=torch.bool)
                 k[order[:n_prune]] = False
                 keeps.append(k.reshape(w.shape))
-        for (_, mod), keep in zip(layers, keeps):
+        for (_, mod), keep in zip(layers, keeps, strict=False):
             set_mask_(mod, keep)
 
 

@@ -40,7 +40,8 @@ class MixedPrecisionConfig(MethodConfig):
     @classmethod
     def _bits(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if not v or any(b < 2 or b > 16 for b in v):
-            raise ValueError("candidate_bits must be non-empty integers in [2, 16]")
+            msg = "candidate_bits must be non-empty integers in [2, 16]"
+            raise ValueError(msg)
         return tuple(sorted(set(v)))
 
 
@@ -63,10 +64,12 @@ def _sensitivity(model: nn.Module, name: str, bits: int, config: MixedPrecisionC
 def mixed_precision(model: nn.Module, config: MixedPrecisionConfig, calibration: Any = None, **_: Any) -> CompressionResult:
     layers = targets(model, config, types_from_names(config.types, LAYER_TYPES, config.method), subclasses=True)
     if config.sensitivity == "output" and calibration is None:
-        raise ConfigError("mixed_precision: sensitivity='output' needs calibration=... (or set sensitivity: weight)")
+        msg = "mixed_precision: sensitivity='output' needs calibration=... (or set sensitivity: weight)"
+        raise ConfigError(msg)
     cands = config.candidate_bits
     if config.avg_bits < cands[0]:
-        raise ConfigError(f"mixed_precision.avg_bits={config.avg_bits} is below the narrowest candidate {cands[0]}")
+        msg = f"mixed_precision.avg_bits={config.avg_bits} is below the narrowest candidate {cands[0]}"
+        raise ConfigError(msg)
     ref = collect_outputs(model, calibration) if config.sensitivity == "output" else None
     sens: dict[str, dict[int, float]] = {}
     numel: dict[str, int] = {}

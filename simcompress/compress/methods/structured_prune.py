@@ -30,20 +30,18 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from torch.nn.utils import parametrize
 
 from ...errors import UnsupportedLayerError
 from ..base import CompressionResult, MethodConfig, register_method
 from ..modules import TTLinear, base_type
-from ..parametrizations import ActQuant, Mask
-from ..parametrizations import clone_model
+from ..parametrizations import ActQuant, Mask, clone_model
 from ._common import ALL_LAYER_TYPES, LAYER_TYPES, record, skipped_subclasses, targets, types_from_names
 
-__all__ = ["StructuredPruneConfig", "structured_prune", "find_chain"]
+__all__ = ["StructuredPruneConfig", "find_chain", "structured_prune"]
 
 ELEMENTWISE_MODULES = (
     nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Dropout,
@@ -118,12 +116,12 @@ def _graphs(module: nn.Module, prefix: str) -> list[tuple[str, fx.Graph, nn.Modu
         return []
     try:
         graph = _Tracer().trace(module)
-        return [(prefix, graph, module)]
-    except Exception:  # noqa: BLE001 - untraceable container: look inside
+    except Exception:
         out = []
         for cname, child in module.named_children():
             out += _graphs(child, f"{prefix}{cname}.")
         return out
+    return [(prefix, graph, module)]
 
 
 def _view_channels(node: fx.Node, units: int, producer: str) -> int:
@@ -132,18 +130,24 @@ def _view_channels(node: fx.Node, units: int, producer: str) -> int:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = list(shape[0])
     if len(shape) < 3:
-        raise UnsupportedLayerError(f"structured_prune: {node.name} reshapes to {shape}; only (N, channels, *spatial) can be followed")
+        msg = f"structured_prune: {node.name} reshapes to {shape}; only (N, channels, *spatial) can be followed"
+        raise UnsupportedLayerError(msg)
     ch, spatial = shape[1], shape[2:]
     if not all(isinstance(v, int) and v > 0 for v in spatial):
-        raise UnsupportedLayerError(f"structured_prune: {node.name} reshapes to spatial size {spatial}, not known at trace time")
+        msg = f"structured_prune: {node.name} reshapes to spatial size {spatial}, not known at trace time"
+        raise UnsupportedLayerError(msg)
     if ch != -1:
-        raise UnsupportedLayerError(
+        msg = (
             f"structured_prune: output of {producer!r} reaches {node.name}, which reshapes to {shape} with the channel count {ch} "
             "written into the forward code; "
-            "the pruned network would not fit it (reshape with -1 for the channels, e.g. view(x.shape[0], -1, *spatial), to allow it)")
+            "the pruned network would not fit it (reshape with -1 for the channels, e.g. view(x.shape[0], -1, *spatial), to allow it)"
+        )
+        raise UnsupportedLayerError(
+            msg)
     block = math.prod(spatial)
     if units % block:
-        raise UnsupportedLayerError(f"structured_prune: {node.name}: {units} features do not split into blocks of {block}")
+        msg = f"structured_prune: {node.name}: {units} features do not split into blocks of {block}"
+        raise UnsupportedLayerError(msg)
     return block
 
 
@@ -159,7 +163,8 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
         if not nodes:
             continue
         if len(nodes) > 1:
-            raise UnsupportedLayerError(f"structured_prune: layer {name!r} is called {len(nodes)} times; cannot shrink a shared layer")
+            msg = f"structured_prune: layer {name!r} is called {len(nodes)} times; cannot shrink a shared layer"
+            raise UnsupportedLayerError(msg)
         prod = sub.get_submodule(local)
         nd = _nd(base_type(prod))  # dimension of the tensor flowing now (0: features)
         group_out, flattened = 1, False
@@ -168,9 +173,12 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
         while True:
             users = list(cur.users)
             if len(users) != 1:
-                raise UnsupportedLayerError(
+                msg = (
                     f"structured_prune: output of {name!r} (via {cur.name}) feeds {len(users)} operations "
                     f"({', '.join(str(u.target) for u in users)}); only a single chain into one layer can be shrunk"
+                )
+                raise UnsupportedLayerError(
+                    msg
                 )
             u = users[0]
             if u.op == "output":
@@ -178,21 +186,21 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
             if u.op == "call_module":
                 m = sub.get_submodule(u.target)
                 mt = base_type(m)
-                if isinstance(m, ELEMENTWISE_MODULES) and not (isinstance(m, nn.PReLU)):
-                    between.append(u)
-                elif mt in (BATCHNORM_BY_DIM.get(nd), nn.BatchNorm1d if nd == 0 else None) and mt is not None and not flattened:
-                    between.append(u)
-                elif isinstance(m, nn.Upsample) and m.mode == "nearest" and nd > 0:
+                if isinstance(m, ELEMENTWISE_MODULES) and not (isinstance(m, nn.PReLU)) or mt in (BATCHNORM_BY_DIM.get(nd), nn.BatchNorm1d if nd == 0 else None) and mt is not None and not flattened or isinstance(m, nn.Upsample) and m.mode == "nearest" and nd > 0:
                     between.append(u)
                 elif mt in (nn.Linear, *CONVS, *CONV_TS) and (_nd(mt) == nd or (flattened and mt is nn.Linear)):
                     if getattr(m, "groups", 1) != 1:
-                        raise UnsupportedLayerError(f"structured_prune: consumer {prefix + u.target!r} of {name!r} is a grouped convolution")
+                        msg = f"structured_prune: consumer {prefix + u.target!r} of {name!r} is a grouped convolution"
+                        raise UnsupportedLayerError(msg)
                     group_in = 1
                     if flattened:
                         units = _units(prod)
                         if m.in_features % units:
-                            raise UnsupportedLayerError(f"structured_prune: {prefix + u.target!r} takes {m.in_features} inputs, "
-                                                        f"not a multiple of the {units} channels of {name!r}")
+                            msg = (
+                                f"structured_prune: {prefix + u.target!r} takes {m.in_features} inputs, "
+                                                        f"not a multiple of the {units} channels of {name!r}"
+                            )
+                            raise UnsupportedLayerError(msg)
                         group_in = m.in_features // units
                     return Chain(name, between, prefix + u.target, prefix, group_out, group_in)
                 elif isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1 and nd > 0:
@@ -200,40 +208,50 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
                     flattened, nd = True, 0
                 else:
                     want = "a Linear" if nd == 0 else f"a {nd}-d (transposed) convolution"
-                    raise UnsupportedLayerError(
+                    msg = (
                         f"structured_prune: output of {name!r} flows into {prefix + u.target!r} ({mt.__name__}); "
                         f"supported in between: element-wise activations, batch norm, nearest upsampling, crops, then {want}"
                     )
+                    raise UnsupportedLayerError(
+                        msg
+                    )
             elif (u.op == "call_function" and u.target in ELEMENTWISE_FUNCS) or (u.op == "call_method" and u.target in ELEMENTWISE_METHODS):
                 if any(isinstance(a, fx.Node) and a is not cur for a in list(u.args) + list(u.kwargs.values())):
-                    raise UnsupportedLayerError(f"structured_prune: output of {name!r} meets another tensor in {u.target}")
+                    msg = f"structured_prune: output of {name!r} meets another tensor in {u.target}"
+                    raise UnsupportedLayerError(msg)
                 between.append(u)
             elif u.op == "call_method" and u.target in SHAPE_METHODS and nd == 0 and not flattened and group_out == 1:
                 group_out = _view_channels(u, _units(prod), name)
                 nd = len(u.args) - 3 if not isinstance(u.args[1], (tuple, list)) else len(u.args[1]) - 2
                 between.append(u)
             elif ((u.op == "call_method" and u.target == "flatten") or (u.op == "call_function" and u.target is torch.flatten)) and nd > 0:
-                start = u.args[1] if len(u.args) > 1 else u.kwargs.get("start_dim", 0 if u.op == "call_function" else 0)
+                start = u.args[1] if len(u.args) > 1 else u.kwargs.get("start_dim", 0)
                 end_dim = u.args[2] if len(u.args) > 2 else u.kwargs.get("end_dim", -1)
                 if start != 1 or end_dim != -1:
-                    raise UnsupportedLayerError(f"structured_prune: {u.name} flattens dims {start}..{end_dim}; only flatten(1) can be followed")
+                    msg = f"structured_prune: {u.name} flattens dims {start}..{end_dim}; only flatten(1) can be followed"
+                    raise UnsupportedLayerError(msg)
                 between.append(u)
                 flattened, nd = True, 0
             elif u.op == "call_function" and u.target is operator.getitem and nd > 0:
                 idx = u.args[1] if isinstance(u.args[1], tuple) else (u.args[1],)
                 if Ellipsis in idx or any(not isinstance(i, slice) for i in idx) or (len(idx) > 1 and idx[1] != slice(None)) or idx[0] != slice(None):
-                    raise UnsupportedLayerError(f"structured_prune: {u.name} indexes {idx}; only spatial crops (x[:, :, a:b, ...]) keep the channels")
+                    msg = f"structured_prune: {u.name} indexes {idx}; only spatial crops (x[:, :, a:b, ...]) keep the channels"
+                    raise UnsupportedLayerError(msg)
                 between.append(u)
             elif u.op == "call_function" and u.target is F.interpolate and nd > 0 and u.kwargs.get("mode", "nearest") == "nearest":
                 between.append(u)
             else:
                 tgt = getattr(u.target, "__name__", u.target)
-                raise UnsupportedLayerError(
+                msg = (
                     f"structured_prune: output of {name!r} flows into {u.op} {tgt!r}; "
                     "only element-wise activations, batch norm, upsampling, crops and channel-preserving reshapes may sit between two pruned layers"
                 )
+                raise UnsupportedLayerError(
+                    msg
+                )
             cur = u
-    raise UnsupportedLayerError(f"structured_prune: cannot trace the model around layer {name!r} (torch.fx failed on every enclosing module)")
+    msg = f"structured_prune: cannot trace the model around layer {name!r} (torch.fx failed on every enclosing module)"
+    raise UnsupportedLayerError(msg)
 
 
 def _replay(chain: Chain, sub: nn.Module, x: Tensor, prev: fx.Node) -> Tensor:
@@ -244,7 +262,7 @@ def _replay(chain: Chain, sub: nn.Module, x: Tensor, prev: fx.Node) -> Tensor:
             args = [x if a is prev else a for a in node.args]
             x = node.target(*args, **node.kwargs)
         else:
-            x = getattr(x, node.target)(*[a for a in node.args[1:]], **node.kwargs)
+            x = getattr(x, node.target)(*list(node.args[1:]), **node.kwargs)
         prev = node
     return x
 
@@ -255,9 +273,12 @@ def _slice_param(module: nn.Module, tname: str, idx: Tensor, dim: int) -> None:
         plist = module.parametrizations[tname]
         for p in plist:
             if not isinstance(p, Mask):
-                raise UnsupportedLayerError(
+                msg = (
                     f"structured_prune: layer carries a {type(p).__name__} parametrization on {tname!r}; "
                     "run structured pruning before quantization/LoRA (masks are fine)"
+                )
+                raise UnsupportedLayerError(
+                    msg
                 )
             p.mask = p.mask.index_select(dim, idx)
         orig = plist.original
@@ -330,7 +351,7 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) 
                 score = w_in.norm(dim=1)
             else:
                 score = w_in.norm(dim=1) * w_out.norm(dim=1)
-            keep_n = max(config.min_keep, n - int(math.floor(config.amount * n)))
+            keep_n = max(config.min_keep, n - math.floor(config.amount * n))
             keep_n = min(n, int(math.ceil(keep_n / config.round_to) * config.round_to))
             order = torch.argsort(score, descending=True, stable=True)
             idx = torch.sort(order[:keep_n]).values

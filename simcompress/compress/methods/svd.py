@@ -12,9 +12,18 @@ from ..._config import StrictModel
 from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
 from ..modules import Factorized, base_type
 from ..parametrizations import ActQuant, attach_input_quantizer, parametrizations_of
-from ._common import ALL_LAYER_TYPES, CONV_TRANSPOSE, LAYER_TYPES, record, set_module, skipped_subclasses, targets, types_from_names
+from ._common import (
+    ALL_LAYER_TYPES,
+    CONV_TRANSPOSE,
+    LAYER_TYPES,
+    record,
+    set_module,
+    skipped_subclasses,
+    targets,
+    types_from_names,
+)
 
-__all__ = ["SVDOptions", "SVDConfig", "svd", "choose_rank", "factorize_linear"]
+__all__ = ["SVDConfig", "SVDOptions", "choose_rank", "factorize_linear", "svd"]
 
 
 class SVDOptions(StrictModel):
@@ -41,7 +50,8 @@ class SVDOptions(StrictModel):
     def _one_rule(self) -> SVDOptions:
         n = sum(x is not None for x in (self.rank, self.energy, self.max_rel_error))
         if n != 1:
-            raise ValueError("set exactly one of rank, energy, max_rel_error")
+            msg = "set exactly one of rank, energy, max_rel_error"
+            raise ValueError(msg)
         return self
 
 

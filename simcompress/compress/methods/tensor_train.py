@@ -68,13 +68,14 @@ def tensor_train(model: nn.Module, config: TensorTrainConfig, **_: Any) -> Compr
             of = balanced_factors(out_f, config.cores, config.max_pad)
             inf = balanced_factors(in_f, config.cores, config.max_pad)
         except ValueError as err:
-            raise UnsupportedLayerError(f"tensor_train: layer {name!r} ({in_f}->{out_f}): {err}") from None
+            msg = f"tensor_train: layer {name!r} ({in_f}->{out_f}): {err}"
+            raise UnsupportedLayerError(msg) from None
         cores, ranks = tt_decompose(mod.weight, of, inf, config.max_rank)
         tt = TTLinear(in_f, out_f, inf, of, ranks, bias=mod.bias is not None)
         dtype = mod.weight.dtype
         tt.to(dtype)
         with torch.no_grad():
-            for p, c in zip(tt.cores, cores):
+            for p, c in zip(tt.cores, cores, strict=False):
                 p.copy_(c.to(dtype))
             if mod.bias is not None:
                 tt.bias.copy_(mod.bias.detach())

@@ -47,7 +47,8 @@ def tucker(model: nn.Module, config: TuckerConfig, **_: Any) -> CompressionResul
     recs = skipped_subclasses(model, config, types, "tucker")
     for name, mod in targets(model, config, types):
         if mod.groups != 1:
-            raise UnsupportedLayerError(f"tucker: layer {name!r} is a grouped convolution (groups={mod.groups})")
+            msg = f"tucker: layer {name!r} is a grouped convolution (groups={mod.groups})"
+            raise UnsupportedLayerError(msg)
         transposed = isinstance(mod, _CONV_T)
         w = mod.weight.detach().to(torch.float64)
         if transposed:

@@ -59,17 +59,17 @@ RECIPES: dict[str, tuple[str, list[dict[str, Any]], str]] = {
 }
 
 # sampled in a fresh interpreter that imports nothing but the generators' loader
-LOAD_AND_SAMPLE = """
+LOAD_AND_SAMPLE = f"""
 import sys, numpy as np, torch
 from simcompress.generators import load_generator
 assert "simcompress.compress.methods" not in sys.modules
 g = load_generator(sys.argv[1])
-e = torch.tensor(%r)
+e = torch.tensor({ENERGIES!r})
 with torch.no_grad():
     y = g.sample(e, generator=torch.Generator().manual_seed(11))
 np.save(sys.argv[2], y.numpy())
 print(type(g).__name__, g.config_dict()["kind"])
-""" % (ENERGIES,)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +94,12 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _capture_saved_model(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Record the in-memory model the CLI hands to save_compressed."""
-    import simcompress.compress.bundle as bundle
+    from simcompress.compress import bundle
 
     seen: dict[str, Any] = {}
     real = bundle.save_compressed
 
-    def spy(model, base_config, steps, report, out_dir, *a, **kw):  # noqa: ANN001, ANN202
+    def spy(model, base_config, steps, report, out_dir, *a, **kw):
         seen.update(model=model, base_config=base_config, steps=steps)
         return real(model, base_config, steps, report, out_dir, *a, **kw)
 
@@ -158,7 +158,7 @@ def test_distilled_bundle_generates_through_cli(teachers: dict[str, Path], tmp_p
         assert tree.num_entries == 200
 
 
-def _outcome(index: int, model: torch.nn.Module, extra: dict[str, Any], rolled_back: bool = False):  # noqa: ANN202
+def _outcome(index: int, model: torch.nn.Module, extra: dict[str, Any], rolled_back: bool = False):
     from simcompress.compress import config_from_dict
     from simcompress.compress.base import CompressionResult
     from simcompress.compress.pipeline import StepOutcome
