@@ -56,6 +56,10 @@ class UnsupportedLayerError(SimcompressError, TypeError):
     """A layer or pattern cannot be handled exactly; never skipped silently."""
 
 
+class UnknownArgumentError(SimcompressError, TypeError):
+    """A keyword argument no receiver accepts (e.g. a misspelled ``calibraton=`` to ``compress()``)."""
+
+
 class ExtrapolationError(ConfigError):
     """Incident energies outside a generator's trained range, refused because ``strict`` was asked."""
 

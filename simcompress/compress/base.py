@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -25,7 +25,7 @@ from torch import nn
 
 from .._config import StrictModel, parse_config
 from .._registry import Registry
-from ..errors import ConfigError
+from ..errors import ConfigError, UnknownArgumentError, did_you_mean
 from .coverage import check_coverage, coverage_of, snapshot
 from .parametrizations import clone_model
 
@@ -130,24 +130,35 @@ class Gate(Protocol):
 Transform = Callable[[nn.Module, Any], CompressionResult]
 
 
+#: Keywords ``compress()`` and ``Pipeline.run`` hand to every transform: the run's context, not method options
+#: (those are config fields). A transform reads those it uses and ignores the rest; a method needing another
+#: one declares it with ``register_method(..., context=("name",))``. Any other keyword is refused, so a
+#: misspelled ``calibraton=`` cannot silently run an uncalibrated quantization.
+CONTEXT_KEYWORDS = frozenset({"calibration", "trainer", "gate", "reference"})
+
+
 @dataclass(frozen=True)
 class _Method:
     name: str
     config_cls: type[MethodConfig]
     transform: Transform
+    context: frozenset[str] = CONTEXT_KEYWORDS
 
 
 METHODS: Registry[_Method] = Registry("compression method", entry_point_group="simcompress.methods")
 
 
-def register_method(config_cls: type[MethodConfig]) -> Callable[[Transform], Transform]:
-    """Decorator: register ``transform(model_copy, config) -> CompressionResult`` for ``config_cls``."""
+def register_method(config_cls: type[MethodConfig], *, context: Iterable[str] = ()) -> Callable[[Transform], Transform]:
+    """Decorator: register ``transform(model_copy, config, **context) -> CompressionResult`` for ``config_cls``.
+
+    ``context`` names keywords the transform accepts beyond :data:`CONTEXT_KEYWORDS`.
+    """
     if not config_cls.method:
         msg = f"{config_cls.__name__} has no 'method' name"
         raise ConfigError(msg)
 
     def deco(fn: Transform) -> Transform:
-        METHODS.register(config_cls.method, _Method(config_cls.method, config_cls, fn))
+        METHODS.register(config_cls.method, _Method(config_cls.method, config_cls, fn, CONTEXT_KEYWORDS | frozenset(context)))
         return fn
 
     return deco
@@ -204,7 +215,9 @@ def compress(model: nn.Module, config: MethodConfig, *, strict: bool | None = No
     ``calibration=`` (a callable ``(model) -> outputs``, an input tensor, a tuple of inputs
     or a list of batches; for activation quantizers and output sensitivities) and
     ``trainer=`` (a callable ``(model, steps, lr)`` training in place; QAT, gradual pruning,
-    LoRA), and ignore the rest.
+    LoRA), ``gate=`` and ``reference=`` (distillation), and ignore the rest of
+    :data:`CONTEXT_KEYWORDS`. Any other keyword raises :class:`~simcompress.errors.UnknownArgumentError`
+    naming the nearest known one.
 
     The result's ``extra["coverage"]`` (also :attr:`CompressionResult.coverage`) lists every
     weight layer in scope as changed or left alone, with its parameter share; layers the
@@ -230,6 +243,11 @@ def compress(model: nn.Module, config: MethodConfig, *, strict: bool | None = No
     if not isinstance(config, m.config_cls):
         msg = f"method {config.method!r} expects {m.config_cls.__name__}, got {type(config).__name__}"
         raise ConfigError(msg)
+    unknown = sorted(set(kwargs) - m.context)
+    if unknown:
+        msg = (f"compress(): unknown keyword {unknown[0]!r} for method {config.method!r} (method options go in its config); "
+               f"{did_you_mean(unknown[0], m.context)}")
+        raise UnknownArgumentError(msg)
     work = clone_model(model)
     before = snapshot(work)
     t0 = time.perf_counter()
