@@ -79,7 +79,7 @@ def _teacher_source(name: str) -> str:
 
 def _untrained_student(teacher: Any, recipe: str) -> Any:
     from simcompress.compress import config_from_dict
-    from simcompress.compress.distill.methods import build_student
+    from simcompress.distill.methods import build_student
     from simcompress.compress.pipeline import load_recipe
 
     rec = load_recipe(ROOT / "configs" / "compress" / f"{recipe}.yaml")
@@ -128,7 +128,7 @@ def run(quick: bool = False) -> dict:
     import torch
 
     import simcompress.compress.methods  # noqa: F401  (registers FixedPointNetwork etc. before a compressed bundle loads)
-    from simcompress.compress.distill import compare_sampling_speed
+    from simcompress.distill import compare_sampling_speed
     from simcompress.generators import load_generator
 
     batch_sizes = (1, 100, 1000) if quick else (1, 100, 10_000)

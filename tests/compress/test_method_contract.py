@@ -38,7 +38,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "qat_fixed_point": {},
 }
 CONV = {"tucker"}
-# teacher-student methods build a new generator from a ShowerGenerator teacher (tested in tests/compress/distill)
+# teacher-student methods build a new generator from a ShowerGenerator teacher (tested in tests/distill)
 NEEDS_GENERATOR = {"distill_flow_iaf", "distill_mlp", "distill_gan"}
 
 

@@ -119,7 +119,7 @@ def tf_side(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def compressed_mlp_student(geometry: Any, rounding: str = "RND_CONV") -> Any:
     """A distilled MLP student (ReLU, 6 latent + 1 condition) quantized by compress' fixed_point method."""
     from simcompress.compress import compress, config_from_dict
-    from simcompress.compress.distill.students import MLPGenerator
+    from simcompress.distill.students import MLPGenerator
 
     torch.manual_seed(0)
     student = MLPGenerator(geometry, latent_dim=6, width=16, depth=2, activation="relu")

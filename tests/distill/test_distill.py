@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from simcompress.compress import GateResult, compress, config_from_dict, list_methods
-from simcompress.compress.distill import FlowToIAFConfig, GANToGANConfig, ToMLPConfig, compare_sampling_speed
-from simcompress.compress.distill.config import TrainingConfig
-from simcompress.compress.distill.students import IAFGenerator, MLPGenerator, check_firmware_layers
-from simcompress.compress.distill.train import Trainer
+from simcompress.distill import FlowToIAFConfig, GANToGANConfig, ToMLPConfig, compare_sampling_speed
+from simcompress.distill.config import TrainingConfig
+from simcompress.distill.students import IAFGenerator, MLPGenerator, check_firmware_layers
+from simcompress.distill.train import Trainer
 from simcompress.errors import ConfigError, UnsupportedLayerError
 from simcompress.generators import load_generator, save_generator
 from simcompress.generators.flow import FlowGenerator

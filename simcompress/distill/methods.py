@@ -28,8 +28,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ...errors import ConfigError, UnsupportedLayerError
-from ..base import CompressionResult, GateResult, LayerRecord, register_method
+from ..errors import ConfigError, UnsupportedLayerError
+from ..compress.base import CompressionResult, GateResult, LayerRecord, register_method
 from .config import FlowToIAFConfig, GANToGANConfig, ToMLPConfig, _DistillBase
 from .speed import compare_sampling_speed
 from .train import Trainer, fingerprint_of, save_tensors_atomic
@@ -144,7 +144,7 @@ def build_student(teacher: Any, config: _DistillBase) -> Any:
             threshold_mev=float(getattr(teacher, "threshold_mev", getattr(teacher, "noise_mev", 0.0))),
         )
     if isinstance(config, GANToGANConfig):
-        from ...generators.gan import GANGenerator
+        from ..generators.gan import GANGenerator
 
         sa = config.student
         student = GANGenerator(
@@ -312,7 +312,7 @@ def _std_normal_logp(z: torch.Tensor) -> torch.Tensor:
 @register_method(FlowToIAFConfig)
 def distill_flow_iaf(model: nn.Module, config: FlowToIAFConfig, gate: Any = None, **_: Any) -> CompressionResult:
     """MAF teacher -> IAF student by probability density distillation (CaloFlow II, arXiv:2110.11377)."""
-    from ...generators.flow import FlowGenerator
+    from ..generators.flow import FlowGenerator
 
     if not isinstance(model, FlowGenerator) or _kind(model) != "flow":
         msg = f"distill_flow_iaf: teacher must be a masked autoregressive flow generator (kind 'flow'), got kind {_kind(model)!r}"
@@ -421,7 +421,7 @@ def _layer_stats(showers: torch.Tensor, e: torch.Tensor, onehot: torch.Tensor) -
 @register_method(ToMLPConfig)
 def distill_mlp(model: nn.Module, config: ToMLPConfig, gate: Any = None, **_: Any) -> CompressionResult:
     """Any generator -> feed-forward MLP student: same-noise regression + physics terms."""
-    from ...generators.base import ShowerGenerator
+    from ..generators.base import ShowerGenerator
     from .students import check_firmware_layers
 
     if not isinstance(model, ShowerGenerator):
@@ -477,7 +477,7 @@ def distill_gan(
 ) -> CompressionResult:
     """GAN teacher -> smaller GAN: same-noise output matching + critic feature matching,
     then optional WGAN-GP fine-tuning against reference showers."""
-    from ...generators.gan import GANGenerator
+    from ..generators.gan import GANGenerator
     from .students import check_firmware_layers
 
     if not isinstance(model, GANGenerator):

@@ -1,6 +1,8 @@
 """Teacher-student distillation of shower generators (issue 6).
 
-Methods (registered compression steps, see :mod:`.methods`):
+Methods (compression steps that join :mod:`simcompress.compress`'s registry through the
+``simcompress.methods`` entry-point group, so ``compress`` never imports this package;
+see :mod:`.methods`):
 
 * ``distill_flow_iaf``: MAF teacher -> IAF student (probability density distillation, CaloFlow II);
 * ``distill_mlp``: any generator -> feed-forward MLP student (the route from a flow to firmware);

@@ -8,9 +8,8 @@ kind, so it saves and loads as a plain bundle.
   LeakyReLU / BatchNorm1d only (hls4ml-convertible), predicting standardised log voxel
   fractions; the normalisation lives in :meth:`MLPGenerator.postprocess`.
 
-This is the one module of ``simcompress.compress`` that imports ``simcompress.generators``
-(students *are* generators); the kinds reach ``load_generator`` in a fresh process through
-the ``simcompress.generators`` entry-point group.
+The kinds reach ``load_generator`` in a fresh process through the ``simcompress.generators``
+entry-point group (``generators`` never imports ``distill``).
 """
 
 from __future__ import annotations
@@ -21,10 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...errors import ConfigError, UnsupportedLayerError
-from ...generators.base import ShowerGenerator, register_generator
-from ...generators.flow import MADE, FlowGenerator, MAFNetwork, affine_forward, affine_inverse
-from ...showers.geometry import Geometry
+from ..errors import ConfigError, UnsupportedLayerError
+from ..generators.base import ShowerGenerator, register_generator
+from ..generators.flow import MADE, FlowGenerator, MAFNetwork, affine_forward, affine_inverse
+from ..showers.geometry import Geometry
 
 __all__ = [
     "FIRMWARE_SAFE_MODULES",

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ...errors import ConfigError
+from ..errors import ConfigError
 from .config import TrainingConfig
 
 __all__ = ["LossFn", "Trainer", "fingerprint_of", "save_tensors_atomic"]

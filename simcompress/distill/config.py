@@ -6,8 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..._config import StrictModel
-from ..base import MethodConfig
+from .._config import StrictModel
+from ..compress.base import MethodConfig
 
 __all__ = [
     "ALL_ACTIVATIONS",
