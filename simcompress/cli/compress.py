@@ -80,7 +80,7 @@ def compress_cmd(
     from ..compress.pipeline import Pipeline, load_recipe
     from ..compress.report import compression_report, report_html, report_markdown
     from ..errors import ConfigError
-    from ..generators import load_generator
+    from ..generators import build_generator, load_generator
     from ..generators.bundle import resolve_bundle
 
     if threads:
@@ -94,7 +94,7 @@ def compress_cmd(
         raise ConfigError(msg)
     gen = load_generator(model)
     if is_deployed(gen):  # a compressed bundle as the starting point: compress its stored structure
-        gen = load_compressed(resolve_bundle(model), deployed=False)
+        gen = load_compressed(resolve_bundle(model), builder=build_generator, deployed=False)
     base_config = gen.config_dict()
     gate_fn = None
     original_gate = None

@@ -15,8 +15,9 @@ A compressed bundle is a directory:
   step left a precision record (what the firmware reads), ``sparsity.json``
   (per-layer weight bits and non-zeros of the stored tensors).
 
-:func:`load_compressed` rebuilds the base model (``builder(config)``; by
-default :func:`simcompress.generators.build_generator`, imported lazily),
+:func:`load_compressed` rebuilds the base model with the ``builder`` its caller
+hands it (``builder(config)``; :func:`simcompress.generators.load_generator` passes
+:func:`~simcompress.generators.build_generator`: this module never imports a model kind),
 rebuilds the recorded structure on it using only allowlisted classes
 (:func:`register_module_type`), then ``load_state_dict(strict=True)``.
 """
@@ -84,7 +85,7 @@ def _register_builtin_types() -> None:
     from . import methods  # noqa: F401  (methods register their module types on import)
 
 
-def registered_module_type(name: str) -> type:
+def registered_module_type(name: str) -> type[Any]:
     """The allowlisted class called ``name`` (BundleError otherwise)."""
     _register_builtin_types()
     try:
@@ -239,7 +240,7 @@ def _sha256(path: Path) -> str:
 
 def _precision(model: nn.Module) -> dict[str, Any] | None:
     try:
-        from .methods.fixed_point import precision_record
+        from .fixed_point.modules import precision_record
     except ImportError:
         return None
     return precision_record(model)
@@ -424,15 +425,9 @@ def save_compressed(
     return out
 
 
-def _default_builder(config: dict[str, Any]) -> nn.Module:
-    from ..generators import build_generator  # lazy: compress never imports physics at module level
-
-    return build_generator(config)
-
-
 def load_compressed(
     path: str | os.PathLike[str],
-    builder: Callable[[dict[str, Any]], nn.Module] | None = None,
+    builder: Callable[[dict[str, Any]], nn.Module],
     device: str | torch.device = "cpu",
     deployed: bool = True,
 ) -> nn.Module:
@@ -448,8 +443,9 @@ def load_compressed(
     Args:
         path: the bundle directory.
         builder: ``config -> nn.Module`` rebuilding the uncompressed architecture from
-            the stored base config; default: :func:`simcompress.generators.build_generator`
-            (so a generator bundle loads as a working ``ShowerGenerator``).
+            the stored base config (``compress`` knows no model kinds: a shower generator
+            bundle is loaded by :func:`simcompress.generators.load_generator`, which passes
+            :func:`simcompress.generators.build_generator`).
         device: where to put the model.
 
     Raises:
@@ -483,7 +479,7 @@ def load_compressed(
     # (a fresh process that never imported simcompress.compress.methods would otherwise rebuild a
     # wrapper such as FixedPointNetwork as if it were a plain layer, without its inner network)
     _register_builtin_types()
-    base = (builder or _default_builder)(base_config)
+    base = builder(base_config)
     model = _Rebuilder(comp["structure"], cfile).build("", base)
     tensors = load_file(str(wfile))
     _unpack_quantized(tensors, comp.get("packed_quantized", {}), wfile)

@@ -4,7 +4,8 @@
 ``config.json`` holds ``format_version``, the generator config (:meth:`ShowerGenerator.config_dict`:
 kind, architecture, geometry, conditioning range) and ``weights_sha256`` so a bundle whose weights
 were swapped or corrupted is refused. A config with a ``"compression"`` section belongs to a
-compressed model and is loaded by :func:`simcompress.compress.bundle.load_compressed`.
+compressed model and is loaded by :func:`simcompress.compress.bundle.load_compressed`, to which
+:func:`load_generator` hands :func:`~simcompress.generators.base.build_generator` as the builder.
 """
 
 from __future__ import annotations
@@ -160,7 +161,11 @@ def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
 
 
 def load_generator(
-    path_or_name: str | os.PathLike[str], device: str | torch.device = "cpu", geometry: Geometry | str | None = None
+    path_or_name: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    geometry: Geometry | str | None = None,
+    *,
+    deployed: bool = True,
 ) -> ShowerGenerator:
     """Load a bundle directory or a zoo name (``"ds1-photons-gan"``) in eval mode.
 
@@ -168,6 +173,8 @@ def load_generator(
         path_or_name: bundle directory, or the name of a shipped bundle.
         device: where to put the model.
         geometry: if given, refuse a bundle made for another binning.
+        deployed: for a compressed bundle, its recorded execution form (default) or, with
+            ``False``, the structure as stored (see :func:`simcompress.compress.bundle.load_compressed`).
 
     Raises:
         BundleError: missing file, corrupt or swapped weights, architecture mismatch, wrong geometry.
@@ -181,7 +188,7 @@ def load_generator(
     if "compression" in config:
         from ..compress.bundle import load_compressed  # lazy: compression is optional here
 
-        model = load_compressed(p, device=device)
+        model = load_compressed(p, builder=build_generator, device=device, deployed=deployed)
         _check_geometry(getattr(model, "geometry", None), geometry, p)
         model.bundle_path = str(p)
         try:

@@ -97,8 +97,10 @@ def test_bundle_records_the_form_and_loads_it(gan, tmp_path: Path) -> None:
     ch.form = "torch-int8"  # force the integer form (measured faster or not) to test loading it
     out = save_compressed(q, gan.config_dict(), [], None, tmp_path / "b", deploy=ch.to_dict())
     assert json.loads((out / "config.json").read_text())["compression"]["deploy"]["form"] == "torch-int8"
-    fast = load_compressed(out)
-    stored = load_compressed(out, deployed=False)
+    from simcompress.generators import build_generator
+
+    fast = load_compressed(out, builder=build_generator)
+    stored = load_compressed(out, builder=build_generator, deployed=False)
     assert is_deployed(fast) and not is_deployed(stored)
     from simcompress.generators import load_generator
 

@@ -331,6 +331,7 @@ def test_negative_integer_bits(tmp_path) -> None:
 def test_compress_methods_and_compressed_bundles_work_on_an_imported_generator(tmp_path, geometry) -> None:
     from simcompress.compress import compress, config_from_dict
     from simcompress.compress.bundle import load_compressed, save_compressed
+    from simcompress.generators import build_generator
 
     gen = load_qkeras_generator(export_qkeras(QKerasMLPGenerator.random(geometry, latent_dim=4, hidden=[16], seed=6),
                                               tmp_path / "g.h5"))
@@ -339,7 +340,7 @@ def test_compress_methods_and_compressed_bundles_work_on_an_imported_generator(t
     w = res.model.network.body[1].weight
     assert 0.4 <= float((w == 0).float().mean()) <= 0.6
     save_compressed(res.model, gen.config_dict(), [cfg.to_dict()], res.report(), tmp_path / "pruned")
-    back = load_compressed(tmp_path / "pruned")
+    back = load_compressed(tmp_path / "pruned", builder=build_generator)
     e = torch.tensor([1e3, 1e5, 3e6])
     assert torch.equal(back.sample(e, torch.Generator().manual_seed(0)), res.model.sample(e, torch.Generator().manual_seed(0)))
 
