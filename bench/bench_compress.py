@@ -69,13 +69,13 @@ def _sampling_bytes(path: Path | None) -> int | None:
 def run(quick: bool = False, recipes: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    from simcompress.cli.compress import make_calibration
     from simcompress.compress.bundle import save_compressed
     from simcompress.compress.pipeline import Pipeline
     from simcompress.compress.report import compression_report
     from simcompress.generators import save_generator
     from simcompress.generators.train import finetune
     from simcompress.showers.reference import simulate
+    from simcompress.workflows import generator_calibration as make_calibration
 
     torch.set_num_threads(1)
     gen, label, orig_path = _model()

@@ -69,13 +69,13 @@ def run(quick: bool = False, recipes: list[str] | None = None) -> dict[str, Any]
     import torch
 
     from simcompress.compress.deploy import choose_form, deploy
-    from simcompress.compress.pipeline import Pipeline, generator_calibration, generator_finetune, load_recipe
-    from simcompress.compress.sweep import damage_figures
+    from simcompress.compress.pipeline import Pipeline, load_recipe
     from simcompress.generators import load_generator
     from simcompress.generators.bundle import bundle_hash
     from simcompress.showers.data import ShowerSet
     from simcompress.showers.reference import simulate
     from simcompress.validation import validate
+    from simcompress.workflows import damage_figures, generator_calibration, generator_finetune
 
     torch.set_num_threads(1)
     paths = sorted(RECIPE_DIR.glob("*.yaml"))

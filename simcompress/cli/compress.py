@@ -16,8 +16,8 @@ from typing import Any
 
 import typer
 
-from ..compress.pipeline import generator_calibration as make_calibration
-from ..compress.pipeline import generator_finetune as make_finetune
+from ..workflows.generator_hooks import generator_calibration as make_calibration
+from ..workflows.generator_hooks import generator_finetune as make_finetune
 from ._app import GateFailed, app, console
 
 log = logging.getLogger(__name__)

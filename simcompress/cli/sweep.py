@@ -35,8 +35,9 @@ def sweep_cmd(
 
     Exit 1 when no point satisfies --pick (table and page written), 2 on bad input (nothing written).
     """
-    from ..compress.sweep import load_sweep, parse_grid, run_sweep, sweep_from_grid
+    from ..compress.sweep import load_sweep, parse_grid, sweep_from_grid
     from ..errors import ConfigError
+    from ..workflows import run_sweep
 
     if (config is None) == (method is None):
         msg = "sweep: give either --config SWEEP.yaml or --method M --grid KEY=V1,V2,..."

@@ -19,7 +19,6 @@ Errors raised inside a step carry a PEP 678 note naming the step, e.g.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -41,8 +40,6 @@ __all__ = [
     "Recipe",
     "Step",
     "StepOutcome",
-    "generator_calibration",
-    "generator_finetune",
     "load_recipe",
 ]
 
@@ -268,54 +265,3 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     for i, s in enumerate(recipe.steps):
         _as_step(s, f"{path}: steps[{i}]")
     return recipe
-
-
-# -- wiring for shower generators (used by simcompress compress and simcompress sweep) --
-
-
-def generator_calibration(gen: Any, energies: Any, seed: int) -> Any:
-    """Calibration callable: the generator's network on seeded noise at ``energies`` (MeV)."""
-    import torch
-
-    z = torch.randn(len(energies), int(gen.latent_dim), generator=torch.Generator().manual_seed(seed))
-    e = torch.as_tensor(energies, dtype=torch.float32)
-
-    def run(m: Any) -> Any:
-        return m.network(z, m.condition(e))
-
-    return run
-
-
-def generator_finetune(gen: Any, data: Any, seed: int, n_teacher: int = 4096) -> Any:
-    """Trainer ``(model, steps, lr)``: the generators' fine-tuning (GAN: adversarial with the
-    bundle's critic; flow: maximum likelihood) on the reference showers, or, with no reference,
-    on ``n_teacher`` showers sampled from the original generator (self-distillation)."""
-    import numpy as np
-    import torch
-
-    from ..generators.train import finetune  # lazy: compress never imports physics at module level
-
-    held = {"data": data}
-
-    def training_data() -> Any:
-        if held["data"] is None:  # sampled once, on first use
-            from ..showers.data import ShowerSet
-
-            lo, hi = (float(v) for v in gen.energy_range_mev)
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-            e = np.exp(rng.uniform(math.log(lo), math.log(hi), n_teacher)).astype(np.float32)
-            with torch.no_grad():
-                y = gen.sample(torch.from_numpy(e), generator=torch.Generator().manual_seed(seed + 7))
-            held["data"] = ShowerSet(e, y.detach().float().numpy(), gen.geometry, {"source": "original generator (self-distillation)"})
-        return held["data"]
-
-    calls = {"n": 0}
-
-    def train(model: Any, steps: int, lr: float) -> Any:
-        calls["n"] += 1
-        was = model.training
-        finetune(model, training_data(), steps, lr, seed=seed + calls["n"])
-        model.train(was)
-        return model
-
-    return train

@@ -1,6 +1,5 @@
-"""Trade-off sweeps: compress a generator at every point of a grid, measure what it gains
-(storage, bundle bytes, bit-operations, end-to-end showers/s) and what it costs in physics
-(damage against the teacher), and draw the Pareto front.
+"""Trade-off sweeps, the generic part: a grid of single-step recipes, the points it expands to,
+the reuse of finished points, pick conditions, Pareto fronts and the HTML page.
 
 A sweep is a list of entries, each a method, its fixed options, a grid and the fine-tuning
 after it (``configs/sweeps/*.yaml``)::
@@ -17,33 +16,30 @@ after it (``configs/sweeps/*.yaml``)::
 Grid keys are short names (:data:`GRID_KEYS`: ``bits``, ``sparsity``, ``energy``, ``rank``,
 ...) mapped onto each method's option; several keys make their Cartesian product.
 
-Per point (:func:`run_sweep`), on a process pool (one torch thread per worker):
-compress with the entry's fine-tuning on the reference showers, save the bundle, count
-storage/parameters/BOPs, generate showers at the teacher's incident energies and measure the
-**damage** with the public validation API (``simcompress.validation.validate``, the teacher's
-own generated showers as the reference: every feature's W1 / separation power against the
-teacher-versus-teacher noise floor, FPD/KPD, the classifier AUC of student versus teacher).
-Then, serially in the parent process so that timings do not share the CPUs with other points:
-the execution form (:func:`simcompress.compress.deploy.choose_form`, recorded in the bundle)
-and end-to-end ``sample()`` showers/s of teacher and student interleaved. Finished points are
-stored under ``points/<id>/point.json`` keyed by everything they depend on; a rerun reuses them.
+:func:`run_points` evaluates the points with an injected evaluator (on a process pool, one
+task dict per point) and then, serially in this process, an injected ``finish`` step (timings
+that must not share the CPUs with other points). Finished points are stored under
+``points/<id>/point.json`` keyed by everything they depend on; a rerun reuses them.
+:func:`write_sweep` writes ``sweep.json`` (the table), ``sweep.html`` (the Pareto fronts: damage
+against storage ratio and against speed-up, the picked point highlighted, each point linking to
+its validation report) and, with a pick condition, ``picked/`` (the chosen bundle).
 
-Outputs: ``sweep.json`` (the table), ``sweep.html`` (the Pareto fronts: damage against storage
-ratio and against speed-up, one marker per point, the picked point highlighted, each point
-linking to its validation report) and, with a pick condition, ``picked/`` (the chosen bundle).
+What a point is measured on lives with the caller: the sweep of shower generators (compress,
+count, generate, validate against the teacher) is :func:`simcompress.workflows.run_sweep`.
 
-Deviation from "compress never imports physics", as for ``distill``: the point evaluator
-imports ``generators``, ``showers`` and ``validation`` lazily (it runs shower generators and
-measures their physics).
+>>> spec = sweep_from_grid("magnitude_prune", parse_grid(["sparsity=0.5,0.9"]))
+>>> [p.label for p in expand(spec)]
+['magnitude_prune sparsity=0.5', 'magnitude_prune sparsity=0.9']
+>>> recs = [{"id": "a", "storage_ratio": 2.0, "fpd": 0.1}, {"id": "b", "storage_ratio": 4.0, "fpd": 0.3},
+...         {"id": "c", "storage_ratio": 1.5, "fpd": 0.2}]
+>>> pareto_front(recs, "storage_ratio", "fpd")
+['a', 'b']
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
-import html
-import io
 import itertools
 import json
 import logging
@@ -51,7 +47,6 @@ import math
 import os
 import re
 import shutil
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -61,11 +56,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
+from .._atomic import atomic_dir, write_text_atomic
 from .._config import StrictModel, parse_config, read_yaml_mapping
 from ..errors import ConfigError, did_you_mean
 from .pipeline import FinetuneSpec
+from .sweep_html import DAMAGE_AXES, FIGURES, sweep_html
 
 __all__ = [
+    "DAMAGE_AXES",
     "FIGURES",
     "GRID_KEYS",
     "Condition",
@@ -73,14 +71,19 @@ __all__ = [
     "SweepPoint",
     "SweepResult",
     "SweepSpec",
+    "check_pick",
     "expand",
     "load_sweep",
     "pareto_front",
     "parse_condition",
     "parse_grid",
     "pick_point",
-    "run_sweep",
+    "point_key",
+    "run_points",
     "sweep_from_grid",
+    "sweep_html",
+    "write_json",
+    "write_sweep",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,24 +110,6 @@ GRID_KEYS: dict[str, dict[str, str]] = {
     "distill_flow_iaf": {"hidden": "student.hidden"},
 }
 
-#: figures of a point (pick conditions, plots); higher is better for ratios and speed, lower for damage
-FIGURES: dict[str, str] = {
-    "storage_ratio": "teacher / student storage bits of the sampling network (counted)",
-    "bundle_ratio": "teacher / student bytes of config.json + weights.safetensors (measured)",
-    "params_ratio": "teacher / student parameters (counted)",
-    "bops_ratio": "teacher / student bit-operations per shower (counted)",
-    "speedup": "student / teacher end-to-end sample() showers/s, same run (measured)",
-    "showers_per_s": "student end-to-end sample() showers/s (measured)",
-    "auc_vs_teacher": "classifier AUC, student versus teacher showers (high-level features)",
-    "auc_floor": "the same classifier, teacher versus teacher",
-    "w1_over_floor_max": "largest W1 / teacher-versus-teacher floor over the features",
-    "sp_over_floor_max": "largest separation power / floor over the features",
-    "fpd": "FPD student versus teacher",
-    "fpd_floor": "FPD teacher versus teacher",
-    "kpd": "KPD student versus teacher",
-    "checks_failed": "gate checks failed against the teacher",
-}
-DAMAGE_AXES = ("auc_vs_teacher", "w1_over_floor_max", "fpd")
 
 
 class SweepEntry(StrictModel):
@@ -345,154 +330,79 @@ def pick_point(records: list[dict[str, Any]], conditions: list[Condition], by: s
     return max(ok, key=lambda r: (r[key], r.get("speedup") or 0.0, -(r.get("auc_vs_teacher") or 1.0)))
 
 
-# -- evaluation ---------------------------------------------------------------------------
+# -- running points ------------------------------------------------------------------------
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """A sweep's JSON file (``sweep.json``, ``point.json``), written atomically (strict JSON, indent 1)."""
+    write_text_atomic(path, json.dumps(data, indent=1, default=str, allow_nan=False) + "\n")
 
 
-def _sampling_bytes(bundle: Path) -> int:
-    return sum((bundle / f).stat().st_size for f in ("config.json", "weights.safetensors"))
+def point_key(context_hash: str, point: SweepPoint) -> str:
+    """What a finished point depends on: the sweep's context and the point's step and fine-tuning."""
+    return hashlib.sha256(json.dumps([context_hash, point.step, point.finetune], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _finite(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+#: a record reused from an earlier run that ``finish`` must see again (e.g. timed at another batch)
+Stale = Callable[[dict[str, Any]], bool]
 
 
-def damage_figures(vres: Any, candidate: str = "student") -> dict[str, Any]:
-    """Damage figures of ``candidate`` from a :class:`simcompress.validation.ValidationResult` (teacher as reference)."""
-    d = vres.to_dict()
-    c = d["candidates"][candidate]
-    w1r, spr = [], []
-    for f in c["features"].values():
-        fl = f.get("floor") or {}
-        if _finite(fl.get("w1")) and fl["w1"] > 0 and _finite(f.get("w1")) is not None:
-            w1r.append(f["w1"] / fl["w1"])
-        if _finite(fl.get("sp")) and fl["sp"] > 0 and _finite(f.get("sp")) is not None:
-            spr.append(f["sp"] / fl["sp"])
-    mv = c.get("multivariate") or {}
-    cls = (c.get("classifier") or {}).get("high") or {}
-    checks = [k for k in d["checks"] if k["candidate"] == candidate]
-    return {
-        "auc_vs_teacher": _finite(cls.get("auc")),
-        "auc_floor": _finite((cls.get("floor") or {}).get("auc")),
-        "w1_over_floor_max": max(w1r) if w1r else None,
-        "sp_over_floor_max": max(spr) if spr else None,
-        "fpd": _finite((mv.get("fpd") or {}).get("value")),
-        "fpd_floor": _finite((mv.get("fpd") or {}).get("floor")),
-        "kpd": _finite((mv.get("kpd") or {}).get("value")),
-        "checks_failed": sum(not k["passed"] for k in checks),
-        "checks_total": len(checks),
-        "damage_gate_passed": all(k["passed"] for k in checks),
-    }
+def run_points(
+    points: list[SweepPoint],
+    out_dir: str | os.PathLike[str],
+    context_hash: str,
+    *,
+    make_task: Callable[[SweepPoint, str], dict[str, Any]],
+    evaluate: Callable[[dict[str, Any]], dict[str, Any]],
+    finish: Callable[[dict[str, Any], bool], None] | None = None,
+    stale: Stale | None = None,
+    workers: int = 1,
+    say: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """Evaluate every point not finished before; returns the records in point order and how many were reused.
 
+    ``make_task(point, key)`` builds the task of a point to run (a picklable dict; its ``id``
+    and ``key`` are the point's); ``evaluate(task) -> record`` runs it, in ``workers`` spawned
+    processes when there are several tasks (so ``evaluate`` must be a module-level function) and
+    must store the record with ``key`` and ``status: "done"`` in ``points/<id>/point.json``.
+    ``finish(record, reused)`` then runs here, one point at a time, for every new record and for
+    the reused ones ``stale(record)`` selects.
+    """
+    tell = say or (lambda _m: None)
+    out = Path(out_dir)
+    tasks, records, reused, again = [], {}, 0, []
+    for p in points:
+        key = point_key(context_hash, p)
+        pfile = out / "points" / p.id / "point.json"
+        if pfile.is_file():
+            try:
+                old = json.loads(pfile.read_text())
+            except json.JSONDecodeError:
+                old = {}
+            if old.get("key") == key and old.get("status") == "done":
+                records[p.id] = old
+                reused += 1
+                if stale is not None and stale(old):
+                    again.append(old)  # evaluated already; only the finishing step is redone
+                continue
+        tasks.append(make_task(p, key))
+    tell(f"{len(points)} points: {reused} reused, {len(tasks)} to run on {min(workers, max(len(tasks), 1))} worker(s)")
+    if tasks:
+        if workers == 1 or len(tasks) == 1:
+            done = [evaluate(t) for t in tasks]
+        else:
+            import multiprocessing as mp
 
-def _evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker: compress one point, save its bundle, count sizes, measure damage. Returns the record."""
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(1)
-    from ..generators import load_generator
-    from ..showers.data import ShowerSet
-    from ..showers.io import open_showers
-    from ..validation import validate
-    from .accounting import count_params, storage_bits
-    from .bundle import save_compressed
-    from .pipeline import Pipeline, generator_calibration, generator_finetune
-    from .report import count_ops
-
-    t0 = time.perf_counter()
-    pdir = Path(task["dir"])
-    if pdir.exists():
-        shutil.rmtree(pdir)
-    pdir.mkdir(parents=True)
-    seed = int(task["seed"])
-    gen = load_generator(task["model"]).eval()
-    data = open_showers(task["reference"]).read(stop=task["finetune_events"]) if task["reference"] else None
-    teacher = open_showers(task["teacher_showers"]).read()
-    cal_e = teacher.incident_energy[: task["calibration_events"]].astype(np.float64)
-    ft = task["finetune"]
-    steps = [{**task["step"], **({"finetune": ft} if ft else {})}]
-    pipe = Pipeline(steps, gate=None, finetune=generator_finetune(gen, data, seed), source=task["label"])
-    kwargs: dict[str, Any] = {"calibration": generator_calibration(gen, cal_e, seed)}
-    if data is not None:
-        kwargs["reference"] = (np.asarray(data.incident_energy), np.asarray(data.showers))
-    result = pipe.run(gen, **kwargs)
-    comp = result.model.eval()
-    base, applied = result.base_and_steps(gen.config_dict())
-    save_compressed(comp, base, applied, None, pdir / "bundle")
-    n_ops = 256
-    z = torch.randn(n_ops, int(gen.latent_dim), generator=torch.Generator().manual_seed(seed))
-    e_ops = torch.from_numpy(cal_e[:n_ops].astype(np.float32)) if cal_e.size >= n_ops else torch.full((n_ops,), 1e4)
-    ops = {}
-    for name, m in (("teacher", gen), ("student", comp)):
-        c = m.condition(e_ops)
-        z_m = z if int(m.latent_dim) == z.shape[1] else torch.randn(n_ops, int(m.latent_dim), generator=torch.Generator().manual_seed(seed))
-        ops[name] = count_ops(m, lambda mm, z_m=z_m, c=c: mm.network(z_m, c), n_ops)["bops"]
-    s_t, s_s = storage_bits(gen.network), storage_bits(comp.network)
-    p_t, p_s = count_params(gen.network), count_params(comp.network)
-    e = torch.from_numpy(np.asarray(teacher.incident_energy, dtype=np.float32))
-    with torch.no_grad():
-        y = comp.sample(e, generator=torch.Generator().manual_seed(seed + 101))
-    student = ShowerSet(teacher.incident_energy, y.float().numpy(), teacher.geometry, {"source": task["label"]})
-    vres = validate(teacher, {"student": student}, task["gate_spec"], out_dir=pdir / "validation", progress=False,
-                    html=bool(task["validation_html"]))
-    rec = {
-        "id": task["id"], "label": task["label"], "method": task["method"], "values": task["values"],
-        "step": task["step"], "finetune": ft, "key": task["key"], "status": "done",
-        "storage_bits": s_s, "teacher_storage_bits": s_t, "storage_ratio": s_t / max(s_s, 1),
-        "params": p_s, "teacher_params": p_t, "params_ratio": p_t / max(p_s, 1),
-        "bops_per_shower": ops["student"], "teacher_bops_per_shower": ops["teacher"],
-        "bops_ratio": ops["teacher"] / max(ops["student"], 1e-300),
-        "bundle_bytes": _sampling_bytes(pdir / "bundle"), "teacher_bundle_bytes": task["teacher_bundle_bytes"],
-        **damage_figures(vres),
-        "n_events": int(e.numel()),
-        "validation_report": f"points/{task['id']}/validation/" + ("report.html" if task["validation_html"] else "metrics.json"),
-        "seconds_compress_and_damage": time.perf_counter() - t0,
-    }
-    rec["bundle_ratio"] = rec["teacher_bundle_bytes"] / max(rec["bundle_bytes"], 1)
-    _atomic_json(pdir / "point.json", rec)
-    return rec
-
-
-def _measure_speed(rec: dict[str, Any], out: Path, teacher: Any, batch: int, min_time: float, seed: int) -> None:
-    """Parent process, one point at a time: choose the execution form, record it, time teacher vs student."""
-    import torch
-
-    from .bundle import load_compressed
-    from .deploy import choose_form, deploy, sample_rate
-
-    bdir = out / "points" / rec["id"] / "bundle"
-    stored = load_compressed(bdir, deployed=False)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        choice = choose_form(stored, batch=batch, min_time=min_time, seed=seed)
-        fast = deploy(stored, choice.form, sparse_layers=choice.sparse_layers)
-        rates = sample_rate({"teacher": teacher, "student": fast}, batch, seed=seed, min_time=min_time)
-    finally:
-        torch.set_num_threads(old)
-    cfile = bdir / "config.json"
-    cfg = json.loads(cfile.read_text())
-    cfg["compression"]["deploy"] = choice.to_dict()  # config.json only; weights_sha256 still matches
-    _atomic_json(cfile, cfg)
-    rec.update({
-        "deploy_form": choice.form, "deploy_max_abs_diff": choice.max_abs_diff.get(choice.form),
-        "showers_per_s": rates["student"], "teacher_showers_per_s": rates["teacher"],
-        "speedup": rates["student"] / max(rates["teacher"], 1e-300), "speed_batch": batch, "speed_threads": 1,
-    })
-    rec["bundle_bytes"] = _sampling_bytes(bdir)
-    rec["bundle_ratio"] = rec["teacher_bundle_bytes"] / max(rec["bundle_bytes"], 1)
-    _atomic_json(out / "points" / rec["id"] / "point.json", rec)
+            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+                done = list(pool.map(evaluate, tasks))
+        for rec in done:
+            if finish is not None:
+                finish(rec, False)
+            records[rec["id"]] = rec
+    for rec in again:
+        if finish is not None:
+            finish(rec, True)
+    return [records[p.id] for p in points], reused
 
 
 @dataclass
@@ -504,211 +414,48 @@ class SweepResult:
     table: dict[str, Any]
 
 
-def run_sweep(
-    model: str,
-    spec: SweepSpec,
+def write_sweep(
     out_dir: str | os.PathLike[str],
+    spec: SweepSpec,
+    records: list[dict[str, Any]],
     *,
-    reference: str | os.PathLike[str] | None = None,
-    n_events: int = 10_000,
-    finetune_events: int = 20_000,
-    calibration_events: int = 2048,
-    gate_spec: str = "compression",
-    workers: int = 2,
-    seed: int = 0,
-    speed_batch: int = 10_000,
-    measure_seconds: float = 0.3,
-    validation_html: bool = True,
+    model: str,
+    reference: str | None,
+    context: dict[str, Any],
     pick: str | None = None,
     pick_by: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    reused: int = 0,
 ) -> SweepResult:
-    """Run (or resume) a sweep; see the module docstring. Bad input raises before anything is written."""
-    say = progress or (lambda _m: None)
-    points = expand(spec)
+    """Pick, Pareto fronts, ``sweep.json``, ``sweep.html`` and ``picked/`` (a copy of the picked point's bundle)."""
+    out = Path(out_dir)
     cond_text = pick if pick is not None else spec.pick
     conditions = parse_condition(cond_text) if cond_text else []
+    by = pick_by or spec.pick_by
+    picked = pick_point(records, conditions, by) if conditions else None
+    table = {
+        "format_version": FORMAT_VERSION, "name": spec.name, "description": spec.description, "model": str(model),
+        "reference": reference, "context": context, "figures": FIGURES,
+        "pick": {"condition": cond_text, "by": by, "picked": picked["id"] if picked else None} if conditions else None,
+        "pareto": {f"{d}_vs_{g}": pareto_front(records, g, d) for d in DAMAGE_AXES for g in ("storage_ratio", "speedup")},
+        "points": records,
+    }
+    write_json(out / "sweep.json", table)
+    write_text_atomic(out / "sweep.html", sweep_html(table))
+    if picked is not None:
+        with atomic_dir(out / "picked", overwrite=True) as staging:
+            shutil.copytree(out / "points" / picked["id"] / "bundle", staging, dirs_exist_ok=True)
+            write_json(staging / "sweep-point.json", picked)
+    elif (out / "picked").exists():
+        shutil.rmtree(out / "picked")  # a previous pick that no longer holds
+    return SweepResult(out, records, picked, reused, table)
+
+
+def check_pick(spec: SweepSpec, pick: str | None, pick_by: str | None) -> None:
+    """Raise on a bad pick condition or ``pick_by`` (before anything is written)."""
+    cond_text = pick if pick is not None else spec.pick
+    if cond_text:
+        parse_condition(cond_text)
     by = pick_by or spec.pick_by
     if by not in ("storage", "speed"):
         msg = f"--pick-by {by!r}: allowed: storage, speed"
         raise ConfigError(msg)
-    if reference is not None and not Path(reference).exists():
-        msg = f"{reference}: reference file not found"
-        raise ConfigError(msg)
-    if workers < 1:
-        msg = f"--workers must be >= 1, got {workers}"
-        raise ConfigError(msg)
-    import numpy as np
-    import torch
-
-    from ..generators import load_generator
-    from ..generators.bundle import bundle_hash, resolve_bundle
-    from ..showers.data import ShowerSet
-    from ..showers.io import open_showers, write_showers
-    from ..validation.gate import load_gate_spec
-
-    gspec = load_gate_spec(gate_spec)  # bad spec: error before any output
-    teacher = load_generator(model).eval()
-    tdir = resolve_bundle(model)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    # teacher showers: the reference of every damage measurement, at the reference's incident energies
-    if reference is not None:
-        e = open_showers(reference).incident_energy()[:n_events].astype(np.float32)
-    else:
-        lo, hi = (float(v) for v in teacher.energy_range_mev)
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
-        e = np.exp(rng.uniform(math.log(lo), math.log(hi), n_events)).astype(np.float32)
-    t_hash = bundle_hash(tdir) if (tdir / "weights.safetensors").is_file() else hashlib.sha256(str(tdir).encode()).hexdigest()
-    ref_key = None
-    if reference is not None:
-        st = Path(reference).stat()
-        ref_key = [str(Path(reference).resolve()), st.st_size, int(st.st_mtime)]
-    context = {"teacher": t_hash, "reference": ref_key, "n_events": int(e.size), "finetune_events": finetune_events,
-               "calibration_events": calibration_events, "gate_spec": gspec.model_dump(mode="json"), "seed": seed,
-               "validation_html": validation_html, "format_version": FORMAT_VERSION}
-    ctx_hash = hashlib.sha256(json.dumps(context, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    tfile = out / f"teacher-{ctx_hash}.root"
-    if not tfile.exists():
-        with torch.no_grad():
-            y = teacher.sample(torch.from_numpy(e), generator=torch.Generator().manual_seed(seed + 7))
-        write_showers(tfile, ShowerSet(e, y.float().numpy(), teacher.geometry, {"source": f"teacher {model}"}))
-    tasks, records, reused, respeed = [], {}, 0, []
-    for p in points:
-        key = hashlib.sha256(json.dumps([ctx_hash, p.step, p.finetune], sort_keys=True, default=str).encode()).hexdigest()
-        pfile = out / "points" / p.id / "point.json"
-        if pfile.is_file():
-            try:
-                old = json.loads(pfile.read_text())
-            except json.JSONDecodeError:
-                old = {}
-            if old.get("key") == key and old.get("status") == "done":
-                records[p.id] = old
-                reused += 1
-                if old.get("speed_batch") != speed_batch or "speedup" not in old:
-                    respeed.append(old)  # compressed and validated already; only the timing is redone
-                continue
-        tasks.append({
-            "id": p.id, "label": p.label, "method": p.method, "values": p.values, "step": p.step, "finetune": p.finetune,
-            "key": key, "dir": str(out / "points" / p.id), "model": str(model), "reference": str(reference) if reference else None,
-            "teacher_showers": str(tfile), "finetune_events": finetune_events, "calibration_events": calibration_events,
-            "gate_spec": gspec, "seed": seed, "validation_html": validation_html,
-            "teacher_bundle_bytes": _sampling_bytes(tdir) if (tdir / "weights.safetensors").is_file() else None,
-        })
-    say(f"{len(points)} points: {reused} reused, {len(tasks)} to run on {min(workers, max(len(tasks), 1))} worker(s)")
-    if tasks:
-        if workers == 1 or len(tasks) == 1:
-            done = [_evaluate_point(t) for t in tasks]
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
-                done = list(pool.map(_evaluate_point, tasks))
-        for rec in done:
-            say(f"  {rec['label']}: storage x{rec['storage_ratio']:.2f}, AUC vs teacher {rec['auc_vs_teacher']}")
-            _measure_speed(rec, out, teacher, speed_batch, measure_seconds, seed)
-            say(f"  {rec['label']}: {rec['deploy_form']} form, speed-up x{rec['speedup']:.2f}")
-            records[rec["id"]] = rec
-    for rec in respeed:
-        _measure_speed(rec, out, teacher, speed_batch, measure_seconds, seed)
-        say(f"  {rec['label']}: speed re-measured at batch {speed_batch}: x{rec['speedup']:.2f}")
-    ordered = [records[p.id] for p in points]
-    picked = pick_point(ordered, conditions, by) if conditions else None
-    table = {
-        "format_version": FORMAT_VERSION, "name": spec.name, "description": spec.description, "model": str(model),
-        "reference": str(reference) if reference else None, "context": context, "figures": FIGURES,
-        "pick": {"condition": cond_text, "by": by, "picked": picked["id"] if picked else None} if conditions else None,
-        "pareto": {f"{d}_vs_{g}": pareto_front(ordered, g, d) for d in DAMAGE_AXES for g in ("storage_ratio", "speedup")},
-        "points": ordered,
-    }
-    _atomic_json(out / "sweep.json", table)
-    (out / ".sweep.html.tmp").write_text(sweep_html(table))
-    os.replace(out / ".sweep.html.tmp", out / "sweep.html")
-    if picked is not None:
-        staging = out / ".picked.tmp"
-        if staging.exists():
-            shutil.rmtree(staging)
-        shutil.copytree(out / "points" / picked["id"] / "bundle", staging)
-        _atomic_json(staging / "sweep-point.json", picked)
-        if (out / "picked").exists():
-            shutil.rmtree(out / "picked")
-        os.replace(staging, out / "picked")
-    elif (out / "picked").exists():
-        shutil.rmtree(out / "picked")  # a previous pick that no longer holds
-    return SweepResult(out, ordered, picked, reused, table)
-
-
-# -- HTML page ----------------------------------------------------------------------------
-
-
-def _plot(table: dict[str, Any], damage: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = table["points"]
-    picked = (table.get("pick") or {}).get("picked")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    methods = sorted({p["method"] for p in pts})
-    colors = {m: f"C{i}" for i, m in enumerate(methods)}
-    for ax, gain, xlabel in ((axes[0], "storage_ratio", "storage ratio (teacher / student bits)"),
-                             (axes[1], "speedup", "end-to-end speed-up (showers/s, student / teacher)")):
-        for m in methods:
-            sel = [p for p in pts if p["method"] == m and _num(p.get(gain)) and _num(p.get(damage))]
-            ax.scatter([p[gain] for p in sel], [p[damage] for p in sel], color=colors[m], label=m, s=30, zorder=3)
-            for p in sel:
-                ax.annotate(" ".join(f"{v}" for v in p["values"].values()), (p[gain], p[damage]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
-        front = [next(p for p in pts if p["id"] == i) for i in table["pareto"][f"{damage}_vs_{gain}"]]
-        if front:
-            ax.step([p[gain] for p in front], [p[damage] for p in front], where="post", color="0.4", lw=1, zorder=2,
-                    label="Pareto front")
-        if picked:
-            p = next(p for p in pts if p["id"] == picked)
-            if _num(p.get(gain)) and _num(p.get(damage)):
-                ax.scatter([p[gain]], [p[damage]], marker="*", s=260, facecolor="none", edgecolor="red", lw=1.6,
-                           zorder=4, label="picked")
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(FIGURES[damage].split(",")[0] if damage != "auc_vs_teacher" else "AUC student vs teacher")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def sweep_html(table: dict[str, Any]) -> str:
-    """Self-contained page: the Pareto plots (each damage figure) and the table with links."""
-    e = html.escape
-    picked = (table.get("pick") or {}).get("picked")
-    parts = [f"<h1>Sweep {e(table['name'])}: {e(table['model'])}</h1>", f"<p>{e(table.get('description') or '')}</p>"]
-    if table.get("pick"):
-        parts.append(f"<p>Pick: <code>{e(str(table['pick']['condition']))}</code>, by {e(table['pick']['by'])}: "
-                     + (f"<b>{e(picked)}</b> (bundle in <code>picked/</code>)" if picked else "<b>no point satisfies it</b>") + "</p>")
-    for d in DAMAGE_AXES:
-        if any(_num(p.get(d)) for p in table["points"]):
-            parts.append(f"<h2>{e(d)}: {e(FIGURES[d])}</h2><img alt='{e(d)}' src='data:image/png;base64,{_plot(table, d)}'>")
-    cols = ["label", "deploy_form", "storage_ratio", "bundle_ratio", "bops_ratio", "speedup", "auc_vs_teacher", "auc_floor",
-            "w1_over_floor_max", "sp_over_floor_max", "fpd", "fpd_floor", "checks_failed"]
-
-    def cell(p: dict[str, Any], c: str) -> str:
-        v = p.get(c)
-        if c == "label":
-            return f"<a href='{e(p['validation_report'])}'>{e(str(v))}</a>"
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return e("" if v is None else str(v))
-
-    rows = "".join(
-        f"<tr{' class=picked' if p['id'] == picked else ''}>" + "".join(f"<td>{cell(p, c)}</td>" for c in cols) + "</tr>"
-        for p in table["points"])
-    parts.append("<h2>Points</h2><table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + f"</tr></thead><tbody>{rows}</tbody></table>")
-    parts.append("<p>" + "<br>".join(f"<b>{e(k)}</b>: {e(v)}" for k, v in FIGURES.items()) + "</p>")
-    css = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}tr.picked{background:#fdd}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep {e(table['name'])}</title>"
-            f"<style>{css}</style></head><body>{''.join(parts)}</body></html>\n")

@@ -1,0 +1,20 @@
+"""The application layer: one library function per job that spans several areas.
+
+Each returns a result object whose ``.write(out_dir)`` writes what the command of the same name
+writes; the CLI parses its options, calls one of these and prints. Python users call the same:
+
+* :func:`run_recipe`: a compression recipe on a shower generator, gated and measured
+  (``simcompress compress``), -> :class:`RecipeResult`.
+* :func:`run_sweep`: a grid of compression settings measured in size, speed and physics
+  (``simcompress sweep``), -> :class:`simcompress.compress.sweep.SweepResult`.
+* :mod:`.demo`: the plan and summary of ``simcompress demo``.
+* :mod:`.generator_hooks`: the calibration and fine-tuning callables the generic pipeline takes,
+  built from a shower generator.
+"""
+
+from __future__ import annotations
+
+from .generator_hooks import generator_calibration, generator_finetune
+from .sweep import damage_figures, run_sweep
+
+__all__ = ["damage_figures", "generator_calibration", "generator_finetune", "run_sweep"]
