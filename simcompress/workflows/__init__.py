@@ -15,6 +15,7 @@ writes; the CLI parses its options, calls one of these and prints. Python users 
 from __future__ import annotations
 
 from .generator_hooks import generator_calibration, generator_finetune
+from .recipe import RecipeResult, run_recipe
 from .sweep import damage_figures, run_sweep
 
-__all__ = ["damage_figures", "generator_calibration", "generator_finetune", "run_sweep"]
+__all__ = ["RecipeResult", "damage_figures", "generator_calibration", "generator_finetune", "run_recipe", "run_sweep"]
