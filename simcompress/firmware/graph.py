@@ -31,7 +31,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..compress.fixed_point import FixedType
-from ..compress.methods.fixed_point import exact_accumulator, find_fixed_point_network
+from ..compress.fixed_point.modules import find_fixed_point_network
+from ..compress.fixed_point.types import exact_accumulator
 from ..errors import BundleError, UnsupportedLayerError
 
 __all__ = ["SUPPORTED", "FixedGraph", "Op", "build_graph", "check_supported", "clean_float_network"]

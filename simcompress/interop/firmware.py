@@ -80,7 +80,7 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
     Raises:
         UnsupportedLayerError: no input quantizer, batch normalization, or consecutive casts.
     """
-    from ..compress.methods.fixed_point import exact_accumulator
+    from ..compress.fixed_point.types import exact_accumulator
 
     net = model
     if not isinstance(net, QKerasNetwork):
@@ -192,7 +192,7 @@ def as_fixed_point_generator(gen: Any) -> Any:
     """
     import copy
 
-    from ..compress.methods.fixed_point import FixedPointNetwork
+    from ..compress.fixed_point.modules import FixedPointNetwork
 
     plain, record, _sizes = firmware_network(gen)
     out = copy.deepcopy(gen)

@@ -1107,7 +1107,7 @@ def network_from_fixed_point(model: nn.Module, name: str = "simcompress_mlp") ->
     Raises:
         UnsupportedLayerError: no fixed-point network inside, or a layer/type QKeras cannot express.
     """
-    from ..compress.methods.fixed_point import find_fixed_point_network
+    from ..compress.fixed_point.modules import find_fixed_point_network
 
     found = find_fixed_point_network(model)
     if found is None:

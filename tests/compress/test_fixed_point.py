@@ -21,14 +21,14 @@ from simcompress.compress.fixed_point import (
     integer_bits_for_range,
     parse_fixed,
 )
-from simcompress.compress.methods.fixed_point import (
+from simcompress.compress.fixed_point.fold import fold_batchnorm
+from simcompress.compress.fixed_point.modules import (
     FixedPointNetwork,
     FixedQuantize,
     FoldedBatchNorm,
-    exact_accumulator,
-    fold_batchnorm,
     precision_record,
 )
+from simcompress.compress.fixed_point.types import exact_accumulator
 from simcompress.errors import ConfigError, UnsupportedLayerError
 
 
@@ -400,7 +400,7 @@ def test_storage_accounting_counts_fixed_point_widths_issue_5() -> None:
 
     from simcompress.compress.accounting import storage_bits, weight_bits_of
     from simcompress.compress.fixed_point import FixedType
-    from simcompress.compress.methods.fixed_point import FixedQuantize
+    from simcompress.compress.fixed_point.modules import FixedQuantize
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 3)

@@ -254,7 +254,7 @@ def test_compare_sampling_speed_same_run(gan_teacher: GANGenerator) -> None:
 
 def test_distill_then_fixed_point_chain_saves_and_loads(flow_teacher: FlowGenerator, tmp_path) -> None:
     from simcompress.compress.bundle import save_compressed
-    from simcompress.compress.methods.fixed_point import precision_record
+    from simcompress.compress.fixed_point import precision_record
     from simcompress.compress.pipeline import Pipeline
 
     steps = [

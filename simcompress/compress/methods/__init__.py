@@ -20,7 +20,7 @@ from . import (  # noqa: F401
 __all__: list[str] = []
 
 # methods owned by other modules of the package register on import, when present
-for _mod in ("simcompress.compress.methods.fixed_point",):
+for _mod in ("simcompress.compress.fixed_point.methods",):
     try:
         __import__(_mod)
     except ModuleNotFoundError as _err:  # not written yet

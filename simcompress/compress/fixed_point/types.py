@@ -47,12 +47,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "OVERFLOW_MODES",
     "ROUNDING_MODES",
+    "FixedLike",
     "FixedType",
+    "exact_accumulator",
     "integer_bits_for_range",
     "parse_fixed",
 ]
@@ -305,14 +307,12 @@ class FixedType:
         For torch tensors the computation is done in float64 and is exact; the
         result is cast back to the input dtype (exact for widths up to 24 bits in
         float32). No gradient flows through this function (see
-        :class:`simcompress.compress.methods.fixed_point_quant.FixedQuantize` for
+        :class:`simcompress.compress.fixed_point.modules.FixedQuantize` for
         the straight-through estimator).
         """
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a core dependency
-            torch = None
-        if torch is not None and isinstance(x, torch.Tensor):
+        import torch  # a core dependency; imported here so that numpy-only use stays light
+
+        if isinstance(x, torch.Tensor):
             return self._quantize_torch(x)
         n = self.quantize_int(x)
         return np.ldexp(n.astype(np.float64), -self.frac) + 0.0
@@ -414,3 +414,34 @@ def _bits_needed(n: np.ndarray) -> int:
 
 
 FixedLike = FixedType | dict | str
+
+
+def exact_accumulator(x: FixedType, w_int: np.ndarray, w_t: FixedType, b_int: np.ndarray | None, b_t: FixedType) -> FixedType:
+    """Narrowest signed type holding every partial sum of ``b + sum_j w_j x_j`` exactly, in any order.
+
+    ``w_int`` (out, in) and ``b_int`` (out,) are the integer codes of the quantized weights and
+    biases. The compress methods record this type and the firmware checks it: with it the order
+    of summation (reuse factor, strategy) cannot change a result.
+
+    >>> x = FixedType(8, 3)
+    >>> exact_accumulator(x, np.array([[3, -2]]), FixedType(4, 1), np.array([1]), FixedType(6, 2)).to_hls()
+    'ap_fixed<11,3>'
+    """
+    frac = max(x.frac + w_t.frac, b_t.frac if b_int is not None else -10**6)
+    xlo = x.int_min if not (x.overflow == "SAT_SYM" and x.signed) else -x.int_max
+    xhi = x.int_max
+    w = w_int.astype(object) if w_int.size else w_int
+    # per-term range in units of 2**-(x.frac + w.frac); each term's range contains 0
+    pos = np.where(w_int >= 0, w * xhi, w * xlo).sum(axis=1) if w_int.size else np.zeros(0)
+    neg = np.where(w_int >= 0, w * xlo, w * xhi).sum(axis=1) if w_int.size else np.zeros(0)
+    shift_p = frac - (x.frac + w_t.frac)
+    hi = max([int(v) << shift_p for v in pos] + [0])
+    lo = min([int(v) << shift_p for v in neg] + [0])
+    if b_int is not None and b_int.size:
+        shift_b = frac - b_t.frac
+        bs = [int(v) << shift_b for v in b_int]
+        hi = max([hi] + [int(p << shift_p) + b for p, b in zip(pos, bs, strict=False)] + bs)
+        lo = min([lo] + [int(n << shift_p) + b for n, b in zip(neg, bs, strict=False)] + bs)
+    # integer code range [lo, hi] must fit a signed W-bit code
+    bits = max(int(hi).bit_length() + 1, int(-lo - 1).bit_length() + 1 if lo < 0 else 1, 2)
+    return FixedType(bits, bits - frac, signed=True)
