@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from simcompress.cli import main
-from simcompress.cli.demo import _reference_matches, _summary
+from simcompress.cli.demo import _summary
+from simcompress.workflows.demo import reference_matches as _reference_matches
 
 
 def _write(path: Path, data: dict) -> None:
