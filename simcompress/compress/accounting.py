@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .parametrizations import FakeQuant, find_parametrization
+from .parametrizations import FakeQuant, find_parametrization, parametrizations_of
 
 __all__ = ["TensorStorage", "count_params", "encode_cost", "storage_bits", "storage_table", "weight_bits_of"]
 
@@ -87,8 +87,8 @@ def _declared_value_bits(module: nn.Module, tname: str) -> int | None:
     """
     if not parametrize.is_parametrized(module, tname):
         return None
-    bits = [getattr(p, "value_bits", None) for p in module.parametrizations[tname]]
-    bits = [int(b) for b in bits if isinstance(b, int)]
+    declared = [getattr(p, "value_bits", None) for p in parametrizations_of(module, tname)]
+    bits = [int(b) for b in declared if isinstance(b, int)]
     return min(bits) if bits else None
 
 

@@ -27,14 +27,14 @@ from __future__ import annotations
 import fnmatch
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import UnsupportedLayerError
-from .modules import TTLinear, base_type
+from .modules import Layer, TTLinear, base_type
 
 __all__ = ["CoverageWarning", "Snapshot", "check_coverage", "coverage_lines", "coverage_of", "is_weight_layer", "snapshot"]
 
@@ -52,7 +52,7 @@ def _effective(mod: nn.Module, tname: str) -> torch.Tensor | None:
     return t if isinstance(t, torch.Tensor) else None
 
 
-def _own_params(mod: nn.Module) -> dict[str, torch.Tensor]:
+def _own_params(mod: Layer) -> dict[str, torch.Tensor]:
     """Tensors the module itself computes with (parametrized ones by their effective value)."""
     out: dict[str, torch.Tensor] = {}
     if parametrize.is_parametrized(mod):
@@ -82,7 +82,7 @@ def _n_params(mod: nn.Module) -> int:
 
 def _scope(model: nn.Module) -> tuple[str, nn.Module]:
     if _is_generator(model) and isinstance(getattr(model, "network", None), nn.Module):
-        return "network.", model.network
+        return "network.", cast(nn.Module, model.network)
     return "", model
 
 
@@ -118,7 +118,7 @@ class Snapshot:
     total_params: int
 
 
-def _parametrization_names(mod: nn.Module) -> dict[str, list[str]]:
+def _parametrization_names(mod: Layer) -> dict[str, list[str]]:
     if not parametrize.is_parametrized(mod):
         return {}
     return {t: [type(p).__name__ for p in plist] for t, plist in mod.parametrizations.items()}
@@ -174,7 +174,7 @@ def _user_excluded(name: str, mod_type: str, config: Any, prefix: str) -> str | 
         return f"not matched by include={list(include)}"
     if any(fnmatch.fnmatchcase(n, p) for n in names for p in exclude):
         return f"excluded by exclude={list(exclude)}"
-    fields_set = getattr(config, "model_fields_set", set())
+    fields_set: set[str] = getattr(config, "model_fields_set", set())
     types = getattr(config, "types", None)
     if types is not None and "types" in fields_set and mod_type not in types:
         return f"type {mod_type} not in types={list(types)}"

@@ -9,7 +9,7 @@ exports to ONNX/hls4ml as ordinary layers. :class:`TTLinear` is a tensor-train
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import BundleError
 
-__all__ = ["PLAIN_LAYER_TYPES", "Factorized", "TTLinear", "balanced_factors", "base_type", "module_from_spec", "module_spec"]
+__all__ = ["PLAIN_LAYER_TYPES", "Factorized", "Layer", "TTLinear", "balanced_factors", "base_type", "module_from_spec", "module_spec"]
 
 
 def base_type(mod: nn.Module) -> type:
@@ -30,6 +30,12 @@ def base_type(mod: nn.Module) -> type:
     return cls
 
 
+#: A layer selected by its type (Linear, Conv*, ConvTranspose*, BatchNorm*, a registered module) whose
+#: attributes are read (``.weight``, ``.kernel_size``, ``.parametrizations``). torch's stubs type every
+#: attribute of an ``nn.Module`` as ``Tensor | Module`` (``Module.__getattr__``), which no annotation of a
+#: layer of several possible types can narrow; code reading such attributes annotates the layer with this.
+Layer: TypeAlias = Any
+
 _CONVS: dict[str, type[nn.Module]] = {
     "Conv1d": nn.Conv1d, "Conv2d": nn.Conv2d, "Conv3d": nn.Conv3d,
     "ConvTranspose1d": nn.ConvTranspose1d, "ConvTranspose2d": nn.ConvTranspose2d, "ConvTranspose3d": nn.ConvTranspose3d,
@@ -39,7 +45,7 @@ _NORMS: dict[str, type[nn.Module]] = {"BatchNorm1d": nn.BatchNorm1d, "BatchNorm2
 PLAIN_LAYER_TYPES: tuple[str, ...] = ("Linear", *_CONVS, *_NORMS)
 
 
-def module_spec(mod: nn.Module) -> dict[str, Any]:
+def module_spec(mod: Layer) -> dict[str, Any]:
     """Constructor spec of a plain layer (Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d,
     BatchNorm1d/2d/3d) or a registered module."""
     cls = base_type(mod)

@@ -15,7 +15,7 @@ rebuilt without pickles.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +65,8 @@ def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signe
 class Mask(nn.Module):
     """``weight * mask`` with a fixed 0/1 mask buffer (pruning)."""
 
+    mask: Tensor
+
     def __init__(self, mask: Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask.detach().clone().to(torch.bool))
@@ -95,6 +97,9 @@ class FakeQuant(nn.Module):
         signed: signed codes (symmetric quantization) or unsigned (asymmetric).
         axis: channel axis of per-channel quantization, ``None`` for per-tensor.
     """
+
+    scale: Tensor
+    zero_point: Tensor
 
     def __init__(self, scale: Tensor, zero_point: Tensor, bits: int, signed: bool, axis: int | None) -> None:
         super().__init__()
@@ -167,6 +172,9 @@ class LoRA(nn.Module):
 class ActQuant(nn.Module):
     """Fake quantizer of a layer's input activations (per-tensor, calibrated)."""
 
+    scale: Tensor
+    zero_point: Tensor
+
     def __init__(self, scale: float | Tensor, zero_point: float | Tensor, bits: int, signed: bool) -> None:
         super().__init__()
         self.bits = int(bits)
@@ -189,7 +197,7 @@ class ActQuant(nn.Module):
 
 
 def _input_quant_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    q = module.input_quantizer
+    q = cast(ActQuant, module.input_quantizer)
     return (q(args[0]), *args[1:])
 
 
@@ -205,7 +213,12 @@ def parametrizations_of(module: nn.Module, tensor_name: str = "weight") -> list[
     """The parametrizations on ``module.<tensor_name>``, in application order."""
     if not parametrize.is_parametrized(module, tensor_name):
         return []
-    return list(module.parametrizations[tensor_name])
+    return list(_parametrizations(module)[tensor_name])
+
+
+def _parametrizations(module: nn.Module) -> dict[str, nn.ModuleList]:
+    """``module.parametrizations`` (a ``ModuleDict`` of ``ParametrizationList``) as the mapping it is."""
+    return cast(dict[str, nn.ModuleList], module.parametrizations)
 
 
 def find_parametrization(module: nn.Module, cls: type, tensor_name: str = "weight") -> Any:
@@ -252,7 +265,8 @@ def bake(module: nn.Module) -> list[str]:
         return removed
     cls = type(module)
     module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    for tname in list(module.parametrizations.keys()):
-        removed += [type(p).__name__ for p in module.parametrizations[tname]]
+    plist = _parametrizations(module)
+    for tname in list(plist.keys()):
+        removed += [type(p).__name__ for p in plist[tname]]
         parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
     return removed

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError, UnsupportedLayerError
 from ..accounting import count_params, storage_bits
 from ..base import LayerRecord, MethodConfig, select_modules
-from ..modules import base_type
+from ..modules import Layer, base_type
 
 __all__ = [
     "ALL_LAYER_TYPES",
@@ -58,7 +58,7 @@ def types_from_names(names: Iterable[str], allowed: dict[str, type[nn.Module]], 
 
 def targets(
     model: nn.Module, config: MethodConfig, types: tuple[type[nn.Module], ...], subclasses: bool = False
-) -> list[tuple[str, nn.Module]]:
+) -> list[tuple[str, Layer]]:
     """Selected layers (ConfigError when none match).
 
     ``subclasses=False`` (structural methods: factorizing, shrinking) takes exact types

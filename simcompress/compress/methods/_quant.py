@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..._config import StrictModel
+from ..modules import Layer
 from ..parametrizations import ActQuant, FakeQuant, attach_input_quantizer, fake_quantize, qrange
 
 __all__ = ["QuantSpec", "calibrate_inputs", "compute_qparams", "quantize_weight_", "weight_quantizer"]
@@ -120,7 +121,7 @@ def weight_quantizer(w: Tensor, spec: QuantSpec, out_axis: int = 0) -> FakeQuant
     return FakeQuant(scale, zp, spec.bits, spec.symmetric, axis)
 
 
-def quantize_weight_(module: nn.Module, spec: QuantSpec) -> FakeQuant:
+def quantize_weight_(module: Layer, spec: QuantSpec) -> FakeQuant:
     """Attach (or replace) the fake quantizer on ``module.weight``, calibrated on its current value."""
     from ._common import output_axis
 

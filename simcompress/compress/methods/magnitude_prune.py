@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..base import CompressionResult, MethodConfig, register_method
+from ..modules import Layer
 from ..parametrizations import Mask, clone_model
 from ._common import ALL_LAYER_TYPES, LAYER_TYPES, record, targets, types_from_names
 
@@ -28,7 +29,7 @@ class MagnitudePruneConfig(MethodConfig):
     types: tuple[str, ...] = ALL_LAYER_TYPES
 
 
-def set_mask_(module: nn.Module, keep: Tensor) -> None:
+def set_mask_(module: Layer, keep: Tensor) -> None:
     """AND ``keep`` into the module's weight mask, creating the mask parametrization if needed."""
     for p in (module.parametrizations["weight"] if parametrize.is_parametrized(module, "weight") else []):
         if isinstance(p, Mask):
@@ -43,7 +44,7 @@ def _kth_threshold(scores: Tensor, n_prune: int) -> Tensor:
     return torch.kthvalue(scores.reshape(-1), n_prune).values
 
 
-def prune_to_sparsity_(layers: list[tuple[str, nn.Module]], sparsity: float, scope: str) -> None:
+def prune_to_sparsity_(layers: list[tuple[str, Layer]], sparsity: float, scope: str) -> None:
     """Mask weights of ``layers`` in place so each (or all together) reach ``sparsity``.
 
     Exactly ``round(sparsity * n)`` weights are pruned; ties at the threshold

@@ -10,6 +10,7 @@ from torch import nn
 
 from ...errors import ConfigError
 from ..base import CompressionResult, MethodConfig, register_method
+from ..modules import Layer
 from ..parametrizations import clone_model
 from ._common import ALL_LAYER_TYPES, LAYER_TYPES, collect_outputs, record, targets, types_from_names
 from ._quant import QuantSpec, quantize_weight_
@@ -47,7 +48,7 @@ class MixedPrecisionConfig(MethodConfig):
 
 def _sensitivity(model: nn.Module, name: str, bits: int, config: MixedPrecisionConfig, ref: torch.Tensor | None, calibration: Any) -> float:
     trial = clone_model(model)
-    mod = trial.get_submodule(name)
+    mod: Layer = trial.get_submodule(name)
     spec = config.weights.model_copy(update={"bits": bits})
     if config.sensitivity == "weight":
         w = mod.weight.detach().to(torch.float64)

@@ -26,8 +26,9 @@ consumer's bias, so removing dead neurons is exact.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from torch.nn.utils import parametrize
 
 from ...errors import UnsupportedLayerError
 from ..base import CompressionResult, MethodConfig, register_method
-from ..modules import TTLinear, base_type
+from ..modules import Layer, TTLinear, base_type
 from ..parametrizations import ActQuant, Mask, clone_model
 from ._common import ALL_LAYER_TYPES, LAYER_TYPES, record, skipped_subclasses, targets, types_from_names
 
@@ -144,7 +145,7 @@ def _view_channels(node: fx.Node, units: int, producer: str) -> int:
         )
         raise UnsupportedLayerError(
             msg)
-    block = math.prod(spatial)
+    block = math.prod(int(v) for v in spatial if isinstance(v, int))  # all ints: checked above
     if units % block:
         msg = f"structured_prune: {node.name}: {units} features do not split into blocks of {block}"
         raise UnsupportedLayerError(msg)
@@ -165,7 +166,7 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
         if len(nodes) > 1:
             msg = f"structured_prune: layer {name!r} is called {len(nodes)} times; cannot shrink a shared layer"
             raise UnsupportedLayerError(msg)
-        prod = sub.get_submodule(local)
+        prod: Layer = sub.get_submodule(local)
         nd = _nd(base_type(prod))  # dimension of the tensor flowing now (0: features)
         group_out, flattened = 1, False
         cur = nodes[0]
@@ -184,7 +185,7 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
             if u.op == "output":
                 return Chain(name, between, None, prefix)
             if u.op == "call_module":
-                m = sub.get_submodule(u.target)
+                m: Layer = sub.get_submodule(str(u.target))
                 mt = base_type(m)
                 if isinstance(m, ELEMENTWISE_MODULES) and not (isinstance(m, nn.PReLU)) or mt in (BATCHNORM_BY_DIM.get(nd), nn.BatchNorm1d if nd == 0 else None) and mt is not None and not flattened or isinstance(m, nn.Upsample) and m.mode == "nearest" and nd > 0:
                     between.append(u)
@@ -257,17 +258,17 @@ def find_chain(root: nn.Module, graphs: list[tuple[str, fx.Graph, nn.Module]], n
 def _replay(chain: Chain, sub: nn.Module, x: Tensor, prev: fx.Node) -> Tensor:
     for node in chain.between:
         if node.op == "call_module":
-            x = sub.get_submodule(node.target)(x)
+            x = sub.get_submodule(str(node.target))(x)
         elif node.op == "call_function":
             args = [x if a is prev else a for a in node.args]
-            x = node.target(*args, **node.kwargs)
+            x = cast(Callable[..., Tensor], node.target)(*args, **node.kwargs)
         else:
-            x = getattr(x, node.target)(*list(node.args[1:]), **node.kwargs)
+            x = getattr(x, str(node.target))(*list(node.args[1:]), **node.kwargs)
         prev = node
     return x
 
 
-def _slice_param(module: nn.Module, tname: str, idx: Tensor, dim: int) -> None:
+def _slice_param(module: Layer, tname: str, idx: Tensor, dim: int) -> None:
     """Keep ``idx`` along ``dim`` of ``module.<tname>``, its original and its masks."""
     if parametrize.is_parametrized(module, tname):
         plist = module.parametrizations[tname]
@@ -294,7 +295,7 @@ def _slice_param(module: nn.Module, tname: str, idx: Tensor, dim: int) -> None:
             setattr(module, tname, new)
 
 
-def _shrink_out(mod: nn.Module, idx: Tensor) -> None:
+def _shrink_out(mod: Layer, idx: Tensor) -> None:
     _slice_param(mod, "weight", idx, _out_axis(mod))
     if mod.bias is not None:
         _slice_param(mod, "bias", idx, 0)
@@ -304,14 +305,14 @@ def _shrink_out(mod: nn.Module, idx: Tensor) -> None:
         mod.out_channels = len(idx)
 
 
-def _shrink_bn(bn: nn.Module, idx: Tensor) -> None:
+def _shrink_bn(bn: Layer, idx: Tensor) -> None:
     for t in ("weight", "bias", "running_mean", "running_var"):
         if getattr(bn, t, None) is not None:
             _slice_param(bn, t, idx, 0)
     bn.num_features = len(idx)
 
 
-def _shrink_in(mod: nn.Module, idx: Tensor) -> None:
+def _shrink_in(mod: Layer, idx: Tensor) -> None:
     _slice_param(mod, "weight", idx, _in_axis(mod))
     if isinstance(mod, nn.Linear):
         mod.in_features = len(idx)
@@ -334,12 +335,12 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) 
                 raise
             recs.append(record(name, "structured_prune", mod, mod, kept=True, note=str(err)))
     for chain in chains:
-        prod = model.get_submodule(chain.producer)
+        prod: Layer = model.get_submodule(chain.producer)
         if chain.consumer is None:
             recs.append(record(chain.producer, "structured_prune", prod, prod, kept_units=_units(prod), removed_units=0,
                                note="output feeds the traced module's output; width kept"))
             continue
-        cons = model.get_submodule(chain.consumer)
+        cons: Layer = model.get_submodule(chain.consumer)
         before = nn.ModuleDict({"p": clone_model(prod), "c": clone_model(cons)})
         with torch.no_grad():
             n = _units(prod) // chain.group_out  # prunable units (channels after a reshape)
@@ -380,7 +381,7 @@ def structured_prune(model: nn.Module, config: StructuredPruneConfig, **_: Any) 
                 if node.op == "call_method" and node.target in SHAPE_METHODS:
                     reshaped = True
                 if node.op == "call_module":
-                    m = model.get_submodule(chain.graph_prefix + node.target)
+                    m = model.get_submodule(chain.graph_prefix + str(node.target))
                     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
                         _shrink_bn(m, idx if reshaped or chain.group_out == 1 else out_idx)
             _shrink_in(cons, _blocks(idx, chain.group_in))
@@ -397,7 +398,7 @@ def _blocks(idx: Tensor, size: int) -> Tensor:
     return (idx[:, None] * size + torch.arange(size)).reshape(-1)
 
 
-def _units(mod: nn.Module) -> int:
+def _units(mod: Layer) -> int:
     return mod.out_features if isinstance(mod, nn.Linear) else mod.out_channels
 
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..._config import StrictModel
 from ..base import CompressionResult, LayerRecord, MethodConfig, register_method
-from ..modules import Factorized, base_type
+from ..modules import Factorized, Layer, base_type
 from ..parametrizations import ActQuant, attach_input_quantizer, parametrizations_of
 from ._common import (
     ALL_LAYER_TYPES,
@@ -89,7 +89,8 @@ def choose_rank(s: Tensor, opts: SVDOptions) -> int:
         return min(full, int(torch.searchsorted(kept, torch.tensor(opts.energy, dtype=torch.float64) - 1e-12)) + 1)
     tail = torch.flip(torch.cumsum(torch.flip(e, [0]), 0), [0])  # tail[k] = sum_{i>=k} s_i^2
     rel = torch.sqrt(torch.cat([tail[1:], torch.zeros(1, dtype=torch.float64)]) / total)  # error of rank k+1
-    ok = torch.nonzero(rel <= opts.max_rel_error)
+    max_rel_error = float(opts.max_rel_error) if opts.max_rel_error is not None else 0.0  # exactly one rule is set
+    ok = torch.nonzero(rel <= max_rel_error)
     return int(ok[0]) + 1 if len(ok) else full
 
 
@@ -128,10 +129,12 @@ def factorize_linear(w: Tensor, opts: SVDOptions) -> tuple[Tensor, Tensor, dict[
 _CONV_BY_DIM = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
-def _factor_modules(mod: nn.Module, b: Tensor, a: Tensor, k: int) -> tuple[nn.Module, nn.Module]:
+def _factor_modules(mod: Layer, b: Tensor, a: Tensor, k: int) -> tuple[nn.Module, nn.Module]:
     """The two plain layers whose composition applies the rank-k weight ``b @ a``."""
     w = mod.weight
     dtype = w.dtype
+    first: Layer
+    second: Layer
     if isinstance(mod, nn.Linear):
         out_f, in_f = w.shape
         first = nn.Linear(in_f, k, bias=False, dtype=dtype)
@@ -165,7 +168,7 @@ def _factor_modules(mod: nn.Module, b: Tensor, a: Tensor, k: int) -> tuple[nn.Mo
     return first, second
 
 
-def _as_matrix(mod: nn.Module) -> Tensor:
+def _as_matrix(mod: Layer) -> Tensor:
     w = mod.weight.detach()
     return w.reshape(w.shape[0], -1)
 

@@ -77,7 +77,7 @@ def tensor_train(model: nn.Module, config: TensorTrainConfig, **_: Any) -> Compr
         with torch.no_grad():
             for p, c in zip(tt.cores, cores, strict=False):
                 p.copy_(c.to(dtype))
-            if mod.bias is not None:
+            if mod.bias is not None and tt.bias is not None:  # tt has a bias exactly when mod has one
                 tt.bias.copy_(mod.bias.detach())
             w = mod.weight.detach().to(torch.float64)
             rel = float(torch.linalg.norm(tt.full_weight().to(torch.float64) - w) / max(float(torch.linalg.norm(w)), 1e-300))

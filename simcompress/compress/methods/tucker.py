@@ -75,7 +75,7 @@ def tucker(model: nn.Module, config: TuckerConfig, **_: Any) -> CompressionResul
             first.weight.copy_(u_i.T.reshape(r_i, i, *ones).to(dtype))
             mid.weight.copy_((core.transpose(0, 1) if transposed else core).to(dtype))
             last.weight.copy_(u_o.reshape(o, r_o, *ones).to(dtype))
-            if mod.bias is not None:
+            if mod.bias is not None and last.bias is not None:  # last has a bias exactly when mod has one
                 last.bias.copy_(mod.bias.detach())
         approx = torch.einsum("rs...,or,is->oi...", core, u_o, u_i)
         rel = float(torch.linalg.norm(approx - w) / max(float(torch.linalg.norm(w)), 1e-300))
