@@ -5,12 +5,13 @@
 * :func:`generate_to_file` writes one file from this process.
 * :func:`merge_shards` concatenates a finished run into one file.
 * :class:`ClusterConfig` / :func:`job_script` describe dask-jobqueue batch sites.
+* :class:`ContentHasher` is the shard content hash, :mod:`simcompress.showers.io.hashing`.
 """
 
+from ..showers.io.hashing import ContentHasher  # the content hash of shard files (one definition)
 from .cluster import ClusterConfig, job_script, load_cluster_config, make_cluster
 from .engine import GenerationSummary, generate_to_file, merge_shards, run_generation
 from .executors import BatchError
-from .hashing import ContentHasher, content_hash
 from .manifest import MANIFEST_NAME, Manifest, shard_filename
 from .seeds import shard_seed, shard_seed_sequence
 
@@ -21,7 +22,6 @@ __all__ = [
     "ContentHasher",
     "GenerationSummary",
     "Manifest",
-    "content_hash",
     "generate_to_file",
     "job_script",
     "load_cluster_config",

@@ -14,10 +14,10 @@ from typing import Any
 
 from .._provenance import software_versions, utc_now
 from ..errors import ConfigError, ShowerFileError
+from ..showers.io.hashing import ContentHasher
 from ._backend import DEFAULT_BACKEND, get_backend
 from .cluster import ClusterConfig, load_cluster_config
 from .executors import make_runner
-from .hashing import ContentHasher
 from .manifest import MANIFEST_NAME, Manifest, shard_filename
 from .seeds import check_seed
 from .worker import PARTIAL_DIR, ShardJob, generate_shard, verify_shard

@@ -3,7 +3,7 @@
 The manifest names the run (model bundle hash, event counts, energy spec, root
 seed, file format, chunk size), the software that produced it, and for every
 finished shard its file, event count and content hash (sha256 of the decoded
-arrays, :mod:`simcompress.batch.hashing`). A shard counts as done only once it is
+arrays, :mod:`simcompress.showers.io.hashing`). A shard counts as done only once it is
 in the manifest, so a shard is never counted twice; resuming compares the run's
 identity with the manifest and refuses a directory that holds a different run.
 """

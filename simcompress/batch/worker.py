@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, ShowerFileError
+from ..showers.io.hashing import ContentHasher
 from ._backend import get_backend
-from .hashing import ContentHasher
 from .seeds import shard_seed
 
 __all__ = ["CRASH_ENV", "PARTIAL_DIR", "ShardJob", "generate_shard", "load_model_cached", "verify_shard"]

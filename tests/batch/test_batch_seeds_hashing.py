@@ -29,23 +29,7 @@ def test_bad_seed_rejected(bad: object) -> None:
         shard_seed(bad, 0)  # type: ignore[arg-type]
 
 
-def test_content_hash_independent_of_chunking_and_equal_to_file_hash() -> None:
-    from simcompress.showers import Geometry, ShowerSet
-    from simcompress.showers.io import content_hash
+def test_batch_uses_the_showers_content_hash() -> None:
+    from simcompress.showers.io import ContentHasher as ShowersHasher
 
-    rng = np.random.default_rng(0)
-    e = rng.uniform(1e3, 1e5, 50).astype(np.float32)
-    x = rng.exponential(1.0, (50, 368)).astype(np.float32)
-    whole = ContentHasher()
-    whole.update(e, x)
-    parts = ContentHasher()
-    for a, b in [(0, 7), (7, 8), (8, 50)]:
-        parts.update(e[a:b], x[a:b])
-    assert whole.hexdigest() == parts.hexdigest()
-    assert parts.n_events == 50
-    geo = Geometry.from_name("ds1-photons")
-    assert whole.hexdigest() == content_hash(ShowerSet(e, x, geo))
-    x[3, 4] += 1.0
-    changed = ContentHasher()
-    changed.update(e, x)
-    assert changed.hexdigest() != whole.hexdigest()
+    assert ContentHasher is ShowersHasher
