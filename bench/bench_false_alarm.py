@@ -43,8 +43,8 @@ def run_geometry(
     geometry: str, n_events: int, n_pairs: int, *, seed: int = 2020, verbose: bool = True, features_only: bool = False,
     energies: str = "ds1",
 ) -> dict[str, object]:
-    from simcompress.validation.calibration import measure_false_alarm, simulated_pairs
     from simcompress.validation.distortions import scale_energy, widen_radially
+    from simcompress.validation.false_alarm import measure_false_alarm, simulated_pairs
     from simcompress.validation.gate import load_gate_spec
 
     spec = load_gate_spec("default")
