@@ -1,4 +1,4 @@
-"""Cached reference: what :class:`~simcompress.validation.core.PreparedReference` computes, on disk.
+"""Cached reference: what :class:`~simcompress.validation.prepared.PreparedReference` computes, on disk.
 
 Everything validation derives from the reference alone (per-event features and streaming
 summaries, the voxel subsample of the low-level classifier, the classifier's high-level inputs,
@@ -19,6 +19,11 @@ version): a file whose key, format or version differs, or that cannot be read co
 Location: ``$SIMCOMPRESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/simcompress/validation``, else
 ``~/.cache/simcompress/validation``; or any folder or ``.npz`` path passed as ``cache=``. The files
 are safe to delete at any time.
+
+This module is the file layer (key, location, format, version, atomic write, staleness); what a
+:class:`~simcompress.validation.prepared.PreparedReference` stores in an entry, and how it is
+rebuilt from one, is :func:`simcompress.validation.prepared.save_reference` /
+:func:`~simcompress.validation.prepared.load_reference`.
 """
 
 from __future__ import annotations
@@ -27,26 +32,31 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from .._atomic import atomic_path
+
 if TYPE_CHECKING:  # pragma: no cover
-    from .core import PreparedReference
-    from .gate import GateSpec
+    from ..showers.geometry import Geometry
+    from .spec import GateSpec
 
 __all__ = [
     "CACHE_FORMAT",
+    "StaleEntry",
     "cache_file",
     "calibrations",
     "default_cache_dir",
-    "load_reference",
+    "read_entry",
     "reference_key",
-    "save_reference",
+    "write_entry",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +110,7 @@ def reference_key(reference: Any, spec: GateSpec, threshold_mev: float | None) -
     from ..showers.data import ShowerSet
     from .features import default_threshold_mev
 
+    geom: Geometry | None
     if isinstance(reference, ShowerSet):
         from ..showers.io import content_hash
 
@@ -151,8 +162,9 @@ def _version() -> str:
     global _CODE
     if _CODE is None:
         root = Path(__file__).resolve().parent
-        files = sorted(p for p in root.glob("*.py") if p.name != "report.py")
-        files += [root.parent / "showers" / n for n in ("io.py", "data.py", "geometry.py")]
+        files = sorted(p for p in root.glob("*.py") if p.name not in ("report.py", "figures.py"))
+        showers = root.parent / "showers"
+        files += [showers / n for n in ("io.py", "data.py", "geometry.py")] + sorted((showers / "io").glob("*.py"))
         h = hashlib.sha256()
         for f in files:
             if f.is_file():
@@ -166,67 +178,25 @@ def _version() -> str:
 # ------------------------------------------------------------------ write
 
 
-def save_reference(prep: PreparedReference, path: Path, key: dict[str, Any]) -> bool:
-    """Write ``prep`` to ``path`` atomically; a failure (read-only folder, full disk) only logs a warning."""
-    from .core import _FloorStats
+def write_entry(path: Path, key: dict[str, Any], header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
+    """Write one entry (``header`` plus ``arrays``, keyed by ``key``) to ``path`` atomically.
 
-    t = prep.features
-    arrays: dict[str, np.ndarray] = {
-        "values": t.values,
-        "incident_energy": t.incident_energy,
-        "voxel_hist": t.voxel_hist,
-        "image_sum": t._image_sum,
-        "image_sumsq": t._image_sumsq,
-        "radial_sum": t._radial_sum,
-        "radial_sumsq": t._radial_sumsq,
-        "radial_norm_sum": t._radial_norm_sum,
-        "radial_norm_sumsq": t._radial_norm_sumsq,
-    }
-    if prep.sample.voxels is not None and prep.sample.voxel_einc is not None:
-        arrays["voxels"], arrays["voxel_einc"] = prep.sample.voxels, prep.sample.voxel_einc
-    if prep.hlv is not None:
-        arrays["hlv"] = prep.hlv
-    ref_batches = []
-    for i, ((fsz, kbs, ny), rb) in enumerate(prep.ref_batches.items()):
-        ra = rb.arrays()
-        arrays.update({f"refbatch{i}_{k}": v for k, v in ra.items()})
-        ref_batches.append({"fpd_sizes": list(fsz) if fsz else None, "kpd_batch": kbs, "n_candidate": ny, "arrays": sorted(ra)})
-    bin_floors: dict[str, Any] = {}
-    for label, fl in prep.bin_floors.items():
-        bin_floors[label] = {"n_half": fl.n_half, "stats": fl.stats} if isinstance(fl, _FloorStats) else {"skipped": fl}
-    header = {
+    A failure (read-only folder, full disk) only logs a warning and returns False.
+    """
+    full = {
         "magic": _MAGIC,
         "format": CACHE_FORMAT,
         "simcompress": _version(),
         "key": key,
         "key_digest": _key_digest(key),
-        "name": prep.sample.name,
-        "source": prep.sample.source,
-        "geometry": prep.geometry.to_dict(),
-        "threshold_mev": t.threshold_mev,
-        "names": t.names,
-        "floor": {"n_half": prep.floor.n_half, "stats": prep.floor.stats},
-        "bins": [{"label": b.label, "lo": b.lo, "hi": b.hi} for b in prep.bins],
-        "bin_floors": bin_floors,
-        "multivariate_floor": prep.multivariate_floor,
-        "ref_batches": ref_batches,
-        "classifier_floor": prep.classifier_floor,
-        "notes": prep.notes,
-        # the gate's family-wise false-alarm calibrations (simcompress.validation.calibration), by gate settings
-        "false_alarm_calibrations": {k: c.to_dict() for k, c in calibrations(prep).items()},
+        **header,
         "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in arrays.items()},
     }
-    blob = np.frombuffer(json.dumps(header, default=float).encode(), dtype=np.uint8)
+    blob = np.frombuffer(json.dumps(full, default=float).encode(), dtype=np.uint8)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, header=blob, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        members: dict[str, Any] = {"header": blob, **arrays}
+        with atomic_path(path, fsync=False) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **members)
     except OSError as err:
         log.warning("reference cache %s not written (%s); validation goes on without it", path, err)
         return False
@@ -236,7 +206,7 @@ def save_reference(prep: PreparedReference, path: Path, key: dict[str, Any]) -> 
 # ------------------------------------------------------------------ read
 
 
-class _Stale(Exception):
+class StaleEntry(Exception):
     """The cache entry exists but must not be used (the message says why)."""
 
 
@@ -246,42 +216,41 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             names = set(z.files)
             if "header" not in names:
                 msg = "no header (not a simcompress reference cache)"
-                raise _Stale(msg)
+                raise StaleEntry(msg)
             header = json.loads(z["header"].tobytes().decode())
             if not isinstance(header, dict) or header.get("magic") != _MAGIC:
                 msg = "not a simcompress reference cache"
-                raise _Stale(msg)
+                raise StaleEntry(msg)
             if header.get("format") != CACHE_FORMAT or header.get("simcompress") != _version():
                 msg = (
                     f"written by simcompress {header.get('simcompress')} (cache format {header.get('format')}), "
                     f"this is {_version()} (format {CACHE_FORMAT})"
                 )
-                raise _Stale(
-                    msg
-                )
+                raise StaleEntry(msg)
             want = header.get("arrays", {})
             if set(want) | {"header"} != names:
                 msg = f"arrays {sorted(names - {'header'})} do not match the header's {sorted(want)}"
-                raise _Stale(msg)
+                raise StaleEntry(msg)
             arrays = {k: z[k] for k in want}  # reads every member fully (zip CRC checked)
-    except _Stale:
+    except StaleEntry:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as err:
         msg = f"unreadable ({type(err).__name__}: {err}); truncated or corrupt"
-        raise _Stale(msg) from None
+        raise StaleEntry(msg) from None
     for k, (shape, dtype) in want.items():
         if list(arrays[k].shape) != list(shape) or str(arrays[k].dtype) != dtype:
             msg = f"array {k!r} has shape {arrays[k].shape} {arrays[k].dtype}, header says {tuple(shape)} {dtype}"
-            raise _Stale(msg)
+            raise StaleEntry(msg)
     return header, arrays
 
 
-def load_reference(path: Path, key: dict[str, Any], spec: GateSpec) -> PreparedReference | None:
-    """The cached :class:`PreparedReference` at ``path`` if it exists and matches ``key`` exactly.
+def read_entry(path: Path, key: dict[str, Any], rebuild: Callable[[dict[str, Any], dict[str, np.ndarray]], T]) -> T | None:
+    """``rebuild(header, arrays)`` of the entry at ``path`` if it exists and matches ``key`` exactly.
 
     A missing file returns None silently; a file that exists but is stale (another reference,
-    other settings, another simcompress version or cache format, truncated or corrupt) returns
-    None after a one-line notice, so the caller recomputes (and overwrites it).
+    other settings, another simcompress version or cache format, truncated or corrupt, or content
+    ``rebuild`` rejects with :class:`StaleEntry`) returns None after a one-line notice, so the
+    caller recomputes (and overwrites it).
     """
     if not path.is_file():
         return None
@@ -291,75 +260,16 @@ def load_reference(path: Path, key: dict[str, Any], spec: GateSpec) -> PreparedR
             old = header.get("key", {})
             what = "another reference" if isinstance(old, dict) and old.get("reference") != key["reference"] else "other settings"
             msg = f"written for {what} (key differs)"
-            raise _Stale(msg)
-        prep = _rebuild(header, arrays, spec)
-    except _Stale as why:
+            raise StaleEntry(msg)
+        return rebuild(header, arrays)
+    except StaleEntry as why:
         log.warning("reference cache %s not used: %s; recomputing", path, why)
         return None
-    log.info("reference cache %s used (%d events)", path, prep.n_events)
-    return prep
-
-
-def _rebuild(header: dict[str, Any], a: dict[str, np.ndarray], spec: GateSpec) -> PreparedReference:
-    from ..showers.geometry import Geometry
-    from .core import PreparedReference, Sample, _FloorStats, _RefBatches
-    from .features import EnergyBin, FeatureTable
-
-    try:
-        geom = Geometry.from_dict(header["geometry"], source="reference cache")
-        if geom.fingerprint != header["key"]["geometry"]:
-            msg = "geometry does not match the key"
-            raise _Stale(msg)
-        names = list(header["names"])
-        if a["values"].ndim != 2 or a["values"].shape[1] != len(names) or a["incident_energy"].shape != (a["values"].shape[0],):
-            msg = "feature table shape does not match its names"
-            raise _Stale(msg)
-        table = FeatureTable(
-            names, a["values"], a["incident_energy"], geom, float(header["threshold_mev"]), a["voxel_hist"],
-            a["image_sum"], a["image_sumsq"], a["radial_sum"], a["radial_sumsq"], a["radial_norm_sum"], a["radial_norm_sumsq"],
-        )
-        sample = Sample(header["name"], header["source"], table, a.get("voxels"), a.get("voxel_einc"))
-        fl = header["floor"]
-        floor = _FloorStats(int(fl["n_half"]), fl["stats"])
-        if set(floor.stats) != set(names):
-            msg = "noise floor features do not match the feature table"
-            raise _Stale(msg)
-        bin_floors: dict[str, _FloorStats | str] = {}
-        for label, v in header["bin_floors"].items():
-            bin_floors[label] = v["skipped"] if "skipped" in v else _FloorStats(int(v["n_half"]), v["stats"])
-        prep = PreparedReference(
-            sample=sample,
-            spec=spec,
-            sorted_cols={f: np.sort(table[f].astype(np.float64)) for f in names},
-            floor=floor,
-            hlv=a.get("hlv"),
-            multivariate_floor=header["multivariate_floor"],
-            classifier_floor=header["classifier_floor"],
-            bins=[EnergyBin(b["label"], float(b["lo"]), float(b["hi"])) for b in header["bins"]],
-            bin_floors=bin_floors,
-            notes=list(header["notes"]),
-        )
-        for i, rbh in enumerate(header["ref_batches"]):
-            fsz = tuple(int(v) for v in rbh["fpd_sizes"]) if rbh["fpd_sizes"] else None
-            kbs = int(rbh["kpd_batch"]) if rbh["kpd_batch"] is not None else None
-            rb = _RefBatches(**{k: a[f"refbatch{i}_{k}"] for k in rbh["arrays"]})
-            prep.ref_batches[(fsz, kbs, int(rbh["n_candidate"]))] = rb
-        cals = header.get("false_alarm_calibrations") or {}
-        if cals:
-            from .calibration import FamilyCalibration
-
-            vars(prep)[_CAL_ATTR] = {k: FamilyCalibration.from_dict(d) for k, d in cals.items()}
-    except _Stale:
-        raise
-    except (KeyError, TypeError, ValueError, ImportError) as err:
-        msg = f"inconsistent content ({type(err).__name__}: {err})"
-        raise _Stale(msg) from None
-    return prep
 
 
 _CAL_ATTR = "_false_alarm_calibrations"  # where simcompress.validation.calibration keeps them on a PreparedReference
 
 
-def calibrations(prep: PreparedReference) -> dict[str, Any]:
+def calibrations(prep: Any) -> dict[str, Any]:
     """The false-alarm calibrations computed so far on ``prep`` (gate-settings key -> calibration)."""
     return dict(vars(prep).get(_CAL_ATTR, {}))

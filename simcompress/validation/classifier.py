@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .metrics import TooFewEventsError
+from ._shared import TooFewEventsError
 
 __all__ = ["ClassifierResult", "classifier_test", "isotonic_fit", "low_level_inputs", "roc_auc"]
 

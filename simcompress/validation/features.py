@@ -164,6 +164,9 @@ class FeatureTable(Mapping[str, np.ndarray]):
         self._radial_norm_sumsq = radial_sumsq * np.nan if radial_norm_sumsq is None else radial_norm_sumsq
         self._index = {n: i for i, n in enumerate(self.names)}
 
+    #: the (n_events, n_features) table; an attribute, so it shadows ``Mapping.values()`` on purpose
+    values: np.ndarray  # type: ignore[assignment]
+
     # Mapping protocol
     def __getitem__(self, name: str) -> np.ndarray:
         try:
@@ -306,11 +309,16 @@ def _radial_matrix(g: Geometry) -> np.ndarray:
 class FeatureAccumulator:
     """Streaming feature computation: ``update(chunk)`` repeatedly, then ``result()``.
 
-    Example:
-        >>> acc = FeatureAccumulator(geometry, threshold_mev=1.0)   # doctest: +SKIP
-        >>> for chunk in open_showers("ref.root").iterate(100_000):  # doctest: +SKIP
+    Example (chunks from any source, e.g. ``open_showers("ref.root").iterate(100_000)``):
+        >>> from simcompress.showers.geometry import Geometry
+        >>> from simcompress.validation._toy import toy_showers
+        >>> g = Geometry.from_name("ds1-photons")
+        >>> acc = FeatureAccumulator(g, threshold_mev=1.0)
+        >>> for chunk in toy_showers(g, 300, seed=1).iter_chunks(100):
         ...     acc.update(chunk)
-        >>> table = acc.result()                                     # doctest: +SKIP
+        >>> table = acc.result()
+        >>> table.n_events, table["E_tot"].shape
+        (300, (300,))
     """
 
     def __init__(self, geometry: Geometry, threshold_mev: float | None = None, source: str = "<showers>") -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import linalg, optimize, stats
 
 from ..errors import ConfigError
+from ._shared import TooFewEventsError
 
 __all__ = [
     "KSW1",
@@ -44,10 +45,6 @@ __all__ = [
     "separation_power",
     "w1",
 ]
-
-
-class TooFewEventsError(ConfigError):
-    """A metric was asked for on fewer events than it needs (never a silent number)."""
 
 
 def _check_1d(x: Any, name: str, min_n: int = 1) -> np.ndarray:

@@ -8,9 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from simcompress.validation import PreparedReference, core, validate
+from simcompress.validation import PreparedReference, evaluation, floor, multivariate, validate
 from simcompress.validation import cache as C
 from simcompress.validation import metrics as M
+from simcompress.validation import prepared as P
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_damaged_or_foreign_cache_is_recomputed(ref_file, independent, spec, tmp
     elif damage == "other_version":
         monkeypatch.setattr(C, "_version", lambda: "0.0.1")
         prep = PreparedReference.build(ref_file, spec, progress=False, cache=False)
-        C.save_reference(prep, path, C.reference_key(ref_file, spec, None))
+        P.save_reference(prep, path, C.reference_key(ref_file, spec, None))
         monkeypatch.undo()
         why = "written by simcompress 0.0.1"
     else:
@@ -140,7 +141,7 @@ def test_damaged_or_foreign_cache_is_recomputed(ref_file, independent, spec, tmp
     assert len(notes) == 1 and why in notes[0] and str(path) in notes[0], notes
     assert res.reference.cache_info["status"] == "written"
     assert _numbers(res) == _numbers(good)
-    assert C.load_reference(path, C.reference_key(ref_file, spec, None), spec) is not None  # rewritten, whole
+    assert P.load_reference(path, C.reference_key(ref_file, spec, None), spec) is not None  # rewritten, whole
 
 
 def test_prepared_reference_build_shares_the_cache(ref_file, spec, tmp_path) -> None:
@@ -172,8 +173,8 @@ def test_one_pass_floor_equals_per_split_floor() -> None:
         }
         edges = {f: M.feature_binning(np.sort(c), []) for f, c in cols.items()}
         for cap in (500, 10_000):
-            fast = core._floor_features(cols, edges, 6, cap, 3, 10)
-            slow = core._floor_features_per_split(cols, edges, 6, cap, 3, 10)
+            fast = floor._floor_features(cols, edges, 6, cap, 3, 10)
+            slow = floor._floor_features_per_split(cols, edges, 6, cap, 3, 10)
             assert fast.n_half == slow.n_half
             assert fast.stats == slow.stats  # bitwise: same numbers as sorting every half
 
@@ -184,7 +185,7 @@ def test_sorted_bootstrap_equals_metrics_bootstrap() -> None:
         x = np.sort(np.round(rng.normal(size=n), 2))  # ties
         y = np.sort(rng.exponential(size=m))
         want = M.bootstrap_ks_w1(x, y, n_boot=6, max_events=cap, seed=11)
-        assert core._bootstrap_ks_w1_sorted(x, y, n_boot=6, max_events=cap, seed=11) == want
+        assert evaluation._bootstrap_ks_w1_sorted(x, y, n_boot=6, max_events=cap, seed=11) == want
 
 
 def test_cli_cache_dir_and_no_cache(ref_file, independent, spec, tmp_path, capsys) -> None:
@@ -217,16 +218,16 @@ def test_stored_reference_batches_give_metrics_fpd_and_kpd_bitwise(full_spec) ->
     x = rng.normal(size=(1250, 12))
     for ny in (1250, 900):
         y = rng.normal(size=(ny, 12)) * 1.1
-        lo, hi = core._fpd_sizes(spec.fpd, min(1250, ny), 12)
-        rb = core._ref_batches(spec, x, ny, (lo, hi), 800)
+        lo, hi = multivariate._fpd_sizes(spec.fpd, min(1250, ny), 12)
+        rb = multivariate._ref_batches(spec, x, ny, (lo, hi), 800)
         want_fpd = M.fpd(x, y, min_samples=lo, max_samples=hi, num_batches=spec.fpd.num_batches,
                          num_points=spec.fpd.num_points, seed=spec.seed)
-        assert core._fpd_from(rb, y / rb.scale, spec, (lo, hi), 1250) == want_fpd
-        assert core._kpd_from(rb, x / rb.scale, y / rb.scale, spec) == M.kpd(x, y, batch_size=800, seed=spec.seed)
+        assert multivariate._fpd_from(rb, y / rb.scale, spec, (lo, hi), 1250) == want_fpd
+        assert multivariate._kpd_from(rb, x / rb.scale, y / rb.scale, spec) == M.kpd(x, y, batch_size=800, seed=spec.seed)
 
 
 def test_sorted_histogram_equals_numpy_histogram() -> None:
     rng = np.random.default_rng(5)
     x = np.sort(np.concatenate([np.round(rng.normal(size=3000), 1), [-9.0, 9.0]]))
     for edges in (np.linspace(-2, 2, 11), np.array([-9.0, 0.0, 0.5, 9.0]), np.unique(np.quantile(x, np.linspace(0, 1, 51)))):
-        assert np.array_equal(core._hist_sorted(x, edges), np.histogram(x, edges)[0])
+        assert np.array_equal(evaluation._hist_sorted(x, edges), np.histogram(x, edges)[0])

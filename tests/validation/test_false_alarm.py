@@ -17,11 +17,9 @@ from simcompress.validation.calibration import (
     calibrate_family,
     clopper_pearson,
     family_calibration,
-    half_split_pairs,
-    measure_false_alarm,
-    simulated_pairs,
 )
 from simcompress.validation.distortions import scale_energy, widen_radially
+from simcompress.validation.false_alarm import half_split_pairs, measure_false_alarm, simulated_pairs
 from simcompress.validation.gate import FeatureRule, GateSpec, evaluate_gate, load_gate_spec
 
 _OFF = {"classifier": {"enabled": False}, "fpd": {"enabled": False}, "kpd": {"enabled": False}}
@@ -130,7 +128,7 @@ def test_the_rate_is_stated_in_metrics_json_report_and_model_gate(reference, ind
     assert fa["sentence"].startswith("Family-wise false-alarm rate 1.0 % per candidate by construction (70 feature checks")
     assert "held-out same-physics half-splits" in fa["sentence"]
     assert set(fa["rate_other"]) == {"fpd", "kpd", "classifier:high"} and sum(fa["rate_other"].values()) <= 0.001
-    from simcompress.validation.gate import _n_candidate
+    from simcompress.validation.checks import _n_candidate
 
     c = res.candidates["independent"]
     assert _n_candidate(c.features["E_ratio"]) == len(independent)  # the candidate size the thresholds rescale to

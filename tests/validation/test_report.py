@@ -11,7 +11,8 @@ import pytest
 
 from simcompress.validation import PreparedReference, validate
 from simcompress.validation.distortions import widen_radially
-from simcompress.validation.report import _grid_groups, _grid_values, _hist_edges, report_section, write_report
+from simcompress.validation.figures import _grid_groups, _grid_values, _hist_edges
+from simcompress.validation.report import report_section, write_report
 
 
 @pytest.fixture(scope="module")

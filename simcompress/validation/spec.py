@@ -1,0 +1,223 @@
+"""Fidelity gates: YAML thresholds relative to the reference-versus-reference noise floor.
+
+A :class:`GateSpec` (strict pydantic; unknown keys are errors) lists rules:
+
+* ``false_alarm``: the gate's one family-wise false-alarm probability (``rate``, 1 % by default):
+  the probability that *any* check of a candidate fails when the candidate has the reference's
+  physics, whatever the number of checks (per-energy-bin checks included). With ``method:
+  max-statistic`` (default) every feature threshold is calibrated to it by a max-statistic over
+  reference half-splits (:mod:`simcompress.validation.calibration`):
+  ``value <= r * (mean + c * sd)`` with the split mean and spread of the check and one critical
+  value ``c`` for all checks; the report and ``metrics.json`` state the rate in one sentence.
+* ``features``: which features are gated on ``w1``, ``ks`` or ``separation_power``. With
+  ``false_alarm.method: per-check`` (the uncalibrated rule of earlier versions; the family-wise
+  rate then grows with the number of checks) a feature passes when
+  ``value <= max(ratio * floor, floor + k * floor_std, k * one_event_resolution)``, where ``floor`` and ``floor_std`` are the
+  mean and spread of the same metric between disjoint halves of the reference, over
+  ``noise_floor.n_splits`` random splits, rescaled to the candidate's sample sizes
+  (KS and W1 scale as sqrt(1/n + 1/m), the separation-power bias as 1/n + 1/m).
+* ``fpd`` / ``kpd``: ``value <= floor + k * sqrt(floor_err^2 + value_err^2)`` (and optionally ``<= max_value``).
+* ``classifier``: held-out ``AUC <= max_auc`` for each input kind (``low``: voxels; ``high``: features).
+
+Presets live in ``configs/validation/`` (``default``, ``strict``, ``loose``); :func:`load_gate_spec`
+accepts a preset name or a path. The rules are applied by :mod:`.checks` (:func:`~.checks.evaluate_gate`);
+the callable the compression pipeline uses is :mod:`.model_gate`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .._config import StrictModel, load_yaml
+from ..errors import UnknownNameError, did_you_mean
+
+__all__ = [
+    "BaselineRule",
+    "BootstrapConfig",
+    "ClassifierRule",
+    "FalseAlarmConfig",
+    "FeatureRule",
+    "GateSpec",
+    "MultivariateRule",
+    "NoiseFloorConfig",
+    "feature_threshold",
+    "load_gate_spec",
+    "preset_names",
+]
+
+
+class FeatureRule(StrictModel):
+    """Which features a metric gates; ``ratio`` and ``k`` only apply with ``false_alarm.method: per-check``."""
+
+    metric: Literal["w1", "ks", "separation_power"]
+    features: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    k: float = Field(5.0, ge=0)
+    ratio: float = Field(3.0, ge=1.0)
+
+    def selects(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.features) and not any(
+            fnmatch.fnmatchcase(name, p) for p in self.exclude
+        )
+
+
+class MultivariateRule(StrictModel):
+    """FPD/KPD rule: ``value <= floor + k * sqrt(floor_err^2 + value_err^2)`` (and ``<= max_value`` if set)."""
+
+    enabled: bool = True
+    gate: bool = True
+    k: float = Field(5.0, ge=0)
+    max_value: float | None = None
+    min_samples: int = Field(20_000, ge=10)
+    max_samples: int = Field(50_000, ge=10)
+    num_batches: int = Field(20, ge=2)
+    num_points: int = Field(10, ge=2)
+    batch_size: int = Field(5_000, ge=10)
+
+
+class ClassifierRule(StrictModel):
+    """Classifier two-sample test and its bound on the held-out AUC."""
+
+    enabled: bool = True
+    gate: bool = True
+    inputs: tuple[Literal["low", "high"], ...] = ("high",)
+    max_auc: float = Field(0.6, gt=0.5, le=1.0)
+    floor: bool = True
+    n_hidden: int = Field(256, ge=1)
+    n_layers: int = Field(2, ge=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    calibrate: bool = True
+    max_events: int = Field(50_000, ge=100)
+    min_events: int = Field(200, ge=10)
+
+
+class NoiseFloorConfig(StrictModel):
+    """Reference-versus-reference floor: ``n_splits`` random half splits, each half capped at ``max_events``."""
+
+    n_splits: int = Field(8, ge=2)
+    max_events: int = Field(100_000, ge=10)
+
+
+class BootstrapConfig(StrictModel):
+    """Bootstrap errors: ``n_boot`` resamples of min(n, ``max_events``) events (KS/W1); multinomial for histograms."""
+
+    n_boot: int = Field(10, ge=2)
+    max_events: int = Field(50_000, ge=10)
+    n_boot_hist: int = Field(200, ge=2)
+
+
+class BaselineRule(StrictModel):
+    """Compression gates: also pass a check when the candidate is not much worse than a baseline model.
+
+    A compressed generator is judged against the reference *and* against the uncompressed model it
+    came from: a check passes when ``value <= max(absolute threshold, relative threshold)`` with the
+    relative threshold ``max(ratio * baseline, baseline + k * floor_std)`` for feature metrics,
+    ``baseline * ratio + k * sqrt(err_b^2 + err^2)`` for FPD/KPD and ``baseline AUC + auc_margin``
+    for the classifier. Without a baseline (plain ``simcompress validate``) it has no effect.
+    """
+
+    enabled: bool = False
+    ratio: float = Field(1.5, ge=1.0)
+    k: float = Field(3.0, ge=0)
+    auc_margin: float = Field(0.05, ge=0, le=0.5)
+
+
+class FalseAlarmConfig(StrictModel):
+    """The gate's family-wise false-alarm probability and how thresholds are calibrated to it.
+
+    ``rate``: probability that a candidate with the reference's physics fails any check.
+    ``method``: ``max-statistic`` (thresholds from ``n_splits`` reference half-splits of at most
+    ``max_events`` events each; ``n_holdout`` of them are kept out of the fit and reported as the
+    observed check) or ``per-check`` (each feature rule's own ``ratio``/``k``; no family-wise control).
+    """
+
+    rate: float = Field(0.01, gt=0.0, lt=0.5)
+    method: Literal["max-statistic", "per-check"] = "max-statistic"
+    n_splits: int = Field(150, ge=20)
+    n_holdout: int = Field(50, ge=0)
+    max_events: int = Field(20_000, ge=10)
+
+    @model_validator(mode="after")
+    def _enough_fit_splits(self) -> FalseAlarmConfig:
+        if self.n_splits - self.n_holdout < 10:
+            msg = f"n_splits - n_holdout = {self.n_splits - self.n_holdout}, need at least 10 splits for the fit"
+            raise ValueError(msg)
+        return self
+
+
+class GateSpec(StrictModel):
+    """A complete validation gate (see module docstring)."""
+
+    name: str = "custom"
+    description: str = ""
+    features: tuple[FeatureRule, ...] = (
+        FeatureRule(metric="w1"),
+        FeatureRule(metric="separation_power"),
+    )
+    fpd: MultivariateRule = MultivariateRule()
+    kpd: MultivariateRule = MultivariateRule()
+    classifier: ClassifierRule = ClassifierRule()
+    noise_floor: NoiseFloorConfig = NoiseFloorConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    binning: Literal["quantile", "calochallenge"] = "quantile"
+    n_bins: int = Field(50, ge=2)
+    per_energy_bin: bool = False
+    #: ``false_alarm.method: per-check`` only: per-bin thresholds are multiplied by this (look-elsewhere).
+    #: With the default max-statistic the per-bin checks are part of the calibrated family instead.
+    per_bin_scale: float = Field(1.5, ge=1.0)
+    min_bin_events: int = Field(50, ge=2)
+    energy_mismatch: Literal["warn", "error"] = "warn"
+    energy_mismatch_pvalue: float = Field(1e-3, gt=0, lt=1)
+    min_events: int = Field(200, ge=2)
+    threshold_mev: float | None = Field(None, ge=0)
+    baseline: BaselineRule = BaselineRule()
+    false_alarm: FalseAlarmConfig = FalseAlarmConfig()
+    seed: int = 0
+
+
+def _preset_dir() -> Path:
+    """``configs/validation`` as packaged (``simcompress/_configs`` links to ``configs/``, like the geometries)."""
+    from importlib import resources
+
+    return Path(str(resources.files("simcompress") / "_configs" / "validation"))
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped gate presets (``configs/validation/*.yaml``)."""
+    d = _preset_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def load_gate_spec(name_or_path: str | os.PathLike[str] | GateSpec | None = None) -> GateSpec:
+    """Load a gate spec from a preset name (``"default"``), a YAML path, or pass a spec through."""
+    if isinstance(name_or_path, GateSpec):
+        return name_or_path
+    if name_or_path is None:
+        name_or_path = "default"
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return load_yaml(GateSpec, p)
+    cand = _preset_dir() / f"{name_or_path}.yaml"
+    if cand.is_file():
+        return load_yaml(GateSpec, cand)
+    msg = f"unknown gate preset {str(name_or_path)!r}; {did_you_mean(str(name_or_path), preset_names())}"
+    raise UnknownNameError(msg)
+
+
+
+def feature_threshold(rule: FeatureRule, floor: float, floor_std: float, resolution: float = 0.0) -> float:
+    """``max(ratio * floor, floor + k * floor_std, k * resolution)``.
+
+    ``resolution`` is the metric's one-event granularity (W1: observed range / n_candidate; KS and
+    separation power: 1 / n_candidate). It only matters where the reference floor is degenerate,
+    e.g. a feature constant in every reference event of an energy bin, where a floor of 0 would
+    otherwise fail a candidate for a single event.
+    """
+    return max(rule.ratio * floor, floor + rule.k * floor_std, rule.k * resolution)
