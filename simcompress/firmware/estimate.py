@@ -158,6 +158,7 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
 
     reuse = {op.name: layer_implementation(cfg, op.name)[0] for op in graph.linear_ops}
     for op in graph.linear_ops:
+        assert op.w_int is not None  # every linear op has weights (build_graph)
         n_out, n_in = op.w_int.shape
         valid = valid_reuse_factors(n_in, n_out)
         if reuse[op.name] not in valid:
@@ -182,6 +183,7 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
         per = {e["name"]: e[res] for e in est["layers"] if e["kind"] == "Dense"}
         for name in sorted(per, key=lambda k: -per[k]):
             op = graph.op(name)
+            assert op.w_int is not None
             n_out, n_in = op.w_int.shape
             bigger = [v for v in valid_reuse_factors(n_in, n_out) if v > reuse[name]]
             if bigger and per[name] > 0:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._atomic import atomic_dir, atomic_path
+from .._progress import progress_bar
 from .._provenance import software_versions, utc_now
+from ..compress.fixed_point.record import PrecisionRecord
 from ..errors import BundleError, ConfigError, SimcompressError
 from .config import FirmwareConfig
 from .estimate import estimate, plan_reuse_factors
@@ -72,7 +74,7 @@ class FirmwareResult:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_fixed_point_model(source: str | os.PathLike[str] | nn.Module) -> tuple[nn.Module, dict[str, Any], str]:
+def load_fixed_point_model(source: str | os.PathLike[str] | nn.Module) -> tuple[nn.Module, PrecisionRecord, str]:
     """(model, precision record, description) from a compressed bundle directory or a module."""
     if isinstance(source, nn.Module):
         _net, record = resolve(source)
@@ -92,13 +94,9 @@ def load_fixed_point_model(source: str | os.PathLike[str] | nn.Module) -> tuple[
     if not prec_file.is_file():
         raise BundleError(f"{p}: no precision.json (a float bundle); " + first.format(m=p))
     try:
-        record = json.loads(prec_file.read_text())
-    except json.JSONDecodeError as err:
-        msg = f"{prec_file}: not valid JSON ({err.msg} at line {err.lineno})"
-        raise BundleError(msg) from None
-    if not isinstance(record, dict) or "input" not in record or "layers" not in record:
-        msg = f"{prec_file}: not a precision record (needs 'input' and 'layers')"
-        raise BundleError(msg)
+        record = PrecisionRecord.from_json(prec_file.read_text(), str(prec_file))
+    except ConfigError as err:
+        raise BundleError(str(err)) from None
     try:
         from ..generators import load_generator
     except ImportError as err:  # pragma: no cover - generators ship with the package
@@ -116,7 +114,7 @@ def float_network(net: nn.Module) -> nn.Module:
 
 
 def check_inputs(graph: FixedGraph, n: int, seed: int, noise_range: float = 3.0,
-                 model: nn.Module | None = None) -> list[np.ndarray]:
+                 model: Any = None) -> list[np.ndarray]:
     """Random check inputs: 90 % typical (noise N(0,1) clipped, conditioning from the generator's
     energy range when known), 10 % uniform over 1.25x the input type range (exercises saturation)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed))
@@ -149,7 +147,7 @@ def vendor_tool(backend: str) -> str | None:
     return None
 
 
-def csim_showers(generator: nn.Module, hls_model: Any, graph: FixedGraph, incident_energies: np.ndarray,
+def csim_showers(generator: Any, hls_model: Any, graph: FixedGraph, incident_energies: np.ndarray,
                  seed: int = 0, batch: int = 4096) -> np.ndarray:
     """Showers (N, V) MeV generated through the hls4ml C simulation:
     ``postprocess(csim(quantize(z), quantize(condition(E))), E)``, z from ``torch.Generator(seed)``."""
@@ -166,9 +164,9 @@ def csim_showers(generator: nn.Module, hls_model: Any, graph: FixedGraph, incide
 
 # ----------------------------------------------------------------------------- export
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    # default=str: a vendor synthesis report may hold values JSON has no type for
+    with atomic_path(path, fsync=False) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _fmt(a: np.ndarray) -> list[str]:
@@ -191,7 +189,8 @@ def export_firmware(
 
     Args:
         source: a compressed bundle directory (with ``precision.json``) or a model
-            holding a :class:`~simcompress.compress.methods.fixed_point.FixedPointNetwork`.
+            holding a fixed-point network and its precision record
+            (:func:`~simcompress.compress.fixed_point.record.find_precision_network`).
         config: the target (part, clock, backend, io type, reuse factors, budget).
         out_dir: the IP folder to create (must not exist unless ``overwrite``).
         n_samples: random inputs for the bit-exactness check (default ``config.check.n_samples``).
@@ -212,19 +211,11 @@ def export_firmware(
     graph = build_graph(net, record, input_sizes or input_sizes_from(model))
     reuse = plan_reuse_factors(graph, config)
     n = n_samples or config.check.n_samples
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite=True) as tmp:
         report, hm = _build(graph, net, model, record, desc, config, reuse, tmp, n, rtl)
         if synth:
             report["synthesis"] = _synthesize(hm, config, tmp)
         _write_json(tmp / "firmware.json", report)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if synth and report["synthesis"].get("status") == "failed":
         msg = (
             f"vendor synthesis with {report['synthesis']['tool']} failed ({report['synthesis']['reason']}); "
@@ -247,21 +238,18 @@ def export_firmware(
     return FirmwareResult(out, report, graph, hm if keep_model else None, model)
 
 
-def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: dict[str, Any], desc: str,
+def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: PrecisionRecord, desc: str,
            cfg: FirmwareConfig, reuse: dict[str, int], tmp: Path, n: int, rtl: bool | None) -> tuple[dict[str, Any], Any]:
-    from rich.progress import Progress
-
     timings: dict[str, float] = {}
-    with Progress(transient=True, disable=not log.isEnabledFor(logging.INFO)) as progress:
-        task = progress.add_task("firmware", total=5)
+    with progress_bar("firmware", 5, enabled=log.isEnabledFor(logging.INFO), transient=True) as progress:
         t0 = time.perf_counter()
         hm = convert(graph, net, cfg, tmp / "hls", reuse)
         timings["convert_s"] = time.perf_counter() - t0
-        progress.advance(task)
+        progress.advance(1)
         t0 = time.perf_counter()
         compile_model(hm)
         timings["compile_s"] = time.perf_counter() - t0
-        progress.advance(task)
+        progress.advance(1)
 
         inputs = check_inputs(graph, n, cfg.check.seed, cfg.check.noise_range, model)
         t0 = time.perf_counter()
@@ -272,7 +260,7 @@ def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: dict[str
         y_csim = csim_predict(hm, graph, inputs)
         timings["csim_s"] = time.perf_counter() - t0
         timings["csim_samples_per_s"] = n / max(timings["csim_s"], 1e-9)
-        progress.advance(task)
+        progress.advance(1)
         with torch.no_grad():
             y_float = float_network(net)(*[torch.from_numpy(x).float() for x in inputs]).double().numpy()
         mism = int(np.count_nonzero(y_csim != y_emu))
@@ -307,7 +295,7 @@ def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: dict[str
             np.save(vec / f"input_{name}.npy", arr)
         np.save(vec / "output.npy", y_emu)
         np.save(vec / "output_codes.npy", y_emu_int)
-        progress.advance(task)
+        progress.advance(1)
 
         rtl_res = None
         if rtl if rtl is not None else cfg.rtl.enabled:
@@ -318,21 +306,22 @@ def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: dict[str
                                 part=cfg.part, clock_period_ns=cfg.clock_period_ns, yosys=cfg.rtl.yosys,
                                 yosys_timeout_s=cfg.rtl.yosys_timeout_s)
             rtl_res["verilog_dir"] = "rtl"
-        progress.advance(task)
+        progress.advance(1)
 
-    _write_json(tmp / "precision.json", record)
+    _write_json(tmp / "precision.json", record.to_dict())
     est = estimate(graph, cfg, reuse)
     precisions: dict[str, Any] = {}
     impl: dict[str, Any] = {}
     for op in graph.ops:
         p = {"result": op.out_t.to_hls()}
         if op.kind == "linear":
+            assert op.w_t is not None and op.acc_t is not None  # every linear op has them (build_graph)
             p.update(weight=op.w_t.to_hls(), bias=(op.b_t or op.w_t).to_hls(), accum=op.acc_t.to_hls())
             if op.acc_record is not None and op.acc_record != op.acc_t:
                 p["accum_record"] = op.acc_record.to_hls()
             rf, strategy = layer_implementation(cfg, op.name, reuse)
             impl[op.name] = {"reuse_factor": rf, "strategy": strategy}
-        if op.kind == "leaky_relu":
+        if op.kind == "leaky_relu" and op.param_t is not None:
             p["param"] = op.param_t.to_hls()
         precisions[op.name] = p
     report = {

@@ -1,7 +1,8 @@
 """The fixed-point graph of a quantized network and its bit-exact integer emulation.
 
-:func:`build_graph` turns a :class:`~simcompress.compress.methods.fixed_point.FixedPointNetwork`
-(or a plain network plus its precision record) into a :class:`FixedGraph`: a
+:func:`build_graph` turns a network and its precision record
+(:class:`~simcompress.compress.fixed_point.record.PrecisionRecord`: the types of every layer)
+into a :class:`FixedGraph`: a
 topologically ordered list of :class:`Op` with integer weight codes and the
 fixed-point type of every tensor. :meth:`FixedGraph.emulate` runs it in exact
 integer arithmetic (numpy int64; Python ints for accumulators wider than 62 bits),
@@ -30,9 +31,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..compress.fixed_point import FixedType
-from ..compress.fixed_point.modules import find_fixed_point_network
-from ..compress.fixed_point.types import exact_accumulator
+from ..compress.fixed_point.record import PrecisionRecord, find_precision_network
+from ..compress.fixed_point.types import FixedType, exact_accumulator
 from ..errors import BundleError, UnsupportedLayerError
 
 __all__ = ["SUPPORTED", "FixedGraph", "Op", "build_graph", "check_supported", "clean_float_network"]
@@ -88,7 +88,7 @@ class FixedGraph:
     inputs: list[str]
     input_sizes: list[int]
     output: str
-    record: dict[str, Any] = field(default_factory=dict)
+    record: PrecisionRecord | None = field(default=None)
 
     def op(self, name: str) -> Op:
         for o in self.ops:
@@ -214,8 +214,9 @@ def _strip(net: nn.Module, original: bool = False) -> nn.Module:
     """
 
     def value(mod: nn.Module, tname: str) -> torch.Tensor:
-        if original and tname in mod.parametrizations:
-            return getattr(mod.parametrizations, tname).original
+        params: Any = getattr(mod, "parametrizations", None)
+        if original and params is not None and tname in params:
+            return getattr(params, tname).original
         return getattr(mod, tname)
 
     clean = copy.deepcopy(net)
@@ -274,12 +275,22 @@ def clean_float_network(graph: FixedGraph, net: nn.Module) -> nn.Module:
     return gm.eval()
 
 
-def resolve(model: nn.Module, record: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The plain network and the precision record of a fixed-point model (or of ``model`` + ``record``)."""
-    found = find_fixed_point_network(model)
+def as_record(record: PrecisionRecord | dict[str, Any], source: str = "precision") -> PrecisionRecord:
+    """A :class:`PrecisionRecord` from a record or its JSON form."""
+    return record if isinstance(record, PrecisionRecord) else PrecisionRecord.from_dict(record, source)
+
+
+def resolve(model: nn.Module, record: PrecisionRecord | dict[str, Any] | None = None) -> tuple[nn.Module, PrecisionRecord]:
+    """The network and the precision record of a fixed-point model (or of ``model`` + ``record``).
+
+    A fixed-point model holds its record next to the network
+    (:func:`~simcompress.compress.fixed_point.record.find_precision_network`); a given
+    ``record`` wins over it.
+    """
+    found = find_precision_network(model)
     if found is not None:
-        _name, fpn = found
-        return fpn.inner, (record or fpn.record)
+        _name, inner, own = found
+        return inner, (as_record(record) if record else own)
     if record is None:
         msg = (
             f"{type(model).__name__}: no fixed-point precision record; quantize first with the 'fixed_point' or "
@@ -288,18 +299,24 @@ def resolve(model: nn.Module, record: dict[str, Any] | None = None) -> tuple[nn.
         raise BundleError(
             msg
         )
-    path = record.get("network", "")
-    net = model.get_submodule(path) if path and not _has_all(model, record) else model
-    return net, record
+    rec = as_record(record)
+    path = rec.network or ""
+    net = model.get_submodule(path) if path and not _has_all(model, rec) else model
+    return net, rec
 
 
-def _has_all(model: nn.Module, record: dict[str, Any]) -> bool:
+def _has_all(model: nn.Module, record: PrecisionRecord) -> bool:
     names = {n for n, _ in model.named_modules()}
-    return all(k in names for k, v in record["layers"].items() if not v.get("functional"))
+    return all(k in names for k, v in record.layers.items() if not v.functional)
 
 
-def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_sizes: list[int] | None = None) -> FixedGraph:
+def build_graph(model: nn.Module, record: PrecisionRecord | dict[str, Any] | None = None,
+                input_sizes: list[int] | None = None) -> FixedGraph:
     """Build the :class:`FixedGraph` of a fixed-point model (see the module docstring).
+
+    Only the record and the plain weights are read: the network is traced for its topology,
+    and the integer codes are the recorded types applied to its float weights (with any
+    quantizer of the model baked in, so a quantized and a plain network give the same codes).
 
     Raises:
         UnsupportedLayerError: a layer or pattern outside :data:`SUPPORTED`, or a
@@ -307,10 +324,12 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
     """
     net, record = resolve(model, record)
     check_supported(net)
-    gm = _trace(net)
-    modules = dict(net.named_modules())
-    layers = record["layers"]
-    input_t = FixedType.from_dict(record["input"], "precision.input")
+    plain = _strip(net)
+    gm = _trace(plain)
+    modules = dict(plain.named_modules())
+    weights = {k: v.detach().double().numpy() for k, v in plain.state_dict().items()}
+    layers = record.layers
+    input_t = record.input
     ops: list[Op] = []
     sizes: dict[str, int] = {}
     types: dict[str, FixedType] = {}
@@ -326,7 +345,7 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
         if node.op == "placeholder":
             k = len(inputs)
             inputs.append(node.name)
-            sizes_rec = input_sizes or record.get("input_sizes")
+            sizes_rec = input_sizes or record.input_sizes
             size = sizes_rec[k] if sizes_rec and k < len(sizes_rec) else None
             if size is None:
                 size = _infer_input_size(node, modules)
@@ -348,7 +367,7 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
         elif node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu):
             s = src_of(node.args[0])
             entry = layers.get(node.name)
-            t = FixedType.from_dict(entry["result"]) if entry else types[s]
+            t = entry.result if entry is not None and entry.result is not None else types[s]
             ops.append(Op("relu", node.name, [s], t, sizes[s]))
             sizes[node.name], types[node.name] = sizes[s], t
         elif node.op == "call_module":
@@ -359,7 +378,7 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
                 alias[node.name] = s
                 continue
             entry = layers.get(name)
-            if entry is None or entry.get("result") is None:
+            if entry is None or entry.result is None:
                 msg = (
                     f"layer {name!r} ({type(mod).__name__}) has no fixed-point precision in the record; quantize "
                     "every layer of the network (fixed_point include/exclude)"
@@ -367,16 +386,19 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
                 raise UnsupportedLayerError(
                     msg
                 )
-            out_t = FixedType.from_dict(entry["result"], f"precision.layers.{name}.result")
+            out_t = entry.result
             if isinstance(mod, nn.Linear):
-                w_t = FixedType.from_dict(entry["weight"], f"precision.layers.{name}.weight")
-                w_int = w_t.quantize_int(mod.weight.detach().double().numpy())
+                w_t = entry.weight
+                if w_t is None:
+                    msg = f"precision.layers.{name}: a Linear layer needs a 'weight' type"
+                    raise UnsupportedLayerError(msg)
+                w_int = w_t.quantize_int(weights[f"{name}.weight"])
                 b_t = b_int = None
-                if mod.bias is not None and entry.get("bias"):
-                    b_t = FixedType.from_dict(entry["bias"], f"precision.layers.{name}.bias")
-                    b_int = b_t.quantize_int(mod.bias.detach().double().numpy())
+                if mod.bias is not None and entry.bias is not None:
+                    b_t = entry.bias
+                    b_int = b_t.quantize_int(weights[f"{name}.bias"])
                 acc_t = exact_accumulator(types[s], w_int, w_t, b_int, b_t or w_t)
-                acc_rec = FixedType.from_dict(entry["accum"]) if entry.get("accum") else None
+                acc_rec = entry.accum
                 if acc_rec is not None and acc_rec.contains(acc_t):
                     acc_t = acc_rec  # the record's accumulator is exact too: keep it
                 ops.append(Op("linear", node.name, [s], out_t, mod.out_features, w_int=w_int, b_int=b_int, w_t=w_t,
@@ -386,8 +408,11 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
                 ops.append(Op("relu", node.name, [s], out_t, sizes[s], module=name))
                 sizes[node.name] = sizes[s]
             elif isinstance(mod, nn.LeakyReLU):
-                p_t = FixedType.from_dict(entry["param"], f"precision.layers.{name}.param")
-                alpha = float(entry.get("alpha", mod.negative_slope))
+                p_t = entry.param
+                if p_t is None:
+                    msg = f"precision.layers.{name}: a LeakyReLU needs a 'param' type"
+                    raise UnsupportedLayerError(msg)
+                alpha = float(entry.alpha if entry.alpha is not None else mod.negative_slope)
                 a_int = int(p_t.quantize_int(np.array([alpha]))[0])
                 ops.append(Op("leaky_relu", node.name, [s], out_t, sizes[s], alpha_int=a_int, param_t=p_t,
                               alpha=alpha, module=name))
@@ -413,8 +438,9 @@ def build_graph(model: nn.Module, record: dict[str, Any] | None = None, input_si
 def _infer_input_size(node: Any, modules: dict[str, nn.Module]) -> int:
     """Feature size of an input: from a Linear it feeds, or from its share of a cat feeding a Linear."""
     for user in node.users:
-        if user.op == "call_module" and isinstance(modules.get(user.target), nn.Linear):
-            return int(modules[user.target].in_features)
+        mod = modules.get(user.target) if user.op == "call_module" else None
+        if isinstance(mod, nn.Linear):
+            return int(mod.in_features)
     msg = f"cannot infer the size of input {node.name!r} (it does not feed a Linear directly); pass input_sizes"
     raise UnsupportedLayerError(
         msg

@@ -132,7 +132,7 @@ def convert(graph: FixedGraph, net: nn.Module, cfg: FirmwareConfig, out_dir: str
 
 def _verify_precisions(model: Any, graph: FixedGraph, config: dict[str, Any]) -> None:
     """Check hls4ml kept every precision we set (no silent 'auto' or default)."""
-    from ..compress.fixed_point import parse_fixed
+    from ..compress.fixed_point.types import parse_fixed
 
     names = {op.name for op in graph.ops}
     for layer in model.get_layers():

