@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._progress import progress_bar
 from .._provenance import software_versions, utc_now
 from ..errors import ConfigError, ShowerFileError
 from ..showers.io.hashing import ContentHasher
@@ -89,44 +91,6 @@ def _positive(name: str, value: int) -> int:
         msg = f"{name}: must be a positive integer, got {value!r}"
         raise ConfigError(msg)
     return value
-
-
-class _Progress:
-    """rich progress bar in showers and showers/s, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, description: str) -> None:
-        self.enabled = enabled
-        self.generated = 0
-        self.t0 = time.perf_counter()
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("showers"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self._task = self._bar.add_task(description, total=total, rate="")
-        self._bar.start()
-
-    def advance(self, n: int, generated: bool = True) -> None:
-        if generated:
-            self.generated += n
-        if not self.enabled:
-            return
-        dt = time.perf_counter() - self.t0
-        rate = f"{self.generated / dt:,.0f} showers/s" if dt > 0 and self.generated else ""
-        self._bar.update(self._task, advance=n, rate=rate)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._bar.stop()
 
 
 # --------------------------------------------------------------------------------------
@@ -329,14 +293,16 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
     counts = {"generated": 0, "kept": 0, "regenerated": 0, "events": 0}
     shard_seconds: list[float] = []
     shard_cpu: list[float] = []
-    bar = _Progress(progress, n_events, f"generating {n_shards} shard{'s' if n_shards > 1 else ''}")
+    bars = contextlib.ExitStack()
+    bar = bars.enter_context(progress_bar(f"generating {n_shards} shard{'s' if n_shards > 1 else ''}", n_events,
+                                          enabled=progress, rate_unit="showers"))
     last_write = [time.monotonic()]
 
     def on_result(res: dict[str, Any]) -> None:
         i = int(res["shard"])
         if res["status"] == "kept":
             counts["kept"] += 1
-            bar.advance(int(res["n_events"]), generated=False)
+            bar.advance(int(res["n_events"]))
         else:
             counts["generated"] += 1
             counts["events"] += int(res["n_events"])
@@ -359,7 +325,7 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
         runner.run(generate_shard, jobs, on_result, retries=retries)
         n_workers_seen = runner.n_workers
     finally:
-        bar.close()
+        bars.close()
         manifest.write()
     seconds = time.perf_counter() - t_run
     if manifest.missing() or manifest.done_events() != n_events:
@@ -416,7 +382,8 @@ def generate_to_file(
     if hasattr(gen, "eval"):
         gen.eval()
     hasher = ContentHasher()
-    bar = _Progress(progress, n_events, "generating")
+    bars = contextlib.ExitStack()
+    bar = bars.enter_context(progress_bar("generating", n_events, enabled=progress, rate_unit="showers"))
 
     def chunks() -> Iterator[Any]:
         for chunk in be.iter_showers(gen, n_events, energies, seed, chunk_size):
@@ -435,7 +402,7 @@ def generate_to_file(
         with torch.inference_mode():
             be.write(out_path, chunks(), format=fmt, metadata=metadata)
     finally:
-        bar.close()
+        bars.close()
     if hasher.n_events != n_events:
         msg = f"{out_path}: generator produced {hasher.n_events} events, expected {n_events}"
         raise ShowerFileError(msg)
@@ -485,7 +452,9 @@ def merge_shards(
     backend = get_backend(manifest.config.get("backend"))
     files = manifest.shard_files()
     total = ContentHasher()
-    bar = _Progress(progress, manifest.done_events(), f"merging {len(files)} shards")
+    bars = contextlib.ExitStack()
+    bar = bars.enter_context(progress_bar(f"merging {len(files)} shards", manifest.done_events(), enabled=progress,
+                                          rate_unit="showers"))
 
     def chunks() -> Iterator[Any]:
         for i, path in enumerate(files):
@@ -516,5 +485,5 @@ def merge_shards(
     try:
         backend.write(out_path, chunks(), format=fmt, metadata=metadata)
     finally:
-        bar.close()
+        bars.close()
     return {"out": str(out_path), "n_events": total.n_events, "n_shards": len(files), "sha256": total.hexdigest()}

@@ -246,11 +246,11 @@ def make_runner(
         raise ConfigError(msg)
     if scheduler:
         try:
-            client = distributed.Client(scheduler, timeout="15s")
+            remote = distributed.Client(scheduler, timeout="15s")
         except (OSError, TimeoutError, ValueError) as err:
             msg = f"--scheduler {scheduler}: cannot connect ({err})"
             raise ConfigError(msg) from None
-        return DaskRunner(client, f"dask scheduler {scheduler}")
+        return DaskRunner(remote, f"dask scheduler {scheduler}")
     if cluster is not None:
         import time
 
@@ -266,7 +266,7 @@ def make_runner(
         except BaseException:
             dlog.setLevel(previous)
             raise
-        client = None
+        client: distributed.Client | None = None
         try:
             t0 = time.perf_counter()
             ids = submit_jobs(jq, cluster)  # a refused submission is a ConfigError here, before any write

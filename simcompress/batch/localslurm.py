@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from .._atomic import atomic_path, write_text_atomic
 from ..errors import ConfigError, SimcompressError
 
 __all__ = ["TOOLS", "LocalSlurm", "LocalSlurmError", "missing_tools", "unavailable_reason"]
@@ -200,9 +201,9 @@ class LocalSlurm:
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN",
             f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
         ]
-        tmp = self.conf.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, self.conf)
+        with atomic_path(self.conf, fsync=False) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+            tmp.chmod(0o644)  # read by every Slurm client and daemon
 
     # ---- daemons ---------------------------------------------------------------------
     def _command(self, name: str) -> list[str]:
@@ -228,10 +229,8 @@ class LocalSlurm:
         self._save()
 
     def _save(self) -> None:
-        tmp = self.root / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps({"conf": str(self.conf), "node": self.node, "pids": self.pids,
-                                   "started_at": self.started_at}, indent=1))
-        os.replace(tmp, self.root / STATE_FILE)
+        write_text_atomic(self.root / STATE_FILE, json.dumps({"conf": str(self.conf), "node": self.node, "pids": self.pids,
+                                                              "started_at": self.started_at}, indent=1))
 
     def _tail(self, name: str, n: int = 3) -> str:
         lines: list[str] = []

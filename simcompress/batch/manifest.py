@@ -11,10 +11,10 @@ identity with the manifest and refuses a directory that holds a different run.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from .._atomic import write_json_atomic
 from .._provenance import software_versions, utc_now
 from ..errors import ConfigError
 
@@ -29,16 +29,6 @@ _EXT = {"root": "root", "hdf5": "h5"}
 
 def shard_filename(index: int, format: str) -> str:
     return f"shard_{index:05d}.{_EXT[format]}"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Manifest:
@@ -114,7 +104,7 @@ class Manifest:
         return self.data["shards"].get(f"{index:05d}")
 
     def record(self, result: dict[str, Any]) -> None:
-        entry = {k: result[k] for k in ("file", "n_events", "sha256") if k in result}
+        entry: dict[str, Any] = {k: result[k] for k in ("file", "n_events", "sha256") if k in result}
         for k in ("seed", "seconds", "host"):
             if k in result and result.get("status") == "generated":
                 entry[k] = result[k]

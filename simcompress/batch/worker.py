@@ -213,6 +213,8 @@ def generate_shard(job: ShardJob) -> dict[str, Any]:
             msg = f"{partial}: the writer recorded content hash {written[:12]}, generated {digest[:12]}"
             raise ShowerFileError(msg)
         _maybe_crash(partial)  # test hook: die after writing, before the rename
+        # promote the verified shard; not simcompress._atomic, whose temporary sits beside the target, where a
+        # killed worker's half-written file would stay: under .partial/ the engine removes it on the next run
         os.replace(partial, final)
     finally:
         if partial.exists():

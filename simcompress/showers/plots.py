@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..errors import ConfigError
 from .geometry import Geometry
 
@@ -118,12 +119,9 @@ def save_layer_images(path: str | os.PathLike[str], images: dict[str, np.ndarray
 
     p = Path(path)
     fig = layer_images_figure(images, geometry, **kwargs)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.part{p.suffix}")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, p)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=110, format=p.suffix[1:].lower() or None)  # the temporary name ends in .part
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return p

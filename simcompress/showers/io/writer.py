@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._atomic import atomic_path
 from ...errors import ConfigError, ShowerFileError
 from ..data import ShowerSet, check_showers
 from ..geometry import Geometry
@@ -36,11 +36,6 @@ def _choose_layout(layout: str, geometry: Geometry, fmt: str, path: Path) -> str
     if layout == "auto":
         return "dense" if geometry.n_voxels <= DENSE_MAX_VOXELS else "sparse"
     return layout
-
-
-def _tmp_path(path: Path) -> Path:
-    # hidden (globs like *.root skip it), unique per process and call, in the target folder (same filesystem)
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
 
 
 @dataclass
@@ -174,19 +169,14 @@ def write_showers(
     except OSError as err:
         msg = f"{p}: cannot create the output folder ({err.strerror or err})"
         raise ShowerFileError(msg) from None
-    tmp = _tmp_path(p)
     try:
-        if fmt == "root":
-            write_root(tmp, chunks, lay, compression, 1 if compression_level is None else compression_level)
-        else:
-            write_hdf5(tmp, chunks, 4 if compression_level is None else compression_level)
-        os.replace(tmp, p)
+        with atomic_path(p) as tmp:  # hidden temporary beside p (globs like *.root skip it)
+            if fmt == "root":
+                write_root(tmp, chunks, lay, compression, 1 if compression_level is None else compression_level)
+            else:
+                write_hdf5(tmp, chunks, 4 if compression_level is None else compression_level)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         msg = f"{p}: cannot write ({type(err).__name__}: {err.strerror or err})"
         raise ShowerFileError(msg) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("wrote %s (%s, %s)", p, fmt, lay)
     return p
