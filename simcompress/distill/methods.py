@@ -28,8 +28,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import ConfigError, UnsupportedLayerError
 from ..compress.base import CompressionResult, GateResult, LayerRecord, register_method
+from ..errors import ConfigError, UnsupportedLayerError
 from .config import FlowToIAFConfig, GANToGANConfig, ToMLPConfig, _DistillBase
 from .speed import compare_sampling_speed
 from .train import Trainer, fingerprint_of, save_tensors_atomic

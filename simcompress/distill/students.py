@@ -17,13 +17,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError, UnsupportedLayerError
-from ..generators.base import ShowerGenerator, register_generator
-from ..generators.flow import MADE, FlowGenerator, MAFNetwork, affine_forward, affine_inverse
+from ..generators.base import (
+    DEFAULT_ENERGY_RANGE_MEV,
+    ShowerGenerator,
+    energy_range_of,
+    latent_dim_of,
+    register_generator,
+)
+from ..generators.flow import MADE, FlowArchitecture, FlowGenerator, MAFNetwork, affine_forward, affine_inverse
 from ..showers.geometry import Geometry
+from .config import MLPArchitecture
 
 __all__ = [
     "FIRMWARE_SAFE_MODULES",
@@ -31,6 +39,7 @@ __all__ = [
     "IAFGenerator",
     "IAFNetwork",
     "MLPGenerator",
+    "MLPGeneratorArchitecture",
     "MLPNetwork",
     "check_firmware_layers",
 ]
@@ -147,8 +156,15 @@ class IAFGenerator(FlowGenerator):
 
     kind = "iaf"
 
-    def __init__(self, geometry: Geometry, **kwargs: Any) -> None:
-        super().__init__(geometry, **kwargs)
+    def __init__(
+        self,
+        geometry: Geometry,
+        energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV,
+        *,
+        arch: FlowArchitecture | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(geometry, energy_range_mev, arch=arch, **fields)
         teacher_like: MAFNetwork = self.network  # type: ignore[assignment]
         n = self.latent_dim
         blocks = [
@@ -177,6 +193,13 @@ class IAFGenerator(FlowGenerator):
 # --------------------------------------------------------------------------------------
 # MLP student
 # --------------------------------------------------------------------------------------
+class MLPGeneratorArchitecture(MLPArchitecture):
+    """``architecture`` of an ``"mlp"`` bundle: the recipe's student network plus the output map."""
+
+    log_offset: float = Field(1e-6, gt=0, description="u = log(E_voxel / E_inc + log_offset)")
+    threshold_mev: float = Field(0.0, ge=0, description="voxels below are set to 0 when sampling")
+
+
 class MLPNetwork(nn.Module):
     """``forward(z, c) = body(cat(z, c))`` with ``depth`` hidden layers of ``width`` units."""
 
@@ -227,27 +250,27 @@ class MLPGenerator(ShowerGenerator):
     """
 
     kind = "mlp"
+    Architecture = MLPGeneratorArchitecture
 
     def __init__(
         self,
         geometry: Geometry,
         latent_dim: int,
-        energy_range_mev: tuple[float, float] = (256.0, 4194304.0),
-        width: int = 256,
-        depth: int = 3,
-        activation: str = "leaky_relu",
-        negative_slope: float = 0.2,
-        batchnorm: bool = False,
-        log_offset: float = 1e-6,
-        threshold_mev: float = 0.0,
+        energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV,
+        *,
+        arch: MLPGeneratorArchitecture | None = None,
+        **fields: Any,
     ) -> None:
+        """``arch``, or its fields as keywords (``width=16``): :class:`MLPGeneratorArchitecture`."""
         super().__init__(geometry, latent_dim, energy_range_mev)
-        self.width, self.depth = int(width), int(depth)
-        self.activation = str(activation)
-        self.negative_slope = float(negative_slope)
-        self.batchnorm = bool(batchnorm)
-        self.log_offset = float(log_offset)
-        self.threshold_mev = float(threshold_mev)
+        a: MLPGeneratorArchitecture = self.make_architecture(arch, fields)
+        self.arch = a
+        self.width, self.depth = a.width, a.depth
+        self.activation = a.activation
+        self.negative_slope = a.negative_slope
+        self.batchnorm = a.batchnorm
+        self.log_offset = a.log_offset
+        self.threshold_mev = a.threshold_mev
         n_v = geometry.n_voxels
         self.network = MLPNetwork(
             self.latent_dim, self.n_cond, n_v, self.width, self.depth, self.activation, self.negative_slope, self.batchnorm
@@ -274,24 +297,7 @@ class MLPGenerator(ShowerGenerator):
             showers = torch.where(showers < self.threshold_mev, torch.zeros_like(showers), showers)
         return showers
 
-    def architecture(self) -> dict[str, Any]:
-        return {
-            "width": self.width,
-            "depth": self.depth,
-            "activation": self.activation,
-            "negative_slope": self.negative_slope,
-            "batchnorm": self.batchnorm,
-            "log_offset": self.log_offset,
-            "threshold_mev": self.threshold_mev,
-        }
-
     @classmethod
-    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> MLPGenerator:
-        a = config["architecture"]
-        allowed = {"width", "depth", "activation", "negative_slope", "batchnorm", "log_offset", "threshold_mev"}
-        extra = set(a) - allowed
-        if extra:
-            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
-            raise KeyError(msg)
-        lo, hi = config["energy_range_mev"]
-        return cls(geometry, latent_dim=int(config["latent_dim"]), energy_range_mev=(lo, hi), **a)
+    def from_config(cls, config: dict[str, Any], geometry: Geometry, source: str = "<config>") -> MLPGenerator:
+        arch = cls.parse_architecture(config, source)
+        return cls(geometry, latent_dim_of(config, source), energy_range_of(config, source), arch=arch)

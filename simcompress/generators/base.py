@@ -24,12 +24,27 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .._config import StrictModel, parse_config
 from .._registry import Registry
 from ..errors import BundleError, ConfigError, ExtrapolationError, ExtrapolationWarning
 from ..showers.energies import format_energy_mev
 from ..showers.geometry import Geometry
 
-__all__ = ["GENERATORS", "EnergyCondition", "ShowerGenerator", "build_generator", "knot_interp", "register_generator"]
+__all__ = [
+    "DEFAULT_ENERGY_RANGE_MEV",
+    "GENERATORS",
+    "EnergyCondition",
+    "ShowerGenerator",
+    "build_generator",
+    "energy_range_of",
+    "knot_interp",
+    "latent_dim_of",
+    "register_generator",
+]
+
+#: CaloChallenge dataset 1 incident energies, 256 MeV .. 4.19 TeV (2^8 .. 2^22 MeV): the range a
+#: generator is built for unless told otherwise.
+DEFAULT_ENERGY_RANGE_MEV: tuple[float, float] = (256.0, 4194304.0)
 
 
 def knot_interp(c: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -86,6 +101,10 @@ class ShowerGenerator(nn.Module):
 
     kind: ClassVar[str] = ""
     n_cond: ClassVar[int] = 1
+    #: the kind's typed architecture (strict pydantic model): :meth:`architecture` dumps it,
+    #: :meth:`from_config` parses it, the kind's ``__init__`` takes its fields as keywords.
+    Architecture: ClassVar[type[StrictModel]] = StrictModel
+    arch: StrictModel
     network: nn.Module
 
     def __init__(self, geometry: Geometry, latent_dim: int, energy_range_mev: tuple[float, float]) -> None:
@@ -184,9 +203,26 @@ class ShowerGenerator(nn.Module):
             self.train(was_training)
 
     # -- serialisation ---------------------------------------------------------------
+    @classmethod
+    def make_architecture(cls, arch: StrictModel | None, fields: dict[str, Any], source: str = "") -> Any:
+        """The typed architecture from a ready model ``arch`` or from keyword ``fields`` (not both).
+
+        Unknown keys and bad values raise :class:`~simcompress.errors.ConfigError` naming the key.
+        """
+        where = source or f"{cls.__name__}()"
+        if arch is None:
+            return parse_config(cls.Architecture, fields, where)
+        if fields:
+            msg = f"{where}: pass either arch= or the architecture's keywords ({', '.join(sorted(fields))}), not both"
+            raise ConfigError(msg)
+        if not isinstance(arch, cls.Architecture):
+            msg = f"{where}: arch must be a {cls.Architecture.__name__}, got {type(arch).__name__}"
+            raise ConfigError(msg)
+        return arch
+
     def architecture(self) -> dict[str, Any]:
-        """Kind-specific architecture parameters (JSON)."""
-        raise NotImplementedError
+        """Kind-specific architecture parameters (JSON): the dump of :attr:`arch`."""
+        return self.arch.model_dump(mode="json")
 
     def config_dict(self) -> dict[str, Any]:
         """JSON config sufficient to rebuild this generator with random weights."""
@@ -200,7 +236,14 @@ class ShowerGenerator(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> ShowerGenerator:
+    def parse_architecture(cls, config: dict[str, Any], source: str = "<config>") -> Any:
+        """``config["architecture"]`` validated against :attr:`Architecture` (one-line
+        :class:`~simcompress.errors.ConfigError` naming ``source``, the key and the nearest allowed one)."""
+        return parse_config(cls.Architecture, config.get("architecture"), f"{source}: architecture")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], geometry: Geometry, source: str = "<config>") -> ShowerGenerator:
+        """Rebuild (random weights) from :meth:`config_dict` output; ``source`` names the file in errors."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -229,8 +272,24 @@ def build_generator(config: dict[str, Any], source: str = "<config>") -> ShowerG
     if fp is not None and fp != geometry.fingerprint:
         msg = f"{source}: geometry_fingerprint {fp!r} does not match the stored geometry's binning"
         raise BundleError(msg)
-    try:
-        return cls.from_config(config, geometry)
-    except (KeyError, TypeError) as err:
-        msg = f"{source}: invalid {config['kind']} architecture ({err!r})"
-        raise BundleError(msg) from None
+    return cls.from_config(config, geometry, source=source)
+
+
+def latent_dim_of(config: dict[str, Any], source: str = "<config>") -> int:
+    """``config["latent_dim"]`` as a positive int (:class:`~simcompress.errors.BundleError` otherwise)."""
+    value = config.get("latent_dim")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"{source}: latent_dim must be an integer >= 1, got {value!r}"
+        raise BundleError(msg)
+    return value
+
+
+def energy_range_of(config: dict[str, Any], source: str = "<config>") -> tuple[float, float]:
+    """``config["energy_range_mev"]`` as ``(low, high)`` (:class:`~simcompress.errors.BundleError` otherwise)."""
+    value = config.get("energy_range_mev")
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        msg = f"{source}: energy_range_mev must be [low, high] in MeV, got {value!r}"
+        raise BundleError(msg)
+    return float(value[0]), float(value[1])

@@ -34,19 +34,44 @@ Reuse (e.g. an IAF student built from the same blocks): :class:`MaskedLinear` is
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
 from torch.nn import functional as F
 
+from .._config import StrictModel
 from ..showers.geometry import Geometry
-from .base import ShowerGenerator, knot_interp, register_generator
+from .base import DEFAULT_ENERGY_RANGE_MEV, ShowerGenerator, energy_range_of, knot_interp, register_generator
 
-__all__ = ["MADE", "FlowGenerator", "MAFBlock", "MAFNetwork", "MaskedLinear", "affine_forward", "affine_inverse"]
+__all__ = [
+    "MADE",
+    "FlowArchitecture",
+    "FlowGenerator",
+    "MAFBlock",
+    "MAFNetwork",
+    "MaskedLinear",
+    "affine_forward",
+    "affine_inverse",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+class FlowArchitecture(StrictModel):
+    """``architecture`` of a ``"flow"`` (and ``"iaf"``) bundle; see the module docstring."""
+
+    n_blocks: int = Field(4, ge=1, description="MADE blocks")
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256], min_length=1, description="MADE hidden widths")
+    n_groups: int = Field(21, ge=2, description="autoregressive groups (network passes per block when sampling)")
+    alpha: float = Field(1e-6, gt=0, lt=0.5, description="logit squeeze")
+    noise_mev: float = Field(1e-3, ge=0, description="dequantisation noise width")
+    response_scale: float = Field(2.0, gt=0)
+    permutation_seed: int = 0
+    standardise: Literal["global", "energy"] = "global"
+    n_calib: int = Field(15, ge=2, description="knots of the energy standardisation tables")
 
 
 class MaskedLinear(nn.Linear):
@@ -225,38 +250,30 @@ class FlowGenerator(ShowerGenerator):
     """
 
     kind = "flow"
+    Architecture = FlowArchitecture
 
     def __init__(
         self,
         geometry: Geometry,
-        energy_range_mev: tuple[float, float] = (256.0, 4194304.0),
-        n_blocks: int = 4,
-        hidden: list[int] | None = None,
-        n_groups: int = 21,
-        alpha: float = 1e-6,
-        noise_mev: float = 1e-3,
-        response_scale: float = 2.0,
-        permutation_seed: int = 0,
-        standardise: str = "global",
-        n_calib: int = 15,
+        energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV,
+        *,
+        arch: FlowArchitecture | None = None,
+        **fields: Any,
     ) -> None:
+        """``arch``, or its fields as keywords (``n_blocks=1``): :class:`FlowArchitecture`."""
         n_l, n_v = geometry.n_layers, geometry.n_voxels
-        if standardise not in ("global", "energy"):
-            msg = f"standardise {standardise!r} not allowed; allowed: global, energy"
-            raise KeyError(msg)
-        if n_calib < 2:
-            msg = f"n_calib must be >= 2, got {n_calib}"
-            raise KeyError(msg)
         super().__init__(geometry, n_l + n_v, energy_range_mev)
-        self.n_blocks = int(n_blocks)
-        self.hidden = list(hidden if hidden is not None else [256])
-        self.n_groups = int(n_groups)
-        self.alpha = float(alpha)
-        self.noise_mev = float(noise_mev)
-        self.response_scale = float(response_scale)
-        self.permutation_seed = int(permutation_seed)
-        self.standardise = standardise
-        self.n_calib = int(n_calib)
+        a: FlowArchitecture = self.make_architecture(arch, fields)
+        self.arch = a
+        self.n_blocks = a.n_blocks
+        self.hidden = list(a.hidden)
+        self.n_groups = a.n_groups
+        self.alpha = a.alpha
+        self.noise_mev = a.noise_mev
+        self.response_scale = a.response_scale
+        self.permutation_seed = a.permutation_seed
+        self.standardise = a.standardise
+        self.n_calib = a.n_calib
         #: the layer-energy coordinates lead every block's autoregressive order (one group each)
         self.n_leading = n_l
         self.network = MAFNetwork(
@@ -265,7 +282,7 @@ class FlowGenerator(ShowerGenerator):
         # "global": one mean/width per coordinate; "energy": a table of them at ``n_calib`` knots
         # in the condition, interpolated linearly (each voxel's typical fraction moves by orders
         # of magnitude over the ds1 energies; the flow then only models the rest)
-        shape = (n_l + n_v,) if standardise == "global" else (self.n_calib, n_l + n_v)
+        shape = (n_l + n_v,) if a.standardise == "global" else (self.n_calib, n_l + n_v)
         self.register_buffer("feat_mean", torch.zeros(shape))
         self.register_buffer("feat_std", torch.ones(shape))
         idx = torch.as_tensor(geometry.voxel_layer, dtype=torch.long)
@@ -374,28 +391,7 @@ class FlowGenerator(ShowerGenerator):
         return z
 
     # -- serialisation -----------------------------------------------------------------
-    def architecture(self) -> dict[str, Any]:
-        return {
-            "n_blocks": self.n_blocks,
-            "hidden": self.hidden,
-            "n_groups": self.n_groups,
-            "alpha": self.alpha,
-            "noise_mev": self.noise_mev,
-            "response_scale": self.response_scale,
-            "permutation_seed": self.permutation_seed,
-            "standardise": self.standardise,
-            "n_calib": self.n_calib,
-        }
-
     @classmethod
-    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> FlowGenerator:
-        a = config["architecture"]
-        allowed = {
-            "n_blocks", "hidden", "n_groups", "alpha", "noise_mev", "response_scale", "permutation_seed", "standardise", "n_calib",
-        }
-        extra = set(a) - allowed
-        if extra:
-            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
-            raise KeyError(msg)
-        lo, hi = config["energy_range_mev"]
-        return cls(geometry, energy_range_mev=(lo, hi), **a)
+    def from_config(cls, config: dict[str, Any], geometry: Geometry, source: str = "<config>") -> FlowGenerator:
+        """``latent_dim`` in the config is ignored: a flow's follows from the geometry."""
+        return cls(geometry, energy_range_of(config, source), arch=cls.parse_architecture(config, source))

@@ -29,15 +29,17 @@ adversarially.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, PositiveInt
 from torch import nn
 
+from .._config import StrictModel
 from ..showers.geometry import Geometry
-from .base import ShowerGenerator, knot_interp, register_generator
+from .base import DEFAULT_ENERGY_RANGE_MEV, ShowerGenerator, energy_range_of, knot_interp, latent_dim_of, register_generator
 
-__all__ = ["HLS4ML_SAFE_MODULES", "Critic", "GANGenerator", "GANNetwork", "ShapeBasis", "shower_features"]
+__all__ = ["HLS4ML_SAFE_MODULES", "Critic", "GANArchitecture", "GANGenerator", "GANNetwork", "ShapeBasis", "shower_features"]
 
 #: Module types the GAN network may contain (hls4ml PyTorch frontend converts them exactly).
 HLS4ML_SAFE_MODULES: tuple[type[nn.Module], ...] = (
@@ -52,6 +54,21 @@ HLS4ML_SAFE_MODULES: tuple[type[nn.Module], ...] = (
 )
 
 _EPS_MEV = 1e-6
+
+
+class GANArchitecture(StrictModel):
+    """``architecture`` of a ``"gan"`` bundle (see the module docstring for the meaning of each key)."""
+
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 512], description="generator hidden widths")
+    negative_slope: float = Field(0.2, ge=0, description="LeakyReLU slope (generator and critic)")
+    batchnorm: bool = False
+    response_scale: float = Field(2.0, gt=0, description="cap (calibrated) or scale (sigmoid) of the response r")
+    threshold_mev: float = Field(0.0, ge=0, description="voxels below are set to 0 when sampling")
+    critic_hidden: list[PositiveInt] = Field(default_factory=lambda: [512, 256])
+    response_mode: Literal["calibrated", "sigmoid"] = "calibrated"
+    n_calib: int = Field(15, ge=2, description="knots of the response tables m(c), s(c)")
+    critic_features: Literal["basic", "shape"] = "basic"
+    minibatch_std: bool = False
 
 
 class GANNetwork(nn.Module):
@@ -204,52 +221,40 @@ class GANGenerator(ShowerGenerator):
     """
 
     kind = "gan"
+    Architecture = GANArchitecture
 
     def __init__(
         self,
         geometry: Geometry,
         latent_dim: int = 64,
-        energy_range_mev: tuple[float, float] = (256.0, 4194304.0),
-        hidden: list[int] | None = None,
-        negative_slope: float = 0.2,
-        batchnorm: bool = False,
-        response_scale: float = 2.0,
-        threshold_mev: float = 0.0,
-        critic_hidden: list[int] | None = None,
-        response_mode: str = "calibrated",
-        n_calib: int = 15,
-        critic_features: str = "basic",
-        minibatch_std: bool = False,
+        energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV,
+        *,
+        arch: GANArchitecture | None = None,
+        **fields: Any,
     ) -> None:
+        """``arch``, or its fields as keywords (``hidden=[16]``): :class:`GANArchitecture`."""
         super().__init__(geometry, latent_dim, energy_range_mev)
-        if response_mode not in ("calibrated", "sigmoid"):
-            msg = f"response_mode {response_mode!r} not allowed; allowed: calibrated, sigmoid"
-            raise KeyError(msg)
-        if n_calib < 2:
-            msg = f"n_calib must be >= 2, got {n_calib}"
-            raise KeyError(msg)
-        if critic_features not in ("basic", "shape"):
-            msg = f"critic_features {critic_features!r} not allowed; allowed: basic, shape"
-            raise KeyError(msg)
-        self.critic_features = critic_features
-        self.minibatch_std = bool(minibatch_std)
-        self.response_mode = response_mode
-        self.n_calib = int(n_calib)
-        if response_mode == "calibrated":
+        a: GANArchitecture = self.make_architecture(arch, fields)
+        self.arch = a
+        self.critic_features = a.critic_features
+        self.minibatch_std = a.minibatch_std
+        self.response_mode = a.response_mode
+        self.n_calib = a.n_calib
+        if a.response_mode == "calibrated":
             self.register_buffer("resp_mean", torch.zeros(self.n_calib))
             self.register_buffer("resp_std", torch.full((self.n_calib,), 0.1))
-        self.hidden = list(hidden if hidden is not None else [256, 512])
-        self.negative_slope = float(negative_slope)
-        self.batchnorm = bool(batchnorm)
-        self.response_scale = float(response_scale)
-        self.threshold_mev = float(threshold_mev)
-        self.critic_hidden = list(critic_hidden if critic_hidden is not None else [512, 256])
+        self.hidden = list(a.hidden)
+        self.negative_slope = a.negative_slope
+        self.batchnorm = a.batchnorm
+        self.response_scale = a.response_scale
+        self.threshold_mev = a.threshold_mev
+        self.critic_hidden = list(a.critic_hidden)
         n_l, n_v = geometry.n_layers, geometry.n_voxels
-        self.network = GANNetwork(latent_dim, self.n_cond, self.hidden, 1 + n_l + n_v, self.negative_slope, self.batchnorm)
+        self.network = GANNetwork(self.latent_dim, self.n_cond, self.hidden, 1 + n_l + n_v, self.negative_slope, self.batchnorm)
         self.register_buffer("onehot", _layer_onehot(geometry), persistent=False)
         # the shape basis and the critic are deliberately NOT registered submodules: compression
         # and firmware must not see them (they are training-time only)
-        shape = ShapeBasis(geometry) if critic_features == "shape" else None
+        shape = ShapeBasis(geometry) if a.critic_features == "shape" else None
         object.__setattr__(self, "_shape", shape)
         n_feat = 1 + n_l + n_v + (shape.n_features if shape is not None else 0)
         object.__setattr__(
@@ -330,34 +335,17 @@ class GANGenerator(ShowerGenerator):
     def features(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
         return shower_features(showers, incident_energies, self.onehot, self._shape)
 
-    def architecture(self) -> dict[str, Any]:
-        return {
-            "hidden": self.hidden,
-            "negative_slope": self.negative_slope,
-            "batchnorm": self.batchnorm,
-            "response_scale": self.response_scale,
-            "threshold_mev": self.threshold_mev,
-            "critic_hidden": self.critic_hidden,
-            "response_mode": self.response_mode,
-            "n_calib": self.n_calib,
-            "critic_features": self.critic_features,
-            "minibatch_std": self.minibatch_std,
-        }
+    @classmethod
+    def parse_architecture(cls, config: dict[str, Any], source: str = "<config>") -> GANArchitecture:
+        a = config.get("architecture")
+        if isinstance(a, dict):
+            a = {"response_mode": "sigmoid", **a}  # bundles written before the key existed
+        return super().parse_architecture({"architecture": a}, source)  # type: ignore[no-any-return]
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> GANGenerator:
-        a = config["architecture"]
-        allowed = {
-            "hidden", "negative_slope", "batchnorm", "response_scale", "threshold_mev", "critic_hidden", "response_mode", "n_calib",
-            "critic_features", "minibatch_std",
-        }
-        extra = set(a) - allowed
-        if extra:
-            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
-            raise KeyError(msg)
-        lo, hi = config["energy_range_mev"]
-        a = {"response_mode": "sigmoid", **a}  # bundles written before the key existed
-        return cls(geometry, latent_dim=int(config["latent_dim"]), energy_range_mev=(lo, hi), **a)
+    def from_config(cls, config: dict[str, Any], geometry: Geometry, source: str = "<config>") -> GANGenerator:
+        arch = cls.parse_architecture(config, source)
+        return cls(geometry, latent_dim_of(config, source), energy_range_of(config, source), arch=arch)
 
     def to(self, *args: Any, **kwargs: Any) -> GANGenerator:  # keep the critic with the generator
         out = super().to(*args, **kwargs)

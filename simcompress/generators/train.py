@@ -38,11 +38,11 @@ from .._provenance import sha256_arrays, software_versions, utc_now
 from ..errors import ConfigError
 from ..showers.data import ShowerSet
 from ..showers.geometry import Geometry
-from .base import ShowerGenerator
+from .base import DEFAULT_ENERGY_RANGE_MEV, ShowerGenerator
 from .bundle import save_generator
 from .fidelity import compare_response
-from .flow import FlowGenerator
-from .gan import GANGenerator
+from .flow import FlowArchitecture, FlowGenerator
+from .gan import GANArchitecture, GANGenerator
 
 __all__ = [
     "FlowModelConfig",
@@ -60,35 +60,19 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- configs
-class GANModelConfig(StrictModel):
+class GANModelConfig(GANArchitecture):
+    """A GAN recipe's ``model``: the bundle architecture plus the noise width."""
+
     latent_dim: int = Field(64, ge=1)
-    hidden: list[int] = Field(default_factory=lambda: [256, 512])
-    negative_slope: float = Field(0.2, ge=0)
-    batchnorm: bool = False
-    response_scale: float = Field(2.0, gt=0)
-    threshold_mev: float = Field(0.0, ge=0)
-    critic_hidden: list[int] = Field(default_factory=lambda: [512, 256])
-    response_mode: Literal["calibrated", "sigmoid"] = "calibrated"
-    n_calib: int = Field(15, ge=2)
-    critic_features: Literal["basic", "shape"] = "basic"
-    minibatch_std: bool = False
 
 
-class FlowModelConfig(StrictModel):
-    n_blocks: int = Field(4, ge=1)
-    hidden: list[int] = Field(default_factory=lambda: [256])
-    n_groups: int = Field(21, ge=2)
-    alpha: float = Field(1e-6, gt=0, lt=0.5)
-    noise_mev: float = Field(1e-3, ge=0)
-    response_scale: float = Field(2.0, gt=0)
-    permutation_seed: int = 0
-    standardise: Literal["global", "energy"] = "global"
-    n_calib: int = Field(15, ge=2)
+class FlowModelConfig(FlowArchitecture):
+    """A flow recipe's ``model``: the bundle architecture."""
 
 
 class _TrainCommon(StrictModel):
     geometry: str = "ds1-photons"
-    energy_range_mev: tuple[float, float] = (256.0, 4194304.0)
+    energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(256, ge=2)
     seed: int = 0
@@ -146,8 +130,9 @@ def load_train_config(kind: str, path: str | os.PathLike[str] | None = None, ove
 def build_from_config(cfg: TrainConfig) -> ShowerGenerator:
     geometry = Geometry.from_name(cfg.geometry)
     if isinstance(cfg, GANTrainConfig):
-        return GANGenerator(geometry, energy_range_mev=cfg.energy_range_mev, **cfg.model.model_dump())
-    return FlowGenerator(geometry, energy_range_mev=cfg.energy_range_mev, **cfg.model.model_dump())
+        arch = GANArchitecture.model_validate(cfg.model.model_dump(exclude={"latent_dim"}))
+        return GANGenerator(geometry, cfg.model.latent_dim, cfg.energy_range_mev, arch=arch)
+    return FlowGenerator(geometry, cfg.energy_range_mev, arch=FlowArchitecture.model_validate(cfg.model.model_dump()))
 
 
 # ----------------------------------------------------------------------------- helpers

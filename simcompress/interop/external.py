@@ -53,7 +53,7 @@ from torch import Tensor, nn
 
 from .._config import StrictModel, parse_config
 from ..errors import BundleError, ConfigError
-from ..generators.base import ShowerGenerator, register_generator
+from ..generators.base import DEFAULT_ENERGY_RANGE_MEV, ShowerGenerator, energy_range_of, register_generator
 from ..showers.geometry import Geometry
 
 __all__ = [
@@ -70,8 +70,6 @@ __all__ = [
     "wrap_generator",
 ]
 
-#: CaloChallenge dataset 1 energies, 256 MeV .. 4.19 TeV (2^8 .. 2^22 MeV)
-DEFAULT_ENERGY_RANGE_MEV = (256.0, 4194304.0)
 _UNITS = {"keV": 1e-3, "MeV": 1.0, "GeV": 1e3, "TeV": 1e6}
 
 
@@ -220,11 +218,12 @@ class ExternalGenerator(ShowerGenerator):
     """A user's network with declared latent, conditioning and postprocessing (kind ``"external"``)."""
 
     kind = "external"
+    Architecture = ExternalSpec
 
     def __init__(self, geometry: Geometry, spec: ExternalSpec, energy_range_mev: tuple[float, float],
                  network: nn.Module | None = None) -> None:
         super().__init__(geometry, spec.latent.dim, energy_range_mev)
-        self.spec = spec
+        self.spec = self.arch = self.make_architecture(spec, {})
         self.n_cond = spec.condition.n_cond  # type: ignore[misc]
         if network is not None and spec.input == "concat" and not isinstance(network, ConcatInput):
             network = ConcatInput(network)
@@ -281,13 +280,9 @@ class ExternalGenerator(ShowerGenerator):
         return flat
 
     # -- serialisation -----------------------------------------------------------------
-    def architecture(self) -> dict[str, Any]:
-        return self.spec.model_dump(mode="json")
-
     @classmethod
-    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> ExternalGenerator:
-        spec = parse_config(ExternalSpec, config["architecture"], source="config.json: architecture")
-        return cls(geometry, spec, tuple(config["energy_range_mev"]))  # type: ignore[arg-type]
+    def from_config(cls, config: dict[str, Any], geometry: Geometry, source: str = "config.json") -> ExternalGenerator:
+        return cls(geometry, cls.parse_architecture(config, source), energy_range_of(config, source))
 
     def extra_repr(self) -> str:
         src = self.spec.model if self.spec.source == "import" else "onnx graph"

@@ -20,19 +20,42 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import h5py
 import torch
 
+from .._config import StrictModel
 from ..errors import BundleError, ConfigError
-from ..generators.base import ShowerGenerator, register_generator
+from ..generators.base import (
+    DEFAULT_ENERGY_RANGE_MEV,
+    ShowerGenerator,
+    energy_range_of,
+    latent_dim_of,
+    register_generator,
+)
 from ..showers.geometry import Geometry
 from .qkeras import QKerasNetwork, export_qkeras, load_qkeras_network
 
-__all__ = ["POSTPROCESS_MODES", "QKerasMLPGenerator", "export_qkeras_generator", "load_qkeras_generator"]
+__all__ = [
+    "POSTPROCESS_MODES",
+    "QKerasMLPArchitecture",
+    "QKerasMLPGenerator",
+    "export_qkeras_generator",
+    "load_qkeras_generator",
+]
 
-POSTPROCESS_MODES = ("factorised", "energy_fraction")
+Postprocess = Literal["factorised", "energy_fraction"]
+POSTPROCESS_MODES: tuple[str, ...] = get_args(Postprocess)
+
+
+class QKerasMLPArchitecture(StrictModel):
+    """``architecture`` of a ``"qkeras-mlp"`` bundle: the network's layer spec and the postprocessing."""
+
+    network: dict[str, Any]
+    postprocess: Postprocess = "factorised"
+    response_scale: float = 2.0
+    output_scale: float = 1.0
 
 
 @register_generator
@@ -48,14 +71,17 @@ class QKerasMLPGenerator(ShowerGenerator):
     """
 
     kind = "qkeras-mlp"
+    Architecture = QKerasMLPArchitecture
 
     def __init__(self, geometry: Geometry, latent_dim: int, energy_range_mev: tuple[float, float],
-                 network: QKerasNetwork, postprocess: str = "factorised", response_scale: float = 2.0,
-                 output_scale: float = 1.0) -> None:
+                 network: QKerasNetwork, *, arch: QKerasMLPArchitecture | None = None, **fields: Any) -> None:
+        """``arch``, or its fields except ``network`` (taken from ``network``) as keywords."""
         super().__init__(geometry, latent_dim, energy_range_mev)
-        if postprocess not in POSTPROCESS_MODES:
-            msg = f"postprocess {postprocess!r} unknown; allowed: {', '.join(POSTPROCESS_MODES)}"
-            raise ConfigError(msg)
+        a: QKerasMLPArchitecture = (
+            self.make_architecture(arch, fields) if arch is not None
+            else self.make_architecture(None, {"network": network.spec(), **fields})
+        )
+        postprocess = a.postprocess
         if network.n_in != self.latent_dim + self.n_cond:
             msg = f"the network takes {network.n_in} inputs, but latent_dim + n_cond = {self.latent_dim} + {self.n_cond}"
             raise ConfigError(
@@ -68,9 +94,10 @@ class QKerasMLPGenerator(ShowerGenerator):
                 msg
             )
         self.network = network
+        self.arch = a
         self.postprocess_mode = postprocess
-        self.response_scale = float(response_scale)
-        self.output_scale = float(output_scale)
+        self.response_scale = a.response_scale
+        self.output_scale = a.output_scale
         idx = torch.as_tensor(geometry.voxel_layer, dtype=torch.long)
         self.register_buffer("onehot", torch.nn.functional.one_hot(idx, geometry.n_layers).to(torch.float32), persistent=False)
 
@@ -87,20 +114,14 @@ class QKerasMLPGenerator(ShowerGenerator):
 
     # -- serialisation ---------------------------------------------------------------
     def architecture(self) -> dict[str, Any]:
-        return {"network": self.network.spec(), "postprocess": self.postprocess_mode,
-                "response_scale": self.response_scale, "output_scale": self.output_scale}
+        # the network's spec as it is now (a compression step may have replaced layers' types)
+        return {**self.arch.model_dump(mode="json"), "network": self.network.spec()}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], geometry: Geometry) -> QKerasMLPGenerator:
-        a = dict(config["architecture"])
-        allowed = {"network", "postprocess", "response_scale", "output_scale"}
-        extra = set(a) - allowed
-        if extra:
-            msg = f"unknown architecture key(s) {sorted(extra)}; allowed: {sorted(allowed)}"
-            raise KeyError(msg)
-        net = QKerasNetwork.from_spec(a.pop("network"))
-        lo, hi = config["energy_range_mev"]
-        return cls(geometry, int(config["latent_dim"]), (lo, hi), net, **a)
+    def from_config(cls, config: dict[str, Any], geometry: Geometry, source: str = "<config>") -> QKerasMLPGenerator:
+        arch: QKerasMLPArchitecture = cls.parse_architecture(config, source)
+        net = QKerasNetwork.from_spec(arch.network)
+        return cls(geometry, latent_dim_of(config, source), energy_range_of(config, source), net, arch=arch)
 
     def qkeras_metadata(self) -> dict[str, Any]:
         """What :func:`load_qkeras_generator` needs besides the network (stored in the ``.h5``)."""
@@ -111,7 +132,7 @@ class QKerasMLPGenerator(ShowerGenerator):
 
     @classmethod
     def random(cls, geometry: Geometry, latent_dim: int = 8, hidden: list[int] | None = None, *,
-               energy_range_mev: tuple[float, float] = (256.0, 4194304.0), postprocess: str = "factorised",
+               energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV, postprocess: str = "factorised",
                input_type: Any = None, weight_type: Any = None, activation_type: Any = None,
                seed: int = 0) -> QKerasMLPGenerator:
         """A generator with random on-grid weights (tests, demos, export examples).
@@ -120,7 +141,7 @@ class QKerasMLPGenerator(ShowerGenerator):
         (``ap_fixed<10,4,RND_CONV,SAT>``), weights/biases ``quantized_bits(8,0)``
         (``ap_fixed<8,1>``), activations ``quantized_relu(8,3)`` (``ap_ufixed<8,3,RND_CONV,SAT>``).
         """
-        from ..compress.fixed_point import FixedType
+        from ..compress.fixed_point.types import FixedType
 
         it = input_type or FixedType(10, 4, True, "RND_CONV", "SAT")
         wt = weight_type or FixedType(8, 1, True, "RND_CONV", "SAT")
@@ -200,7 +221,7 @@ def load_qkeras_generator(
     else:
         geom = Geometry.from_name(geometry) if isinstance(geometry, str) else geometry
     ld = latent_dim if latent_dim is not None else meta.get("latent_dim", net.n_in - QKerasMLPGenerator.n_cond)
-    er = energy_range_mev if energy_range_mev is not None else tuple(meta.get("energy_range_mev", (256.0, 4194304.0)))
+    er = energy_range_mev if energy_range_mev is not None else tuple(meta.get("energy_range_mev", DEFAULT_ENERGY_RANGE_MEV))
     gen = QKerasMLPGenerator(
         geom, int(ld), (float(er[0]), float(er[1])), net,
         postprocess=postprocess or meta.get("postprocess", "factorised"),

@@ -280,7 +280,7 @@ def test_shipped_recipes_parse(recipe: str) -> None:
 
     from simcompress.compress.pipeline import load_recipe
 
-    path = Path(__file__).resolve().parents[3] / "configs" / "compress" / f"{recipe}.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "compress" / f"{recipe}.yaml"
     r = load_recipe(path)
     assert r.steps[0]["method"].startswith("distill_")
 
