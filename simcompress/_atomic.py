@@ -14,6 +14,9 @@ and the small ones on PyPI (``atomicwrites``) are archived, hence this module.
 ...     _ = tmp.write_text("done")
 >>> (d / "b.txt").read_text(), sorted(p.name for p in d.iterdir())
 ('done', ['a.json', 'b.txt'])
+>>> oct((d / "b.txt").stat().st_mode & 0o777 & ~0o022)  # the umask's permissions, not mkstemp's 0600
+'0o644'
+
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ from typing import Any
 __all__ = ["atomic_dir", "atomic_path", "tmp_name", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def tmp_name(path: str | os.PathLike[str]) -> Path:
     """A hidden temporary name beside ``path`` (same folder, so ``os.replace`` is atomic)."""
     p = Path(path)
@@ -44,6 +53,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator
     fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual permissions
     try:
         yield tmp
         if fsync and tmp.exists():
@@ -68,6 +78,7 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
         raise FileExistsError(msg)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         old = None
