@@ -12,13 +12,10 @@ from torch import nn
 from simcompress.errors import ConfigError
 from simcompress.generators import FlowGenerator, GANGenerator, build_generator
 from simcompress.generators.gan import HLS4ML_SAFE_MODULES
+from simcompress.generators.objectives import _flow_setup, _flow_step, _gan_setup, _gan_step
 from simcompress.generators.train import (
     FlowTrainConfig,
     GANTrainConfig,
-    _flow_setup,
-    _flow_step,
-    _gan_setup,
-    _gan_step,
     load_train_config,
     train_generator,
 )

@@ -1,0 +1,110 @@
+"""Training recipes of the generators (typed, YAML): one per trainable kind.
+
+A recipe's ``model`` section *is* the kind's bundle architecture
+(:class:`~simcompress.generators.gan.GANArchitecture`,
+:class:`~simcompress.generators.flow.FlowArchitecture`; the GAN's adds ``latent_dim``), so
+its keys, defaults and bounds are written once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .._config import StrictModel, load_yaml, parse_config
+from ..errors import ConfigError
+from ..showers.geometry import Geometry
+from .base import DEFAULT_ENERGY_RANGE_MEV, ShowerGenerator
+from .flow import FlowArchitecture, FlowGenerator
+from .gan import GANArchitecture, GANGenerator
+
+__all__ = [
+    "FlowModelConfig",
+    "FlowTrainConfig",
+    "GANModelConfig",
+    "GANTrainConfig",
+    "TrainConfig",
+    "build_from_config",
+    "load_train_config",
+]
+
+
+class GANModelConfig(GANArchitecture):
+    """A GAN recipe's ``model``: the bundle architecture plus the noise width."""
+
+    latent_dim: int = Field(64, ge=1)
+
+
+class FlowModelConfig(FlowArchitecture):
+    """A flow recipe's ``model``: the bundle architecture."""
+
+
+class _TrainCommon(StrictModel):
+    geometry: str = "ds1-photons"
+    energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(256, ge=2)
+    seed: int = 0
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    monitor_events: int = Field(2000, ge=100)
+    monitor_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    threads: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    final_lr_fraction: float = Field(0.1, gt=0, le=1.0)
+
+
+class GANTrainConfig(_TrainCommon):
+    kind: Literal["gan"] = "gan"
+    model: GANModelConfig = Field(default_factory=GANModelConfig)
+    n_critic: int = Field(5, ge=1)
+    lr_generator: float = Field(1e-4, gt=0)
+    lr_critic: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.9)
+    gp_weight: float = Field(10.0, ge=0)
+    moment_weight: float = Field(1.0, ge=0)
+    moment_bins: int = Field(15, ge=1)
+
+    def build(self, geometry: Geometry) -> GANGenerator:
+        arch = GANArchitecture.model_validate(self.model.model_dump(exclude={"latent_dim"}))
+        return GANGenerator(geometry, self.model.latent_dim, self.energy_range_mev, arch=arch)
+
+
+class FlowTrainConfig(_TrainCommon):
+    kind: Literal["flow"] = "flow"
+    model: FlowModelConfig = Field(default_factory=FlowModelConfig)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+
+    def build(self, geometry: Geometry) -> FlowGenerator:
+        return FlowGenerator(geometry, self.energy_range_mev, arch=FlowArchitecture.model_validate(self.model.model_dump()))
+
+
+TrainConfig = GANTrainConfig | FlowTrainConfig
+_CONFIGS: dict[str, type[GANTrainConfig | FlowTrainConfig]] = {"gan": GANTrainConfig, "flow": FlowTrainConfig}
+
+
+def load_train_config(kind: str, path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a training recipe (YAML) for ``kind`` (``"gan"`` or ``"flow"``)."""
+    if kind not in _CONFIGS:
+        msg = f"unknown generator kind {kind!r}; allowed: {', '.join(sorted(_CONFIGS))}"
+        raise ConfigError(msg)
+    cls = _CONFIGS[kind]
+    if path is None:
+        cfg = parse_config(cls, {}, "<defaults>")
+    else:
+        cfg = load_yaml(cls, path)
+        if cfg.kind != kind:
+            msg = f"{path}: kind: recipe is for {cfg.kind!r}, not {kind!r}"
+            raise ConfigError(msg)
+    if overrides:
+        cfg = parse_config(cls, {**cfg.model_dump(), **overrides}, str(path or "<defaults>"))
+    return cfg
+
+
+def build_from_config(cfg: TrainConfig) -> ShowerGenerator:
+    """The untrained generator a recipe describes (its ``model`` is the kind's architecture)."""
+    return cfg.build(Geometry.from_name(cfg.geometry))
