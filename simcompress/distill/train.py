@@ -17,16 +17,25 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .._progress import progress_bar
 from ..errors import ConfigError
+from ..generators.checkpoint import (
+    load_module_tensors,
+    module_tensors,
+    optimizer_tensors,
+    read_checkpoint,
+    read_info,
+    restore_optimizer,
+    save_tensors_atomic,
+    write_checkpoint,
+)
 from .config import TrainingConfig
 
 __all__ = ["LossFn", "Trainer", "fingerprint_of", "save_tensors_atomic"]
@@ -35,18 +44,6 @@ log = logging.getLogger(__name__)
 
 #: ``loss_fn(batch_indices, generator) -> (loss, {name: float})``
 LossFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
-
-
-def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def fingerprint_of(*parts: Any) -> str:
@@ -109,38 +106,26 @@ class Trainer:
     def _state_tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for mname, mod in self.modules.items():
-            for k, v in mod.state_dict().items():
-                out[f"module.{mname}.{k}"] = v
-        opt_state = self.opt.state_dict()["state"]
-        for idx, st in opt_state.items():
-            for k, v in st.items():
-                out[f"optim.{idx}.{k}"] = torch.as_tensor(v)
+            out.update(module_tensors(f"module.{mname}", mod))
+        out.update(optimizer_tensors("optim", self.opt)[0])  # Adam: every state entry is a tensor
         out["rng"] = self.gen.get_state()
         return out
 
     def save(self) -> None:
         if self.dir is None:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         fname = f"ckpt_{self.step:08d}.safetensors"
-        save_tensors_atomic(self._state_tensors(), self.dir / fname)
         old = self._read_state()
-        _write_json_atomic(
+        write_checkpoint(
+            self.dir, fname, self._state_tensors(), "state.json",
             {"fingerprint": self.fingerprint, "step": self.step, "checkpoint": fname, "history": self.history},
-            self.dir / "state.json",
+            sort_keys=True,
         )
         if old and old.get("checkpoint") not in (None, fname):
             (self.dir / str(old["checkpoint"])).unlink(missing_ok=True)
 
     def _read_state(self) -> dict[str, Any] | None:
-        if self.dir is None or not (self.dir / "state.json").is_file():
-            return None
-        try:
-            data = json.loads((self.dir / "state.json").read_text())
-        except json.JSONDecodeError as err:
-            msg = f"{self.dir / 'state.json'}: corrupt checkpoint state ({err})"
-            raise ConfigError(msg) from None
-        return data if isinstance(data, dict) else None
+        return None if self.dir is None else read_info(self.dir, "state.json")
 
     def try_resume(self) -> bool:
         """Load the latest checkpoint of this phase if there is one; refuse one from another run."""
@@ -156,18 +141,10 @@ class Trainer:
             raise ConfigError(
                 msg
             )
-        tensors = load_file(str(self.dir / str(state["checkpoint"])))
+        _, tensors = read_checkpoint(self.dir, "state.json", str(state["checkpoint"]))
         for mname, mod in self.modules.items():
-            prefix = f"module.{mname}."
-            mod.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-        sd = self.opt.state_dict()
-        new_state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, idx, key = k.split(".", 2)
-                new_state.setdefault(int(idx), {})[key] = v
-        sd["state"] = new_state
-        self.opt.load_state_dict(sd)
+            load_module_tensors(f"module.{mname}", mod, tensors)
+        restore_optimizer("optim", self.opt, tensors)
         self.gen.set_state(tensors["rng"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
@@ -176,8 +153,6 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------
     def run(self, loss_fn: LossFn, pool_size: int, description: str = "distilling") -> list[dict[str, float]]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self.try_resume()
         threads_before = torch.get_num_threads()
         if self.cfg.threads is not None:
@@ -187,15 +162,8 @@ class Trainer:
         log_every = max(1, self.steps // 50)
         running: dict[str, float] = {}
         try:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[loss]}"),
-                TimeRemainingColumn(),
-                disable=not self.cfg.progress,
-            ) as bar:
-                task = bar.add_task(description, total=self.steps, completed=self.step, loss="")
+            with progress_bar(description, self.steps, enabled=self.cfg.progress) as bar:
+                bar.update(completed=self.step)
                 while self.step < self.steps:
                     for group in self.opt.param_groups:
                         group["lr"] = self.lr_at(self.step)
@@ -217,7 +185,7 @@ class Trainer:
                         rec = {"step": float(self.step), **{k: v / n for k, v in running.items()}}
                         self.history.append(rec)
                         running = {}
-                        bar.update(task, completed=self.step, loss=f"loss {rec.get('loss', float('nan')):.4g}")
+                        bar.update(completed=self.step, description=f"{description}  loss {rec.get('loss', float('nan')):.4g}")
                     if self.dir is not None and (self.step % self.cfg.checkpoint_every == 0 or self.step == self.steps):
                         self.save()
         finally:
