@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..compress.fixed_point import FixedType, integer_bits_for_range
+from ..compress.fixed_point.types import FixedType, exact_accumulator, integer_bits_for_range
 from ..errors import UnsupportedLayerError
-from .qkeras import QKerasNetwork, _frac_bits
+from .qkeras import QKerasNetwork
+from .qkeras.network import _frac_bits
 
 __all__ = ["FirmwareMLP", "as_fixed_point_generator", "firmware_network"]
 
@@ -80,8 +81,6 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
     Raises:
         UnsupportedLayerError: no input quantizer, batch normalization, or consecutive casts.
     """
-    from ..compress.fixed_point.types import exact_accumulator
-
     net = model
     if not isinstance(net, QKerasNetwork):
         net = getattr(model, "network", None)
@@ -100,7 +99,8 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
     pending_relu_for: int | None = None  # index of a ReLU module whose result type a quant may still set
     i = 1
     while i < len(entries):
-        e, mod = entries[i], net.body[i]
+        e = entries[i]
+        mod: Any = net.body[i]
         if e["op"] == "dense":
             w = mod.weight.detach().to(torch.float64).numpy()
             b = mod.bias.detach().to(torch.float64).numpy() if mod.bias is not None else None
@@ -171,7 +171,7 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
             msg
         )
     body = nn.Sequential(*mods)
-    record = {"input": in_t.to_dict(), "layers": layers}
+    record: dict[str, Any] = {"input": in_t.to_dict(), "layers": layers}
     if latent_dim is not None:
         plain: nn.Module = FirmwareMLP(body, True)
         sizes = [int(latent_dim), net.n_in - int(latent_dim)]
@@ -184,7 +184,7 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
 
 def as_fixed_point_generator(gen: Any) -> Any:
     """A copy of a :class:`~simcompress.interop.generator.QKerasMLPGenerator` whose ``network`` is the
-    ``compress`` fixed-point form (:class:`~simcompress.compress.methods.fixed_point.FixedPointNetwork`
+    ``compress`` fixed-point form (:class:`~simcompress.compress.fixed_point.modules.FixedPointNetwork`
     around :func:`firmware_network`'s plain MLP and record).
 
     It samples exactly the same showers, and :func:`simcompress.firmware.export_firmware` (and
@@ -192,6 +192,8 @@ def as_fixed_point_generator(gen: Any) -> Any:
     """
     import copy
 
+    # the one use of a compress module class in interop: the copy must sample through the
+    # fixed-point casts (as the QKeras network does), which only FixedPointNetwork applies
     from ..compress.fixed_point.modules import FixedPointNetwork
 
     plain, record, _sizes = firmware_network(gen)
