@@ -62,9 +62,7 @@ class Backend:
             f"--model: {ref!r} is neither a model bundle directory nor a shipped model; "
             f"{did_you_mean(ref, self.zoo_names())}"
         )
-        raise UnknownNameError(
-            msg
-        )
+        raise UnknownNameError(msg)
 
     def model_ref_for_workers(self, ref: str) -> str:
         """What workers receive: shipped names stay names (each node resolves its own install), paths become absolute."""

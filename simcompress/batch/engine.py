@@ -441,9 +441,7 @@ def merge_shards(
             f"{run}: run incomplete, {len(missing)} of {manifest.n_shards} shards missing (first: {missing[0]}); "
             "rerun the generate command to resume"
         )
-        raise ConfigError(
-            msg
-        )
+        raise ConfigError(msg)
     out_path = Path(out).expanduser().resolve()
     if out_path.parent == run or run in out_path.parents:
         msg = f"--out {out_path}: must be outside the run directory (its shard files are read as a set)"
@@ -471,9 +469,7 @@ def merge_shards(
                     f"{path}: content differs from the manifest ({h.n_events} events, hash {h.hexdigest()[:12]}); "
                     "rerun the generate command to regenerate it"
                 )
-                raise ShowerFileError(
-                    msg
-                )
+                raise ShowerFileError(msg)
 
     metadata = {
         "merged_from": str(run), "n_shards": len(files), "n_events": manifest.done_events(),

@@ -101,9 +101,7 @@ class ProcessPoolRunner:
                             failures[idx] = failures.get(idx, 0) + 1
                             if failures[idx] > retries:
                                 msg = f"shard {idx} failed {failures[idx]} times, last: {type(err).__name__}: {err}"
-                                raise BatchError(
-                                    msg
-                                ) from err
+                                raise BatchError(msg) from err
                             log.warning("shard %d failed (%s), retrying", idx, err)
                             futures[pool.submit(fn, pending[idx])] = idx
                             continue

@@ -71,9 +71,7 @@ class Manifest:
             raise ConfigError(msg)
         if data.get("format_version") != FORMAT_VERSION:
             msg = f"{path}: manifest format_version {data.get('format_version')!r}; this simcompress reads {FORMAT_VERSION}"
-            raise ConfigError(
-                msg
-            )
+            raise ConfigError(msg)
         data.setdefault("shards", {})
         data.setdefault("history", [])
         return cls(path, data)
@@ -91,9 +89,7 @@ class Manifest:
                     f"{self.path}: this directory holds a different run ({key}: {old!r} in the manifest, "
                     f"{new!r} now); use another --out or the original settings to resume"
                 )
-                raise ConfigError(
-                    msg
-                )
+                raise ConfigError(msg)
 
     # ---- shards ---------------------------------------------------------------------
     @property

@@ -81,9 +81,7 @@ def load_model_cached(backend_spec: str, ref: str, expected_hash: str) -> Any:
                     f"model {ref!r} on worker {socket.gethostname()}: bundle hash {found[:12]} differs from the "
                     f"submitted {expected_hash[:12]}; workers must see the same bundle as the client"
                 )
-                raise BundleError(
-                    msg
-                )
+                raise BundleError(msg)
             model = backend.load_model(ref)
             if hasattr(model, "eval"):
                 model.eval()
@@ -204,9 +202,7 @@ def generate_shard(job: ShardJob) -> dict[str, Any]:
             backend.write(partial, chunks(), format=job.format, metadata=metadata)
         if hasher.n_events != job.n_events:
             msg = f"shard {job.shard_index}: generator produced {hasher.n_events} events, expected {job.n_events}"
-            raise ShowerFileError(
-                msg
-            )
+            raise ShowerFileError(msg)
         digest = hasher.hexdigest()
         written = backend.file_metadata(partial).get("content_hash")
         if written is not None and written != digest:

@@ -24,14 +24,10 @@ def check_showers(incident: np.ndarray, showers: np.ndarray, geometry: Geometry,
         raise ShowerFileError(msg)
     if showers.shape[1] != geometry.n_voxels:
         msg = f"{source}: {showers.shape[1]} voxels per event but geometry {geometry.name!r} has {geometry.n_voxels}"
-        raise ShowerFileError(
-            msg
-        )
+        raise ShowerFileError(msg)
     if incident.shape != (showers.shape[0],):
         msg = f"{source}: {incident.shape[0] if incident.ndim else 0} incident energies for {showers.shape[0]} showers"
-        raise ShowerFileError(
-            msg
-        )
+        raise ShowerFileError(msg)
     if not np.all(np.isfinite(incident)):
         msg = f"{source}: NaN or infinite incident energies (event {int(np.argmin(np.isfinite(incident)))})"
         raise ShowerFileError(msg)
@@ -53,9 +49,7 @@ def check_showers(incident: np.ndarray, showers: np.ndarray, geometry: Geometry,
             f"{source}: negative voxel energy {float(showers.min()):.4g} MeV in event {ev} "
             f"(allowed down to -{NEGATIVE_TOLERANCE_MEV} MeV)"
         )
-        raise ShowerFileError(
-            msg
-        )
+        raise ShowerFileError(msg)
 
 
 @dataclass

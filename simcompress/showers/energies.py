@@ -154,6 +154,4 @@ def parse_energy_spec(spec: str | EnergySpec) -> EnergySpec:
         f"energies {spec!r}: unknown kind {kind!r}; allowed: ds1, log-uniform:LO,HI, uniform:LO,HI, fixed:E, "
         "discrete:E1,E2,..., file:PATH (MeV)"
     )
-    raise ConfigError(
-        msg
-    )
+    raise ConfigError(msg)

@@ -193,9 +193,7 @@ class Geometry:
                     edges = np.asarray(e)
                     if edges.size < 2 or np.any(np.diff(edges) <= 0) or not np.all(np.isfinite(edges)):
                         msg = f"geometry {self.name!r}, layer {layer.id}: {axis} must be at least 2 increasing values, got {list(e)}"
-                        raise GeometryError(
-                            msg
-                        )
+                        raise GeometryError(msg)
                 if layer.r_edges_mm != _grid_r_range(layer.x_edges_mm, layer.y_edges_mm) or layer.n_alpha != len(layer.y_edges_mm) - 1:
                     msg = f"geometry {self.name!r}, layer {layer.id}: use Layer.cartesian() for grid layers"
                     raise GeometryError(msg)
@@ -203,9 +201,7 @@ class Geometry:
                 edges = np.asarray(layer.r_edges_mm)
                 if layer.n_r < 1 or np.any(np.diff(edges) <= 0) or edges[0] < 0:
                     msg = f"geometry {self.name!r}, layer {layer.id}: r_edges_mm must be increasing and >= 0, got {layer.r_edges_mm}"
-                    raise GeometryError(
-                        msg
-                    )
+                    raise GeometryError(msg)
                 if layer.n_alpha < 1:
                     msg = f"geometry {self.name!r}, layer {layer.id}: n_alpha must be >= 1"
                     raise GeometryError(msg)

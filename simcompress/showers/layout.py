@@ -127,9 +127,7 @@ def split_source(spec: str) -> tuple[str, dict[str, str]]:
         key = key.strip().replace("-", "_")
         if not eq or key not in allowed:
             msg = f"{spec}: {part!r} is not a read option; expected PATH;key=value;... with keys {', '.join(allowed)}"
-            raise ConfigError(
-                msg
-            )
+            raise ConfigError(msg)
         out[key] = value.strip()
     return path, out
 
@@ -152,9 +150,7 @@ def select_names(spec: str, available: list[str], source: str, what: str = "bran
             hits = sorted((n for n in pool if fnmatch.fnmatchcase(n, item)), key=natural_key)
             if not hits:
                 msg = f"{source}: no {what} matches voxels pattern {item!r} (has: {_listing(available)})"
-                raise ShowerFileError(
-                    msg
-                )
+                raise ShowerFileError(msg)
             out.extend(h for h in hits if h not in out)
         else:
             if item not in available:
@@ -210,9 +206,7 @@ class Column:
                     f"{source}: branch {self.name!r} holds {int(counts[i])} values in an event where the first event "
                     f"has {self.width}; a shower vector needs the same length in every event"
                 )
-                raise ShowerFileError(
-                    msg
-                )
+                raise ShowerFileError(msg)
             flat = ak.to_numpy(ak.flatten(arr, axis=None))
             return flat.reshape(n, self.width)
         a = np.asarray(arr)

@@ -150,9 +150,7 @@ def _plan(geometry: Geometry, eff: EffectiveMaterial, step_x0: float) -> list[_L
                 f"geometry {geometry.name!r}, layer {layer.id}: depth_x0 {list(layer.depth_x0)} has no thickness; "
                 "the reference simulator needs [start, end] with end > start (X0)"
             )
-            raise GeometryError(
-                msg
-            )
+            raise GeometryError(msg)
         n_sub = max(1, math.ceil((d1 - d0) / step_x0 - 1e-9))
         overlap = None
         if layer.kind == "cartesian":
@@ -295,9 +293,7 @@ def _resolve(
             f"geometry {geo.name!r} has no material description; the reference simulator needs one "
             "(a built-in geometry, or a YAML geometry with a 'material' section)"
         )
-        raise GeometryError(
-            msg
-        )
+        raise GeometryError(msg)
     spec = parse_energy_spec(energies)
     if config is None:
         cfg = GFlashConfig()

@@ -75,9 +75,7 @@ def infer_geometry(n_voxels: int, source: str = "<file>") -> Geometry:
             f"{source}: cannot infer the geometry from {n_voxels} voxels per event (known: {listing_}); "
             "pass geometry= (--geometry), or voxels= (--voxels) if the wrong branches were picked"
         )
-        raise ShowerFileError(
-            msg
-        )
+        raise ShowerFileError(msg)
     return Geometry.from_name(name)
 
 
