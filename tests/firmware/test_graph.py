@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -208,3 +209,22 @@ def test_shipped_firmware_configs_load() -> None:
     assert files
     for f in files:
         assert load_firmware_config(f).part.startswith("xc")
+
+
+def test_graph_from_plain_weights_and_the_record_json(quantize: Any) -> None:
+    """The firmware needs only the record and the float weights: a plain network holding the
+    float (folded, unquantized) weights and the record's JSON give the same graph and emulation."""
+    res = quantize(weight={"width": 7})
+    plain = TinyGen()
+    plain.bn1 = nn.Identity()  # folded into fc1 by the method
+    weights = {}
+    for name, mod in res.model.inner.named_modules():
+        if isinstance(mod, nn.Linear):
+            for p in ("weight", "bias"):
+                weights[f"{name}.{p}"] = getattr(mod.parametrizations, p).original.detach().clone()
+    plain.load_state_dict(weights)
+    from_model = build_graph(res.model)
+    from_json = build_graph(plain, json.loads(json.dumps(res.extra["precision"])))
+    x = _inputs()
+    np.testing.assert_array_equal(from_json.emulate_int(x), from_model.emulate_int(x))
+    assert [(o.w_t, o.acc_t) for o in from_json.linear_ops] == [(o.w_t, o.acc_t) for o in from_model.linear_ops]
