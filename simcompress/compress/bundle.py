@@ -113,21 +113,23 @@ def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
         entry["children"] = [c for c, _ in mod.named_children() if c != "parametrizations"]
         if parametrize.is_parametrized(mod):
             pars = {}
-            for tname, plist in mod.parametrizations.items():
+            registered: Any = mod.parametrizations  # a ModuleDict of ParametrizationLists
+            for tname, plist in registered.items():
                 specs = []
                 for p in plist:
+                    par: Any = p  # the allowlist check below narrows p's static type to object
                     pname = type(p).__name__
                     if pname not in _ALLOWED or _ALLOWED[pname] is not type(p):
                         msg = f"layer {name!r}: parametrization {pname} on {tname!r} is not registered for bundles (register_module_type)"
                         raise BundleError(msg)
-                    specs.append({"type": pname, "spec": p.to_spec()})
+                    specs.append({"type": pname, "spec": par.to_spec()})
                 pars[tname] = specs
             entry["parametrizations"] = pars
         out[name] = entry
     return out
 
 
-def _from_spec(cls: type, spec: dict[str, Any], children: dict[str, nn.Module]) -> nn.Module:
+def _from_spec(cls: Any, spec: dict[str, Any], children: dict[str, nn.Module]) -> nn.Module:
     sig = inspect.signature(cls.from_spec)
     takes = "children" in sig.parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     if takes and children:
@@ -137,7 +139,8 @@ def _from_spec(cls: type, spec: dict[str, Any], children: dict[str, nn.Module]) 
 
 def _restore_parametrizations(mod: nn.Module, entry: dict[str, Any], name: str) -> None:
     for tname, specs in entry.get("parametrizations", {}).items():
-        have = [type(p).__name__ for p in mod.parametrizations[tname]] if parametrize.is_parametrized(mod, tname) else []
+        registered: Any = mod.parametrizations if parametrize.is_parametrized(mod, tname) else {tname: []}
+        have = [type(p).__name__ for p in registered[tname]]
         want = [s["type"] for s in specs]
         if have == want:
             continue

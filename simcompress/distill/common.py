@@ -135,7 +135,7 @@ def _fidelity(gate: Any, teacher: nn.Module, student: nn.Module) -> dict[str, An
     if gate is None:
         return None
     t0 = time.perf_counter()
-    out = {"teacher": _gate_dict(gate(teacher)), "student": _gate_dict(gate(student))}
+    out: dict[str, Any] = {"teacher": _gate_dict(gate(teacher)), "student": _gate_dict(gate(student))}
     out["seconds"] = time.perf_counter() - t0
     return out
 

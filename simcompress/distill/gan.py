@@ -12,7 +12,7 @@ from torch import nn
 
 from ..compress.base import CompressionResult, register_method
 from ..errors import ConfigError, UnsupportedLayerError
-from ..generators.gan import GANGenerator
+from ..generators.gan import Critic, GANGenerator
 from .common import (
     _f,
     _finish,
@@ -51,7 +51,7 @@ def _gan_student(teacher: Any, config: GANToGANConfig) -> GANGenerator:
     return student
 
 
-def _critic_hidden(critic: nn.Module, feats: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def _critic_hidden(critic: Critic, feats: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Penultimate activations of the teacher's critic (feature matching, Salimans et al. 2016)."""
     h = critic.body_input(feats, c)
     for layer in list(critic.body)[:-1]:

@@ -12,7 +12,7 @@ __all__ = ["compare_sampling_speed", "sampling_rate"]
 
 
 @torch.no_grad()
-def sampling_rate(model: nn.Module, batch_size: int, energy_mev: float, min_seconds: float = 0.5, seed: int = 0) -> dict[str, float]:
+def sampling_rate(model: Any, batch_size: int, energy_mev: float, min_seconds: float = 0.5, seed: int = 0) -> dict[str, float]:
     """Showers per second of ``model.sample`` at ``batch_size`` (wall clock, >= one batch, >= ``min_seconds``)."""
     e = torch.full((batch_size,), float(energy_mev))
     gen = torch.Generator().manual_seed(seed)

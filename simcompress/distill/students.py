@@ -14,7 +14,7 @@ entry-point group (``generators`` never imports ``distill``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import Field
@@ -29,7 +29,7 @@ from ..generators.base import (
     latent_dim_of,
     register_generator,
 )
-from ..generators.flow import MADE, FlowArchitecture, FlowGenerator, MAFNetwork, affine_forward, affine_inverse
+from ..generators.flow import MADE, FlowArchitecture, FlowGenerator, MAFBlock, MAFNetwork, affine_forward, affine_inverse
 from ..showers.geometry import Geometry
 from .config import MLPArchitecture
 
@@ -83,6 +83,9 @@ class IAFBlock(nn.Module):
     Density (data -> noise) needs one pass per group.
     """
 
+    permutation: torch.Tensor
+    inverse_permutation: torch.Tensor
+
     def __init__(self, made: MADE, permutation: torch.Tensor) -> None:
         super().__init__()
         self.made = made
@@ -121,7 +124,7 @@ class IAFNetwork(nn.Module):
     def sample_states(self, z: torch.Tensor, c: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         states = [z]
         logdet = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-        for block in reversed(self.blocks):
+        for block in cast("list[IAFBlock]", reversed(self.blocks)):
             z, ld = block.sample(z, c)
             logdet = logdet + ld
             states.append(z)
@@ -129,7 +132,7 @@ class IAFNetwork(nn.Module):
         return states, logdet
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        for block in reversed(self.blocks):
+        for block in cast("list[IAFBlock]", reversed(self.blocks)):
             z = block.sample(z, c)[0]
         return z
 
@@ -165,14 +168,14 @@ class IAFGenerator(FlowGenerator):
         **fields: Any,
     ) -> None:
         super().__init__(geometry, energy_range_mev, arch=arch, **fields)
-        teacher_like: MAFNetwork = self.network  # type: ignore[assignment]
+        teacher_like: MAFNetwork = self.network
         n = self.latent_dim
         blocks = [
             IAFBlock(
                 MADE(n, self.n_cond, self.hidden, self.n_groups, n_leading=int(getattr(blk.made, "n_leading", 0))),
                 blk.permutation,
             )
-            for blk in teacher_like.blocks
+            for blk in cast("list[MAFBlock]", teacher_like.blocks)
         ]
         self.network = IAFNetwork(blocks, n)
 
@@ -251,6 +254,10 @@ class MLPGenerator(ShowerGenerator):
 
     kind = "mlp"
     Architecture = MLPGeneratorArchitecture
+
+    u_mean: torch.Tensor
+    u_std: torch.Tensor
+    onehot: torch.Tensor
 
     def __init__(
         self,

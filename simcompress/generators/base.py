@@ -106,6 +106,11 @@ class ShowerGenerator(nn.Module):
     Architecture: ClassVar[type[StrictModel]] = StrictModel
     arch: StrictModel
     network: nn.Module
+    conditioner: EnergyCondition
+    # set by load_generator (and the GAN's training) on the loaded object
+    bundle_path: str
+    bundle_hash: str
+    has_trained_critic: bool
 
     def __init__(self, geometry: Geometry, latent_dim: int, energy_range_mev: tuple[float, float]) -> None:
         super().__init__()

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -188,7 +188,7 @@ def load_generator(
     if "compression" in config:
         from ..compress.bundle import load_compressed  # lazy: compression is optional here
 
-        model = load_compressed(p, builder=build_generator, device=device, deployed=deployed)
+        model = cast(ShowerGenerator, load_compressed(p, builder=build_generator, device=device, deployed=deployed))
         _check_geometry(getattr(model, "geometry", None), geometry, p)
         model.bundle_path = str(p)
         try:
@@ -199,7 +199,7 @@ def load_generator(
                 h.update(f.name.encode())
                 h.update(f.read_bytes())
             model.bundle_hash = h.hexdigest()
-        return model  # type: ignore[no-any-return]
+        return model
     for name in _REQUIRED:
         if not (p / name).is_file():
             msg = f"{p}: incomplete bundle, {name} missing (needs {', '.join(_REQUIRED)})"
@@ -223,9 +223,9 @@ def load_generator(
             msg = f"{dfile}: sha256 does not match config.json discriminator_sha256"
             raise BundleError(msg)
         _load_state(critic, _load_tensors(dfile), dfile)
-        gen.has_trained_critic = True  # type: ignore[attr-defined]
-    gen.bundle_path = str(p)  # type: ignore[attr-defined]
-    gen.bundle_hash = bundle_hash(p)  # type: ignore[attr-defined]
+        gen.has_trained_critic = True
+    gen.bundle_path = str(p)
+    gen.bundle_hash = bundle_hash(p)
     gen.eval()
     return gen.to(device)
 

@@ -34,7 +34,7 @@ Reuse (e.g. an IAF student built from the same blocks): :class:`MaskedLinear` is
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -77,6 +77,8 @@ class FlowArchitecture(StrictModel):
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` whose weight is multiplied by a fixed 0/1 ``mask`` buffer (out, in)."""
 
+    mask: torch.Tensor
+
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         if tuple(mask.shape) != (out_features, in_features):
@@ -113,6 +115,8 @@ class MADE(nn.Module):
     degrees ``-1 .. n_groups-2`` (degree -1 units see only the context, so the first group is
     conditioned on ``c`` too). ``log_scale`` is soft-clamped to ``(-scale_bound, scale_bound)``.
     """
+
+    degrees: torch.Tensor
 
     def __init__(
         self, n_features: int, n_context: int, hidden: list[int], n_groups: int, scale_bound: float = 3.0, n_leading: int = 0
@@ -165,6 +169,9 @@ def affine_inverse(z: torch.Tensor, shift: torch.Tensor, log_scale: torch.Tensor
 
 class MAFBlock(nn.Module):
     """Permutation then one MADE affine transform."""
+
+    permutation: torch.Tensor
+    inverse_permutation: torch.Tensor
 
     def __init__(self, made: MADE, permutation: torch.Tensor) -> None:
         super().__init__()
@@ -226,7 +233,7 @@ class MAFNetwork(nn.Module):
         return x, logdet
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        for block in reversed(self.blocks):
+        for block in cast("list[MAFBlock]", reversed(self.blocks)):
             z = block.inverse(z, c)
         return z
 
@@ -251,6 +258,13 @@ class FlowGenerator(ShowerGenerator):
 
     kind = "flow"
     Architecture = FlowArchitecture
+    arch: FlowArchitecture
+    #: a :class:`MAFNetwork`, or a student's network with the same ``transform``/``log_prob``
+    network: Any
+
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+    onehot: torch.Tensor
 
     def __init__(
         self,

@@ -130,6 +130,11 @@ class ShapeBasis(nn.Module):
     without a threshold, the same way for reference and generated showers.
     """
 
+    pos: torch.Tensor
+    pos2: torch.Tensor
+    pos_layer: torch.Tensor
+    onehot: torch.Tensor
+
     def __init__(self, geometry: Geometry, sparsity_mev: float = 1.0) -> None:
         super().__init__()
         import numpy as np
@@ -174,6 +179,9 @@ class Critic(nn.Module):
     whose showers barely differ from each other (mode collapse) is then visible in every
     sample the critic scores.
     """
+
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
 
     def __init__(
         self, n_features: int, n_cond: int, hidden: list[int], negative_slope: float = 0.2, minibatch_std: bool = False
@@ -222,6 +230,12 @@ class GANGenerator(ShowerGenerator):
 
     kind = "gan"
     Architecture = GANArchitecture
+    arch: GANArchitecture
+    onehot: torch.Tensor
+    resp_mean: torch.Tensor
+    resp_std: torch.Tensor
+    _critic: Critic
+    _shape: ShapeBasis | None
 
     def __init__(
         self,
@@ -263,7 +277,7 @@ class GANGenerator(ShowerGenerator):
 
     @property
     def critic(self) -> Critic:
-        return self._critic  # type: ignore[no-any-return]
+        return self._critic
 
     @torch.no_grad()
     def calibrate(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> None:
@@ -320,7 +334,7 @@ class GANGenerator(ShowerGenerator):
 
     @property
     def shape_basis(self) -> ShapeBasis | None:
-        return self._shape  # type: ignore[no-any-return]
+        return self._shape
 
     def moment_columns(self) -> list[int]:
         """Columns of :meth:`features` the per-energy moment loss matches: ``log r``, the layer
@@ -340,7 +354,8 @@ class GANGenerator(ShowerGenerator):
         a = config.get("architecture")
         if isinstance(a, dict):
             a = {"response_mode": "sigmoid", **a}  # bundles written before the key existed
-        return super().parse_architecture({"architecture": a}, source)  # type: ignore[no-any-return]
+        arch: GANArchitecture = super().parse_architecture({"architecture": a}, source)
+        return arch
 
     @classmethod
     def from_config(cls, config: dict[str, Any], geometry: Geometry, source: str = "<config>") -> GANGenerator:
@@ -352,4 +367,4 @@ class GANGenerator(ShowerGenerator):
         self.critic.to(*args, **kwargs)
         if self._shape is not None:
             self._shape.to(*args, **kwargs)
-        return out  # type: ignore[return-value]
+        return out

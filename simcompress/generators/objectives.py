@@ -207,7 +207,7 @@ class GANObjective(Objective):
             return
         for _ in range(max(1, critic_warmup // self.cfg.n_critic)):
             self.step(rng, train_generator=False)
-        self.gen.has_trained_critic = True  # type: ignore[attr-defined]
+        self.gen.has_trained_critic = True
 
 
 class FlowObjective(Objective):

@@ -72,6 +72,11 @@ class QKerasMLPGenerator(ShowerGenerator):
 
     kind = "qkeras-mlp"
     Architecture = QKerasMLPArchitecture
+    arch: QKerasMLPArchitecture
+    network: QKerasNetwork
+    source: str  # the .h5 it was imported from
+
+    onehot: torch.Tensor
 
     def __init__(self, geometry: Geometry, latent_dim: int, energy_range_mev: tuple[float, float],
                  network: QKerasNetwork, *, arch: QKerasMLPArchitecture | None = None, **fields: Any) -> None:
@@ -228,7 +233,7 @@ def load_qkeras_generator(
         response_scale=response_scale if response_scale is not None else float(meta.get("response_scale", 2.0)),
         output_scale=output_scale if output_scale is not None else float(meta.get("output_scale", 1.0)),
     )
-    gen.source = str(p)  # type: ignore[attr-defined]
+    gen.source = str(p)
     return gen.eval()
 
 
