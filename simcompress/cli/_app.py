@@ -80,12 +80,3 @@ def _root(
     """simcompress: calorimeter fast-simulation compression, validation, firmware and batch generation."""
     if verbose:
         logging.getLogger("simcompress").setLevel(logging.INFO)
-
-
-@app.command()
-def version() -> None:
-    """Print the versions of simcompress and the libraries it builds on."""
-    from .._provenance import software_versions
-
-    for k, v in software_versions().items():
-        console.print(f"{k} {v}")

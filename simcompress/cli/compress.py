@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ._app import GateFailed, app, console
+from ._options import CALIBRATION_EVENTS_OPT, FINETUNE_EVENTS_OPT, MEASURE_SECONDS_OPT
 
 
 @app.command("compress")
@@ -22,15 +23,15 @@ def compress_cmd(
     ),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Evaluate the fidelity gate after each step (needs --reference)."),
     n_events: int = typer.Option(10_000, "--n-events", help="Showers sampled per gate evaluation and for the validation report."),
-    finetune_events: int = typer.Option(20_000, "--finetune-events", help="Reference showers used for fine-tuning."),
-    calibration_events: int = typer.Option(2048, "--calibration-events", help="Samples for quantizer calibration."),
+    finetune_events: int = FINETUNE_EVENTS_OPT,
+    calibration_events: int = CALIBRATION_EVENTS_OPT,
     report_samples: int = typer.Option(2048, "--report-samples", help="Showers per call when counting operations."),
     deploy_batch: int = typer.Option(
         10_000, "--deploy-batch",
         help="Batch at which the execution forms (baked float, torch int8, ONNX Runtime int8, sparse) are measured; "
         "the fastest faithful one is recorded in the bundle and is the throughput figure (end-to-end sample()).",
     ),
-    measure_seconds: float = typer.Option(0.3, "--measure-seconds", help="Minimum seconds per timed round (3 rounds, best kept)."),
+    measure_seconds: float = MEASURE_SECONDS_OPT,
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also measure ONNX Runtime float32 and int8 forms."),
     validation_html: bool = typer.Option(True, "--validation-html/--no-validation-html",
                                          help="Write the validation report's HTML page with plots (metrics.json always)."),

@@ -1,9 +1,7 @@
-"""``simcompress firmware``: fixed-point compressed generator -> hls4ml trigger IP folder."""
+"""``simcompress firmware``: fixed-point compressed generator -> hls4ml trigger IP folder (:func:`simcompress.workflows.firmware.build_firmware`)."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,33 +38,16 @@ def firmware_command(
     emulation disagree on any output; exit 2 on bad input or when --synth finds no vendor tool
     (the project is still written).
     """
-    from ..errors import ConfigError
-    from ..firmware import export_firmware, load_firmware_config
-    from ..firmware.export import SynthesisUnavailableError
+    from ..firmware import load_firmware_config
+    from ..workflows.firmware import build_firmware
 
     cfg = load_firmware_config(config)
-    if samples is not None and samples < 1:
-        msg = f"--samples must be >= 1, got {samples}"
-        raise ConfigError(msg)
-    if reference is not None and not reference.exists():
-        msg = f"--reference {reference}: file not found"
-        raise ConfigError(msg)
-    synth_error: SynthesisUnavailableError | None = None
-    try:
-        res = export_firmware(model, cfg, out, n_samples=samples, synth=synth, rtl=rtl, overwrite=overwrite,
-                              keep_model=reference is not None)
-    except SynthesisUnavailableError as err:
-        synth_error = err
-        res = None
-    report = json.loads((out / "firmware.json").read_text())
-    if res is not None and reference is not None:
-        report["physics"] = _physics(res, reference, physics_events, gate, out)
-        tmp = out / "firmware.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        os.replace(tmp, out / "firmware.json")
+    run = build_firmware(model, cfg, out, n_samples=samples, synth=synth, rtl=rtl, overwrite=overwrite,
+                         reference=reference, physics_events=physics_events, gate=gate)
+    report = run.report
     _summary(report, out)
-    if synth_error is not None:
-        raise synth_error
+    if run.synth_error is not None:
+        raise run.synth_error
     if not report["bit_exactness"]["passed"]:
         msg = f"{report['bit_exactness']['mismatches']} mismatches between emulation and C simulation"
         raise GateFailed(msg)
@@ -76,54 +57,9 @@ def firmware_command(
     if report.get("physics") and not report["physics"]["passed"]:
         msg = (
             f"physics of the C-simulated showers fails the '{gate}' gate (float network with the same "
-                         f"noise: {'passes' if report['physics']['float_passed'] else 'fails too'}; see {out / 'validation'})"
+            f"noise: {'passes' if report['physics']['float_passed'] else 'fails too'}; see {out / 'validation'})"
         )
         raise GateFailed(msg)
-
-
-def _physics(res: Any, reference: Path, n_events: int, gate: str, out: Path) -> dict[str, Any]:
-    """Showers generated through the C simulation, and through the float network with the same noise,
-    vs the reference (simcompress.validation): what the firmware costs in physics, separately from the model."""
-    import numpy as np
-    import torch
-
-    from ..errors import ConfigError
-    from ..firmware.export import csim_showers, float_network
-    from ..firmware.graph import resolve
-    from ..showers.data import ShowerSet
-    from ..showers.io import open_showers
-
-    try:
-        from ..validation import validate
-    except ImportError:  # older layout: the function lives in validation.core
-        from ..validation.core import validate
-
-    gen = res.model
-    if not all(hasattr(gen, a) for a in ("condition", "postprocess", "latent_dim", "geometry")):
-        msg = f"--reference needs a shower generator bundle; {type(gen).__name__} is not one"
-        raise ConfigError(msg)
-    reader = open_showers(str(reference))
-    energies = reader.incident_energy()[:n_events].astype(np.float32)
-    showers = csim_showers(gen, res.hls_model, res.graph, energies, seed=0)
-    e = torch.from_numpy(energies)
-    z = torch.randn(len(e), int(gen.latent_dim), generator=torch.Generator().manual_seed(0))  # as csim_showers
-    with torch.no_grad():
-        net, _ = resolve(gen)
-        y = float_network(net)(z, gen.condition(e).reshape(len(e), -1))
-        showers_float = gen.postprocess(y, e).cpu().numpy().astype(np.float32)
-    cands = {"csim": ShowerSet(energies, showers, gen.geometry, {"source": "hls4ml C simulation"}),
-             "float": ShowerSet(energies, showers_float, gen.geometry, {"source": "float network, same noise"})}
-    vres = validate(str(reference), cands, gate, out_dir=out / "validation", progress=False)
-    d = vres.to_dict().get("candidates", {})
-
-    def feats(name: str) -> dict[str, Any]:
-        return {k: {m: v for m, v in f.items() if m in ("ks", "w1", "sp")}
-                for k, f in d.get(name, {}).get("features", {}).items() if isinstance(f, dict)}
-
-    return {"n_events": len(energies), "reference": str(reference), "gate": gate,
-            "passed": bool(vres.passed_for("csim")), "float_passed": bool(vres.passed_for("float")),
-            "report": "validation/ (metrics.json, report.html)", "features": feats("csim"),
-            "features_float_same_noise": feats("float")}
 
 
 def _summary(report: dict[str, Any], out: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ._app import GateFailed, app, console
+from ._options import CALIBRATION_EVENTS_OPT, FINETUNE_EVENTS_OPT, MEASURE_SECONDS_OPT
 
 
 @app.command("sweep")
@@ -22,12 +23,12 @@ def sweep_cmd(
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps after the step (--method/--grid sweeps)."),
     finetune_lr: float = typer.Option(5e-5, "--finetune-lr"),
     n_events: int = typer.Option(10_000, "--n-events", help="Teacher and student showers per damage measurement."),
-    finetune_events: int = typer.Option(20_000, "--finetune-events"),
-    calibration_events: int = typer.Option(2048, "--calibration-events"),
+    finetune_events: int = FINETUNE_EVENTS_OPT,
+    calibration_events: int = CALIBRATION_EVENTS_OPT,
     gate_spec: str = typer.Option("compression", "--gate-spec", help="Validation spec of the damage measurement (preset or YAML)."),
     workers: int = typer.Option(2, "--workers", help="Processes compressing and validating points in parallel."),
     speed_batch: int = typer.Option(10_000, "--speed-batch", help="Batch of the end-to-end showers/s measurement (1 torch thread)."),
-    measure_seconds: float = typer.Option(0.3, "--measure-seconds"),
+    measure_seconds: float = MEASURE_SECONDS_OPT,
     validation_html: bool = typer.Option(True, "--validation-html/--no-validation-html", help="Per-point validation HTML pages."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:

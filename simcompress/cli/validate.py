@@ -8,7 +8,7 @@ import typer
 
 from ..errors import ConfigError
 from ._app import GateFailed, app, console, err_console
-from .showers import ENERGY_BRANCH_OPT, ENERGY_UNIT_OPT, TREE_OPT, VOXEL_UNIT_OPT, VOXELS_OPT, read_options
+from ._options import ENERGY_BRANCH_OPT, ENERGY_UNIT_OPT, TREE_OPT, VOXEL_UNIT_OPT, VOXELS_OPT, read_options
 
 
 def _parse_candidate(spec: str, index: int) -> tuple[str, str]:
@@ -44,7 +44,9 @@ def validate(
     no_html: bool = typer.Option(False, "--no-html", help="Write metrics.json only."),
     max_figures: int | None = typer.Option(None, "--max-figures", help="Cap on per-feature figures (default 80; the rest in tables)."),
     step_size: int = typer.Option(100_000, "--step-size", help="Events per streamed chunk."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", " /--quiet", " /-q", help="Show progress bars (-q, --quiet: the same as --no-progress)."
+    ),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Folder (or .npz file) of the cached reference (default: $SIMCOMPRESS_CACHE_DIR or ~/.cache/simcompress/validation)."
     ),
@@ -64,9 +66,8 @@ def validate(
     """
     import warnings
 
-    from ..validation.core import EnergyMismatchWarning
-    from ..validation.core import validate as run_validate
-    from ..validation.gate import load_gate_spec
+    from ..validation import EnergyMismatchWarning, load_gate_spec
+    from ..validation import validate as run_validate
 
     spec = load_gate_spec(gate)
     cands: dict[str, str] = {}
@@ -110,13 +111,13 @@ def validate(
         warnings.simplefilter("ignore", EnergyMismatchWarning)
         result = run_validate(
             ref_src, cands_src, spec, None, threshold_mev=threshold_mev, per_energy_bin=per_energy_bin,
-            step_size=step_size, progress=not quiet, cache=False if no_cache else (cache_dir or "auto"),
+            step_size=step_size, progress=progress, cache=False if no_cache else (cache_dir or "auto"),
         )
-    for c in result.candidates.values():
-        for w in c.warnings:
+    for cres in result.candidates.values():
+        for w in cres.warnings:
             err_console.print(f"[bold yellow]WARNING:[/bold yellow] {w}", highlight=False, soft_wrap=True)
     if out is not None:
-        result.write(out, html=not no_html, progress=not quiet, max_feature_figures=max_figures)
+        result.write(out, html=not no_html, progress=progress, max_feature_figures=max_figures)
         console.print(f"report written to {out}/", highlight=False)
     _print_summary(result)
     if not result.passed:

@@ -209,17 +209,19 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def network_inputs(model: nn.Module, batch: int, seed: int = 0) -> tuple[Tensor, ...]:
     """Seeded network inputs ``(z, c)`` of a generator at log-uniform energies."""
+    gm: Any = model  # a shower generator (duck-typed)
     g = torch.Generator().manual_seed(seed)
-    lo, hi = (float(v) for v in getattr(model, "energy_range_mev", (1e3, 1e6)))
+    lo, hi = (float(v) for v in getattr(gm, "energy_range_mev", (1e3, 1e6)))
     e = torch.exp(torch.empty(batch).uniform_(math.log(lo), math.log(hi), generator=g))
-    z = torch.randn(batch, int(model.latent_dim), generator=g)
+    z = torch.randn(batch, int(gm.latent_dim), generator=g)
     with torch.no_grad():
-        c = model.condition(e)
+        c = gm.condition(e)
     return z, c
 
 
 def _net(model: nn.Module) -> nn.Module:
-    return model.network if _is_generator(model) else model
+    gm: Any = model
+    return gm.network if _is_generator(model) else model
 
 
 def _time(fn: Callable[[], Any], min_time: float) -> float:
@@ -298,8 +300,8 @@ def deploy(model: nn.Module, form: str, *, sparse_layers: list[str] | tuple[str,
         onnx_bytes = _onnx_int8(net, args)
         ort_net = OrtNetwork(onnx_bytes, len(args), threads or torch.get_num_threads())
         m.network = ort_net
-    for p in m.parameters():
-        p.requires_grad_(False)
+    for param in m.parameters():
+        param.requires_grad_(False)
     m._deploy_form = form  # type: ignore[assignment]
     return m.eval()
 
@@ -316,7 +318,8 @@ def _onnx_int8(net: nn.Module, args: tuple[Tensor, ...]) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, args, buf, dynamo=False, input_names=names, output_names=["y"],
+        torch.onnx.export(net, args, buf, dynamo=False,  # type: ignore[arg-type]  # the stub omits file objects; export takes them
+                          input_names=names, output_names=["y"],
                           dynamic_axes={n: {0: "batch"} for n in names})
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -379,28 +382,29 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
     if _has_fixed_point(model):
         return DeployChoice("exact", _describe("exact", model, []), batch, threads,
                             rejected=dict.fromkeys(FORMS[1:], "fixed-point networks keep their exact emulation"))
-    model = model.eval()
+    gm: Any = model.eval()
     if _is_generator(model):
         args = network_inputs(model, batch, seed)
     else:
         msg = "choose_form: pass a shower generator (network(z, c))"
         raise ConfigError(msg)
-    net = model.network
+    net: nn.Module = gm.network
     with torch.inference_mode():
         ref = net(*args).detach().float()
     scale = float(ref.abs().max()) or 1.0
     # sparse kernels only for pruned layers where they measure faster
     baked_dense = deploy(model, "baked")
-    sparse = [n for n, mod in model.network.named_modules() if _mask_only(mod)
-              and _sparse_wins(baked_dense.network.get_submodule(n), batch, min_time / 2)]
-    has_int8 = any(_int8_weight(mod) is not None for mod in model.network.modules())
+    baked_net: Any = baked_dense
+    sparse = [n for n, mod in net.named_modules() if _mask_only(mod)
+              and _sparse_wins(baked_net.network.get_submodule(n), batch, min_time / 2)]
+    has_int8 = any(_int8_weight(mod) is not None for mod in net.modules())
     if not has_int8 and not sparse and not any(parametrize.is_parametrized(m) for m in net.modules()):
         # plain layers only (e.g. a distilled student): every form computes the same; nothing to measure
         return DeployChoice("baked", _describe("baked", model, []), batch, threads, max_abs_diff={"baked": 0.0},
                             output_scale=scale, rejected={"torch-int8": "no quantized weights", "onnx-int8": "no quantized weights"})
     candidates = list(forms or ("exact", "baked", "torch-int8", "onnx-int8"))
     rejected: dict[str, str] = {}
-    built: dict[str, nn.Module] = {}
+    built: dict[str, Any] = {}
     for f in candidates:
         if f in ("torch-int8", "onnx-int8") and not has_int8:
             rejected[f] = "no <= 8-bit symmetric quantized Linear weights"
@@ -427,7 +431,7 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
             m.network(*args)
         for _ in range(repeats):
             for f, m in built.items():
-                rates[f] = max(rates[f], batch * _time(lambda m=m: m.network(*args), min_time))
+                rates[f] = max(rates[f], batch * _time(_network_call(m, args), min_time))
     if not rates:
         raise ConfigError("choose_form: no faithful execution form (" + "; ".join(f"{k}: {v}" for k, v in rejected.items()) + ")")
     # 'exact' (parametrizations evaluated at every call) is measured as the reference; 'baked' computes the
@@ -442,7 +446,15 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
                         sparse_layers=sparse if best in ("baked", "torch-int8") else [], rejected=rejected)
 
 
-def sample_rate(models: dict[str, nn.Module], batch: int, *, seed: int = 0, min_time: float = 0.3, repeats: int = 3) -> dict[str, float]:
+def _network_call(model: Any, args: tuple[Tensor, ...]) -> Callable[[], Any]:
+    return lambda: model.network(*args)
+
+
+def _sample_call(model: Any, e: Tensor, seed: int, batch: int) -> Callable[[], Any]:
+    return lambda: model.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
+
+
+def sample_rate(models: dict[str, Any], batch: int, *, seed: int = 0, min_time: float = 0.3, repeats: int = 3) -> dict[str, float]:
     """End-to-end showers/s of ``sample()`` for each generator at ``batch`` (interleaved, best of ``repeats``)."""
     first = next(iter(models.values()))
     lo, hi = (float(v) for v in first.energy_range_mev)
@@ -453,6 +465,5 @@ def sample_rate(models: dict[str, nn.Module], batch: int, *, seed: int = 0, min_
             m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
         for _ in range(repeats):
             for k, m in models.items():
-                best[k] = max(best[k], batch * _time(
-                    lambda m=m: m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch), min_time))
+                best[k] = max(best[k], batch * _time(_sample_call(m, e, seed, batch), min_time))
     return best

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,13 +117,15 @@ class PipelineResult:
         A step whose result replaces the architecture (distillation: ``extra["replaces_model"]``)
         makes its ``extra["base_config"]`` the new base.
         """
-        base, steps = original_config, []
+        base: dict[str, Any] = original_config
+        steps: list[dict[str, Any]] = []
         for s in self.applied:
             extra = s.result.extra if s.result is not None else {}
             if extra.get("replaces_model"):
                 new_base = extra.get("base_config")
-                if new_base is None and s.result is not None and callable(getattr(s.result.model, "config_dict", None)):
-                    new_base = s.result.model.config_dict()  # the new architecture rebuilds from its own config
+                config_dict = getattr(s.result.model, "config_dict", None) if s.result is not None else None
+                if new_base is None and callable(config_dict):
+                    new_base = config_dict()  # the new architecture rebuilds from its own config
                 if not isinstance(new_base, dict):
                     msg = (
                         f"step {s.index} {s.config.method!r} replaced the model but left no base_config "
@@ -240,7 +243,7 @@ class Pipeline:
                     self.finetune(result.model, ft.steps, ft.lr)
                 gate_result = self.gate(result.model) if self.gate is not None else None
             except Exception as err:
-                err.add_note(note)
+                _add_note(err, note)
                 raise
             outcome = StepOutcome(i, step.config, result, ft, gate_result, seconds=time.perf_counter() - t0)
             out.steps.append(outcome)
@@ -257,6 +260,14 @@ class Pipeline:
             current = result.model
         out.model = current
         return out
+
+
+def _add_note(err: BaseException, note: str) -> None:
+    """PEP 678 note (Python >= 3.11 shows it with the traceback; 3.10 keeps it in ``__notes__``)."""
+    if sys.version_info >= (3, 11):
+        err.add_note(note)
+    else:
+        err.__notes__ = [*getattr(err, "__notes__", []), note]  # type: ignore[attr-defined]  # not in 3.10 stubs
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:

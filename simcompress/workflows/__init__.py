@@ -1,13 +1,16 @@
 """The application layer: one library function per job that spans several areas.
 
-Each returns a result object whose ``.write(out_dir)`` writes what the command of the same name
-writes; the CLI parses its options, calls one of these and prints. Python users call the same:
+Each returns a result object; the CLI parses its options, calls one of these and prints, and Python
+users call the same. :func:`run_recipe` writes nothing until ``.write(out_dir)``; a sweep writes its
+points as it goes (a rerun resumes) and the firmware export writes its IP folder atomically.
 
 * :func:`run_recipe`: a compression recipe on a shower generator, gated and measured
   (``simcompress compress``), -> :class:`RecipeResult`.
 * :func:`run_sweep`: a grid of compression settings measured in size, speed and physics
   (``simcompress sweep``), -> :class:`simcompress.compress.sweep.SweepResult`.
-* :mod:`.demo`: the plan and summary of ``simcompress demo``.
+* :func:`.firmware.build_firmware`: the firmware IP of a fixed-point generator and, with reference
+  showers, what the firmware costs in physics (``simcompress firmware``).
+* :mod:`.demo`: the stages and summary of ``simcompress demo``.
 * :mod:`.generator_hooks`: the calibration and fine-tuning callables the generic pipeline takes,
   built from a shower generator.
 """

@@ -80,6 +80,10 @@ def damage_figures(vres: Any, candidate: str = "student") -> dict[str, Any]:
     }
 
 
+def _network_call(z: Any, c: Any) -> Callable[[Any], Any]:
+    return lambda m: m.network(z, c)
+
+
 def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
     """Worker: compress one point, save its bundle, count sizes, measure damage. Returns the record."""
     import numpy as np
@@ -123,7 +127,7 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
     for name, m in (("teacher", gen), ("student", comp)):
         c = m.condition(e_ops)
         z_m = z if int(m.latent_dim) == z.shape[1] else torch.randn(n_ops, int(m.latent_dim), generator=torch.Generator().manual_seed(seed))
-        ops[name] = count_ops(m, lambda mm, z_m=z_m, c=c: mm.network(z_m, c), n_ops)["bops"]
+        ops[name] = count_ops(m, _network_call(z_m, c), n_ops)["bops"]
     s_t, s_s = storage_bits(gen.network), storage_bits(comp.network)
     p_t, p_s = count_params(gen.network), count_params(comp.network)
     e = torch.from_numpy(np.asarray(teacher.incident_energy, dtype=np.float32))

@@ -116,3 +116,20 @@ def test_energy_mismatch_warns_and_per_bin_gate(files, tmp_path, capsys) -> None
     err = capsys.readouterr().err
     assert "WARNING" in err and "incident-energy distribution differs" in err and "--per-energy-bin" in err
     assert main([*args, "--per-energy-bin"]) == 0
+
+
+@pytest.mark.parametrize("flag", ["--no-progress", "-q", "--quiet"])
+def test_progress_spelled_like_the_other_commands(files, flag, monkeypatch) -> None:
+    """``--progress/--no-progress`` as everywhere; ``-q``/``--quiet`` stay as its aliases."""
+    import simcompress.validation as vpkg
+
+    seen: list[bool] = []
+    real = vpkg.validate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["progress"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vpkg, "validate", spy)
+    assert main(["validate", "-r", str(files["ref"]), "-c", str(files["good"]), "--gate", str(files["gate"]), flag]) == 0
+    assert seen == [False]

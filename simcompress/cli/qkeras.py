@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from ..errors import ConfigError
 from ._app import GateFailed, app, console
+from ._options import parse_energy_range
 
-
-def _energy_range(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        msg = f"--energy-range: expected 'LOW,HIGH' in MeV, got {text!r}"
-        raise ConfigError(msg) from None
-    return lo, hi
+__all__ = ["qkeras_export", "qkeras_import"]
 
 
 @app.command("qkeras-import")
@@ -38,12 +31,13 @@ def qkeras_import(
     from ..generators import save_generator
     from ..interop.generator import load_qkeras_generator
 
-    gen = load_qkeras_generator(model, geometry, latent_dim=latent_dim, energy_range_mev=_energy_range(energy_range),
+    gen = load_qkeras_generator(model, geometry, latent_dim=latent_dim, energy_range_mev=parse_energy_range(energy_range),
                                 postprocess=postprocess, strict=strict)
     save_generator(gen, out, card={"imported_from": str(model), "importer": "simcompress.interop.qkeras"})
-    rec = gen.network.precision_record()
-    console.print(f"imported {model} -> {out} (kind qkeras-mlp, {gen.network.n_in} -> {gen.network.n_out}, "
-                  f"float32 exact: {gen.network.float32_exact})")
+    net: Any = gen.network  # a QKerasNetwork
+    rec = net.precision_record()
+    console.print(f"imported {model} -> {out} (kind qkeras-mlp, {net.n_in} -> {net.n_out}, "
+                  f"float32 exact: {net.float32_exact})")
     console.print(f"input {rec['input']['hls'] if rec['input'] else 'float'}")
     for name, info in rec["layers"].items():
         w = info.get("weight") or {}

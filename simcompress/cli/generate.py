@@ -1,4 +1,4 @@
-"""``simcompress generate``, ``simcompress merge`` and ``simcompress cluster-script`` (batch generation)."""
+"""``simcompress generate``: showers from a generator, into one file or as a sharded (resumable) run."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ._app import app, console, err_console
+from ._options import PROGRESS_OPT
 
-__all__ = ["cluster_script_command", "generate_command", "merge_command"]
+__all__ = ["generate_command"]
 
 _SHARD_DEFAULT = 100_000
 
@@ -49,7 +50,7 @@ def generate_command(
     chunk_size: int = typer.Option(10_000, "--chunk-size", help="Showers per generation/write chunk."),
     torch_threads: int | None = typer.Option(None, "--torch-threads", help="Torch threads per task (default 1 in sharded runs)."),
     backend: str | None = typer.Option(None, "--backend", help="(advanced) module:attribute of another generator/file backend."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = PROGRESS_OPT,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     strict: bool = typer.Option(
         False, "--strict", help="Refuse incident energies outside the model's trained range (default: warn and go on)."
@@ -114,27 +115,3 @@ def _check_energy_range(model: str, energies: str, strict: bool) -> None:
         err_console.print(f"[yellow]warning:[/yellow] {w.message} (--strict refuses)", highlight=False, soft_wrap=True)
     if caught:  # said once here; not again for every chunk of this process
         warnings.simplefilter("ignore", ExtrapolationWarning)
-
-
-@app.command("merge")
-def merge_command(
-    run: Path = typer.Argument(..., help="Run directory of a finished sharded run (holds manifest.json)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Merged file (.root or .h5), outside the run directory."),
-    format: str | None = typer.Option(None, "--format", help="root or hdf5 (default: from the suffix)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Concatenate the shards of a run into one file, checking each shard against the manifest."""
-    from ..batch import merge_shards
-
-    result = merge_shards(run, out, format=format, progress=progress)
-    console.print(f"merged {result['n_shards']} shards, {result['n_events']:,} showers -> {result['out']}")
-
-
-@app.command("cluster-script")
-def cluster_script_command(
-    cluster: Path = typer.Option(..., "--cluster", help="Batch-site config, configs/cluster/<site>.yaml."),
-) -> None:
-    """Print the batch job script that a --cluster run would submit (no batch system needed)."""
-    from ..batch import job_script
-
-    typer.echo(job_script(cluster))

@@ -1,7 +1,8 @@
-"""``simcompress train``: train a GAN or flow generator into a bundle (owned by the generators work)."""
+"""``simcompress train``: train a GAN or flow generator into a bundle."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ import typer
 
 from ..errors import ConfigError
 from ._app import app, console
+from ._options import PROGRESS_OPT
+
+__all__ = ["train"]
 
 
 @app.command()
@@ -27,7 +31,7 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda (default: the recipe's, auto)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/checkpoints if present."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = PROGRESS_OPT,
     log_file: Path | None = typer.Option(None, "--log", help="Append JSON monitor lines to this file."),
 ) -> None:
     """Train a generator (gan|flow) on reference showers and write its bundle to OUT."""
@@ -55,18 +59,22 @@ def train(
         )
     command = "simcompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if Path(sys.argv[0]).name == "simcompress" else None
     logf = open(log_file, "a") if log_file else None  # noqa: SIM115
+    monitor = None
+    if logf is not None:
+        def monitor(line: str) -> None:
+            logf.write(line + "\n")
+            logf.flush()
     try:
         gen = train_generator(
             showers, cfg, out, resume=resume, progress=progress, data_source=source,
-            card_extra={"retrain_command": command} if command else None,
-            log=(lambda line: (logf.write(line + "\n"), logf.flush())) if logf else None,
+            card_extra={"retrain_command": command} if command else None, log=monitor,
         )
     finally:
         if logf:
             logf.close()
-    from ..generators.bundle import bundle_hash, read_config  # noqa: F401
+    from ..generators.bundle import bundle_hash
 
-    card_fid = __import__("json").loads((out / "card.json").read_text()).get("fidelity_heldout", {})
+    card_fid = json.loads((out / "card.json").read_text()).get("fidelity_heldout", {})
     console.print(f"wrote {out} ({gen.kind}, bundle {bundle_hash(out)[:12]})")
     if card_fid:
         console.print(

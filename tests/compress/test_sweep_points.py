@@ -1,0 +1,45 @@
+"""The generic sweep runner (simcompress.compress.sweep.run_points / write_sweep) with an injected evaluator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from simcompress.compress.sweep import expand, parse_grid, run_points, sweep_from_grid, write_json, write_sweep
+
+
+def _evaluate(task: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in evaluator: the 'storage ratio' is 1 / (1 - sparsity), damage grows with it."""
+    s = float(task["values"]["sparsity"])
+    rec = {"id": task["id"], "key": task["key"], "status": "done", "label": task["label"], "method": task["method"],
+           "values": task["values"], "storage_ratio": 1 / (1 - s), "fpd": s**2, "validation_report": "x"}
+    bundle = Path(task["dir"]) / "bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text("{}")
+    write_json(Path(task["dir"]) / "point.json", rec)
+    return rec
+
+
+def test_points_evaluated_once_then_reused(tmp_path: Path) -> None:
+    spec = sweep_from_grid("magnitude_prune", parse_grid(["sparsity=0.5,0.75,0.9"]))
+    points = expand(spec)
+    finished: list[tuple[str, bool]] = []
+
+    def make_task(p: Any, key: str) -> dict[str, Any]:
+        return {"id": p.id, "key": key, "label": p.label, "method": p.method, "values": p.values, "dir": str(tmp_path / "points" / p.id)}
+
+    def run() -> tuple[list[dict[str, Any]], int]:
+        return run_points(points, tmp_path, "ctx", make_task=make_task, evaluate=_evaluate,
+                          finish=lambda rec, reused: finished.append((rec["id"], reused)), stale=lambda rec: rec["fpd"] > 0.7)
+    records, reused = run()
+    assert reused == 0 and [r["values"]["sparsity"] for r in records] == [0.5, 0.75, 0.9]
+    assert [f[1] for f in finished] == [False, False, False]
+    finished.clear()
+    records, reused = run()  # everything reused; only the stale point is finished again
+    assert reused == 3 and finished == [(points[2].id, True)]
+    res = write_sweep(tmp_path, spec, records, model="m", reference=None, context={}, pick="fpd<=0.6")
+    assert res.picked is not None and res.picked["values"]["sparsity"] == 0.75  # largest storage ratio within the pick
+    assert (tmp_path / "picked" / "config.json").is_file() and (tmp_path / "sweep.html").is_file()
+    table = json.loads((tmp_path / "sweep.json").read_text())
+    assert table["pareto"]["fpd_vs_storage_ratio"] == [p.id for p in points]
