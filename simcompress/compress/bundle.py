@@ -28,24 +28,22 @@ import hashlib
 import inspect
 import json
 import logging
-import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._atomic import atomic_dir
 from ..errors import BundleError, ConfigError, did_you_mean
 from .accounting import storage_table
+from .bundle_codes import is_param_path, pack_quantized, unpack_quantized
 from .modules import PLAIN_LAYER_TYPES, Factorized, TTLinear, base_type, module_from_spec, module_spec
-from .parametrizations import ActQuant, FakeQuant, LoRA, Mask, attach_input_quantizer, qrange
+from .parametrizations import ActQuant, FakeQuant, LoRA, Mask, attach_input_quantizer
 
 __all__ = ["FORMAT_VERSION", "load_compressed", "register_module_type", "registered_module_type", "save_compressed", "structure_of"]
 
@@ -95,16 +93,12 @@ def registered_module_type(name: str) -> type[Any]:
         raise BundleError(msg) from None
 
 
-def _is_param_path(name: str) -> bool:
-    return "parametrizations" in name.split(".")
-
-
 def structure_of(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Per-module structure record (see the module docstring), keyed by dotted name ("" is the root)."""
     _register_builtin_types()
     out: dict[str, dict[str, Any]] = {}
     for name, mod in model.named_modules():
-        if _is_param_path(name):
+        if is_param_path(name):
             continue
         cls = base_type(mod)
         entry: dict[str, Any] = {"type": cls.__name__}
@@ -224,11 +218,6 @@ def _plain_spec(mod: nn.Module) -> dict[str, Any] | None:
         return None
 
 
-def _atomic_dir(out_dir: Path) -> Path:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -247,97 +236,6 @@ def _precision(model: nn.Module) -> dict[str, Any] | None:
     except ImportError:
         return None
     return precision_record(model)
-
-
-_INT_DTYPES = {(8, True): torch.int8, (8, False): torch.uint8, (16, True): torch.int16, (16, False): torch.int32}
-
-
-def _pack_quantized(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
-    """Store what the model computes with, compactly, in place of float originals.
-
-    * fake-quantized weights (every parametrization before the :class:`FakeQuant` a
-      :class:`Mask`): their integer codes (int8/int16); the loader turns them back into
-      float originals that quantize to the same codes;
-    * weights with only masks on them: the kept values (1-D) instead of the dense original;
-    * boolean tensors (masks): packed 8 per byte.
-
-    The model rebuilt from these computes bit-identical outputs; the float values that
-    the quantizers and masks discard are not kept (a deploy bundle, not a training checkpoint).
-    """
-    packed: dict[str, dict[str, Any]] = {}
-    with torch.no_grad():
-        for mname, mod in model.named_modules():
-            if _is_param_path(mname) or not parametrize.is_parametrized(mod):
-                continue
-            for tname, plist in mod.parametrizations.items():
-                plist_l = list(plist)
-                prefix = f"{mname}.parametrizations.{tname}" if mname else f"parametrizations.{tname}"
-                key = f"{prefix}.original"
-                val = plist.original.detach()
-                if plist_l and all(isinstance(p, Mask) for p in plist_l):
-                    keep = torch.ones_like(val, dtype=torch.bool)
-                    for p in plist_l:
-                        keep &= p.mask
-                    tensors[key] = val[keep].contiguous()
-                    packed[key] = {"kind": "masked", "shape": list(val.shape), "dtype": str(val.dtype).removeprefix("torch."),
-                                   "masks": [f"{prefix}.{i}.mask" for i in range(len(plist_l))]}
-                    continue
-                idx = next((i for i, p in enumerate(plist_l) if isinstance(p, FakeQuant)), None)
-                if idx is None or not all(isinstance(p, Mask) for p in plist_l[:idx]):
-                    continue
-                fq = plist_l[idx]
-                width = 8 if fq.bits <= 8 else 16
-                dtype = _INT_DTYPES[(width, fq.signed)]
-                for p in plist_l[:idx]:
-                    val = p(val)
-                codes = fq.codes(val)
-                packed[key] = {"kind": "codes", "dtype": str(val.dtype).removeprefix("torch."), "scale": f"{prefix}.{idx}.scale",
-                               "zero_point": f"{prefix}.{idx}.zero_point", "bits": fq.bits}
-                if fq.bits <= 4:  # two codes per byte: offsets from the code minimum, low nibble first
-                    lo = qrange(fq.bits, fq.signed)[0]
-                    off = (codes - lo).reshape(-1).to(torch.uint8).numpy()
-                    if off.size % 2:
-                        off = np.concatenate([off, np.zeros(1, np.uint8)])
-                    tensors[key] = torch.from_numpy((off[0::2] | (off[1::2] << 4)).astype(np.uint8))
-                    packed[key].update({"nibbles": True, "shape": list(codes.shape), "offset": lo})
-                else:
-                    tensors[key] = codes.to(dtype).contiguous()
-    for key, t in list(tensors.items()):
-        if t.dtype == torch.bool:
-            bits = np.packbits(t.reshape(-1).numpy().astype(np.uint8))
-            tensors[key] = torch.from_numpy(bits)
-            packed[key] = {"kind": "bits", "shape": list(t.shape)}
-    return packed
-
-
-def _unpack_quantized(tensors: dict[str, torch.Tensor], packed: dict[str, dict[str, Any]], source: Path) -> None:
-    try:
-        for key, info in packed.items():
-            if info.get("kind") == "bits":
-                n = math.prod(info["shape"])
-                flat = np.unpackbits(tensors[key].numpy(), count=n).astype(bool)
-                tensors[key] = torch.from_numpy(flat).reshape(info["shape"])
-        for key, info in packed.items():
-            kind = info.get("kind", "codes")
-            if kind == "masked":
-                keep = torch.ones(info["shape"], dtype=torch.bool)
-                for m in info["masks"]:
-                    keep &= tensors[m]
-                full = torch.zeros(info["shape"], dtype=getattr(torch, info["dtype"]))
-                full[keep] = tensors[key]
-                tensors[key] = full
-            elif kind == "codes":
-                codes, scale, zp = tensors[key], tensors[info["scale"]], tensors[info["zero_point"]]
-                if info.get("nibbles"):
-                    n = math.prod(info["shape"])
-                    b = codes.numpy().astype(np.int64)
-                    both = np.stack([b & 0xF, b >> 4], axis=1).reshape(-1)[:n]
-                    codes = torch.from_numpy(both + int(info["offset"])).reshape(info["shape"])
-                dtype = getattr(torch, info["dtype"])
-                tensors[key] = ((codes.to(torch.float64) - zp.to(torch.float64)) * scale.to(torch.float64)).to(dtype)
-    except (KeyError, RuntimeError, ValueError) as err:
-        msg = f"{source}: packed tensors inconsistent with config.json ({err})"
-        raise BundleError(msg) from None
 
 
 def save_compressed(
@@ -384,10 +282,9 @@ def save_compressed(
         msg = f"save_compressed: deploy form {deploy.get('form')!r} unknown; allowed: {', '.join(FORMS)}"
         raise BundleError(msg)
     structure = structure_of(model)
-    tmp = _atomic_dir(out)
-    try:
+    with atomic_dir(out, overwrite=True) as tmp:
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-        packed = _pack_quantized(model, tensors)
+        packed = pack_quantized(model, tensors)
         wfile = tmp / "weights.safetensors"
         save_file(tensors, str(wfile), metadata={"format": "pt", "simcompress": "compressed"})
         table = storage_table(model)
@@ -413,18 +310,6 @@ def save_compressed(
             _write_json(tmp / "report.json", report)
         for fname, text in (extra_files or {}).items():
             (tmp / fname).write_text(text)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -485,7 +370,7 @@ def load_compressed(
     base = builder(base_config)
     model = _Rebuilder(comp["structure"], cfile).build("", base)
     tensors = load_file(str(wfile))
-    _unpack_quantized(tensors, comp.get("packed_quantized", {}), wfile)
+    unpack_quantized(tensors, comp.get("packed_quantized", {}), wfile)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
