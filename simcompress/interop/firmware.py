@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..compress.fixed_point.record import PrecisionRecord
 from ..compress.fixed_point.types import FixedType, exact_accumulator, integer_bits_for_range
 from ..errors import UnsupportedLayerError
 from .qkeras import QKerasNetwork
 from .qkeras.network import _frac_bits
 
-__all__ = ["FirmwareMLP", "as_fixed_point_generator", "firmware_network"]
+__all__ = ["FirmwareMLP", "FixedPointView", "as_fixed_point_generator", "firmware_network"]
 
 
 class FirmwareMLP(nn.Module):
@@ -182,21 +183,38 @@ def firmware_network(model: Any, latent_dim: int | None = None) -> tuple[nn.Modu
     return plain.eval(), record, sizes
 
 
-def as_fixed_point_generator(gen: Any) -> Any:
-    """A copy of a :class:`~simcompress.interop.generator.QKerasMLPGenerator` whose ``network`` is the
-    ``compress`` fixed-point form (:class:`~simcompress.compress.fixed_point.modules.FixedPointNetwork`
-    around :func:`firmware_network`'s plain MLP and record).
+class FixedPointView(nn.Module):
+    """A QKeras network together with its firmware form: what :func:`firmware_network` gives.
 
-    It samples exactly the same showers, and :func:`simcompress.firmware.export_firmware` (and
-    the fixed-point compression tools) accept it unchanged.
+    ``forward`` is the QKeras network's (exact, so the showers do not change); ``inner`` (the
+    plain Linear/ReLU MLP) and ``precision`` (its
+    :class:`~simcompress.compress.fixed_point.record.PrecisionRecord`) are what
+    :func:`~simcompress.compress.fixed_point.record.find_precision_network`, and so
+    :func:`simcompress.firmware.export_firmware`, read from a fixed-point model.
+    """
+
+    def __init__(self, network: nn.Module, latent_dim: int | None = None) -> None:
+        super().__init__()
+        plain, record, _sizes = firmware_network(network, latent_dim)
+        self.network = network
+        self.inner = plain
+        self.precision = PrecisionRecord.from_dict(record)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.network(*inputs)
+        return out
+
+
+def as_fixed_point_generator(gen: Any) -> Any:
+    """A copy of a :class:`~simcompress.interop.generator.QKerasMLPGenerator` whose ``network`` is a
+    :class:`FixedPointView`: the same QKeras network, plus :func:`firmware_network`'s plain MLP and
+    precision record.
+
+    It samples exactly the same showers, and :func:`simcompress.firmware.export_firmware` accepts it
+    unchanged (it finds the record as in a model quantized by ``compress``' fixed-point methods).
     """
     import copy
 
-    # the one use of a compress module class in interop: the copy must sample through the
-    # fixed-point casts (as the QKeras network does), which only FixedPointNetwork applies
-    from ..compress.fixed_point.modules import FixedPointNetwork
-
-    plain, record, _sizes = firmware_network(gen)
     out = copy.deepcopy(gen)
-    out.network = FixedPointNetwork(plain, record).eval()
+    out.network = FixedPointView(out.network, int(gen.latent_dim)).eval()
     return out
