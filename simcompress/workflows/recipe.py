@@ -24,7 +24,7 @@ from typing import Any
 from .._atomic import atomic_dir, write_text_atomic
 from ..errors import ConfigError
 
-__all__ = ["REJECTED_DIR", "RecipeResult", "run_recipe"]
+__all__ = ["REJECTED_DIR", "RecipeResult", "run_recipe", "sampling_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 REJECTED_DIR = "rejected-student"
 
 
-def _sampling_bytes(bundle: Path) -> int | None:
+def sampling_bytes(bundle: Path) -> int | None:
     """Bytes on disk needed to sample: config.json + weights.safetensors."""
     files = [bundle / "config.json", bundle / "weights.safetensors"]
     if not all(f.is_file() for f in files):
@@ -98,14 +98,14 @@ class RecipeResult:
                     "student_bundle": REJECTED_DIR,
                 }
                 save_compressed(self.compressed, self.base_config, self.steps, None, staged / REJECTED_DIR)
-                report["compressed"]["bundle_bytes"] = _sampling_bytes(staged / REJECTED_DIR)
+                report["compressed"]["bundle_bytes"] = sampling_bytes(staged / REJECTED_DIR)
                 marker = (f"{self.title}\nthe rejected student is in {REJECTED_DIR}/ "
                           "(load it with simcompress.load_generator)\n")
             else:
                 report["status"] = "accepted"
                 bundle_dir = staged / "bundle"
                 save_compressed(self.compressed, self.base_config, self.steps, None, bundle_dir, deploy=self.deploy.to_dict())
-                report["compressed"]["bundle_bytes"] = _sampling_bytes(bundle_dir)
+                report["compressed"]["bundle_bytes"] = sampling_bytes(bundle_dir)
                 o_b, c_b = report["original"]["bundle_bytes"], report["compressed"]["bundle_bytes"]
                 report["ratios"]["bundle"] = o_b / c_b if o_b and c_b else None
                 report["provenance"]["bundle_bytes"] = "config.json + weights.safetensors on disk (what sampling reads)"
@@ -223,7 +223,7 @@ def run_recipe(
     report = compression_report(
         gen, comp, n_samples=report_samples, seed=seed, onnx=onnx, pipeline=result.to_dict(), fidelity=fidelity,
     )
-    report["original"]["bundle_bytes"] = _sampling_bytes(resolve_bundle(model))
+    report["original"]["bundle_bytes"] = sampling_bytes(resolve_bundle(model))
     # the throughput figure: end-to-end sample() of the fastest faithful execution form (what generate runs)
     with stage(f"measuring execution forms at batch {deploy_batch}"):
         choice = choose_form(comp, batch=deploy_batch, seed=seed, min_time=measure_seconds)

@@ -36,12 +36,9 @@ from ..compress.sweep import (
     write_sweep,
 )
 from ..errors import ConfigError
+from .recipe import sampling_bytes
 
 __all__ = ["damage_figures", "evaluate_point", "run_sweep"]
-
-
-def _sampling_bytes(bundle: Path) -> int:
-    return sum((bundle / f).stat().st_size for f in ("config.json", "weights.safetensors"))
 
 
 def _finite(x: Any) -> float | None:
@@ -143,7 +140,7 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
         "params": p_s, "teacher_params": p_t, "params_ratio": p_t / max(p_s, 1),
         "bops_per_shower": ops["student"], "teacher_bops_per_shower": ops["teacher"],
         "bops_ratio": ops["teacher"] / max(ops["student"], 1e-300),
-        "bundle_bytes": _sampling_bytes(pdir / "bundle"), "teacher_bundle_bytes": task["teacher_bundle_bytes"],
+        "bundle_bytes": sampling_bytes(pdir / "bundle"), "teacher_bundle_bytes": task["teacher_bundle_bytes"],
         **damage_figures(vres),
         "n_events": int(e.numel()),
         "validation_report": f"points/{task['id']}/validation/" + ("report.html" if task["validation_html"] else "metrics.json"),
@@ -181,7 +178,7 @@ def _measure_speed(rec: dict[str, Any], out: Path, teacher: Any, batch: int, min
         "showers_per_s": rates["student"], "teacher_showers_per_s": rates["teacher"],
         "speedup": rates["student"] / max(rates["teacher"], 1e-300), "speed_batch": batch, "speed_threads": 1,
     })
-    rec["bundle_bytes"] = _sampling_bytes(bdir)
+    rec["bundle_bytes"] = sampling_bytes(bdir)
     rec["bundle_ratio"] = rec["teacher_bundle_bytes"] / max(rec["bundle_bytes"], 1)
     write_json(out / "points" / rec["id"] / "point.json", rec)
 
@@ -258,7 +255,7 @@ def run_sweep(
             "key": key, "dir": str(out / "points" / p.id), "model": str(model), "reference": str(reference) if reference else None,
             "teacher_showers": str(tfile), "finetune_events": finetune_events, "calibration_events": calibration_events,
             "gate_spec": gspec, "seed": seed, "validation_html": validation_html,
-            "teacher_bundle_bytes": _sampling_bytes(tdir) if has_weights else None,
+            "teacher_bundle_bytes": sampling_bytes(tdir) if has_weights else None,
         }
 
     def finish(rec: dict[str, Any], reused: bool) -> None:
