@@ -4,7 +4,6 @@ single-node Slurm cluster (munged, slurmctld, slurmd started here, stopped by pi
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import batch_standin
 import pytest
+from batch_slurm_helpers import slurm_or_skip
 
 
 @pytest.fixture(scope="session")
@@ -44,16 +44,6 @@ def dask_cluster() -> Iterator[object]:
         yield cluster
     finally:
         cluster.close()
-
-
-def slurm_or_skip() -> None:
-    """Skip (with the reason) only when not root; as root, missing Slurm packages are a failure."""
-    from simcompress.batch.localslurm import missing_tools, unavailable_reason
-
-    if os.geteuid() != 0:
-        pytest.skip(unavailable_reason() or "not root")
-    if missing_tools():
-        pytest.fail(f"{unavailable_reason()}; `make test` installs them as root (mk/slurm.mk)")
 
 
 @pytest.fixture(scope="module")

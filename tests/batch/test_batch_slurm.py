@@ -20,7 +20,7 @@ from pathlib import Path
 import batch_standin
 import pytest
 import yaml
-from conftest import slurm_or_skip
+from batch_slurm_helpers import slurm_or_skip
 
 from simcompress.batch import MANIFEST_NAME, generate_to_file, run_generation, shard_seed
 from simcompress.batch.executors import BatchError
