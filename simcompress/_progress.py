@@ -30,11 +30,15 @@ class ProgressBar:
         self._progress = progress
         self._task = task
         self.completed = 0.0
+        self.rated = 0.0  # the part of ``completed`` the rate column counts
 
-    def advance(self, n: float = 1, **fields: Any) -> None:
+    def advance(self, n: float = 1, *, rated: bool = True, **fields: Any) -> None:
+        """Add ``n`` done; ``rated=False`` for work found already done (a kept shard), left out of the rate."""
         self.completed += n
+        if rated:
+            self.rated += n
         if self._progress is not None:
-            self._progress.update(self._task, advance=n, **fields)
+            self._progress.update(self._task, advance=n, rated=self.rated, **fields)
 
     def update(self, *, completed: float | None = None, total: float | None = None, description: str | None = None,
                **fields: Any) -> None:
@@ -53,10 +57,12 @@ class ProgressBar:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: float | None, *, enabled: bool = True, rate_unit: str | None = None,
-                 transient: bool = False) -> Iterator[ProgressBar]:
+                 transient: bool = False, stderr: bool = True) -> Iterator[ProgressBar]:
     """Context manager: a bar with description, bar, ``M/N``, (rate,) elapsed and remaining time.
 
-    ``rate_unit`` (e.g. ``"showers"``) adds a ``12,345 showers/s`` column.
+    ``rate_unit`` (e.g. ``"showers"``) adds a ``12,345 showers/s`` column: the work advanced with
+    ``rated=True`` divided by the elapsed time. The bar draws on standard error (``stderr=False``:
+    standard output), so a command's printed results stay alone on standard output.
     """
     if not enabled:
         yield ProgressBar(None, None)
@@ -75,8 +81,10 @@ def progress_bar(description: str, total: float | None, *, enabled: bool = True,
     if rate_unit:
         columns.append(_rate_column(rate_unit))
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=transient) as prog:
-        task = prog.add_task(description, total=total)
+    from rich.console import Console
+
+    with Progress(*columns, transient=transient, console=Console(stderr=stderr)) as prog:
+        task = prog.add_task(description, total=total, rated=0.0)
         yield ProgressBar(prog, task)
 
 
@@ -87,8 +95,9 @@ def _rate_column(unit: str) -> Any:
 
     class RateColumn(ProgressColumn):
         def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text("" if speed is None else f"{speed:,.0f} {unit}/s")
+            elapsed = task.finished_time if task.finished else task.elapsed
+            rated = float(task.fields.get("rated", 0.0))
+            return Text(f"{rated / elapsed:,.0f} {unit}/s" if elapsed and rated else "")
 
     return RateColumn()
 

@@ -302,7 +302,7 @@ def _run_shards(runner: Any, manifest: Manifest | None, out: Path, config: dict[
         i = int(res["shard"])
         if res["status"] == "kept":
             counts["kept"] += 1
-            bar.advance(int(res["n_events"]))
+            bar.advance(int(res["n_events"]), rated=False)  # found done: not part of this run's rate
         else:
             counts["generated"] += 1
             counts["events"] += int(res["n_events"])
