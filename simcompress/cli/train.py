@@ -1,4 +1,4 @@
-"""``simcompress train``: train a GAN or flow generator into a bundle."""
+"""``simcompress train``: train a GAN or flow generator into a bundle (:func:`simcompress.workflows.train.train_on_reference`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import IO
 
 import typer
 
-from ..errors import ConfigError
 from ._app import app, console
 from ._options import PROGRESS_OPT
 
@@ -35,42 +35,27 @@ def train(
     log_file: Path | None = typer.Option(None, "--log", help="Append JSON monitor lines to this file."),
 ) -> None:
     """Train a generator (gan|flow) on reference showers and write its bundle to OUT."""
-    from ..generators.train import load_train_config, train_generator
+    from ..workflows.train import train_on_reference
 
     overrides = {k: v for k, v in {"steps": steps, "seed": seed, "device": device}.items() if v is not None}
-    cfg = load_train_config(kind, config, overrides)
-    if (data is None) == (reference_events <= 0):
-        msg = "train: give exactly one of --data FILE or --reference-events N"
-        raise ConfigError(msg)
-    if data is not None:
-        from ..showers.geometry import Geometry
-        from ..showers.io import open_showers
-
-        reader = open_showers(str(data), geometry=Geometry.from_name(cfg.geometry))
-        showers = reader.read()
-        source = str(data)
-    else:
-        from ..showers.reference import simulate
-
-        showers = simulate(cfg.geometry, reference_events, energies=reference_energies, seed=reference_seed, progress=progress)
-        source = (
-            f"simcompress.showers.reference.simulate({cfg.geometry!r}, {reference_events}, "
-            f"energies={reference_energies!r}, seed={reference_seed})"
-        )
     command = "simcompress " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if Path(sys.argv[0]).name == "simcompress" else None
-    logf = open(log_file, "a") if log_file else None  # noqa: SIM115
-    monitor = None
-    if logf is not None:
-        def monitor(line: str) -> None:
-            logf.write(line + "\n")
-            logf.flush()
+    logf: IO[str] | None = None
+
+    def monitor(line: str, path: Path) -> None:  # the file opens with the first line: a run refused before training leaves none
+        nonlocal logf
+        if logf is None:
+            logf = open(path, "a")  # noqa: SIM115 (closed below)
+        logf.write(line + "\n")
+        logf.flush()
+
     try:
-        gen = train_generator(
-            showers, cfg, out, resume=resume, progress=progress, data_source=source,
-            card_extra={"retrain_command": command} if command else None, log=monitor,
+        gen = train_on_reference(
+            kind, out, data=data, reference_events=reference_events, reference_seed=reference_seed,
+            reference_energies=reference_energies, config=config, overrides=overrides, resume=resume, progress=progress,
+            command=command, log=(lambda line: monitor(line, log_file)) if log_file is not None else None,
         )
     finally:
-        if logf:
+        if logf is not None:
             logf.close()
     from ..generators.bundle import bundle_hash
 

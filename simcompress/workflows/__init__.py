@@ -10,6 +10,8 @@ points as it goes (a rerun resumes) and the firmware export writes its IP folder
   (``simcompress sweep``), -> :class:`simcompress.compress.sweep.SweepResult`.
 * :func:`.firmware.build_firmware`: the firmware IP of a fixed-point generator and, with reference
   showers, what the firmware costs in physics (``simcompress firmware``).
+* :func:`.train.train_on_reference`: a generator trained on reference showers read or simulated
+  (``simcompress train``).
 * :mod:`.demo`: the stages and summary of ``simcompress demo``.
 * :mod:`.generator_hooks`: the calibration and fine-tuning callables the generic pipeline takes,
   built from a shower generator.
