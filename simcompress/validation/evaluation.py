@@ -3,12 +3,12 @@
 :func:`evaluate_candidate` reads a candidate (or takes its :class:`~.sources.Sample`) and returns
 a :class:`CandidateResult`: per-feature KS, W1 and separation power with bootstrap errors
 (inclusive and per incident-energy bin), FPD/KPD and the classifier test. The sorted-sample
-shortcuts here give bitwise the numbers of :mod:`simcompress.validation.metrics`.
+shortcuts (:mod:`.one_d`) give bitwise the numbers of :mod:`simcompress.validation.metrics`; the
+features, the energy bins and FPD/KPD run side by side (worker threads, and the classifier on its own).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,9 +19,10 @@ import numpy as np
 from .._progress import progress_bar
 from ..errors import ConfigError
 from . import metrics as M
-from .features import FeatureTable, high_level_vector
-from .floor import _edges_for, _FloorStats, _half_split
+from .features import FeatureTable, _pool, high_level_vector
+from .floor import _FloorStats, _half_split
 from .multivariate import _multivariate
+from .one_d import FeatureJob, _bootstrap_ks_w1_sorted, _hist_sorted, sorted_columns  # noqa: F401  (the tests read them from here)
 from .prepared import PreparedReference, _classifier_inputs, _run_classifier
 from .sources import Sample, read_sample
 
@@ -63,53 +64,6 @@ class CandidateResult:
         }
 
 
-def _hist_sorted(xs: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``np.histogram(xs, edges)[0]`` of a sorted ``xs`` without sorting it again (same counts, last bin closed)."""
-    lo = np.searchsorted(xs, edges[:-1], side="left")
-    hi = np.searchsorted(xs, edges[1:], side="left")
-    hi[-1] = np.searchsorted(xs, edges[-1], side="right")
-    return hi - lo
-
-
-def _ks_w1_sorted(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
-    """KS D and W1 of two sorted samples, exactly as :func:`metrics.ks_w1` computes them (no p-value)."""
-    both = np.concatenate([xs, ys])
-    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
-    allv = both[order]
-    nx = np.cumsum(order < xs.size)  # xs values among the first i+1 merged values
-    cx = nx / xs.size
-    cy = (np.arange(1, allv.size + 1) - nx) / ys.size
-    d = np.abs(cx - cy)
-    dv = np.diff(allv)
-    # the CDFs are right-continuous: read D at the last of each group of tied values; inside a group
-    # dv is 0, so W1 gets exactly the terms metrics.ks_w1 sums (bitwise the same result)
-    last = np.append(dv != 0, True)
-    return float(d[last].max()), float(np.sum(d[:-1] * dv))
-
-
-def _resample_sorted(xs: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``np.sort(xs[idx])`` of a sorted ``xs`` in linear time (repeat each value by its draw count)."""
-    return np.repeat(xs, np.bincount(idx, minlength=xs.size))
-
-
-def _bootstrap_ks_w1_sorted(
-    xs: np.ndarray, ys: np.ndarray, *, n_boot: int, max_events: int, seed: int
-) -> tuple[float, float]:
-    """:func:`metrics.bootstrap_ks_w1` for sorted inputs: same draws, same numbers, no sorting per resample."""
-    if n_boot < 2:
-        msg = f"bootstrap needs n_boot >= 2, got {n_boot}"
-        raise ConfigError(msg)
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
-    mx, my = min(xs.size, max_events), min(ys.size, max_events)
-    ksv, wv = np.empty(n_boot), np.empty(n_boot)
-    for b in range(n_boot):
-        a = _resample_sorted(xs, rng.integers(0, xs.size, mx))
-        c = _resample_sorted(ys, rng.integers(0, ys.size, my))
-        ksv[b], wv[b] = _ks_w1_sorted(a, c)
-    scale = math.sqrt((1.0 / xs.size + 1.0 / ys.size) / (1.0 / mx + 1.0 / my))
-    return float(ksv.std(ddof=1) * scale), float(wv.std(ddof=1) * scale)
-
-
 def _feature_metrics(
     prep: PreparedReference,
     cand: FeatureTable,
@@ -119,46 +73,24 @@ def _feature_metrics(
     bootstrap: bool,
     seed: int,
 ) -> dict[str, dict[str, Any]]:
-    spec = prep.spec
-    out: dict[str, dict[str, Any]] = {}
-    n_ref = next(iter(ref_sorted.values())).size
-    for i, f in enumerate(cand.names):
-        r = ref_sorted[f]
-        c = np.sort(cand[f].astype(np.float64))
-        res = M.ks_w1(r, c, presorted=True)
-        edges = _edges_for(spec, f, r, [c], cand.geometry, cand.threshold_mev)
-        h1 = _hist_sorted(r, edges)
-        h2 = _hist_sorted(c, edges)
-        try:
-            sp = M.separation_power(h1, h2)
-        except M.TooFewEventsError:
-            sp = float("nan")
-        d: dict[str, Any] = {
-            "ks": res.ks,
-            "pvalue": res.pvalue,
-            "w1": res.w1,
-            "sp": sp,
-            "ref_mean": float(r.mean()),
-            "cand_mean": float(c.mean()),
-            "floor": {
-                **floor.scaled(f, n_ref, c.size),
-                # one-event resolution: what moving a single candidate event across the observed range does
-                "w1_res": float(max(r[-1], c[-1]) - min(r[0], c[0])) / c.size,
-                "ks_res": 1.0 / c.size,
-                "sp_res": 1.0 / c.size,
-            },
-        }
-        if bootstrap:
-            kse, w1e = _bootstrap_ks_w1_sorted(
-                r, c, n_boot=spec.bootstrap.n_boot, max_events=spec.bootstrap.max_events, seed=seed + 17 * i
-            )
-            d["ks_err"], d["w1_err"] = kse, w1e
-            d["sp_err"] = (
-                M.bootstrap_separation_power(h1, h2, n_boot=spec.bootstrap.n_boot_hist, seed=seed + 17 * i)
-                if math.isfinite(sp) else float("nan")
-            )
-        out[f] = d
-    return out
+    """Every feature of ``cand`` against ``ref_sorted`` on this thread (see :class:`~.one_d.FeatureJob`)."""
+    return _job(prep, None, cand, ref_sorted, floor, bootstrap, seed).run()
+
+
+def _job(
+    prep: PreparedReference,
+    label: str | None,
+    cand: FeatureTable,
+    ref_sorted: dict[str, np.ndarray],
+    floor: _FloorStats,
+    bootstrap: bool,
+    seed: int,
+    mask: np.ndarray | None = None,
+) -> FeatureJob:
+    return FeatureJob(
+        prep.spec, cand.names, ref_sorted, prep.quantiles(label, ref_sorted), sorted_columns(cand.values, mask), floor,
+        cand.geometry, cand.threshold_mev, bootstrap=bootstrap, seed=seed,
+    )
 
 
 def _candidate_classifier(prep: PreparedReference, sample: Sample) -> tuple[dict[str, Any], float]:
@@ -224,19 +156,19 @@ def evaluate_candidate(
             raise ConfigError(msg)
         warns.append(msg)
     timings = dict(sample.timings)
-    # the classifier (torch, one thread) trains on the second core while the other metrics run here
+    # the classifier (torch) trains on its own thread; the 1-D metrics of every feature (inclusive, then per
+    # energy bin) run on the worker threads while FPD/KPD run here
     with (
         progress_bar(f"metrics {name}", 4, enabled=progress) as stage,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier") as cls_pool,
     ):
-        cls_job = pool.submit(_candidate_classifier, prep, sample) if spec.classifier.enabled else None
+        cls_job = cls_pool.submit(_candidate_classifier, prep, sample) if spec.classifier.enabled else None
         t0 = time.perf_counter()
-        feats = _feature_metrics(prep, t, ref_sorted=prep.sorted_cols, floor=prep.floor, bootstrap=True, seed=spec.seed)
-        timings["metrics_1d"] = time.perf_counter() - t0
-        stage.advance(1)
-        # per incident-energy bin (reference bins)
-        t0 = time.perf_counter()
-        per_bin: dict[str, dict[str, dict[str, Any]]] = {}
+        pool = _pool()
+        incl = _job(prep, None, t, prep.sorted_cols, prep.floor, True, spec.seed)
+        incl_futs = [pool.submit(incl.one, i) for i in range(len(t.names))]
+        per_bin: dict[str, dict[str, dict[str, Any]] | FeatureJob] = {}
+        bin_futs: dict[str, list[Any]] = {}
         for b in prep.bins:
             fl = prep.bin_floors.get(b.label)
             cmask = b.mask(t.incident_energy)
@@ -245,14 +177,14 @@ def evaluate_candidate(
                 why = fl if isinstance(fl, str) else f"{nc} candidate events in this bin, need {spec.min_bin_events}"
                 per_bin[b.label] = {"_skipped": {"skipped": why}}
                 continue
-            rs = prep.bin_sorted(b)
-            per_bin[b.label] = _feature_metrics(prep, t.select(cmask), ref_sorted=rs, floor=fl, bootstrap=False, seed=spec.seed)
+            job = _job(prep, b.label, t, prep.bin_sorted(b), fl, False, spec.seed, cmask)
+            per_bin[b.label] = job
+            bin_futs[b.label] = [pool.submit(job.one, i) for i in range(len(t.names))]
         outside = int((~np.any([b.mask(t.incident_energy) for b in prep.bins], axis=0)).sum()) if prep.bins else 0
         if outside:
             warns.append(f"{sample.source}: {outside} candidate events have incident energies outside every reference bin")
-        timings["per_energy_bin"] = time.perf_counter() - t0
-        stage.advance(1)
-        t0 = time.perf_counter()
+        timings["metrics_1d"] = timings["per_energy_bin"] = 0.0  # set below; this key order in metrics.json
+        t1 = time.perf_counter()
         mv: dict[str, Any] = {}
         if prep.hlv is not None:
             # FPD_inf from finite samples keeps a size-dependent bias, so the candidate is compared at the
@@ -268,12 +200,24 @@ def evaluate_candidate(
                         msg_0 = f"{k}: reference noise floor unavailable ({fl.get('skipped', 'disabled')})"
                         raise M.TooFewEventsError(msg_0)
                     v["floor"], v["floor_err"] = fl["value"], fl["err"]
+        timings["fpd_kpd"] = time.perf_counter() - t1
+        feats = incl.finish([f.result() for f in incl_futs])
         stage.advance(1)
-        timings["fpd_kpd"] = time.perf_counter() - t0
+        bins_done = incl.done_at
+        for label, futs in bin_futs.items():
+            job = per_bin[label]
+            assert isinstance(job, FeatureJob)
+            per_bin[label] = job.finish([f.result() for f in futs])
+            bins_done = max(bins_done, job.done_at)
+        stage.advance(2)
+        # wall time from the start of the 1-D metrics until the inclusive ones, then the per-bin ones, were done
+        timings["metrics_1d"] = incl.done_at - t0
+        timings["per_energy_bin"] = max(bins_done - incl.done_at, 0.0)
         cls_out: dict[str, Any] = {}
         if cls_job is not None:
             cls_out, timings["classifier"] = cls_job.result()
         stage.advance(1)
+    done: dict[str, dict[str, dict[str, Any]]] = {k: v for k, v in per_bin.items() if isinstance(v, dict)}
     return CandidateResult(
-        name, sample.source, t.n_events, feats, per_bin, mv, cls_out, einfo, warns, sample, timings=timings
+        name, sample.source, t.n_events, feats, done, mv, cls_out, einfo, warns, sample, timings=timings
     )

@@ -28,8 +28,11 @@ feature table (float32) plus O(n_voxels).
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +41,7 @@ from ..errors import ShowerFileError
 from ..showers.data import ShowerSet
 from ..showers.energies import format_energy_mev
 from ..showers.geometry import Geometry
+from .feature_kernel import VOXEL_LOG10_EDGES, BlockKernel, BlockSums
 
 __all__ = [
     "VOXEL_LOG10_EDGES",
@@ -51,11 +55,19 @@ __all__ = [
     "high_level_vector",
 ]
 
-#: fixed log10(E/MeV) edges of the voxel-energy spectrum: 1 eV .. 10 TeV, 20 bins per decade.
-VOXEL_LOG10_EDGES = np.linspace(-6.0, 7.0, 13 * 20 + 1)
+_BLOCK = 4096  # rows per kernel call (one float64 copy of a block at a time per thread)
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
-_EPS = 1e-16  # CaloChallenge's guard in centres and widths
-_SUBCHUNK = 20_000  # rows converted to float64 at once
+
+def _pool() -> ThreadPoolExecutor:
+    """The blocks' worker threads (shared by every accumulator; numpy releases the GIL in its loops)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="features")
+        return _POOL
 
 
 def default_threshold_mev(geometry: Geometry) -> float:
@@ -259,53 +271,6 @@ class FeatureTable(Mapping[str, np.ndarray]):
         return f"FeatureTable({self.n_events} events, {len(self.names)} features, {self.geometry.name!r})"
 
 
-@dataclass
-class _Weights:
-    """Voxel weight matrix so that one matmul gives every per-layer sum."""
-
-    matrix: np.ndarray  # (V, K) float64
-    layer: np.ndarray  # column indices of sum(E) per layer
-    x: np.ndarray
-    xx: np.ndarray
-    y: np.ndarray
-    yy: np.ndarray
-    r: np.ndarray
-    rr: np.ndarray
-    alpha_layers: list[int] = field(default_factory=list)
-
-
-def _build_weights(g: Geometry) -> _Weights:
-    nl = g.n_layers
-    vl = g.voxel_layer
-    onehot = np.zeros((g.n_voxels, nl))
-    onehot[np.arange(g.n_voxels), vl] = 1.0
-    alpha_layers = [i for i, layer in enumerate(g.layers) if layer.has_xy]
-    cols = [onehot]
-    for coord in (g.voxel_x, g.voxel_y):
-        a = onehot[:, alpha_layers] * coord[:, None]
-        cols += [a, a * coord[:, None]]
-    cols += [onehot * g.voxel_r[:, None], onehot * (g.voxel_r**2)[:, None]]
-    m = np.concatenate(cols, axis=1)
-    na = len(alpha_layers)
-    o = nl
-    x = np.arange(o, o + na)
-    xx = np.arange(o + na, o + 2 * na)
-    y = np.arange(o + 2 * na, o + 3 * na)
-    yy = np.arange(o + 3 * na, o + 4 * na)
-    r = np.arange(o + 4 * na, o + 4 * na + nl)
-    rr = np.arange(o + 4 * na + nl, o + 4 * na + 2 * nl)
-    return _Weights(m, np.arange(nl), x, xx, y, yy, r, rr, alpha_layers)
-
-
-def _radial_matrix(g: Geometry) -> np.ndarray:
-    """(V, sum n_r) indicator: voxel -> (layer, radial bin)."""
-    offs = np.concatenate([[0], np.cumsum([layer.n_r for layer in g.layers])])
-    col = offs[g.voxel_layer] + g.voxel_i_r
-    m = np.zeros((g.n_voxels, int(offs[-1])))
-    m[np.arange(g.n_voxels), col] = 1.0
-    return m
-
-
 class FeatureAccumulator:
     """Streaming feature computation: ``update(chunk)`` repeatedly, then ``result()``.
 
@@ -331,19 +296,17 @@ class FeatureAccumulator:
             raise ConfigError(msg)
         self.source = source
         self.names = feature_names(geometry)
-        self._w = _build_weights(geometry)
-        self._rad = _radial_matrix(geometry)
-        self._layer_n = np.array([layer.n_voxels for layer in geometry.layers], dtype=np.float64)
-        self._onehot = self._w.matrix[:, : geometry.n_layers]
+        self._kernel = BlockKernel(geometry, self.threshold_mev)
+        n_rad = sum(layer.n_r for layer in geometry.layers)
         self._rows: list[np.ndarray] = []
         self._einc: list[np.ndarray] = []
         self._vox_hist = np.zeros(len(VOXEL_LOG10_EDGES) - 1, dtype=np.int64)
         self._img = np.zeros(geometry.n_voxels)
         self._img2 = np.zeros(geometry.n_voxels)
-        self._rs = np.zeros(self._rad.shape[1])
-        self._rs2 = np.zeros(self._rad.shape[1])
-        self._rn = np.zeros(self._rad.shape[1])
-        self._rn2 = np.zeros(self._rad.shape[1])
+        self._rs = np.zeros(n_rad)
+        self._rs2 = np.zeros(n_rad)
+        self._rn = np.zeros(n_rad)
+        self._rn2 = np.zeros(n_rad)
         self.n_events = 0
 
     def update(self, chunk: ShowerSet) -> None:
@@ -355,60 +318,29 @@ class FeatureAccumulator:
                 msg
             )
         chunk.validate(self.source)
-        for start in range(0, len(chunk), _SUBCHUNK):
-            self._update_block(chunk.incident_energy[start : start + _SUBCHUNK], chunk.showers[start : start + _SUBCHUNK])
+        blocks = [(chunk.incident_energy[i : i + _BLOCK], chunk.showers[i : i + _BLOCK]) for i in range(0, len(chunk), _BLOCK)]
+        if len(blocks) > 1 and _WORKERS > 1:
+            parts = list(_pool().map(lambda b: self._kernel(*b), blocks))
+        else:
+            parts = [self._kernel(*b) for b in blocks if b[1].shape[0]]
+        for p in parts:  # in block order: the sums do not depend on thread timing
+            self._add(p)
 
     def _update_block(self, einc32: np.ndarray, x32: np.ndarray) -> None:
-        n = x32.shape[0]
-        if n == 0:
-            return
-        x = x32.astype(np.float64)
-        if self.threshold_mev > 0:
-            x[x < self.threshold_mev] = 0.0
-        else:
-            np.maximum(x, 0.0, out=x)  # tiny negative float noise is accepted by validate(); not energy
-        einc = einc32.astype(np.float64)
-        w = self._w
-        s = x @ w.matrix
-        e_layer = s[:, w.layer]
-        e_tot = e_layer.sum(axis=1)
-        denom = e_layer + _EPS
-        cols: list[np.ndarray] = [e_tot[:, None], (e_tot / einc)[:, None], e_layer]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            frac = np.where(e_tot[:, None] > 0, e_layer / np.where(e_tot > 0, e_tot, 1.0)[:, None], 0.0)
-        cols.append(frac)
-        al = w.alpha_layers
-        if al:
-            da = denom[:, al]
-            ecx = s[:, w.x] / da
-            ecy = s[:, w.y] / da
-            wx = np.sqrt(np.maximum(s[:, w.xx] / da - ecx**2, 0.0))
-            wy = np.sqrt(np.maximum(s[:, w.yy] / da - ecy**2, 0.0))
-            block = np.empty((n, 4 * len(al)))
-            block[:, 0::4], block[:, 1::4], block[:, 2::4], block[:, 3::4] = ecx, ecy, wx, wy
-            cols.append(block)
-        ecr = s[:, w.r] / denom
-        wr = np.sqrt(np.maximum(s[:, w.rr] / denom - ecr**2, 0.0))
-        cols += [ecr, wr]
-        hits = (x > 0).astype(np.float64) @ self._onehot
-        cols.append(1.0 - hits / self._layer_n)
-        self._rows.append(np.concatenate(cols, axis=1).astype(np.float32))
-        self._einc.append(einc)
-        # streaming summaries
-        pos = x[x > 0]
-        if pos.size:
-            idx = np.floor((np.log10(pos) - VOXEL_LOG10_EDGES[0]) / (VOXEL_LOG10_EDGES[1] - VOXEL_LOG10_EDGES[0]))
-            idx = np.clip(idx.astype(np.int64), 0, len(self._vox_hist) - 1)
-            self._vox_hist += np.bincount(idx, minlength=len(self._vox_hist))
-        self._img += x.sum(axis=0)
-        self._img2 += (x * x).sum(axis=0)
-        rad = x @ self._rad
-        self._rs += rad.sum(axis=0)
-        self._rs2 += (rad * rad).sum(axis=0)
-        rad /= einc[:, None]
-        self._rn += rad.sum(axis=0)
-        self._rn2 += (rad * rad).sum(axis=0)
-        self.n_events += n
+        if x32.shape[0]:
+            self._add(self._kernel(einc32, x32))
+
+    def _add(self, p: BlockSums) -> None:
+        self._rows.append(p.rows)
+        self._einc.append(p.einc)
+        self._vox_hist += p.voxel_hist
+        self._img += p.image
+        self._img2 += p.image_sq
+        self._rs += p.radial
+        self._rs2 += p.radial_sq
+        self._rn += p.radial_norm
+        self._rn2 += p.radial_norm_sq
+        self.n_events += p.rows.shape[0]
 
     def result(self) -> FeatureTable:
         if self.n_events == 0:

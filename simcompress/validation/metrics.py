@@ -42,6 +42,7 @@ __all__ = [
     "ks",
     "ks_w1",
     "mmd_poly_unbiased",
+    "quantile_edges",
     "separation_power",
     "w1",
 ]
@@ -171,7 +172,11 @@ def feature_binning(
     elif method != "quantile":
         msg = f"unknown binning method {method!r}; allowed: quantile, calochallenge"
         raise ConfigError(msg)
-    qs = np.quantile(ref, np.linspace(0.0, 1.0, n_bins + 1))
+    return quantile_edges(np.quantile(ref, np.linspace(0.0, 1.0, n_bins + 1)), allmin, allmax)
+
+
+def quantile_edges(qs: np.ndarray, allmin: float, allmax: float) -> np.ndarray:
+    """:func:`feature_binning`'s quantile edges from the reference quantiles ``qs`` and the range of every sample."""
     edges = np.unique(qs)
     if edges.size < 2:  # constant reference
         v = float(edges[0])

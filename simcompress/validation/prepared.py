@@ -28,6 +28,7 @@ from . import metrics as M
 from .features import EnergyBin, FeatureTable, energy_bins, high_level_vector
 from .floor import _edges_for, _floor_features, _FloorStats, _half_split
 from .multivariate import _multivariate, _RefBatches
+from .one_d import reference_quantiles, sorted_columns
 from .sources import Sample, _describe, read_sample
 from .spec import GateSpec, load_gate_spec
 
@@ -55,6 +56,7 @@ class PreparedReference:
     #: seconds per stage when it was computed (read, features, sort, floor, floor_per_bin, fpd_kpd, classifier)
     timings: dict[str, float] = field(default_factory=dict)
     _bin_sorted: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    _quantiles: dict[str | None, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     #: reference side of FPD/KPD per ((fpd min, max sizes), kpd batch size, candidate rows), see :class:`_RefBatches`
     ref_batches: dict[tuple[Any, Any, int], _RefBatches] = field(default_factory=dict, repr=False)
 
@@ -62,9 +64,15 @@ class PreparedReference:
         """The reference's sorted feature columns in energy bin ``b`` (computed once, reused per candidate)."""
         got = self._bin_sorted.get(b.label)
         if got is None:
-            rmask = b.mask(self.features.incident_energy)
-            got = {f: np.sort(self.features[f][rmask].astype(np.float64)) for f in self.features.names}
+            got = _sorted_dict(self.features, b.mask(self.features.incident_energy))
             self._bin_sorted[b.label] = got
+        return got
+
+    def quantiles(self, label: str | None, ref_sorted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:func:`~.one_d.reference_quantiles` of ``ref_sorted`` (all events: ``label`` None, else that energy bin), kept."""
+        got = self._quantiles.get(label)
+        if got is None:
+            got = self._quantiles[label] = reference_quantiles(self.spec, ref_sorted)
         return got
 
     @property
@@ -124,7 +132,7 @@ class PreparedReference:
             msg = f"{sample.source}: {t.n_events} reference events, the gate spec needs at least min_events={spec.min_events}"
             raise M.TooFewEventsError(msg)
         t0 = time.perf_counter()
-        sorted_cols = {f: np.sort(t[f].astype(np.float64)) for f in t.names}
+        sorted_cols = _sorted_dict(t)
         prep = cls(sample, spec, sorted_cols, _FloorStats(0, {}))
         prep.timings = {"read": sample.timings.get("read", 0.0), "features": sample.timings.get("features", 0.0)}
         if spec.fpd.enabled or spec.kpd.enabled:
@@ -169,6 +177,11 @@ class PreparedReference:
                 prep.classifier_floor, prep.timings["classifier"] = cls_job.result()
             stage.advance(1)
         return prep
+
+
+def _sorted_dict(t: FeatureTable, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Name -> the column (of the rows in ``mask``) sorted, float64: ``np.sort(t[f][mask].astype(np.float64))``."""
+    return dict(zip(t.names, sorted_columns(t.values, mask), strict=True))
 
 
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -336,7 +349,7 @@ def _rebuild(header: dict[str, Any], a: dict[str, np.ndarray], spec: GateSpec) -
         prep = PreparedReference(
             sample=sample,
             spec=spec,
-            sorted_cols={f: np.sort(table[f].astype(np.float64)) for f in names},
+            sorted_cols=_sorted_dict(table),
             floor=floor,
             hlv=a.get("hlv"),
             multivariate_floor=header["multivariate_floor"],
