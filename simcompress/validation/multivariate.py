@@ -56,20 +56,9 @@ class _RefBatches:
         return {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
 
 
-def _kernel_sum(a: np.ndarray, b: np.ndarray, same: bool, block: int = 2048) -> float:
+def _kernel_sum(a: np.ndarray, b: np.ndarray, same: bool) -> float:
     """Sum of ``(a.b / d + 1)^4`` over all pairs (without the diagonal when ``same``), as metrics.mmd_poly_unbiased."""
-    gamma = 1.0 / a.shape[1]
-    tot = 0.0
-    for i in range(0, a.shape[0], block):
-        k = a[i : i + block] @ b.T
-        k *= gamma
-        k += 1.0
-        np.square(k, out=k)
-        np.square(k, out=k)
-        tot += float(k.sum())
-    if same:
-        tot -= float(((np.einsum("ij,ij->i", a, a) * gamma + 1.0) ** 4).sum())
-    return tot
+    return M.poly_kernel_sum(a, b, same)
 
 
 def _fpd_sizes_grid(spec: GateSpec, lo: int, hi: int) -> np.ndarray:

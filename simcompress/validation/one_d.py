@@ -55,25 +55,39 @@ def _ks_w1_sorted(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
     return float(d[last].max()), float(np.sum(d[:-1] * dv))
 
 
-def _resample_sorted(xs: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``np.sort(xs[idx])`` of a sorted ``xs`` in linear time (repeat each value by its draw count)."""
-    return np.repeat(xs, np.bincount(idx, minlength=xs.size))
-
-
 def _bootstrap_ks_w1_sorted(
     xs: np.ndarray, ys: np.ndarray, *, n_boot: int, max_events: int, seed: int
 ) -> tuple[float, float]:
-    """:func:`metrics.bootstrap_ks_w1` for sorted inputs: same draws, same numbers, no sorting per resample."""
+    """:func:`metrics.bootstrap_ks_w1` for sorted inputs: same draws, same numbers, no sorting per resample.
+
+    The distinct values of both samples are found once; a resample is then a draw count per value
+    (of each sample), and its KS/W1 terms are read at the end of each value's copies, placed where
+    :func:`_ks_w1_sorted` has them in the merged resample, so every sum adds the same terms in the
+    same order (bitwise the same numbers).
+    """
     if n_boot < 2:
         msg = f"bootstrap needs n_boot >= 2, got {n_boot}"
         raise ConfigError(msg)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     mx, my = min(xs.size, max_events), min(ys.size, max_events)
+    # the distinct values of both samples, and each sorted event's group among them
+    gv, inv = np.unique(np.concatenate([xs, ys]), return_inverse=True)
+    gx, gy = inv[: xs.size], inv[xs.size :]
+    ng = gv.size
     ksv, wv = np.empty(n_boot), np.empty(n_boot)
+    terms = np.zeros(mx + my - 1)
     for b in range(n_boot):
-        a = _resample_sorted(xs, rng.integers(0, xs.size, mx))
-        c = _resample_sorted(ys, rng.integers(0, ys.size, my))
-        ksv[b], wv[b] = _ks_w1_sorted(a, c)
+        cx = np.bincount(gx[rng.integers(0, xs.size, mx)], minlength=ng)
+        cy = np.bincount(gy[rng.integers(0, ys.size, my)], minlength=ng)
+        pres = np.flatnonzero(cx + cy)  # the values this resample has
+        # merged positions (1-based) where each present value's copies end, and the xs copies up to there
+        k = np.cumsum(cx + cy).take(pres).astype(np.float64)  # exact: integer counts
+        nx = np.cumsum(cx).take(pres).astype(np.float64)
+        d = np.abs(nx / mx - (k - nx) / my)
+        ksv[b] = float(d.max())
+        terms[:] = 0.0
+        terms[k[:-1].astype(np.int64) - 1] = d[:-1] * np.diff(gv.take(pres))
+        wv[b] = float(np.sum(terms))
     scale = math.sqrt((1.0 / xs.size + 1.0 / ys.size) / (1.0 / mx + 1.0 / my))
     return float(ksv.std(ddof=1) * scale), float(wv.std(ddof=1) * scale)
 
