@@ -1,8 +1,12 @@
 """Fast-simulation shower generators: a conditional WGAN-GP and a CaloFlow-style MAF,
 their bundles (safetensors + JSON, never pickles) and the shipped zoo.
 
->>> from simcompress.generators import load_generator   # doctest: +SKIP
->>> gen = load_generator("ds1-photons-gan")              # doctest: +SKIP
+>>> import torch
+>>> from simcompress.generators import load_generator
+>>> gen = load_generator("ds1-photons-gan")
+>>> showers = gen.sample(torch.full((4,), 65536.0), generator=torch.Generator().manual_seed(0))
+>>> tuple(showers.shape), gen.geometry.n_voxels
+((4, 368), 368)
 """
 
 from __future__ import annotations
