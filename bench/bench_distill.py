@@ -79,8 +79,8 @@ def _teacher_source(name: str) -> str:
 
 def _untrained_student(teacher: Any, recipe: str) -> Any:
     from simcompress.compress import config_from_dict
-    from simcompress.distill.methods import build_student
     from simcompress.compress.pipeline import load_recipe
+    from simcompress.distill.methods import build_student
 
     rec = load_recipe(ROOT / "configs" / "compress" / f"{recipe}.yaml")
     cfg = config_from_dict(dict(rec.steps[0]), recipe)
