@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._progress import progress_bar
 from .._provenance import software_versions, utc_now
 from ..errors import ConfigError
 from ..showers.data import ShowerSet
@@ -95,12 +96,7 @@ def generate_showers(
         "software": software_versions(),
         "created": utc_now(),
     }
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn(f"generate {gen.kind}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress
-    ) as prog:
-        task = prog.add_task("generate", total=n_events)
+    with progress_bar(f"generate {gen.kind}", n_events, enabled=progress, rate_unit="showers") as bar:
         for i, (e_seq, z_seed) in enumerate(seeds):
             n = min(chunk_size, n_events - i * chunk_size)
             e = spec.sample(n, np.random.default_rng(e_seq)).astype(np.float32)
@@ -108,4 +104,4 @@ def generate_showers(
             showers = gen.sample(torch.from_numpy(e), generator=g, batch_size=batch_size or chunk_size, check_range=False).cpu().numpy()
             meta = {**base_meta, "chunk": first_chunk + i}
             yield ShowerSet(e, showers, gen.geometry, meta)
-            prog.update(task, advance=n)
+            bar.advance(n)
