@@ -19,7 +19,7 @@ import numpy as np
 from .._progress import progress_bar
 from ..errors import ConfigError
 from . import metrics as M
-from .features import FeatureTable, _pool, high_level_vector
+from .features import EnergyBin, FeatureTable, _pool, high_level_vector
 from .floor import _FloorStats, _half_split
 from .multivariate import _multivariate
 from .one_d import FeatureJob, _bootstrap_ks_w1_sorted, _hist_sorted, sorted_columns  # noqa: F401  (the tests read them from here)
@@ -91,6 +91,14 @@ def _job(
         prep.spec, cand.names, ref_sorted, prep.quantiles(label, ref_sorted), sorted_columns(cand.values, mask), floor,
         cand.geometry, cand.threshold_mev, bootstrap=bootstrap, seed=seed,
     )
+
+
+def _bin_metrics(
+    prep: PreparedReference, b: EnergyBin, t: FeatureTable, floor: _FloorStats, cmask: np.ndarray
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """Every feature in one energy bin, on one worker thread (one bin's sorted columns in memory at a time)."""
+    job = _job(prep, b.label, t, prep.bin_sorted(b), floor, False, prep.spec.seed, cmask)
+    return job.run(), job.done_at
 
 
 def _candidate_classifier(prep: PreparedReference, sample: Sample) -> tuple[dict[str, Any], float]:
@@ -167,8 +175,8 @@ def evaluate_candidate(
         pool = _pool()
         incl = _job(prep, None, t, prep.sorted_cols, prep.floor, True, spec.seed)
         incl_futs = [pool.submit(incl.one, i) for i in range(len(t.names))]
-        per_bin: dict[str, dict[str, dict[str, Any]] | FeatureJob] = {}
-        bin_futs: dict[str, list[Any]] = {}
+        per_bin: dict[str, dict[str, dict[str, Any]]] = {}
+        bin_futs: dict[str, Any] = {}
         for b in prep.bins:
             fl = prep.bin_floors.get(b.label)
             cmask = b.mask(t.incident_energy)
@@ -177,9 +185,8 @@ def evaluate_candidate(
                 why = fl if isinstance(fl, str) else f"{nc} candidate events in this bin, need {spec.min_bin_events}"
                 per_bin[b.label] = {"_skipped": {"skipped": why}}
                 continue
-            job = _job(prep, b.label, t, prep.bin_sorted(b), fl, False, spec.seed, cmask)
-            per_bin[b.label] = job
-            bin_futs[b.label] = [pool.submit(job.one, i) for i in range(len(t.names))]
+            per_bin[b.label] = {}
+            bin_futs[b.label] = pool.submit(_bin_metrics, prep, b, t, fl, cmask)
         outside = int((~np.any([b.mask(t.incident_energy) for b in prep.bins], axis=0)).sum()) if prep.bins else 0
         if outside:
             warns.append(f"{sample.source}: {outside} candidate events have incident energies outside every reference bin")
@@ -204,11 +211,9 @@ def evaluate_candidate(
         feats = incl.finish([f.result() for f in incl_futs])
         stage.advance(1)
         bins_done = incl.done_at
-        for label, futs in bin_futs.items():
-            job = per_bin[label]
-            assert isinstance(job, FeatureJob)
-            per_bin[label] = job.finish([f.result() for f in futs])
-            bins_done = max(bins_done, job.done_at)
+        for label, fut in bin_futs.items():
+            per_bin[label], done_at = fut.result()
+            bins_done = max(bins_done, done_at)
         stage.advance(2)
         # wall time from the start of the 1-D metrics until the inclusive ones, then the per-bin ones, were done
         timings["metrics_1d"] = incl.done_at - t0
@@ -217,7 +222,6 @@ def evaluate_candidate(
         if cls_job is not None:
             cls_out, timings["classifier"] = cls_job.result()
         stage.advance(1)
-    done: dict[str, dict[str, dict[str, Any]]] = {k: v for k, v in per_bin.items() if isinstance(v, dict)}
     return CandidateResult(
-        name, sample.source, t.n_events, feats, done, mv, cls_out, einfo, warns, sample, timings=timings
+        name, sample.source, t.n_events, feats, per_bin, mv, cls_out, einfo, warns, sample, timings=timings
     )
