@@ -19,7 +19,14 @@ from .spec import GateSpec, MultivariateRule, feature_threshold
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluation import CandidateResult
 
-__all__ = ["GateCheck", "evaluate_gate", "false_alarm_summary"]
+__all__ = ["TEACHER_RULE", "GateCheck", "evaluate_gate", "false_alarm_summary", "teacher_rule"]
+
+#: The compression gate's rule (``baseline.rule: teacher``), as stated in reports and ``GateResult.metrics``.
+TEACHER_RULE = (
+    "A compressed model passes when every check of its damage (the model against an independent teacher sample "
+    "at the same incident energies, thresholds calibrated on the teacher sample's half-splits like the reference "
+    "gate's) passes, and every reference check that the teacher passes, the model passes too."
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ def _feature_checks(
 ) -> list[GateCheck]:
     out = []
     b = spec.baseline
+    margin = _margin_rule(spec)
     for rule in spec.features:
         key = _KEY[rule.metric]
         for feat, m in metrics.items():
@@ -81,7 +89,7 @@ def _feature_checks(
                 spread = fstd
                 detail = f"floor {floor:.4g} ± {fstd:.3g}"
             bm = (baseline or {}).get(feat)
-            if b.enabled and bm is not None and not bm.get("skipped"):
+            if margin and bm is not None and not bm.get("skipped"):
                 bv = float(bm[key])
                 if cal is not None:
                     # the difference of two same-physics values has at most sqrt(2) times one value's spread
@@ -91,6 +99,33 @@ def _feature_checks(
                 detail += f"; baseline {bv:.4g}"
             out.append(GateCheck(cand, rule.metric, feat, value, thr, bool(value <= thr), energy_bin, detail))
     return out
+
+
+def _margin_rule(spec: GateSpec) -> bool:
+    """Whether a baseline result relaxes each threshold (``baseline.rule: margin``)."""
+    return bool(spec.baseline.enabled and spec.baseline.rule == "margin")
+
+
+def _check_key(c: GateCheck) -> tuple[str, str, str]:
+    return (c.metric, c.target, c.energy_bin)
+
+
+def teacher_rule(
+    damage: list[GateCheck], student_ref: list[GateCheck], teacher_ref: list[GateCheck] | None
+) -> tuple[bool, list[GateCheck], list[GateCheck]]:
+    """:data:`TEACHER_RULE`: ``(passed, failed damage checks, reference checks lost)``.
+
+    ``damage``: the checks of the student against the teacher sample; ``student_ref`` and
+    ``teacher_ref``: the reference checks of student and teacher (matched by metric, target and
+    energy bin). A lost check is one the teacher passes and the student fails. Without a
+    reference (``teacher_ref`` None) only the damage counts.
+    """
+    failed = [c for c in damage if not c.passed]
+    lost: list[GateCheck] = []
+    if teacher_ref is not None:
+        kept = {_check_key(c) for c in teacher_ref if c.passed}
+        lost = [c for c in student_ref if not c.passed and _check_key(c) in kept]
+    return not failed and not lost, failed, lost
 
 
 def _calibration(spec: GateSpec, reference: Any) -> Any:
@@ -135,8 +170,10 @@ def evaluate_gate(
     half-splits so that a candidate of the same physics fails any check with probability
     ``false_alarm.rate`` (:mod:`simcompress.validation.calibration`).
 
-    ``baseline`` (the uncompressed model's result, for compression gates) relaxes each threshold
-    to the :class:`BaselineRule` one when ``spec.baseline.enabled``.
+    ``baseline`` (the uncompressed model's result) relaxes each threshold to the margin of
+    :class:`~.spec.BaselineRule` when ``spec.baseline`` is enabled with ``rule: margin``; the
+    default ``rule: teacher`` is applied by the callers (:func:`teacher_rule`), so here the
+    baseline has no effect.
 
     With ``per_energy_bin`` on and a candidate whose incident-energy distribution differs from
     the reference's, only the per-bin checks gate that candidate: the inclusive histograms,
@@ -155,7 +192,7 @@ def evaluate_gate(
         checks += _feature_checks(
             spec, name, res.features, baseline=baseline.features if baseline is not None else None, calibration=cal
         )
-        use_base = baseline is not None and spec.baseline.enabled
+        use_base = baseline is not None and _margin_rule(spec)
         for key in ("fpd", "kpd"):
             rule: MultivariateRule = getattr(spec, key)
             m = res.multivariate.get(key)

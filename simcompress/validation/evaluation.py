@@ -10,7 +10,7 @@ features, the energy bins and FPD/KPD run side by side (worker threads, and the 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +93,15 @@ def _job(
     )
 
 
+class _InlineExecutor:
+    """``submit`` runs the call at once, here (the executor interface for work kept on this thread)."""
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        fut.set_result(fn(*args))
+        return fut
+
+
 def _bin_metrics(
     prep: PreparedReference, b: EnergyBin, t: FeatureTable, floor: _FloorStats, cmask: np.ndarray
 ) -> tuple[dict[str, dict[str, Any]], float]:
@@ -172,7 +181,9 @@ def evaluate_candidate(
     ):
         cls_job = cls_pool.submit(_candidate_classifier, prep, sample) if spec.classifier.enabled else None
         t0 = time.perf_counter()
-        pool = _pool()
+        # with the classifier training on one core, the rest runs on this thread only: more busy threads than
+        # cores would slow the classifier, which bounds the run; without it the worker threads take the 1-D metrics
+        pool: Any = _pool() if cls_job is None else _InlineExecutor()
         incl = _job(prep, None, t, prep.sorted_cols, prep.floor, True, spec.seed)
         incl_futs = [pool.submit(incl.one, i) for i in range(len(t.names))]
         per_bin: dict[str, dict[str, dict[str, Any]]] = {}
@@ -185,7 +196,7 @@ def evaluate_candidate(
                 why = fl if isinstance(fl, str) else f"{nc} candidate events in this bin, need {spec.min_bin_events}"
                 per_bin[b.label] = {"_skipped": {"skipped": why}}
                 continue
-            per_bin[b.label] = {}
+            per_bin[b.label] = {}  # keeps the bins in order
             bin_futs[b.label] = pool.submit(_bin_metrics, prep, b, t, fl, cmask)
         outside = int((~np.any([b.mask(t.incident_energy) for b in prep.bins], axis=0)).sum()) if prep.bins else 0
         if outside:

@@ -114,16 +114,24 @@ class BootstrapConfig(StrictModel):
 
 
 class BaselineRule(StrictModel):
-    """Compression gates: also pass a check when the candidate is not much worse than a baseline model.
+    """Compression gates: judge a compressed model relative to the uncompressed model (the teacher).
 
-    A compressed generator is judged against the reference *and* against the uncompressed model it
-    came from: a check passes when ``value <= max(absolute threshold, relative threshold)`` with the
-    relative threshold ``max(ratio * baseline, baseline + k * floor_std)`` for feature metrics,
-    ``baseline * ratio + k * sqrt(err_b^2 + err^2)`` for FPD/KPD and ``baseline AUC + auc_margin``
-    for the classifier. Without a baseline (plain ``simcompress validate``) it has no effect.
+    ``rule: teacher`` (the ``compression`` preset): the damage is measured directly. The student is
+    compared with an independent teacher sample at the same incident energies (different noise),
+    with the thresholds calibrated on that teacher sample's half-splits exactly as the reference
+    gate's are on the reference (``ratio``, ``k`` and ``auc_margin`` are unused), and every
+    reference check the teacher passes must still pass (:data:`~.checks.TEACHER_RULE`).
+
+    ``rule: margin`` (earlier versions): a check passes when ``value <= max(absolute threshold,
+    relative threshold)`` with the relative threshold ``max(ratio * baseline, baseline + k *
+    floor_std)`` for feature metrics, ``baseline * ratio + k * sqrt(err_b^2 + err^2)`` for FPD/KPD
+    and ``baseline AUC + auc_margin`` for the classifier.
+
+    Without a baseline model (plain ``simcompress validate``) neither rule has an effect.
     """
 
     enabled: bool = False
+    rule: Literal["teacher", "margin"] = "teacher"
     ratio: float = Field(1.5, ge=1.0)
     k: float = Field(3.0, ge=0)
     auc_margin: float = Field(0.05, ge=0, le=0.5)
