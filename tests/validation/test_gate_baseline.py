@@ -1,4 +1,4 @@
-"""The compression gate's baseline rule: judge a compressed model against its uncompressed baseline."""
+"""The baseline margin rule (``baseline.rule: margin``, the compression gate of earlier versions)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from simcompress.validation.gate import load_gate_spec, make_model_gate
 
 @pytest.fixture(scope="module")
 def spec(fast_spec):
-    return fast_spec.model_copy(update={"baseline": fast_spec.baseline.model_copy(update={"enabled": True})})
+    return fast_spec.model_copy(update={"baseline": fast_spec.baseline.model_copy(update={"enabled": True, "rule": "margin"})})
 
 
 def test_compression_preset_enables_the_baseline_rule() -> None:
     s = load_gate_spec("compression")
-    assert s.baseline.enabled and s.baseline.ratio >= 1.0
+    assert s.baseline.enabled and s.baseline.rule == "teacher"
     assert not load_gate_spec("default").baseline.enabled
 
 
