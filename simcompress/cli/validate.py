@@ -28,7 +28,13 @@ def _parse_candidate(spec: str, index: int) -> tuple[str, str]:
 
 @app.command()
 def validate(
-    reference: str = typer.Option(..., "--reference", "-r", help="Reference showers: ROOT/HDF5 file, directory or glob."),
+    reference: str | None = typer.Option(
+        None, "--reference", "-r", help="Reference showers: ROOT/HDF5 file, directory or glob (optional with --teacher)."
+    ),
+    teacher: str | None = typer.Option(
+        None, "--teacher", "-t", help="Showers of the uncompressed model at the candidates' incident energies: measure each "
+        "candidate's damage against them (and, with --reference, compare all three side by side).",
+    ),
     candidate: list[str] = typer.Option(
         ..., "--candidate", "-c", help="Candidate showers, PATH or NAME=PATH; repeat for several (side by side)."
     ),
@@ -61,14 +67,20 @@ def validate(
 
     Computes the CaloChallenge high-level features chunk by chunk, per-feature KS / W1 /
     separation power with bootstrap errors, FPD, KPD and a classifier test, each next to the
-    reference-versus-reference noise floor, and applies the gate. Exit codes: 0 all gates
-    pass, 1 a gate failed, 2 bad input.
+    reference-versus-reference noise floor, and applies the gate. With --teacher, each candidate
+    is compared with the teacher's showers (the damage, next to the teacher-versus-teacher floor)
+    and, with --reference, teacher and candidates with the reference, side by side; a candidate
+    passes when its damage is within the floor-based thresholds and it passes every reference
+    check the teacher passes. Exit codes: 0 all gates pass, 1 a gate failed, 2 bad input.
     """
     import warnings
 
     from ..validation import EnergyMismatchWarning, load_gate_spec
     from ..validation import validate as run_validate
 
+    if reference is None and teacher is None:
+        msg = "--reference is required (or --teacher T.root to measure the damage against the teacher)"
+        raise ConfigError(msg)
     spec = load_gate_spec(gate)
     cands: dict[str, str] = {}
     for i, c in enumerate(candidate):
@@ -85,6 +97,7 @@ def validate(
         msg = f"--step-size must be >= 1, got {step_size}"
         raise ConfigError(msg)
     ref_src: object = reference
+    teacher_src: object = teacher
     opts = read_options(tree, energy_branch, voxels, energy_unit, voxel_unit)
     if geom is not None or not opts.is_default:
         # the layout options describe files written by other tools; our own files need none and
@@ -103,15 +116,22 @@ def validate(
                 except ShowerFileError:
                     raise first from None
 
-        ref_src = _open(reference)
+        ref_src = None if reference is None else _open(reference)
+        teacher_src = None if teacher is None else _open(teacher)
         cands_src = {n: _open(p) for n, p in cands.items()}
     else:
         cands_src = dict(cands)
+    cache = False if no_cache else (cache_dir or "auto")
+    if teacher_src is not None:
+        _teacher_comparison(teacher_src, cands_src, spec, ref_src, out, threshold_mev=threshold_mev,
+                            per_energy_bin=per_energy_bin, step_size=step_size, progress=progress, cache=cache,
+                            html=not no_html, max_figures=max_figures)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EnergyMismatchWarning)
         result = run_validate(
             ref_src, cands_src, spec, None, threshold_mev=threshold_mev, per_energy_bin=per_energy_bin,
-            step_size=step_size, progress=progress, cache=False if no_cache else (cache_dir or "auto"),
+            step_size=step_size, progress=progress, cache=cache,
         )
     for cres in result.candidates.values():
         for w in cres.warnings:
@@ -146,3 +166,51 @@ def _print_summary(result: object) -> None:
             "[green]PASS[/green]" if ok else "[red]FAIL[/red]",
         )
     console.print(t)
+
+
+def _teacher_comparison(teacher: object, cands: dict[str, object], spec: object, reference: object, out: Path | None,
+                        *, html: bool, max_figures: int | None, progress: bool, **kw: object) -> None:
+    """``--teacher``: damage against the teacher next to the reference comparison; prints both side by side."""
+    import warnings
+
+    from ..validation import EnergyMismatchWarning, compare_to_teacher
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EnergyMismatchWarning)
+        comp = compare_to_teacher(teacher, cands, spec, reference=reference, html=html, progress=progress, **kw)  # type: ignore[arg-type]
+    for res in (comp.vs_teacher, comp.vs_reference):
+        for cres in (res.candidates.values() if res is not None else ()):
+            for w in cres.warnings:
+                err_console.print(f"[bold yellow]WARNING:[/bold yellow] {w}", highlight=False, soft_wrap=True)
+    if out is not None:
+        comp.write(out, html=html, progress=progress, max_feature_figures=max_figures)
+        console.print(f"report written to {out}/", highlight=False)
+    _print_teacher_summary(comp)
+    if not comp.passed:
+        names = [n for n in comp.names if not comp.passed_for(n)]
+        msg = f"gate {getattr(spec, 'name', '')!r} (damage against the teacher) failed for: {', '.join(names)}"
+        raise GateFailed(msg)
+
+
+def _print_teacher_summary(comp: object) -> None:
+    from rich.table import Table
+
+    t = Table(title="damage against the teacher | against the reference")
+    for col in ("candidate", "damage checks failed", "AUC vs teacher (floor)", "reference checks failed",
+                "teacher's failed", "lost", "verdict"):
+        t.add_column(col)
+    for name in comp.names:  # type: ignore[attr-defined]
+        v = comp.verdict(name)  # type: ignore[attr-defined]
+        d, r = v["damage"], v.get("reference")
+        auc, fl = d.get("auc_high"), d.get("auc_high_floor")
+        t.add_row(
+            name,
+            f"{d['failed']} / {d['total']}",
+            "-" if auc is None else f"{auc:.3f}" + ("" if fl is None else f" ({fl:.3f})"),
+            f"{r['failed']} / {r['total']}" if r else "-",
+            f"{r['teacher_failed']} / {r['total']}" if r else "-",
+            str(r["lost"]) if r else "-",
+            "[green]PASS[/green]" if v["passed"] else "[red]FAIL[/red]",
+        )
+    console.print(t)
+    console.print(comp.rule, highlight=False)  # type: ignore[attr-defined]

@@ -11,6 +11,8 @@
   :func:`validate`, which runs them. :mod:`.cache`: the cached reference on disk.
 * :mod:`.report`: self-contained HTML report and ``metrics.json`` (:mod:`.figures` draws its figures);
   :func:`report_section` for other reports.
+* :mod:`.teacher`: :func:`compare_to_teacher`, compression damage measured against the teacher's own
+  showers, next to the reference comparison.
 * :mod:`.distortions`: controlled distortions (energy scale, radial widening) to check a gate's sensitivity;
   :mod:`.false_alarm`: the gate's false-alarm rate measured on same-physics pairs.
 """
@@ -27,14 +29,17 @@ from .prepared import PreparedReference
 from .report import report_section
 from .result import ValidationResult
 from .spec import GateSpec, load_gate_spec
+from .teacher import TeacherComparison, compare_to_teacher
 
 __all__ = [
     "EnergyMismatchWarning",
     "FeatureTable",
     "GateSpec",
     "PreparedReference",
+    "TeacherComparison",
     "TooFewEventsError",
     "ValidationResult",
+    "compare_to_teacher",
     "compute_features",
     "evaluate_gate",
     "load_gate_spec",

@@ -195,8 +195,9 @@ def run_recipe(
         with stage("preparing the fidelity gate (reference features, noise floor)"):
             gate_fn = make_model_gate(reference, gate_spec, n_events=n_events, seed=seed)
         prepared = getattr(gate_fn, "prepared", None)
-        with stage("gate on the uncompressed model (baseline)"):
-            # a gate that supports it keeps the uncompressed model as its baseline (preset 'compression')
+        with stage("gate on the uncompressed model (baseline, teacher sample)"):
+            # a gate that supports it keeps the uncompressed model as its baseline (preset 'compression': the
+            # teacher, whose second sample the damage of every step is measured against; = make_model_gate(baseline=))
             set_baseline = getattr(gate_fn, "set_baseline", None)
             original_gate = set_baseline(gen) if callable(set_baseline) else gate_fn(gen)
         tell(f"  uncompressed model: gate {'pass' if original_gate.passed else 'FAIL'} ({original_gate.summary})")
@@ -276,6 +277,9 @@ def _validate_pair(gen: Any, comp: Any, gate_fn: Any, prepared: Any, result: Any
     last = [s.gate for s in result.applied if s.gate is not None]
     if last:
         fidelity["final_gate"] = last[-1].summary
+        rule = (last[-1].metrics or {}).get("rule_sentence")
+        if rule:  # the compression gate's rule, in one sentence (validation.checks.TEACHER_RULE)
+            fidelity["gate_rule"] = rule
     section = None
     if html:
         try:
