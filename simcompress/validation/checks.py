@@ -25,7 +25,8 @@ __all__ = ["TEACHER_RULE", "GateCheck", "evaluate_gate", "false_alarm_summary", 
 TEACHER_RULE = (
     "A compressed model passes when every check of its damage (the model against an independent teacher sample "
     "at the same incident energies, thresholds calibrated on the teacher sample's half-splits like the reference "
-    "gate's) passes, and every reference check that the teacher passes, the model passes too."
+    "gate's) passes, and every reference check that the teacher passes, the model passes too or exceeds the "
+    "teacher's value by no more than that check's damage threshold."
 )
 
 
@@ -110,6 +111,16 @@ def _check_key(c: GateCheck) -> tuple[str, str, str]:
     return (c.metric, c.target, c.energy_bin)
 
 
+def _allowed_change(c: GateCheck) -> float:
+    """How much further from the reference a damage check lets the model be than its teacher.
+
+    A distance (W1, KS, FPD, ...) to the reference grows by at most the distance to the teacher
+    (triangle inequality), so a model within its damage threshold ``t`` of the teacher may be up
+    to ``t`` further from the reference; for the classifier the distance is ``AUC - 0.5``.
+    """
+    return max(c.threshold - 0.5, 0.0) if c.metric == "auc" else max(c.threshold, 0.0)
+
+
 def teacher_rule(
     damage: list[GateCheck], student_ref: list[GateCheck], teacher_ref: list[GateCheck] | None
 ) -> tuple[bool, list[GateCheck], list[GateCheck]]:
@@ -117,14 +128,20 @@ def teacher_rule(
 
     ``damage``: the checks of the student against the teacher sample; ``student_ref`` and
     ``teacher_ref``: the reference checks of student and teacher (matched by metric, target and
-    energy bin). A lost check is one the teacher passes and the student fails. Without a
-    reference (``teacher_ref`` None) only the damage counts.
+    energy bin). A lost check is one the teacher passes and the student fails by more than the
+    change its damage check allows (:func:`_allowed_change`; 0 without a matching damage
+    check), so that a teacher just inside a threshold does not decide the verdict by noise.
+    Without a reference (``teacher_ref`` None) only the damage counts.
     """
     failed = [c for c in damage if not c.passed]
     lost: list[GateCheck] = []
     if teacher_ref is not None:
-        kept = {_check_key(c) for c in teacher_ref if c.passed}
-        lost = [c for c in student_ref if not c.passed and _check_key(c) in kept]
+        kept = {_check_key(c): c.value for c in teacher_ref if c.passed}
+        allowed = {_check_key(c): _allowed_change(c) for c in damage}
+        lost = [
+            c for c in student_ref
+            if not c.passed and _check_key(c) in kept and c.value > kept[_check_key(c)] + allowed.get(_check_key(c), 0.0)
+        ]
     return not failed and not lost, failed, lost
 
 

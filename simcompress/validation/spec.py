@@ -120,7 +120,8 @@ class BaselineRule(StrictModel):
     compared with an independent teacher sample at the same incident energies (different noise),
     with the thresholds calibrated on that teacher sample's half-splits exactly as the reference
     gate's are on the reference (``ratio``, ``k`` and ``auc_margin`` are unused), and every
-    reference check the teacher passes must still pass (:data:`~.checks.TEACHER_RULE`).
+    reference check the teacher passes must still pass, up to the change the damage threshold of
+    that check allows (:data:`~.checks.TEACHER_RULE`, :func:`~.checks.teacher_rule`).
 
     ``rule: margin`` (earlier versions): a check passes when ``value <= max(absolute threshold,
     relative threshold)`` with the relative threshold ``max(ratio * baseline, baseline + k *

@@ -29,16 +29,20 @@ def teacher_spec(fast_spec):
     return fast_spec.model_copy(update={"baseline": fast_spec.baseline.model_copy(update={"enabled": True, "rule": "teacher"})})
 
 
-def _c(target: str, passed: bool, metric: str = "w1") -> GateCheck:
-    return GateCheck("m", metric, target, 1.0, 1.0 if passed else 0.5, passed)
+def _c(target: str, value: float, threshold: float = 1.0, metric: str = "w1") -> GateCheck:
+    return GateCheck("m", metric, target, value, threshold, value <= threshold)
 
 
 def test_teacher_rule_counts_damage_and_lost_reference_checks() -> None:
-    teacher_ref = [_c("a", True), _c("b", False)]
-    assert teacher_rule([_c("x", True)], [_c("a", True), _c("b", False)], teacher_ref)[0]  # b: the teacher fails it too
-    ok, failed, lost = teacher_rule([_c("x", True)], [_c("a", False), _c("b", False)], teacher_ref)
+    teacher_ref = [_c("a", 0.9), _c("b", 2.0)]
+    assert teacher_rule([_c("x", 0.1)], [_c("a", 0.95), _c("b", 3.0)], teacher_ref)[0]  # b: the teacher fails it too
+    ok, failed, lost = teacher_rule([_c("x", 0.1)], [_c("a", 1.2), _c("b", 2.0)], teacher_ref)
     assert not ok and not failed and [c.target for c in lost] == ["a"]
-    ok, failed, lost = teacher_rule([_c("x", False)], [], None)  # no reference: only the damage counts
+    # a: the damage check of the same feature allows the model to be 0.2 further from the reference than its teacher
+    assert teacher_rule([_c("a", 0.1, 0.2)], [_c("a", 1.05)], teacher_ref)[0]
+    assert not teacher_rule([_c("a", 0.1, 0.2)], [_c("a", 1.15)], teacher_ref)[0]
+    assert teacher_rule([_c("c", 0.55, 0.6, "auc")], [_c("c", 0.62, 0.6, "auc")], [_c("c", 0.58, 0.6, "auc")])[0]
+    ok, failed, lost = teacher_rule([_c("x", 2.0)], [], None)  # no reference: only the damage counts
     assert not ok and [c.target for c in failed] == ["x"] and not lost
     assert load_gate_spec("compression").baseline.rule == "teacher"
     assert "teacher passes" in TEACHER_RULE
