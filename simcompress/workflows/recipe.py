@@ -277,9 +277,10 @@ def _validate_pair(gen: Any, comp: Any, gate_fn: Any, prepared: Any, result: Any
     last = [s.gate for s in result.applied if s.gate is not None]
     if last:
         fidelity["final_gate"] = last[-1].summary
-        rule = (last[-1].metrics or {}).get("rule_sentence")
-        if rule:  # the compression gate's rule, in one sentence (validation.checks.TEACHER_RULE)
-            fidelity["gate_rule"] = rule
+    gated = [s.gate for s in result.steps if s.gate is not None]  # rolled-back and failed steps too
+    rule = (gated[-1].metrics or {}).get("rule_sentence") if gated else None
+    if rule:  # the compression gate's rule, in one sentence (validation.checks.TEACHER_RULE)
+        fidelity["gate_rule"] = rule
     section = None
     if html:
         try:
