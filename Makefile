@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.install-stamp
 
-.PHONY: install demo test bench clean qkeras-env test-qkeras
+.PHONY: install demo test lint bench clean qkeras-env test-qkeras
 
 # Extra things `make test` needs (system tools, side environments): each mk/*.mk
 # appends its target to TEST_DEPS, so areas add theirs without editing this rule.
@@ -26,8 +26,13 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/simcompress demo
 
-test: install qkeras-env $(TEST_DEPS)
+test: install qkeras-env $(TEST_DEPS) lint
 	$(PY) -m pytest -q
+
+# ruff (hist's rule families, pyproject.toml) over the code, tests and benches; mypy over simcompress/
+lint: install
+	$(VENV)/bin/ruff check simcompress tests bench
+	$(VENV)/bin/mypy
 
 # QKeras interop: TensorFlow 2.14.1 needs numpy<2, so it lives in its own venv
 # (about 30 s and 330 MB of wheels; see pyproject's `qkeras` extra). The interop
