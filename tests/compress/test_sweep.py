@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch.nn.utils import parametrize
 
 from simcompress.cli import main
 from simcompress.compress.sweep import (
@@ -144,7 +145,13 @@ def test_sweep_file_end_to_end_reuse_and_pick(env: dict[str, Path], tmp_path: Pa
     picked = json.loads((out / "picked" / "sweep-point.json").read_text())
     assert picked["id"] == table["pick"]["picked"]
     gen = load_generator(out / "picked")
-    assert (gen.deploy_record["form"] == picked["deploy_form"]) and (is_deployed(gen) or picked["deploy_form"] == "exact")
+    # which form wins is measured, so it depends on the machine's load; each form must load as itself
+    form = picked["deploy_form"]
+    assert gen.deploy_record["form"] == form
+    if form in ("torch-int8", "onnx-int8"):
+        assert is_deployed(gen)
+    elif form == "baked":  # plain layers holding the quantized values: no fake quantizer left
+        assert not any(parametrize.is_parametrized(m) for m in gen.network.modules())
     page = (out / "sweep.html").read_text()
     assert page.count("<tr") == 1 + len(pts) and page.count("class=picked") == 1 and "data:image/png;base64," in page
     assert set(table["pareto"]) >= {"auc_vs_teacher_vs_storage_ratio", "auc_vs_teacher_vs_speedup"}
