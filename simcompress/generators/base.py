@@ -203,7 +203,7 @@ class ShowerGenerator(nn.Module):
                 out.append(self.postprocess(self.network(z, self.condition(eb)), eb))
             if not out:
                 return torch.zeros(0, self.geometry.n_voxels, device=self.device)
-            return torch.cat(out)
+            return out[0] if len(out) == 1 else torch.cat(out)
         finally:
             self.train(was_training)
 
