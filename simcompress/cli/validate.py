@@ -39,6 +39,11 @@ def validate(
         ..., "--candidate", "-c", help="Candidate showers, PATH or NAME=PATH; repeat for several (side by side)."
     ),
     gate: str = typer.Option("default", "--gate", "-g", help="Gate preset name (default, strict, loose) or YAML path."),
+    classifier: str | None = typer.Option(
+        None, "--classifier", help="Classifier preset: calochallenge (CaloChallenge's DNN, 3 x 2048, 50 epochs; hours "
+        "on 2 CPU cores at 100k showers) or gate (the cheap 2 x 256 preset of the compression gate). Default: the "
+        "gate spec's (classifier.preset). See docs/classifier.md.",
+    ),
     threshold_mev: float | None = typer.Option(
         None, "--threshold-mev", help="Voxel threshold in MeV (default: CaloChallenge's, 1 MeV ds1, 15.15 keV ds2/3)."
     ),
@@ -77,11 +82,14 @@ def validate(
 
     from ..validation import EnergyMismatchWarning, load_gate_spec
     from ..validation import validate as run_validate
+    from ..validation.spec import with_classifier_preset
 
     if reference is None and teacher is None:
         msg = "--reference is required (or --teacher T.root to measure the damage against the teacher)"
         raise ConfigError(msg)
     spec = load_gate_spec(gate)
+    if classifier is not None:
+        spec = with_classifier_preset(spec, classifier)  # an unknown name: one-line error, exit 2
     cands: dict[str, str] = {}
     for i, c in enumerate(candidate):
         name, path = _parse_candidate(c, i)

@@ -1,33 +1,68 @@
 """Classifier two-sample test (CaloChallenge ``cls-low`` / ``cls-high``), the only torch module here.
 
-A small fully connected network (Linear -> LeakyReLU blocks, BCEWithLogits, Adam) learns to
-tell reference from candidate. The two samples are balanced, split train / test / held-out
-(60/20/20 by default); the best epoch is chosen by test accuracy, the output is optionally
-calibrated by isotonic regression on the test split (as CaloChallenge does), and AUC and
-JSD = (ln 2 - BCE) / ln 2 are reported on the held-out split. AUC 0.5 means the network
-cannot tell the samples apart. Fully seeded: the same inputs and seed give the same numbers.
+A fully connected network (Linear -> LeakyReLU blocks, BCEWithLogits, Adam) learns to tell
+reference from candidate. The two samples are balanced, split train / test / held-out (60/20/20
+by default); the best epoch is chosen by test accuracy, the output is calibrated by isotonic
+regression on the test split (as CaloChallenge does), and AUC and JSD = (ln 2 - BCE) / ln 2 are
+reported on the held-out split. AUC 0.5 means the network cannot tell the samples apart. Fully
+seeded: the same inputs, seed and thread count give the same numbers.
+
+Two presets (:data:`~.spec.CLASSIFIER_PRESETS`, docs/classifier.md): ``calochallenge`` is
+CaloChallenge 2022's DNN at full strength (three Linear(2048) -> LeakyReLU blocks, 50 epochs, Adam
+2e-4, batches of 1000, every core); ``gate`` (2 x 256, 20 epochs, one thread) is the cheap preset
+of the compression gate, labelled as such in the report: a weaker classifier reports a lower AUC
+than the truth. Every result carries the settings it was trained with (:attr:`ClassifierResult.settings`).
 
 Inputs (see :func:`low_level_inputs`, :func:`simcompress.validation.features.high_level_vector`):
-``low`` = ``[log10 E_inc, voxels / E_inc]``; ``high`` = the CaloChallenge high-level vector.
+``low`` = ``[log10 E_inc, voxels / E_inc]``; ``high`` = the CaloChallenge high-level vector, both
+exactly CaloChallenge's ``evaluate.py`` inputs; the ``gate`` preset also standardises them.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> r = classifier_test(rng.normal(size=(400, 3)), rng.normal(size=(400, 3)) + 2.0, epochs=3, n_hidden=8)
+>>> r.auc > 0.9, r.settings["preset"], r.settings["calibration"]
+(True, 'gate (modified: epochs=3, n_hidden=8)', 'isotonic regression on the test split')
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._progress import progress_bar
 from ..errors import ConfigError
 from ._shared import TooFewEventsError
+from .spec import CLASSIFIER_PRESET_LABELS, classifier_preset
 
-__all__ = ["ClassifierResult", "classifier_test", "isotonic_fit", "low_level_inputs", "roc_auc"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .spec import ClassifierRule
+
+__all__ = [
+    "ClassifierResult",
+    "FittedClassifier",
+    "classifier_test",
+    "fit_classifier",
+    "isotonic_calibrate",
+    "isotonic_fit",
+    "low_level_inputs",
+    "roc_auc",
+    "run_classifier",
+    "settings_html",
+    "settings_lines",
+]
+
+#: CaloChallenge's IsotonicRegression(out_of_bounds='clip', y_min=1e-6, y_max=1 - 1e-6)
+CALIBRATION_CLIP = 1e-6
 
 
 @dataclass(frozen=True)
 class ClassifierResult:
-    """Held-out AUC and JSD, with the split sizes and the chosen epoch."""
+    """Held-out AUC and JSD, with the split sizes, the chosen epoch and the training settings."""
 
     auc: float
     jsd: float
@@ -35,11 +70,17 @@ class ClassifierResult:
     n_train: int
     n_test: int
     n_heldout: int
-    best_epoch: int
+    best_epoch: int  # 0-based; settings["selected_epoch"] is 1-based, as CaloChallenge prints it
     calibrated: bool
+    #: test-split accuracy after each epoch run (the selection criterion)
+    test_accuracy: tuple[float, ...] = ()
+    #: preset, architecture, epochs, selected epoch, calibration, split sizes, seed, threads
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["test_accuracy"] = list(self.test_accuracy)
+        return d
 
 
 def low_level_inputs(incident_energy: np.ndarray, showers: np.ndarray) -> np.ndarray:
@@ -64,7 +105,10 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Isotonic (non-decreasing) least-squares fit by pool-adjacent-violators.
 
-    Returns ``(x_knots, y_knots)`` for :func:`numpy.interp` (constant extrapolation).
+    Returns ``(x_knots, y_knots)`` for :func:`numpy.interp` (constant extrapolation). Our own
+    25 lines because scikit-learn is not a dependency of simcompress; with
+    :func:`isotonic_calibrate` it equals ``sklearn.isotonic.IsotonicRegression(out_of_bounds='clip')``
+    (its predict interpolates linearly between the same knots).
     """
     order = np.argsort(x, kind="mergesort")
     xs = np.asarray(x, dtype=np.float64)[order]
@@ -89,6 +133,17 @@ def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ux, fitted
 
 
+def isotonic_calibrate(p_fit: np.ndarray, y_fit: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Calibrate probabilities ``p`` by the isotonic fit of ``y_fit`` on ``p_fit`` (CaloChallenge's calibration).
+
+    As ``IsotonicRegression(out_of_bounds='clip', y_min=1e-6, y_max=1 - 1e-6)`` of ``evaluate.py``:
+    linear between the knots, constant outside, bounded to [1e-6, 1 - 1e-6] (the bounded isotonic
+    fit is the clipped unbounded one).
+    """
+    kx, ky = isotonic_fit(p_fit, y_fit)
+    return np.clip(np.interp(np.asarray(p, dtype=np.float64), kx, ky), CALIBRATION_CLIP, 1.0 - CALIBRATION_CLIP)
+
+
 def _net(n_in: int, n_hidden: int, n_layers: int, dropout: float) -> Any:
     from torch import nn
 
@@ -103,70 +158,143 @@ def _net(n_in: int, n_hidden: int, n_layers: int, dropout: float) -> Any:
     return nn.Sequential(*layers)
 
 
+def _all_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class FittedClassifier:
+    """A trained classifier's outputs on its test and held-out splits (before calibration).
+
+    ``p_test`` / ``p_heldout``: sigmoid outputs of the network at the selected epoch;
+    ``y_test`` / ``y_heldout``: the labels (0 reference, 1 candidate). :meth:`result` calibrates and scores.
+    """
+
+    p_test: np.ndarray
+    y_test: np.ndarray
+    p_heldout: np.ndarray
+    y_heldout: np.ndarray
+    n_train: int
+    best_epoch: int
+    test_accuracy: tuple[float, ...]
+    settings: dict[str, Any]
+
+    def result(self) -> ClassifierResult:
+        """Held-out AUC, BCE and JSD (after isotonic calibration on the test split when the settings say so)."""
+        calibrate = bool(self.settings["calibrate"])
+        p = isotonic_calibrate(self.p_test, self.y_test, self.p_heldout) if calibrate else self.p_heldout
+        y = self.y_heldout
+        auc = roc_auc(y, p)
+        pc = np.clip(p, CALIBRATION_CLIP, 1 - CALIBRATION_CLIP)
+        bce = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
+        jsd = (math.log(2.0) - bce) / math.log(2.0)
+        return ClassifierResult(auc, jsd, bce, self.n_train, int(self.y_test.size), int(y.size), self.best_epoch,
+                                calibrate, self.test_accuracy, dict(self.settings))
+
+
+def _resolve(preset: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(settings, preset as reported): a setting that differs from the preset's is named in the report."""
+    cfg: dict[str, Any] = classifier_preset(preset)
+    unknown = sorted(set(overrides) - set(cfg))
+    if unknown:
+        msg = f"classifier: unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(cfg))}"
+        raise ConfigError(msg)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    changed = [f"{k}={v}" for k, v in sorted(given.items()) if v != cfg[k]]
+    cfg.update(given)
+    return cfg, preset + (f" (modified: {', '.join(changed)})" if changed else "")
+
+
 def classifier_test(
     reference: np.ndarray,
     candidate: np.ndarray,
     *,
-    n_hidden: int = 256,
-    n_layers: int = 2,
-    dropout: float = 0.0,
-    epochs: int = 20,
+    preset: str = "gate",
+    n_hidden: int | None = None,
+    n_layers: int | None = None,
+    dropout: float | None = None,
+    epochs: int | None = None,
     batch_size: int | None = None,
-    lr: float = 1e-3,
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2),
-    calibrate: bool = True,
+    lr: float | None = None,
+    calibrate: bool | None = None,
+    standardize: bool | None = None,
+    threads: int | None = None,
     max_events: int | None = None,
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2),
     min_events: int = 100,
     seed: int = 0,
-    standardize: bool = True,
-    num_threads: int | None = 1,
+    progress: bool = False,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+    label: str = "",
 ) -> ClassifierResult:
     """Train a classifier to separate ``reference`` rows from ``candidate`` rows; report held-out AUC/JSD.
 
     Args:
         reference, candidate: (N, D) input arrays (see module docstring).
+        preset: ``"gate"`` (cheap, default) or ``"calochallenge"``; each setting left ``None``
+            below is the preset's (:data:`~.spec.CLASSIFIER_PRESETS`).
+        n_layers: number of Linear -> LeakyReLU blocks of ``n_hidden`` units before the output layer.
         batch_size: training batch size; ``None`` picks min(1000, max(32, n_train // 20)) so small
             samples still get enough optimiser steps per epoch (CaloChallenge uses 1000).
         max_events: cap per class (random subsample) to bound training time.
         min_events: refuse (``TooFewEventsError``) with fewer events per class.
         standardize: scale inputs by the training split's mean and std (fitted on training data only).
+        threads: torch intra-op threads while training (restored afterwards); 0: every core.
         seed: seeds the subsampling, split, initialisation and batch order.
-        num_threads: torch intra-op threads while training (restored afterwards); ``None`` keeps torch's.
+        progress: show a bar over the epochs (not inside another live bar: use ``on_epoch`` there).
+        on_epoch: called as ``on_epoch(epoch, epochs, test_accuracy)`` after each epoch (1-based).
     """
+    return fit_classifier(
+        reference, candidate, preset=preset, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout, epochs=epochs,
+        batch_size=batch_size, lr=lr, calibrate=calibrate, standardize=standardize, threads=threads,
+        max_events=max_events, split=split, min_events=min_events, seed=seed, progress=progress, on_epoch=on_epoch,
+        label=label,
+    ).result()
+
+
+def run_classifier(rule: ClassifierRule, x: np.ndarray, y: np.ndarray, *, seed: int, label: str = "",
+                   progress: bool = False, on_epoch: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """The classifier test of a gate spec's ``classifier`` rule (its preset and settings), as a JSON-able dict."""
+    return classifier_test(
+        x, y, preset=rule.preset, n_hidden=rule.n_hidden, n_layers=rule.n_layers, dropout=rule.dropout,
+        epochs=rule.epochs, batch_size=rule.batch_size, lr=rule.lr, calibrate=rule.calibrate,
+        standardize=rule.standardize, threads=rule.threads, max_events=rule.max_events, min_events=rule.min_events,
+        seed=seed, label=label, progress=progress, on_epoch=on_epoch,
+    ).to_dict()
+
+
+def fit_classifier(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    preset: str = "gate",
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    min_events: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+    label: str = "",
+    **overrides: Any,
+) -> FittedClassifier:
+    """Train as :func:`classifier_test` and return the network's outputs on the test and held-out splits."""
     import torch
 
+    cfg, shown = _resolve(preset, overrides)
+    threads = int(cfg["threads"]) or _all_cores()
     old_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
+    torch.set_num_threads(threads)
     try:
-        return _classifier_test(
-            reference, candidate, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout, epochs=epochs,
-            batch_size=batch_size, lr=lr, split=split, calibrate=calibrate, max_events=max_events,
-            min_events=min_events, seed=seed, standardize=standardize,
-        )
+        return _fit(reference, candidate, cfg, preset=shown, threads=threads, split=split, min_events=min_events,
+                    seed=seed, progress=progress, on_epoch=on_epoch, label=label)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _classifier_test(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    *,
-    n_hidden: int,
-    n_layers: int,
-    dropout: float,
-    epochs: int,
-    batch_size: int | None,
-    lr: float,
-    split: tuple[float, float, float],
-    calibrate: bool,
-    max_events: int | None,
-    min_events: int,
-    seed: int,
-    standardize: bool,
-) -> ClassifierResult:
-    import torch
-
+def _prepare(reference: np.ndarray, candidate: np.ndarray, split: tuple[float, float, float], max_events: int | None,
+             min_events: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     a = np.asarray(reference, dtype=np.float32)
     b = np.asarray(candidate, dtype=np.float32)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -178,15 +306,12 @@ def _classifier_test(
     if len(split) != 3 or min(split) <= 0 or abs(sum(split) - 1.0) > 1e-6:
         msg = f"classifier test: split must be three positive fractions summing to 1, got {split}"
         raise ConfigError(msg)
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
     n = min(a.shape[0], b.shape[0])
     if max_events is not None:
         n = min(n, int(max_events))
     if n < min_events:
         msg = f"classifier test: {n} events per class after balancing, need at least {min_events}"
-        raise TooFewEventsError(
-            msg
-        )
+        raise TooFewEventsError(msg)
     a = a[rng.permutation(a.shape[0])[:n]]
     b = b[rng.permutation(b.shape[0])[:n]]
     n_tr = round(split[0] * n)
@@ -196,50 +321,138 @@ def _classifier_test(
         x = np.concatenate([a[lo:hi], b[lo:hi]])
         y = np.concatenate([np.zeros(hi - lo, np.float32), np.ones(hi - lo, np.float32)])
         parts.append((x, y))
-    (xtr, ytr), (xte, yte), (xva, yva) = parts
-    if standardize:
+    return parts
+
+
+def _predict(net: Any, x: Any, chunk: int = 8192) -> np.ndarray:
+    """Sigmoid outputs in chunks (bounded memory for 2048-wide layers)."""
+    import torch
+
+    with torch.no_grad():
+        out = [torch.sigmoid(net(x[i : i + chunk]).squeeze(1)) for i in range(0, x.shape[0], chunk)]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, preset: str, threads: int,
+         split: tuple[float, float, float], min_events: int, seed: int, progress: bool,
+         on_epoch: Callable[[int, int, float], None] | None, label: str) -> FittedClassifier:
+    import torch
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    (xtr, ytr), (xte, yte), (xva, yva) = _prepare(reference, candidate, split, cfg["max_events"], min_events, rng)
+    if cfg["standardize"]:
         mu = xtr.mean(axis=0)
         sd = xtr.std(axis=0)
         sd = np.where(sd > 0, sd, 1.0)
         xtr, xte, xva = ((v - mu) / sd for v in (xtr, xte, xva))
-
+    n_hidden, n_layers, epochs = int(cfg["n_hidden"]), int(cfg["n_layers"]), int(cfg["epochs"])
     g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(0, 2**62)))
-        net = _net(xtr.shape[1], n_hidden, n_layers, dropout)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+        net = _net(xtr.shape[1], n_hidden, n_layers, float(cfg["dropout"]))
+    opt = torch.optim.Adam(net.parameters(), lr=float(cfg["lr"]))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     ttr, ytr_t = torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr)
     tte = torch.from_numpy(np.ascontiguousarray(xte))
+    batch_size = cfg["batch_size"]
     if batch_size is None:
         batch_size = min(1000, max(32, ttr.shape[0] // 20))
     best_acc, best_epoch, best_state = -1.0, 0, None
-    for epoch in range(epochs):
-        net.train()
-        perm = torch.randperm(ttr.shape[0], generator=g)
-        for i in range(0, ttr.shape[0], batch_size):
-            idx = perm[i : i + batch_size]
-            opt.zero_grad()
-            loss = loss_fn(net(ttr[idx]).squeeze(1), ytr_t[idx])
-            loss.backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            acc = float(((net(tte).squeeze(1) > 0).numpy() == (yte > 0.5)).mean())
-        if acc > best_acc:
-            best_acc, best_epoch = acc, epoch
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    history: list[float] = []
+    desc = f"classifier{f' ({label})' if label else ''} [{preset.split(' ')[0]}] epochs"
+    with progress_bar(desc, epochs, enabled=progress) as bar:
+        for epoch in range(epochs):
+            net.train()
+            perm = torch.randperm(ttr.shape[0], generator=g)
+            for i in range(0, ttr.shape[0], batch_size):
+                idx = perm[i : i + batch_size]
+                opt.zero_grad()
+                loss = loss_fn(net(ttr[idx]).squeeze(1), ytr_t[idx])
+                loss.backward()
+                opt.step()
+            net.eval()
+            acc = float(((_predict(net, tte) > 0.5) == (yte > 0.5)).mean())
+            history.append(acc)
+            if acc > best_acc:  # the first epoch of the best test accuracy, as evaluate.py
+                best_acc, best_epoch = acc, epoch
+                best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            bar.advance(1)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, epochs, acc)
+            if acc == 1.0:  # evaluate.py stops here too: no later epoch can be selected
+                break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    with torch.no_grad():
-        p_te = torch.sigmoid(net(tte).squeeze(1)).numpy().astype(np.float64)
-        p_va = torch.sigmoid(net(torch.from_numpy(np.ascontiguousarray(xva))).squeeze(1)).numpy().astype(np.float64)
-    if calibrate:
-        kx, ky = isotonic_fit(p_te, yte)
-        p_va = np.interp(p_va, kx, ky)
-    auc = roc_auc(yva, p_va)
-    p = np.clip(p_va, 1e-7, 1 - 1e-7)
-    bce = float(-np.mean(yva * np.log(p) + (1 - yva) * np.log(1 - p)))
-    jsd = (math.log(2.0) - bce) / math.log(2.0)
-    return ClassifierResult(auc, jsd, bce, 2 * n_tr, 2 * n_te, 2 * (n - n_tr - n_te), best_epoch, calibrate)
+    p_te = _predict(net, tte)
+    p_va = _predict(net, torch.from_numpy(np.ascontiguousarray(xva)))
+    n_in = int(xtr.shape[1])
+    settings = {
+        "preset": preset,
+        "label": CLASSIFIER_PRESET_LABELS.get(preset.split(" ")[0], ""),
+        "architecture": f"{n_in} -> {n_layers} x [Linear({n_hidden}) -> LeakyReLU] -> Linear(1), BCEWithLogits",
+        "n_hidden": n_hidden,
+        "n_layers": n_layers,
+        "dropout": float(cfg["dropout"]),
+        "n_parameters": int(sum(p.numel() for p in net.parameters())),
+        "optimizer": f"Adam, lr {float(cfg['lr']):g}, batch {int(batch_size)}",
+        "epochs": epochs,
+        "epochs_run": len(history),
+        "selected_epoch": best_epoch + 1,
+        "selection": "best test-split accuracy",
+        "best_test_accuracy": best_acc,
+        "calibrate": bool(cfg["calibrate"]),
+        "calibration": "isotonic regression on the test split" if cfg["calibrate"] else "none",
+        "input_scaling": "standardised on the training split" if cfg["standardize"] else "none (CaloChallenge inputs)",
+        "n_train": int(ytr.size),
+        "n_test": int(yte.size),
+        "n_heldout": int(yva.size),
+        "max_events": cfg["max_events"],
+        "seed": int(seed),
+        "threads": threads,
+        "dtype": "float32",
+    }
+    return FittedClassifier(p_te, yte.astype(np.float64), p_va, yva.astype(np.float64), int(ytr.size), best_epoch,
+                            tuple(history), settings)
+
+
+_SETTING_ROWS = (
+    ("preset", "preset"), ("label", ""), ("architecture", "architecture"), ("n_parameters", "parameters"),
+    ("optimizer", "optimiser"), ("epochs", "epochs"), ("selected_epoch", "selected epoch"),
+    ("calibration", "calibration"), ("input_scaling", "input scaling"), ("n_train", "train"),
+    ("n_test", "test"), ("n_heldout", "held-out"), ("seed", "seed"), ("threads", "torch threads"),
+)
+
+
+def settings_lines(classifier: dict[str, Any]) -> list[str]:
+    """One line per input kind: the settings a classifier result was trained with (report and summaries).
+
+    ``classifier`` maps an input kind (``high``, ``low``) to a result dict (:meth:`ClassifierResult.to_dict`).
+    """
+    out = []
+    for kind, m in classifier.items():
+        s = m.get("settings") if isinstance(m, dict) else None
+        if not s:
+            continue
+        sel = f"selected epoch {s['selected_epoch']} of {s['epochs_run']} run ({s['epochs']} max, {s['selection']})"
+        out.append(
+            f"classifier ({kind}): preset {s['preset']!r} ({s['label']}); {s['architecture']}; {s['optimizer']}; "
+            f"{sel}; calibration: {s['calibration']}; inputs: {s['input_scaling']}; train/test/held-out "
+            f"{s['n_train']}/{s['n_test']}/{s['n_heldout']}; seed {s['seed']}; {s['threads']} torch thread(s)"
+        )
+    return out
+
+
+def settings_html(classifier: dict[str, Any]) -> str:
+    """An HTML table of the classifier settings per input kind (for the validation report)."""
+    import html
+
+    kinds = [k for k, m in classifier.items() if isinstance(m, dict) and m.get("settings")]
+    if not kinds:
+        return ""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in kinds)
+    rows = []
+    for key, name in _SETTING_ROWS:
+        cells = "".join(f"<td>{html.escape(str(classifier[k]['settings'].get(key, '')))}</td>" for k in kinds)
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return f'<table class="classifier-settings"><tr><th>classifier</th>{head}</tr>{"".join(rows)}</table>'

@@ -17,7 +17,9 @@ A :class:`GateSpec` (strict pydantic; unknown keys are errors) lists rules:
   ``noise_floor.n_splits`` random splits, rescaled to the candidate's sample sizes
   (KS and W1 scale as sqrt(1/n + 1/m), the separation-power bias as 1/n + 1/m).
 * ``fpd`` / ``kpd``: ``value <= floor + k * sqrt(floor_err^2 + value_err^2)`` (and optionally ``<= max_value``).
-* ``classifier``: held-out ``AUC <= max_auc`` for each input kind (``low``: voxels; ``high``: features).
+* ``classifier``: held-out ``AUC <= max_auc`` for each input kind (``low``: voxels; ``high``: features),
+  trained by ``preset: gate`` (the cheap default) or ``preset: calochallenge`` (CaloChallenge's DNN;
+  :data:`CLASSIFIER_PRESETS`, docs/classifier.md).
 
 Presets live in ``configs/validation/`` (``default``, ``strict``, ``loose``); :func:`load_gate_spec`
 accepts a preset name or a path. The rules are applied by :mod:`.checks` (:func:`~.checks.evaluate_gate`);
@@ -37,6 +39,7 @@ from .._config import StrictModel, load_yaml
 from ..errors import UnknownNameError, did_you_mean
 
 __all__ = [
+    "CLASSIFIER_PRESETS",
     "BaselineRule",
     "BootstrapConfig",
     "ClassifierRule",
@@ -45,9 +48,11 @@ __all__ = [
     "GateSpec",
     "MultivariateRule",
     "NoiseFloorConfig",
+    "classifier_preset",
     "feature_threshold",
     "load_gate_spec",
     "preset_names",
+    "with_classifier_preset",
 ]
 
 
@@ -80,22 +85,81 @@ class MultivariateRule(StrictModel):
     batch_size: int = Field(5_000, ge=10)
 
 
+#: Classifier presets (their training settings; see docs/classifier.md). ``calochallenge`` is
+#: CaloChallenge 2022's ``evaluate.py`` DNN (``--cls_n_layer 2 --cls_n_hidden 2048``: an input block
+#: and two hidden blocks, i.e. three Linear(2048) -> LeakyReLU blocks; 50 epochs, Adam 2e-4, batches
+#: of 1000, best epoch by test accuracy, isotonic calibration, no input scaling beyond theirs).
+#: ``gate`` is the cheap preset of the compression and default gates: weaker, so on the same
+#: samples its AUC can be lower than the truth; a bound on the damage, not the CaloChallenge figure.
+CLASSIFIER_PRESETS: dict[str, dict[str, object]] = {
+    "calochallenge": {
+        "n_hidden": 2048, "n_layers": 3, "dropout": 0.0, "epochs": 50, "batch_size": 1000, "lr": 2e-4,
+        "calibrate": True, "standardize": False, "max_events": 121_000, "threads": 0,
+    },
+    "gate": {
+        "n_hidden": 256, "n_layers": 2, "dropout": 0.0, "epochs": 20, "batch_size": None, "lr": 1e-3,
+        "calibrate": True, "standardize": True, "max_events": 50_000, "threads": 1,
+    },
+}
+
+#: one-line label of each preset, printed with its settings in the report
+CLASSIFIER_PRESET_LABELS: dict[str, str] = {
+    "calochallenge": "CaloChallenge 2022 evaluate.py DNN (full strength)",
+    "gate": "cheap preset for the compression gate (weaker than CaloChallenge's; its AUC is a lower bound)",
+}
+
+
+def classifier_preset(name: str) -> dict[str, object]:
+    """The settings of a classifier preset; an unknown name is a one-line error naming the allowed ones."""
+    try:
+        return dict(CLASSIFIER_PRESETS[name])
+    except (KeyError, TypeError):
+        msg = f"unknown classifier preset {name!r}; allowed: {', '.join(sorted(CLASSIFIER_PRESETS))}"
+        raise UnknownNameError(msg) from None
+
+
 class ClassifierRule(StrictModel):
-    """Classifier two-sample test and its bound on the held-out AUC."""
+    """Classifier two-sample test and its bound on the held-out AUC.
+
+    ``preset`` (``gate`` or ``calochallenge``, :data:`CLASSIFIER_PRESETS`) sets the training
+    settings; a setting written next to it overrides the preset's (e.g. a narrower ``n_hidden``
+    for a quick look; the report prints the settings used). ``threads``: torch threads while
+    training, 0 for every core of this process.
+    """
 
     enabled: bool = True
     gate: bool = True
     inputs: tuple[Literal["low", "high"], ...] = ("high",)
     max_auc: float = Field(0.6, gt=0.5, le=1.0)
     floor: bool = True
+    preset: Literal["gate", "calochallenge"] = "gate"
     n_hidden: int = Field(256, ge=1)
     n_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     epochs: int = Field(20, ge=1)
     batch_size: int | None = Field(None, ge=1)
     lr: float = Field(1e-3, gt=0)
     calibrate: bool = True
+    standardize: bool = True
+    threads: int = Field(1, ge=0)
     max_events: int = Field(50_000, ge=100)
     min_events: int = Field(200, ge=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: object) -> object:
+        # the preset's settings fill in every setting not given explicitly
+        if isinstance(data, dict):
+            name = data.get("preset", "gate")
+            if isinstance(name, str) and name in CLASSIFIER_PRESETS:
+                data = {**CLASSIFIER_PRESETS[name], **data}
+        return data
+
+    def with_preset(self, name: str) -> ClassifierRule:
+        """This rule with preset ``name``'s training settings (enabled, gate, inputs, bounds kept)."""
+        classifier_preset(name)  # one-line error for an unknown name
+        keep = {k: getattr(self, k) for k in ("enabled", "gate", "inputs", "max_auc", "floor", "min_events")}
+        return ClassifierRule(preset=name, **keep)
 
 
 class NoiseFloorConfig(StrictModel):
@@ -219,6 +283,15 @@ def load_gate_spec(name_or_path: str | os.PathLike[str] | GateSpec | None = None
     msg = f"unknown gate preset {str(name_or_path)!r}; {did_you_mean(str(name_or_path), preset_names())}"
     raise UnknownNameError(msg)
 
+
+
+def with_classifier_preset(spec: GateSpec, name: str) -> GateSpec:
+    """``spec`` with its classifier trained by preset ``name`` (``gate`` or ``calochallenge``).
+
+    Replaces every training setting by the preset's (what ``validate --classifier NAME`` does);
+    which inputs are tested, whether it gates, and the AUC bound stay the spec's.
+    """
+    return spec.model_copy(update={"classifier": spec.classifier.with_preset(name)})
 
 
 def feature_threshold(rule: FeatureRule, floor: float, floor_std: float, resolution: float = 0.0) -> float:
