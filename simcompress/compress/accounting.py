@@ -14,11 +14,18 @@ on them) add their scales (32-bit float each) and, when asymmetric, their zero
 points (``bits`` each). Values come from the parametrized (effective) tensor:
 that is what a deployment stores; masks, LoRA factors and float originals
 inside ``parametrizations`` are not counted separately.
+
+Time accounting (:func:`sample_rate`, :func:`sample_split`): end-to-end ``sample()`` showers/s of
+shower generators and where ``sample()`` spends its time (noise and condition, network,
+postprocess, the rest), several models interleaved in one process so that each sees the same
+machine load.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,7 +35,17 @@ from torch.nn.utils import parametrize
 
 from .parametrizations import FakeQuant, find_parametrization, parametrizations_of
 
-__all__ = ["TensorStorage", "count_params", "encode_cost", "storage_bits", "storage_table", "weight_bits_of"]
+__all__ = [
+    "SPLIT_STAGES",
+    "TensorStorage",
+    "count_params",
+    "encode_cost",
+    "sample_rate",
+    "sample_split",
+    "storage_bits",
+    "storage_table",
+    "weight_bits_of",
+]
 
 SCALE_BITS = 32
 
@@ -147,3 +164,97 @@ def count_params(model: nn.Module) -> int:
                 seen.add(tname)
         n += sum(p.numel() for k, p in mod._parameters.items() if p is not None and k not in seen)
     return n
+
+
+# -- time accounting ----------------------------------------------------------------------
+
+#: the parts of ``sample()`` :func:`sample_split` reports (seconds), besides ``sample`` itself
+SPLIT_STAGES = ("latent_condition", "network", "postprocess", "other")
+
+
+def _time(fn: Callable[[], Any], min_time: float) -> float:
+    """Calls per second of ``fn`` over at least ``min_time`` seconds."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return n / dt
+
+
+def _energies(model: Any, batch: int, seed: int) -> Tensor:
+    """``batch`` log-uniform incident energies over the model's trained range (seeded)."""
+    lo, hi = (float(v) for v in model.energy_range_mev)
+    g = torch.Generator().manual_seed(seed)
+    return torch.exp(torch.empty(batch).uniform_(math.log(lo), math.log(hi), generator=g))
+
+
+def _sample_call(model: Any, e: Tensor, seed: int, batch: int) -> Callable[[], Any]:
+    return lambda: model.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
+
+
+def sample_rate(models: dict[str, Any], batch: int, *, seed: int = 0, min_time: float = 0.3, repeats: int = 3) -> dict[str, float]:
+    """End-to-end showers/s of ``sample()`` for each generator at ``batch`` (interleaved, best of ``repeats``)."""
+    e = _energies(next(iter(models.values())), batch, seed)
+    best = dict.fromkeys(models, 0.0)
+    with torch.inference_mode():
+        for m in models.values():
+            m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
+        for _ in range(repeats):
+            for k, m in models.items():
+                best[k] = max(best[k], batch * _time(_sample_call(m, e, seed, batch), min_time))
+    return best
+
+
+def sample_split(models: dict[str, Any], batch: int, *, seed: int = 0, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Where ``sample()`` spends its time, per shower generator, at ``batch`` (one batch per call).
+
+    Per round and model: one timed ``sample(E)`` call, then the same work stage by stage as
+    ``sample()`` does it, each stage timed: ``latent_condition`` (``sample_latent`` and
+    ``condition``), ``network`` (``network(z, c)``) and ``postprocess``. Models are interleaved
+    within a round (the same machine load for all), every call is warm (one untimed call per
+    model first) and each figure is its best (shortest) over ``repeats`` rounds. ``other`` is
+    the best ``sample`` time less the three best stage times (the input checks and what
+    ``sample()`` does around the stages; timing noise can make it slightly negative);
+    ``network_share`` is the best network time over the best ``sample`` time and
+    ``showers_per_s`` is ``batch`` over the best ``sample`` time. Times in seconds.
+
+    Example:
+        >>> from simcompress.generators import GANGenerator
+        >>> from simcompress.showers import Geometry
+        >>> g = GANGenerator(Geometry.from_name("ds1-photons"), latent_dim=8, hidden=[16]).eval()
+        >>> s = sample_split({"gan": g}, 64, repeats=1)["gan"]
+        >>> sorted(s)
+        ['latent_condition', 'network', 'network_share', 'other', 'postprocess', 'sample', 'showers_per_s']
+        >>> 0 < s["network_share"] < 1
+        True
+    """
+    if batch < 1 or repeats < 1:
+        msg = f"sample_split: batch and repeats must be >= 1, got batch={batch}, repeats={repeats}"
+        raise ValueError(msg)
+    e = _energies(next(iter(models.values())), batch, seed)
+    keys = ("sample", "latent_condition", "network", "postprocess")
+    best = {k: dict.fromkeys(keys, math.inf) for k in models}
+    with torch.inference_mode():
+        for m in models.values():
+            m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
+        for _ in range(repeats):
+            for k, m in models.items():
+                t0 = time.perf_counter()
+                m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
+                t1 = time.perf_counter()
+                z = m.sample_latent(batch, torch.Generator().manual_seed(seed))
+                c = m.condition(e)
+                t2 = time.perf_counter()
+                y = m.network(z, c)
+                t3 = time.perf_counter()
+                m.postprocess(y, e)
+                t4 = time.perf_counter()
+                for key, dt in zip(keys, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                    best[k][key] = min(best[k][key], dt)
+    out: dict[str, dict[str, float]] = {}
+    for k, b in best.items():
+        other = b["sample"] - b["latent_condition"] - b["network"] - b["postprocess"]
+        out[k] = {**b, "other": other, "network_share": b["network"] / b["sample"], "showers_per_s": batch / b["sample"]}
+    return out

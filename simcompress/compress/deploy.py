@@ -37,7 +37,6 @@ import io
 import logging
 import math
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..errors import ConfigError
+from .accounting import _time, sample_rate
 from .modules import base_type
 from .parametrizations import ActQuant, FakeQuant, Mask, bake, clone_model, parametrizations_of
 
@@ -222,16 +222,6 @@ def network_inputs(model: nn.Module, batch: int, seed: int = 0) -> tuple[Tensor,
 def _net(model: nn.Module) -> nn.Module:
     gm: Any = model
     return gm.network if _is_generator(model) else model
-
-
-def _time(fn: Callable[[], Any], min_time: float) -> float:
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return n / dt
 
 
 def _sparse_wins(dense: nn.Linear, batch: int, min_time: float) -> bool:
@@ -448,22 +438,3 @@ def _choose(model: nn.Module, batch: int, threads: int, min_time: float, repeats
 
 def _network_call(model: Any, args: tuple[Tensor, ...]) -> Callable[[], Any]:
     return lambda: model.network(*args)
-
-
-def _sample_call(model: Any, e: Tensor, seed: int, batch: int) -> Callable[[], Any]:
-    return lambda: model.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
-
-
-def sample_rate(models: dict[str, Any], batch: int, *, seed: int = 0, min_time: float = 0.3, repeats: int = 3) -> dict[str, float]:
-    """End-to-end showers/s of ``sample()`` for each generator at ``batch`` (interleaved, best of ``repeats``)."""
-    first = next(iter(models.values()))
-    lo, hi = (float(v) for v in first.energy_range_mev)
-    e = torch.exp(torch.empty(batch).uniform_(math.log(lo), math.log(hi), generator=torch.Generator().manual_seed(seed)))
-    best = dict.fromkeys(models, 0.0)
-    with torch.inference_mode():
-        for m in models.values():
-            m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
-        for _ in range(repeats):
-            for k, m in models.items():
-                best[k] = max(best[k], batch * _time(_sample_call(m, e, seed, batch), min_time))
-    return best
