@@ -12,6 +12,9 @@ after it (``configs/sweeps/*.yaml``)::
       - method: magnitude_prune
         grid: {sparsity: [0.5, 0.75, 0.9]}
         finetune: {steps: 100, lr: 5.0e-5}
+      - method: qat                   # a combination: fixed steps run before the gridded one
+        before: [{method: structured_prune, amount: 0.5, finetune: {steps: 300, lr: 1.0e-4}}]
+        grid: {bits: [8, 4]}
 
 Grid keys are short names (:data:`GRID_KEYS`: ``bits``, ``sparsity``, ``energy``, ``rank``,
 ...) mapped onto each method's option; several keys make their Cartesian product.
@@ -49,7 +52,7 @@ import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +62,7 @@ from pydantic import Field
 from .._atomic import atomic_dir, write_text_atomic
 from .._config import StrictModel, parse_config, read_yaml_mapping
 from ..errors import ConfigError, did_you_mean
-from .pipeline import FinetuneSpec
+from .pipeline import FinetuneSpec, _as_step
 from .sweep_html import DAMAGE_AXES, FIGURES, sweep_html
 
 __all__ = [
@@ -120,6 +123,8 @@ class SweepEntry(StrictModel):
     grid: dict[str, list[Any]]
     finetune: FinetuneSpec | None = None
     label: str = ""
+    #: steps run, in order, before the gridded one (recipe step mappings, each with its optional finetune)
+    before: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class SweepSpec(StrictModel):
@@ -143,6 +148,8 @@ class SweepPoint:
     values: dict[str, Any]
     step: dict[str, Any]
     finetune: dict[str, Any] | None
+    #: the fixed steps run before ``step`` (recipe step mappings with their fine-tuning)
+    before: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,11 @@ def expand(spec: SweepSpec, source: str = "<sweep>") -> list[SweepPoint]:
     points: list[SweepPoint] = []
     seen: set[str] = set()
     for i, e in enumerate(spec.sweeps):
+        before = []
+        for j, b in enumerate(e.before):
+            st = _as_step(copy.deepcopy(b), f"{source}: sweeps[{i}].before[{j}]")
+            before.append({**st.config.to_dict(), **({"finetune": st.finetune.model_dump()} if st.finetune else {})})
+        prefix = " + ".join(b["method"] for b in before) + " + " if before else ""
         keys = list(e.grid)
         for combo in itertools.product(*(e.grid[k] for k in keys)):
             values = dict(zip(keys, combo, strict=False))
@@ -261,15 +273,16 @@ def expand(spec: SweepSpec, source: str = "<sweep>") -> list[SweepPoint]:
             for k, v in values.items():
                 _set(step, GRID_KEYS[e.method][k], v)
             step = {"method": e.method, **step}
-            label = (e.label or e.method) + " " + " ".join(f"{k}={v}" for k, v in values.items())
+            label = (e.label or prefix + e.method) + " " + " ".join(f"{k}={v}" for k, v in values.items())
             cfg = config_from_dict(step, source=f"{source}: sweeps[{i}] {label}")
             ft = e.finetune.model_dump() if e.finetune else None
-            pid = hashlib.sha256(json.dumps([cfg.to_dict(), ft], sort_keys=True, default=str).encode()).hexdigest()[:12]
+            ident: list[Any] = [cfg.to_dict(), ft, *([before] if before else [])]  # no prefix: ids of older sweeps kept
+            pid = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
             if pid in seen:
                 continue
             seen.add(pid)
             slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)
-            points.append(SweepPoint(f"{slug}-{pid}", label, e.method, values, cfg.to_dict(), ft))
+            points.append(SweepPoint(f"{slug}-{pid}", label, e.method, values, cfg.to_dict(), ft, before))
     return points
 
 
@@ -340,7 +353,8 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 def point_key(context_hash: str, point: SweepPoint) -> str:
     """What a finished point depends on: the sweep's context and the point's step and fine-tuning."""
-    return hashlib.sha256(json.dumps([context_hash, point.step, point.finetune], sort_keys=True, default=str).encode()).hexdigest()
+    ident: list[Any] = [context_hash, point.step, point.finetune, *([point.before] if point.before else [])]
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
 #: a record reused from an earlier run that ``finish`` must see again (e.g. timed at another batch)

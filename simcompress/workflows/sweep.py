@@ -108,7 +108,7 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
     teacher = open_showers(task["teacher_showers"]).read()
     cal_e = teacher.incident_energy[: task["calibration_events"]].astype(np.float64)
     ft = task["finetune"]
-    steps = [{**task["step"], **({"finetune": ft} if ft else {})}]
+    steps = [*task.get("before", []), {**task["step"], **({"finetune": ft} if ft else {})}]
     pipe = Pipeline(steps, gate=None, finetune=generator_finetune(gen, data, seed), source=task["label"])
     kwargs: dict[str, Any] = {"calibration": generator_calibration(gen, cal_e, seed)}
     if data is not None:
@@ -135,7 +135,7 @@ def evaluate_point(task: dict[str, Any]) -> dict[str, Any]:
                     html=bool(task["validation_html"]))
     rec = {
         "id": task["id"], "label": task["label"], "method": task["method"], "values": task["values"],
-        "step": task["step"], "finetune": ft, "key": task["key"], "status": "done",
+        "step": task["step"], "finetune": ft, "before": task.get("before", []), "key": task["key"], "status": "done",
         "storage_bits": s_s, "teacher_storage_bits": s_t, "storage_ratio": s_t / max(s_s, 1),
         "params": p_s, "teacher_params": p_t, "params_ratio": p_t / max(p_s, 1),
         "bops_per_shower": ops["student"], "teacher_bops_per_shower": ops["teacher"],
@@ -252,7 +252,7 @@ def run_sweep(
     def make_task(p: SweepPoint, key: str) -> dict[str, Any]:
         return {
             "id": p.id, "label": p.label, "method": p.method, "values": p.values, "step": p.step, "finetune": p.finetune,
-            "key": key, "dir": str(out / "points" / p.id), "model": str(model), "reference": str(reference) if reference else None,
+            "before": p.before, "key": key, "dir": str(out / "points" / p.id), "model": str(model), "reference": str(reference) if reference else None,
             "teacher_showers": str(tfile), "finetune_events": finetune_events, "calibration_events": calibration_events,
             "gate_spec": gspec, "seed": seed, "validation_html": validation_html,
             "teacher_bundle_bytes": sampling_bytes(tdir) if has_weights else None,

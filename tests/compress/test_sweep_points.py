@@ -43,3 +43,28 @@ def test_points_evaluated_once_then_reused(tmp_path: Path) -> None:
     assert (tmp_path / "picked" / "config.json").is_file() and (tmp_path / "sweep.html").is_file()
     table = json.loads((tmp_path / "sweep.json").read_text())
     assert table["pareto"]["fpd_vs_storage_ratio"] == [p.id for p in points]
+
+
+def test_before_steps_make_a_combination_point(tmp_path: Path) -> None:
+    import pytest
+
+    from simcompress.compress.sweep import SweepSpec, load_sweep, point_key
+    from simcompress.errors import ConfigError
+
+    def spec_of(before: list[dict[str, Any]]) -> SweepSpec:
+        f = tmp_path / "s.yaml"
+        import yaml
+
+        f.write_text(yaml.safe_dump({"sweeps": [{"method": "qat", "grid": {"bits": [8, 4]}, "before": before}]}))
+        return load_sweep(f)
+
+    plain = expand(spec_of([]))
+    combo = expand(spec_of([{"method": "structured_prune", "amount": 0.5, "finetune": {"steps": 10, "lr": 1e-3}}]))
+    assert [p.label for p in combo] == ["structured_prune + qat bits=8", "structured_prune + qat bits=4"]
+    assert combo[0].before[0]["method"] == "structured_prune" and combo[0].before[0]["amount"] == 0.5
+    assert combo[0].before[0]["finetune"] == {"steps": 10, "lr": 1e-3}
+    assert plain[0].before == [] and plain[0].step == combo[0].step
+    assert plain[0].id.rsplit("-", 1)[1] != combo[0].id.rsplit("-", 1)[1]  # the fixed steps are part of the point's identity
+    assert point_key("c", plain[0]) != point_key("c", combo[0])
+    with pytest.raises(ConfigError, match=r"sweeps\[0\]\.before\[0\].*structured_prun"):
+        spec_of([{"method": "structured_prun", "amount": 0.5}])
