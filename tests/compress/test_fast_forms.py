@@ -117,3 +117,23 @@ def test_sample_split_reports_every_stage() -> None:
     assert split["wide"]["network"] > split["small"]["network"]
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         sample_split({"small": g}, 16, repeats=0)
+
+
+def test_batch_runs_load_the_recorded_form(tmp_path) -> None:
+    """The batch engine's workers load a compressed bundle in its recorded execution form (as generate does)."""
+    from simcompress.batch._backend import get_backend
+    from simcompress.compress import compress, config_from_dict
+    from simcompress.compress.bundle import save_compressed
+    from simcompress.compress.deploy import Int8Linear, choose_form, is_deployed
+
+    g = _gan(threshold_mev=0.5)
+    q = compress(g, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
+    ch = choose_form(q, batch=64, min_time=0.005, repeats=1, forms=("baked", "torch-int8"))
+    ch.form = "torch-int8"  # force the integer form, measured faster or not
+    path = save_compressed(q, g.config_dict(), [], None, tmp_path / "b", deploy=ch.to_dict())
+    model = get_backend().load_model(str(path))
+    assert is_deployed(model) and any(isinstance(m, Int8Linear) for m in model.modules())
+    e = torch.full((16,), 2e4)
+    a = model.sample(e, torch.Generator().manual_seed(0))
+    b = q.sample(e, torch.Generator().manual_seed(0))
+    assert float((a.sum(1) / b.sum(1) - 1).abs().max()) < 0.05
