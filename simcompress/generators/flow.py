@@ -17,8 +17,13 @@ the order of every block (one group each, permuted among themselves), so their d
 modelled conditionally on them. Sampling outliers in the voxel part therefore cannot disturb
 the total or per-layer energies (the voxel fractions are renormalised in each layer).
 
-Flow: a stack of :class:`MADE` blocks (Germain et al. 2015) with affine transforms (MAF,
-Papamakarios et al. 2017) and a fixed random permutation in front of each block. Degrees are
+Flow: a stack of :class:`MADE` blocks (Germain et al. 2015) with a fixed random permutation in
+front of each block and, per coordinate, either an affine transform (``transform: affine``, MAF,
+Papamakarios et al. 2017) or a monotonic rational-quadratic spline (``transform: rqs``, Durkan et
+al. 2019, the transform CaloFlow uses: zuko's :class:`~zuko.transforms.MonotonicRQSTransform`,
+identity outside ``[-tail_bound, tail_bound]``). Affine coordinates cannot model the two-peaked
+voxel marginals (empty voxels in the dequantisation band, hit voxels orders of magnitude above);
+splines can. Degrees are
 assigned in ``n_groups`` groups: one per leading coordinate, then ``n_groups - n_leading``
 contiguous groups of voxel coordinates, transformed together given all earlier groups, so
 sampling takes ``n_groups`` network passes per block instead of ``D`` (one group per
@@ -41,6 +46,7 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import nn
 from torch.nn import functional as F
+from zuko.transforms import MonotonicRQSTransform
 
 from .._config import StrictModel
 from ..showers.geometry import Geometry
@@ -53,6 +59,7 @@ __all__ = [
     "MAFBlock",
     "MAFNetwork",
     "MaskedLinear",
+    "RQSBlock",
     "affine_forward",
     "affine_inverse",
 ]
@@ -72,6 +79,9 @@ class FlowArchitecture(StrictModel):
     permutation_seed: int = 0
     standardise: Literal["global", "energy"] = "global"
     n_calib: int = Field(15, ge=2, description="knots of the energy standardisation tables")
+    transform: Literal["affine", "rqs"] = Field("affine", description="per-coordinate transform of each block")
+    n_bins: int = Field(8, ge=2, le=64, description="spline bins (transform: rqs)")
+    tail_bound: float = Field(5.0, gt=0, description="spline interval [-B, B] (transform: rqs); identity outside")
 
 
 class MaskedLinear(nn.Linear):
@@ -119,9 +129,11 @@ class MADE(nn.Module):
     degrees: torch.Tensor
 
     def __init__(
-        self, n_features: int, n_context: int, hidden: list[int], n_groups: int, scale_bound: float = 3.0, n_leading: int = 0
+        self, n_features: int, n_context: int, hidden: list[int], n_groups: int, scale_bound: float = 3.0, n_leading: int = 0,
+        n_params: int = 2,
     ) -> None:
         super().__init__()
+        self.n_params = int(n_params)
         if not 2 <= n_groups <= n_features:
             msg = f"n_groups must be in [2, {n_features}], got {n_groups}"
             raise ValueError(msg)
@@ -142,17 +154,25 @@ class MADE(nn.Module):
             prev, width = deg, h
             del i
         self.hidden_layers = nn.ModuleList(layers)
-        out_deg = torch.cat([d_in, d_in])
-        self.out = MaskedLinear(width, 2 * n_features, (out_deg.unsqueeze(1) > prev.unsqueeze(0)).float())
+        out_deg = d_in.repeat(self.n_params)  # parameter-major: output j*D + d belongs to coordinate d
+        self.out = MaskedLinear(width, self.n_params * n_features, (out_deg.unsqueeze(1) > prev.unsqueeze(0)).float())
         nn.init.zeros_(self.out.weight)  # start as the identity transform
         nn.init.zeros_(self.out.bias)
         self.act = nn.ELU()
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def params(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Raw transform parameters ``(N, n_params, D)``; entry ``[:, j, d]`` sees only lower groups than ``d``."""
         h = self.act(self.hidden_layers[0](x) + self.context(c))
         for layer in self.hidden_layers[1:]:
             h = self.act(layer(h))
-        shift, raw = self.out(h).chunk(2, dim=1)
+        return self.out(h).view(x.shape[0], self.n_params, self.n_features)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Affine parameters ``(shift, log_scale)`` (a MADE built with ``n_params=2``)."""
+        if self.n_params != 2:
+            msg = f"MADE.forward gives affine parameters; this MADE has {self.n_params} per coordinate (use params())"
+            raise ValueError(msg)
+        shift, raw = self.params(x, c).unbind(1)
         log_scale = self.scale_bound * torch.tanh(raw / self.scale_bound)
         return shift, log_scale
 
@@ -196,6 +216,41 @@ class MAFBlock(nn.Module):
         return xp[:, self.inverse_permutation]
 
 
+class RQSBlock(MAFBlock):
+    """Permutation then one MADE whose ``3 K - 1`` outputs per coordinate parametrise a monotonic
+    rational-quadratic spline on ``[-bound, bound]`` (zuko's, identity outside; a zero network
+    output is the identity)."""
+
+    def __init__(self, made: MADE, permutation: torch.Tensor, n_bins: int, bound: float) -> None:
+        if made.n_params != 3 * n_bins - 1:
+            msg = f"RQSBlock with {n_bins} bins needs a MADE with {3 * n_bins - 1} parameters per coordinate, got {made.n_params}"
+            raise ValueError(msg)
+        super().__init__(made, permutation)
+        self.n_bins = int(n_bins)
+        self.bound = float(bound)
+
+    def spline(self, params: torch.Tensor) -> MonotonicRQSTransform:
+        p = params.transpose(1, 2)  # (N, D, 3K - 1)
+        k = self.n_bins
+        return MonotonicRQSTransform(p[..., :k], p[..., k : 2 * k], p[..., 2 * k :], bound=self.bound)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xp = x[:, self.permutation]
+        z, ladj = self.spline(self.made.params(xp, c)).call_and_ladj(xp)
+        return z, ladj.sum(dim=1)
+
+    def inverse(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        xp = torch.zeros_like(z)
+        deg = self.made.degrees
+        for g in range(self.made.n_groups):
+            sel = deg == g
+            # only this group's coordinates are inverted; the spline of the others is not needed
+            t = self.spline(self.made.params(xp, c)[:, :, sel])
+            xp = xp.clone()
+            xp[:, sel] = t.inv(z[:, sel])
+        return xp[:, self.inverse_permutation]
+
+
 class MAFNetwork(nn.Module):
     """The flow's conditioner stack. ``forward(z, c)`` samples (noise -> preprocessed data);
     :meth:`transform` is the density direction (data -> noise, with log-determinant)."""
@@ -209,6 +264,9 @@ class MAFNetwork(nn.Module):
         n_groups: int,
         permutation_seed: int = 0,
         n_leading: int = 0,
+        transform: Literal["affine", "rqs"] = "affine",
+        n_bins: int = 8,
+        tail_bound: float = 5.0,
     ) -> None:
         super().__init__()
         rng = np.random.default_rng(permutation_seed)
@@ -219,9 +277,15 @@ class MAFNetwork(nn.Module):
             lead = rng.permutation(n_leading)
             rest = n_leading + rng.permutation(n_features - n_leading)
             perms.append(torch.as_tensor(np.concatenate([lead, rest]).astype(np.int64)))
-        self.blocks = nn.ModuleList(
-            MAFBlock(MADE(n_features, n_context, hidden, n_groups, n_leading=n_leading), p) for p in perms
-        )
+        if transform == "affine":
+            blocks = [MAFBlock(MADE(n_features, n_context, hidden, n_groups, n_leading=n_leading), p) for p in perms]
+        else:
+            n_par = 3 * n_bins - 1
+            blocks = [
+                RQSBlock(MADE(n_features, n_context, hidden, n_groups, n_leading=n_leading, n_params=n_par), p, n_bins, tail_bound)
+                for p in perms
+            ]
+        self.blocks = nn.ModuleList(blocks)
         self.n_features = n_features
         self.n_leading = n_leading
 
@@ -290,8 +354,10 @@ class FlowGenerator(ShowerGenerator):
         self.n_calib = a.n_calib
         #: the layer-energy coordinates lead every block's autoregressive order (one group each)
         self.n_leading = n_l
+        self.transform = a.transform
         self.network = MAFNetwork(
-            n_l + n_v, self.n_cond, self.n_blocks, self.hidden, self.n_groups, self.permutation_seed, n_leading=n_l
+            n_l + n_v, self.n_cond, self.n_blocks, self.hidden, self.n_groups, self.permutation_seed, n_leading=n_l,
+            transform=a.transform, n_bins=a.n_bins, tail_bound=a.tail_bound,
         )
         # "global": one mean/width per coordinate; "energy": a table of them at ``n_calib`` knots
         # in the condition, interpolated linearly (each voxel's typical fraction moves by orders
