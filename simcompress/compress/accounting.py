@@ -210,15 +210,12 @@ def sample_rate(models: dict[str, Any], batch: int, *, seed: int = 0, min_time: 
 def sample_split(models: dict[str, Any], batch: int, *, seed: int = 0, repeats: int = 5) -> dict[str, dict[str, float]]:
     """Where ``sample()`` spends its time, per shower generator, at ``batch`` (one batch per call).
 
-    Per round and model: one timed ``sample(E)`` call, then the same work stage by stage as
-    ``sample()`` does it, each stage timed: ``latent_condition`` (``sample_latent`` and
-    ``condition``), ``network`` (``network(z, c)``) and ``postprocess``. Models are interleaved
-    within a round (the same machine load for all), every call is warm (one untimed call per
-    model first) and each figure is its best (shortest) over ``repeats`` rounds. ``other`` is
-    the best ``sample`` time less the three best stage times (the input checks and what
-    ``sample()`` does around the stages; timing noise can make it slightly negative);
-    ``network_share`` is the best network time over the best ``sample`` time and
-    ``showers_per_s`` is ``batch`` over the best ``sample`` time. Times in seconds.
+    Each model's ``sample(E, batch_size=batch, timings=...)`` is called ``repeats`` times after
+    one untimed warm-up call, models interleaved (the same machine load for all), and the
+    fastest call is reported with its own split (so the parts add up to that call):
+    ``latent_condition`` (noise and condition), ``network`` (``network(z, c)``), ``postprocess``
+    and ``other`` (the rest of the call: input checks, mode switches); ``network_share`` is
+    network over ``sample`` and ``showers_per_s`` is ``batch`` over ``sample``. Times in seconds.
 
     Example:
         >>> from simcompress.generators import GANGenerator
@@ -234,25 +231,16 @@ def sample_split(models: dict[str, Any], batch: int, *, seed: int = 0, repeats: 
         msg = f"sample_split: batch and repeats must be >= 1, got batch={batch}, repeats={repeats}"
         raise ValueError(msg)
     e = _energies(next(iter(models.values())), batch, seed)
-    keys = ("sample", "latent_condition", "network", "postprocess")
-    best = {k: dict.fromkeys(keys, math.inf) for k in models}
+    best: dict[str, dict[str, float]] = {k: {"sample": math.inf} for k in models}
     with torch.inference_mode():
         for m in models.values():
             m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
         for _ in range(repeats):
             for k, m in models.items():
-                t0 = time.perf_counter()
-                m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch)
-                t1 = time.perf_counter()
-                z = m.sample_latent(batch, torch.Generator().manual_seed(seed))
-                c = m.condition(e)
-                t2 = time.perf_counter()
-                y = m.network(z, c)
-                t3 = time.perf_counter()
-                m.postprocess(y, e)
-                t4 = time.perf_counter()
-                for key, dt in zip(keys, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                    best[k][key] = min(best[k][key], dt)
+                t: dict[str, float] = {}
+                m.sample(e, generator=torch.Generator().manual_seed(seed), batch_size=batch, timings=t)
+                if t["sample"] < best[k]["sample"]:
+                    best[k] = t
     out: dict[str, dict[str, float]] = {}
     for k, b in best.items():
         other = b["sample"] - b["latent_condition"] - b["network"] - b["postprocess"]

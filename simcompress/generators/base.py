@@ -18,6 +18,7 @@ three parts so that compression and firmware can work on the middle one only::
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import Any, ClassVar
 
@@ -175,6 +176,7 @@ class ShowerGenerator(nn.Module):
         *,
         strict: bool = False,
         check_range: bool = True,
+        timings: dict[str, float] | None = None,
     ) -> torch.Tensor:
         """Showers (N, n_voxels) in MeV for incident energies (N,) in MeV.
 
@@ -182,8 +184,16 @@ class ShowerGenerator(nn.Module):
         Energies outside :attr:`energy_range_mev` give an
         :class:`~simcompress.errors.ExtrapolationWarning` (an
         :class:`~simcompress.errors.ExtrapolationError` with ``strict=True``); ``check_range=False``
-        skips the check (for callers that checked the whole energy spec once).
+        skips the check (for callers that checked the whole energy spec once). Per batch the noise
+        is drawn first (:meth:`sample_latent`), then the condition, network and postprocess run.
+
+        ``timings``: a dict that receives the seconds of this call, summed over its batches:
+        ``latent_condition`` (noise and condition), ``network``, ``postprocess`` and ``sample``
+        (the whole call; :func:`simcompress.compress.accounting.sample_split` reads them).
         """
+        clock = time.perf_counter
+        t_call = clock()
+        spent = dict.fromkeys(("latent_condition", "network", "postprocess"), 0.0)
         e = torch.as_tensor(incident_energies, dtype=torch.float32).reshape(-1).to(self.device)
         if e.numel() and (not torch.isfinite(e).all() or (e <= 0).any()):
             msg = "incident energies must be finite and > 0 MeV"
@@ -199,13 +209,26 @@ class ShowerGenerator(nn.Module):
             out = []
             for start in range(0, e.shape[0], batch_size):
                 eb = e[start : start + batch_size]
+                t0 = clock()
                 z = self.sample_latent(eb.shape[0], generator)
-                out.append(self.postprocess(self.network(z, self.condition(eb)), eb))
+                c = self.condition(eb)
+                t1 = clock()
+                y = self.network(z, c)
+                t2 = clock()
+                out.append(self.postprocess(y, eb))
+                t3 = clock()
+                spent["latent_condition"] += t1 - t0
+                spent["network"] += t2 - t1
+                spent["postprocess"] += t3 - t2
             if not out:
-                return torch.zeros(0, self.geometry.n_voxels, device=self.device)
-            return out[0] if len(out) == 1 else torch.cat(out)
+                result = torch.zeros(0, self.geometry.n_voxels, device=self.device)
+            else:
+                result = out[0] if len(out) == 1 else torch.cat(out)
         finally:
             self.train(was_training)
+        if timings is not None:
+            timings.update(spent, sample=clock() - t_call)
+        return result
 
     # -- serialisation ---------------------------------------------------------------
     @classmethod

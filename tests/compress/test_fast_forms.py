@@ -103,6 +103,16 @@ def test_sample_is_the_composition_of_its_parts() -> None:
     assert torch.equal(two, torch.cat(parts))
 
 
+def test_sample_timings_split_the_call() -> None:
+    g = _gan(threshold_mev=0.5)
+    t: dict[str, float] = {}
+    e = torch.full((10,), 5e3)
+    s = g.sample(e, torch.Generator().manual_seed(1), batch_size=4, timings=t)  # three batches, summed
+    assert set(t) == {"sample", "latent_condition", "network", "postprocess"} and all(v > 0 for v in t.values())
+    assert t["latent_condition"] + t["network"] + t["postprocess"] <= t["sample"]
+    assert torch.equal(s, g.sample(e, torch.Generator().manual_seed(1), batch_size=4))  # timing changes nothing
+
+
 def test_sample_split_reports_every_stage() -> None:
     g = _gan(threshold_mev=0.5)
     wide = GANGenerator(Geometry.from_name("ds1-photons"), latent_dim=8, hidden=[256, 256]).eval()
@@ -111,6 +121,7 @@ def test_sample_split_reports_every_stage() -> None:
         assert set(s) == {"sample", *SPLIT_STAGES, "network_share", "showers_per_s"}
         assert all(s[k] > 0 for k in ("sample", "latent_condition", "network", "postprocess"))
         assert s["other"] == pytest.approx(s["sample"] - s["latent_condition"] - s["network"] - s["postprocess"])
+        assert s["other"] >= 0  # the parts of one call: they add up to at most that call
         assert s["network_share"] == pytest.approx(s["network"] / s["sample"])
         assert s["showers_per_s"] == pytest.approx(512 / s["sample"])
     # the same postprocess and noise, a network with ~40x the multiply-adds: its share is larger
