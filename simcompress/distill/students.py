@@ -168,6 +168,9 @@ class IAFGenerator(FlowGenerator):
         **fields: Any,
     ) -> None:
         super().__init__(geometry, energy_range_mev, arch=arch, **fields)
+        if self.arch.transform != "affine":
+            msg = f"iaf: the student's blocks are affine; architecture transform must be 'affine', got {self.arch.transform!r}"
+            raise ConfigError(msg)
         teacher_like: MAFNetwork = self.network
         n = self.latent_dim
         blocks = [
@@ -183,6 +186,7 @@ class IAFGenerator(FlowGenerator):
     def like(cls, teacher: FlowGenerator, hidden: list[int] | None = None, n_blocks: int | None = None) -> IAFGenerator:
         """A student with the teacher's preprocessing, permutations and standardisation buffers."""
         a = teacher.architecture()
+        a["transform"] = "affine"  # the student's own blocks (an rqs teacher keeps its splines)
         if hidden is not None:
             a["hidden"] = list(hidden)
         if n_blocks is not None:

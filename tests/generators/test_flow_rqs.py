@@ -110,3 +110,15 @@ def test_unknown_transform_is_one_line_error(geometry):
             {"kind": "flow", "energy_range_mev": [256.0, 4194304.0], "architecture": {"transform": "spline"}}, geometry, "cfg.json"
         )
     assert "\n" not in str(err.value) and "cfg.json" in str(err.value)
+
+
+def test_iaf_student_of_an_rqs_teacher_is_affine(geometry):
+    from simcompress.distill.students import IAFGenerator
+
+    teacher = _rqs_flow(geometry)
+    student = IAFGenerator.like(teacher, hidden=[16])
+    assert student.arch.transform == "affine"
+    for t_blk, s_blk in zip(teacher.network.blocks, student.network.blocks, strict=True):
+        assert torch.equal(t_blk.permutation, s_blk.permutation)
+    with pytest.raises(ConfigError, match="transform must be 'affine'"):
+        IAFGenerator(geometry, n_blocks=1, hidden=[8], n_groups=8, transform="rqs")
