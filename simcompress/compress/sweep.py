@@ -82,6 +82,7 @@ __all__ = [
     "parse_grid",
     "pick_point",
     "point_key",
+    "publish_page",
     "run_points",
     "sweep_from_grid",
     "sweep_html",
@@ -136,6 +137,9 @@ class SweepSpec(StrictModel):
     sweeps: list[SweepEntry]
     pick: str | None = None
     pick_by: Literal["storage", "speed"] = "storage"
+    #: folder (relative to the working directory) that receives the page without the bundles:
+    #: sweep.html, sweep.json and each point's validation report (e.g. docs/pareto/<model>)
+    publish: str | None = None
 
 
 @dataclass(frozen=True)
@@ -461,7 +465,27 @@ def write_sweep(
             write_json(staging / "sweep-point.json", picked)
     elif (out / "picked").exists():
         shutil.rmtree(out / "picked")  # a previous pick that no longer holds
+    if spec.publish:
+        publish_page(out, spec.publish, records)
     return SweepResult(out, records, picked, reused, table)
+
+
+def publish_page(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], records: list[dict[str, Any]]) -> Path:
+    """Copy a finished sweep's page to ``dest`` (replaced atomically): ``sweep.html``, ``sweep.json``
+    and the validation folder of every point the page links to, at the same relative paths (so the
+    links work); no bundles, no teacher showers."""
+    out, target = Path(out_dir), Path(dest)
+    with atomic_dir(target, overwrite=True) as staging:
+        for name in ("sweep.html", "sweep.json"):
+            shutil.copy2(out / name, staging / name)
+        for r in records:
+            link = r.get("validation_report")
+            if not isinstance(link, str) or r.get("status") != "done":
+                continue
+            src = (out / link).parent
+            if src.is_dir() and src.resolve().is_relative_to(out.resolve()):
+                shutil.copytree(src, staging / Path(link).parent, dirs_exist_ok=True)
+    return target
 
 
 def check_pick(spec: SweepSpec, pick: str | None, pick_by: str | None) -> None:

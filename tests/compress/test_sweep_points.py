@@ -68,3 +68,26 @@ def test_before_steps_make_a_combination_point(tmp_path: Path) -> None:
     assert point_key("c", plain[0]) != point_key("c", combo[0])
     with pytest.raises(ConfigError, match=r"sweeps\[0\]\.before\[0\].*structured_prun"):
         spec_of([{"method": "structured_prun", "amount": 0.5}])
+
+
+def test_publish_copies_the_page_and_linked_reports_but_no_bundles(tmp_path: Path) -> None:
+    from simcompress.compress.sweep import SweepSpec
+
+    out, dest = tmp_path / "run", tmp_path / "docs" / "pareto" / "m"
+    spec = sweep_from_grid("magnitude_prune", parse_grid(["sparsity=0.5,0.9"]))
+    points = expand(spec)
+    records = []
+    for p in points:
+        vdir = out / "points" / p.id / "validation"
+        vdir.mkdir(parents=True)
+        (vdir / "metrics.json").write_text('{"x": 1}')
+        (out / "points" / p.id / "bundle").mkdir()
+        (out / "points" / p.id / "bundle" / "weights.safetensors").write_bytes(b"0" * 100)
+        records.append({"id": p.id, "status": "done", "label": p.label, "method": p.method, "values": p.values,
+                        "storage_ratio": 2.0, "fpd": 0.1,
+                        "validation_report": f"points/{p.id}/validation/metrics.json"})
+    spec = SweepSpec.model_validate({**spec.model_dump(), "publish": str(dest)})
+    write_sweep(out, spec, records, model="m", reference=None, context={})
+    files = sorted(str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file())
+    assert files == sorted(["sweep.html", "sweep.json", *(f"points/{p.id}/validation/metrics.json" for p in points)])
+    assert (dest / "sweep.html").read_text() == (out / "sweep.html").read_text()
