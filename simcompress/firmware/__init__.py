@@ -5,9 +5,12 @@
   against :meth:`FixedGraph.emulate`;
 * :func:`build_graph` / :class:`FixedGraph` is the integer emulation;
 * :mod:`.estimate` gives resource and latency proxies and the reuse-factor planner;
-* :mod:`.rtl` is the open-source da4ml -> Verilog -> Verilator route.
+* :mod:`.rtl` is the open-source alkaid -> Verilog -> Verilator cross-check of that route;
+* :mod:`.alkaid_route` / :mod:`.alkaid_export` are the route for what hls4ml 1.3.0 cannot
+  convert (transposed convolutions, Tanh/Sigmoid tables): alkaid Verilog, bit-exact with the
+  emulation (``route: auto`` in the target picks it by itself).
 
-hls4ml, da4ml and verilator are imported lazily (extra ``simcompress[firmware]``).
+hls4ml, alkaid and verilator are imported lazily (extra ``simcompress[firmware]``).
 """
 
 from .config import FirmwareConfig, load_firmware_config

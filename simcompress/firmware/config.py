@@ -36,10 +36,10 @@ class CheckConfig(StrictModel):
 
 
 class RTLConfig(StrictModel):
-    """Open-source RTL route: da4ml -> Verilog -> Verilator (bit-exact) [-> yosys LUT count]."""
+    """Open-source RTL: alkaid -> Verilog -> Verilator (bit-exact) [-> yosys LUT count]."""
 
     enabled: bool = False
-    latency_cutoff: float | None = Field(default=None, gt=0, description="da4ml pipelining (None: combinational)")
+    latency_cutoff: float | None = Field(default=None, gt=0, description="alkaid pipelining (None: combinational)")
     n_samples: int = Field(default=1000, ge=1)
     yosys: bool = True
     yosys_timeout_s: int = Field(default=600, ge=1)
@@ -48,6 +48,8 @@ class RTLConfig(StrictModel):
 class FirmwareConfig(StrictModel):
     """One FPGA target: part, clock, backend, I/O and per-layer implementation choices."""
 
+    route: Literal["auto", "hls4ml", "alkaid"] = Field(
+        default="auto", description="auto: hls4ml when it converts the network bit-exactly, else alkaid (Verilog)")
     part: str = "xcvu13p-flga2577-2-e"
     clock_period_ns: float = Field(default=5.0, gt=0)
     backend: Literal["Vitis", "Vivado"] = "Vitis"

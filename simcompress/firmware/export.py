@@ -12,8 +12,12 @@ The folder (written atomically: built under a temporary name, then renamed):
 * ``firmware.json``: precisions, reuse factors and strategies, the resource and
   latency estimate, the bit-exactness result (emulation vs C simulation, and vs
   Verilator when the RTL route ran), the deviation from the float model, timings;
-* ``rtl/`` (optional): da4ml Verilog and its Verilator build;
+* ``rtl/`` (optional): alkaid Verilog and its Verilator build;
 * ``README.md``: how to build the IP with Vitis HLS / Vivado HLS.
+
+Networks hls4ml 1.3.0 cannot take (transposed convolutions, Tanh/Sigmoid tables) go the alkaid
+route instead (:mod:`.alkaid_export`: Verilog, no ``hls/``); ``route`` in the target YAML picks
+one explicitly. When neither route takes a layer, the error names the layer and both routes.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from .._atomic import atomic_dir, atomic_path
 from .._progress import progress_bar
 from .._provenance import software_versions, utc_now
 from ..compress.fixed_point.record import PrecisionRecord
-from ..errors import BundleError, ConfigError, SimcompressError
+from ..errors import BundleError, ConfigError, SimcompressError, UnsupportedLayerError
 from .config import FirmwareConfig
 from .estimate import estimate, plan_reuse_factors
 from .graph import FixedGraph, build_graph, input_sizes_from, resolve
@@ -49,6 +53,7 @@ __all__ = [
     "export_firmware",
     "float_network",
     "load_fixed_point_model",
+    "select_route",
     "vendor_tool",
 ]
 
@@ -64,7 +69,7 @@ class SynthesisUnavailableError(SimcompressError, RuntimeError):
 class FirmwareResult:
     out_dir: Path
     report: dict[str, Any]
-    graph: FixedGraph
+    graph: Any  # FixedGraph (hls4ml route) or CastNetwork (alkaid route)
     hls_model: Any = field(repr=False, default=None)
     model: nn.Module | None = field(repr=False, default=None)
 
@@ -108,27 +113,69 @@ def load_fixed_point_model(source: str | os.PathLike[str] | nn.Module) -> tuple[
 
 def float_network(net: nn.Module) -> nn.Module:
     """The float reference: the network with its pre-quantization weights and no quantizers."""
-    from .graph import _strip
+    from .alkaid_route import bake
 
-    return _strip(net, original=True).eval()
+    return bake(net, original=True).eval()
 
 
-def check_inputs(graph: FixedGraph, n: int, seed: int, noise_range: float = 3.0,
+def _input_specs(graph: Any) -> list[tuple[str, int, Any]]:
+    """(name, size, fixed type) of every input of a FixedGraph or a CastNetwork."""
+    if isinstance(graph, FixedGraph):
+        return [(nm, graph.input_sizes[k], graph.op(nm).out_t) for k, nm in enumerate(graph.inputs)]
+    return [(nm, graph.input_sizes[k], graph.input_type) for k, nm in enumerate(graph.inputs)]
+
+
+def select_route(net: nn.Module, record: PrecisionRecord, input_sizes: list[int] | None, route: str = "auto") -> tuple[str, Any]:
+    """``("hls4ml", FixedGraph)`` or ``("alkaid", CastNetwork)`` for ``route`` ``auto``/``hls4ml``/``alkaid``.
+
+    ``auto`` takes hls4ml when it can convert the network bit-exactly, else alkaid. A refusal names
+    the layer, and the other route: whether it could take the network, or why not either.
+    """
+    from .alkaid_route import alkaid_available, build_cast_network
+
+    def alkaid() -> Any:
+        reason = alkaid_available()
+        if reason:
+            raise UnsupportedLayerError(reason)
+        if not input_sizes or any(s is None for s in input_sizes):
+            msg = "the input sizes of the network are unknown (no input_sizes in the precision record)"
+            raise UnsupportedLayerError(msg)
+        return build_cast_network(net, record, list(input_sizes))
+
+    def hls() -> FixedGraph:
+        return build_graph(net, record, input_sizes)
+
+    first, second = (("alkaid", alkaid), ("hls4ml", hls)) if route == "alkaid" else (("hls4ml", hls), ("alkaid", alkaid))
+    try:
+        return first[0], first[1]()
+    except UnsupportedLayerError as err:
+        first_err = err
+    try:
+        second[1]()
+    except UnsupportedLayerError as err2:
+        msg = f"no firmware route takes this network: {first[0]} route: {first_err}; {second[0]} route: {err2}"
+        raise UnsupportedLayerError(msg) from None
+    if route == "auto":
+        return second[0], second[1]()
+    msg = f"{first[0]} route: {first_err} (the {second[0]} route can take this network: set route: {second[0]} or auto)"
+    raise UnsupportedLayerError(msg)
+
+
+def check_inputs(graph: Any, n: int, seed: int, noise_range: float = 3.0,
                  model: Any = None) -> list[np.ndarray]:
     """Random check inputs: 90 % typical (noise N(0,1) clipped, conditioning from the generator's
     energy range when known), 10 % uniform over 1.25x the input type range (exercises saturation)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     n_typ = n - n // 10
     cond = None
-    if model is not None and hasattr(model, "condition") and hasattr(model, "energy_range_mev") and len(graph.inputs) == 2:
+    specs = _input_specs(graph)
+    if model is not None and hasattr(model, "condition") and hasattr(model, "energy_range_mev") and len(specs) == 2:
         lo, hi = (float(v) for v in model.energy_range_mev)
         e = np.exp(rng.uniform(np.log(lo), np.log(hi), size=n_typ))
         with torch.no_grad():
             cond = model.condition(torch.from_numpy(e).float()).double().numpy().reshape(n_typ, -1)
     out = []
-    for k, name in enumerate(graph.inputs):
-        size = graph.input_sizes[k]
-        t = graph.op(name).out_t
+    for k, (_name, size, t) in enumerate(specs):
         if cond is not None and k == 1 and cond.shape[1] == size:
             typ = cond
         else:
@@ -196,7 +243,7 @@ def export_firmware(
         n_samples: random inputs for the bit-exactness check (default ``config.check.n_samples``).
         synth: run the vendor synthesis; raises :class:`SynthesisUnavailableError`
             (after writing the folder) when ``vitis_hls``/``vivado_hls`` is not on PATH.
-        rtl: run the da4ml -> Verilator route (default ``config.rtl.enabled``).
+        rtl: run the alkaid -> Verilator cross-check (default ``config.rtl.enabled``).
         keep_model: keep the compiled hls4ml model in the result (for C simulation of showers).
 
     Returns:
@@ -208,9 +255,13 @@ def export_firmware(
         raise ConfigError(msg)
     model, record, desc = load_fixed_point_model(source)
     net, record = resolve(model, record)
-    graph = build_graph(net, record, input_sizes or input_sizes_from(model))
-    reuse = plan_reuse_factors(graph, config)
+    rec_sizes = [int(s or 0) for s in record.input_sizes] if record.input_sizes and None not in record.input_sizes else None
+    sizes = input_sizes or input_sizes_from(model) or rec_sizes
+    route, graph = select_route(net, record, sizes, config.route)
     n = n_samples or config.check.n_samples
+    if route == "alkaid":
+        return _export_alkaid(graph, net, model, record, desc, config, out, n, synth, rtl, keep_model)
+    reuse = plan_reuse_factors(graph, config)
     with atomic_dir(out, overwrite=True) as tmp:
         report, hm = _build(graph, net, model, record, desc, config, reuse, tmp, n, rtl)
         if synth:
@@ -236,6 +287,64 @@ def export_firmware(
     if hm is not None and keep_model:
         hm.config.config["OutputDir"] = str(out / "hls")
     return FirmwareResult(out, report, graph, hm if keep_model else None, model)
+
+
+def _export_alkaid(network: Any, net: nn.Module, model: nn.Module, record: PrecisionRecord, desc: str,
+                   cfg: FirmwareConfig, out: Path, n: int, synth: bool, rtl: bool | None, keep_model: bool) -> FirmwareResult:
+    from importlib.metadata import version
+
+    from .alkaid_export import build_alkaid_ip
+
+    inputs = check_inputs(network, n, cfg.check.seed, cfg.check.noise_range, model)
+    software = {**software_versions(), "alkaid": version("alkaid")}
+    with atomic_dir(out, overwrite=True) as tmp:
+        part, am = build_alkaid_ip(network, net, cfg, tmp, inputs, rtl if rtl is not None else cfg.rtl.enabled)
+        vec = tmp / "vectors"
+        vec.mkdir()
+        for name, arr in zip(network.inputs, part.pop("quantized_inputs"), strict=False):
+            np.save(vec / f"input_{name}.npy", arr)
+        np.save(vec / "output.npy", part.pop("emulated"))
+        codes = part.pop("output_codes")
+        if codes is not None:
+            np.save(vec / "output_codes.npy", codes)
+        _write_json(tmp / "precision.json", record.to_dict())
+        report = {
+            "format_version": FIRMWARE_FORMAT_VERSION, "created": utc_now(), "software": software,
+            "source": desc, "route": "alkaid", "target": cfg.model_dump(mode="json"),
+            "inputs": [{"name": nm, "size": s, "type": t.to_hls()} for nm, s, t in _input_specs(network)],
+            "output": part.pop("output"), **part, "implementation": {"strategy": "distributed arithmetic (alkaid), no DSPs"},
+            "synthesis": None, "physics": None,
+        }
+        if synth:
+            report["synthesis"] = {"status": "unavailable", "reason": "vendor synthesis of the alkaid Verilog is not run "
+                                   "by simcompress; run vivado -mode batch -source build_vivado_prj.tcl in rtl/"}
+        (tmp / "README.md").write_text(_readme_alkaid(report, cfg))
+        _write_json(tmp / "firmware.json", report)
+    if synth:
+        msg = f"{report['synthesis']['reason']} (the Verilog is ready in {out / 'rtl'})"
+        raise SynthesisUnavailableError(msg)
+    return FirmwareResult(out, report, network, am if keep_model else None, model)
+
+
+def _readme_alkaid(report: dict[str, Any], cfg: FirmwareConfig) -> str:
+    b, t = report["bit_exactness"], report["estimate"]["total"]
+    ins = ", ".join(f"`{i['name']}` ({i['size']} x {i['type']})" for i in report["inputs"])
+    lines = [
+        f"# {cfg.project_name}: fixed-point generator RTL (alkaid route, part {cfg.part})", "",
+        (f"Generated by simcompress on {report['created']} from `{report['source']}` with alkaid "
+        f"{report['software'].get('alkaid', '?')} (hls4ml 1.3.0 cannot convert this network)."), "",
+        (f"* Inputs: {ins} (all inputs concatenated, flattened, in this order); output "
+        f"{report['output']['size']} x {report['output']['type']}."),
+        (f"* Bit-exactness: {b['mismatches']} mismatches on {b['n_samples']} random inputs ({b['n_outputs']} outputs) "
+        "between the simcompress float64 emulation and alkaid's interpreter of the traced logic."),
+        (f"* Estimate (alkaid's surrogate model, not a vendor report): {t['lut']} LUT, 0 DSP, "
+        f"{t['latency_ns']:.1f} ns combinational path."), "",
+        "`rtl/src/` holds the Verilog (lookup tables in `*_tables.v`), `rtl/build_vivado_prj.tcl` the Vivado project;",
+        "`vectors/*.npy` the quantized inputs and the emulated outputs; `precision.json` the precision record.",
+    ]
+    if report.get("rtl"):
+        lines.append(f"* Verilator: {report['rtl']['mismatches']} mismatches on {report['rtl']['n_samples']} inputs.")
+    return "\n".join(lines) + "\n"
 
 
 def _build(graph: FixedGraph, net: nn.Module, model: nn.Module, record: PrecisionRecord, desc: str,
@@ -408,6 +517,6 @@ def _readme(report: dict[str, Any], cfg: FirmwareConfig) -> str:
     ]
     if report.get("rtl"):
         lines += ["", "## Open-source RTL", "",
-                  ("`rtl/` holds da4ml Verilog (distributed arithmetic, no DSPs), verified bit-exact with Verilator: "
+                  ("`rtl/` holds alkaid Verilog (distributed arithmetic, no DSPs), verified bit-exact with Verilator: "
                   f"{report['rtl']['mismatches']} mismatches on {report['rtl']['n_samples']} inputs.")]
     return "\n".join(lines) + "\n"

