@@ -355,23 +355,38 @@ def finetune(
     return gen
 
 
-def _distill_blocks(teacher: ShowerGenerator) -> list[tuple[int, int]] | None:
-    """Column blocks of a GAN's factorised features (log r | layer fractions | sqrt voxel fractions
-    | shape block), weighted equally in the distillation loss; None: match the network output."""
-    if not isinstance(teacher, GANGenerator):
-        return None
+def _distill_mode(student: ShowerGenerator, teacher: ShowerGenerator) -> tuple[str, list[tuple[int, int]] | None]:
+    """How student and teacher are compared, and the column blocks weighted equally in the loss.
+
+    ``"gan"`` (both GANs): the factorised features (log r | layer fractions | sqrt voxel
+    fractions | shape block); ``"output"`` (same class otherwise): the network output;
+    ``"showers"`` (different classes, e.g. an MLP student of a flow): log r | layer fractions |
+    sqrt(voxel energy / incident energy), from the postprocessed showers.
+    """
     n_l, n_v = teacher.geometry.n_layers, teacher.geometry.n_voxels
-    edges = [0, 1, 1 + n_l, 1 + n_l + n_v]
-    shape = teacher.shape_basis
-    if shape is not None:
-        edges.append(edges[-1] + shape.n_features)
-    return list(itertools.pairwise(edges))
+    if isinstance(teacher, GANGenerator) and isinstance(student, GANGenerator):
+        edges = [0, 1, 1 + n_l, 1 + n_l + n_v]
+        shape = teacher.shape_basis
+        if shape is not None:
+            edges.append(edges[-1] + shape.n_features)
+        return "gan", list(itertools.pairwise(edges))
+    if type(student) is type(teacher):
+        return "output", None
+    return "showers", list(itertools.pairwise([0, 1, 1 + n_l, 1 + n_l + n_v]))
 
 
-def _distill_view(gen: ShowerGenerator, y: torch.Tensor, e: torch.Tensor, gan: bool) -> torch.Tensor:
-    if gan:  # what the physics sees, differentiable (no voxel threshold)
+def _distill_view(gen: ShowerGenerator, y: torch.Tensor, e: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "gan":  # what the physics sees, differentiable (no voxel threshold)
         g: Any = gen
         return g.features(g.postprocess(y, e, threshold=False), e)
+    if mode == "showers":
+        x = gen.postprocess(y, e)
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(gen.geometry.voxel_layer, dtype=torch.long, device=x.device),
+                                             gen.geometry.n_layers).to(x.dtype)
+        layer = x @ onehot
+        total = layer.sum(1, keepdim=True)
+        parts = [torch.log(total / e[:, None] + 1e-6), layer / (total + 1e-6), torch.sqrt(x.clamp_min(0) / e[:, None] + 1e-12)]
+        return torch.cat(parts, dim=1)
     return y
 
 
@@ -391,10 +406,11 @@ def finetune_to_teacher(
     Each step draws noise ``z`` and incident energies (from ``energies`` in MeV, e.g. the reference's,
     else log-uniform over the teacher's range) and minimises the squared difference of student and
     teacher on the *same* ``(z, c)``: for a GAN on its factorised shower features (log r, layer
-    fractions, sqrt voxel fractions and the shape block; each block standardised by the teacher's
-    spread and weighted equally), for other kinds on the network output (standardised). No
-    critic and no reference showers: the target is the teacher, the figure compression is judged
-    by. Only ``student.network``'s trainable parameters move. Returns the loss before and after
+    fractions, sqrt voxel fractions and the shape block), for a student of the teacher's class on
+    the network output, for a student of another class (an MLP student of a flow) on log r, layer
+    fractions and sqrt voxel energies of the showers; each column standardised by the teacher's
+    spread, each block weighted equally. No critic and no reference showers: the target is the
+    teacher, the figure compression is judged by. Only ``student.network``'s trainable parameters move. Returns the loss before and after
     (on one fixed held-out batch).
 
     Example:
@@ -421,8 +437,7 @@ def finetune_to_teacher(
     if not student.geometry.same_binning(teacher.geometry):
         msg = f"finetune_to_teacher: student geometry {student.geometry.name!r} differs from the teacher's {teacher.geometry.name!r}"
         raise ConfigError(msg)
-    blocks = _distill_blocks(teacher)
-    gan = blocks is not None and isinstance(student, GANGenerator)
+    mode, blocks = _distill_mode(student, teacher)
     device = student.device
     rng = torch.Generator().manual_seed(seed)
     lo, hi = (float(v) for v in teacher.energy_range_mev)
@@ -441,12 +456,12 @@ def finetune_to_teacher(
 
     @torch.no_grad()
     def target(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        return _distill_view(teacher, teacher.network(z, teacher.condition(e)), e, gan)
+        return _distill_view(teacher, teacher.network(z, teacher.condition(e)), e, mode)
 
     z_ref, e_ref = draw(max(2048, batch_size))  # fixed batch: the teacher's spread and the reported loss
     t_ref = target(z_ref, e_ref)
     scale = t_ref.std(0).clamp_min(1e-3)
-    if gan and blocks is not None:
+    if blocks is not None:
         weight = torch.zeros(t_ref.shape[1], device=device)
         for a, b in blocks:
             weight[a:b] = 1.0 / (b - a)
@@ -454,7 +469,7 @@ def finetune_to_teacher(
         weight = torch.full((t_ref.shape[1],), 1.0 / t_ref.shape[1], device=device)
 
     def loss_of(z: torch.Tensor, e: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        out = _distill_view(student, student.network(z, student.condition(e)), e, gan)
+        out = _distill_view(student, student.network(z, student.condition(e)), e, mode)
         return ((((out - tgt) / scale) ** 2) * weight).sum(1).mean()
 
     was = student.training

@@ -85,3 +85,12 @@ def test_bad_input_is_refused(teacher: GANGenerator) -> None:
         finetune_to_teacher(other, teacher, 1, 1e-3)
     with pytest.raises(ConfigError, match="steps >= 0 and lr > 0"):
         finetune_to_teacher(copy_generator(teacher), teacher, 1, 0.0)
+
+
+def test_a_student_of_another_class_is_matched_on_the_showers(teacher: GANGenerator) -> None:
+    from simcompress.distill.students import MLPGenerator
+
+    torch.manual_seed(1)
+    mlp = MLPGenerator(teacher.geometry, latent_dim=teacher.latent_dim, width=32, depth=2)
+    r = finetune_to_teacher(mlp, teacher, steps=40, lr=3e-3, seed=2, batch_size=64)
+    assert r["loss_after"] < 0.8 * r["loss_before"], r
