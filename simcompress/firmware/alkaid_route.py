@@ -209,12 +209,41 @@ def _register_alkaid() -> None:
             k, i, f = _kif(t)
             return input.apply(m.table_values).quantize(k, i, f, overflow_mode="WRAP", round_mode="TRN")
 
+    _patch_constant_cmvm()
     # alkaid looks up a second-level plugin for every module class outside torch (entry point group
     # ``alkaid_torch``); the handlers above are registered already, so mark simcompress as loaded
     from alkaid.converter import _plugin_loader
 
     _plugin_loader._LOADED.add(("simcompress", "torch"))
     _registered = True
+
+
+def _patch_constant_cmvm() -> None:
+    """Work around alkaid 0.8.2's ``cmvm`` failing (``StopIteration``) when a product is constant.
+
+    When every input with a non-zero weight is a constant (a dead ReLU channel, often after
+    pruning), alkaid builds an FVArray of plain floats and cannot find its hardware config. The
+    product is then the constant ``sum(w * value)``: this wrapper returns it as constant variables.
+    """
+    from alkaid.trace import fixed_variable_array as fva
+
+    if getattr(fva.cmvm, "_simcompress_patched", False):
+        return
+    original = fva.cmvm
+
+    def cmvm(cm: np.ndarray, v: Any, solver_options: Any) -> Any:
+        try:
+            return original(cm, v, solver_options)
+        except StopIteration:
+            raw = np.asarray(v)
+            used = np.any(cm != 0, axis=1)
+            if not all(x.low == x.high for x in raw[used]):
+                raise
+            values = np.array([float(x.low) if u else 0.0 for x, u in zip(raw, used, strict=True)]) @ cm.astype(np.float64)
+            return fva.FVArray(values, v.solver_options, hwconf=v.hwconf)
+
+    cmvm._simcompress_patched = True  # type: ignore[attr-defined]
+    fva.cmvm = cmvm
 
 
 def _csd(n: int) -> list[tuple[int, int]]:

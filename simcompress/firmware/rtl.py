@@ -40,7 +40,7 @@ import numpy as np
 from .._atomic import write_text_atomic
 from ..compress.fixed_point.types import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
-from .alkaid_route import OVERFLOW, ROUNDING, _leaky_trace
+from .alkaid_route import OVERFLOW, ROUNDING, _leaky_trace, _patch_constant_cmvm
 from .graph import FixedGraph
 
 __all__ = ["build_rtl", "prepare_verilator", "rtl_available", "trace_alkaid", "write_verilog", "yosys_luts"]
@@ -165,6 +165,7 @@ def trace_alkaid(graph: FixedGraph) -> Any:
     from alkaid.trace import FVArrayInput
     from alkaid.trace import trace as comb_trace
 
+    _patch_constant_cmvm()
     n_in = sum(graph.input_sizes)
     inp = FVArrayInput(n_in)
     with contextlib.redirect_stdout(io.StringIO()):

@@ -69,3 +69,21 @@ def test_bad_inputs_exit_2(bundle: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert main(["firmware", "--model", str(plain), "--config", str(_cfg(tmp_path)), "--out", str(tmp_path / "b")]) == 2
     assert "precision.json" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_float_bundle_or_zoo_name_says_which_recipe_to_run_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simcompress.generators import save_generator
+    from simcompress.generators.gan import GANGenerator
+    from simcompress.showers.geometry import Geometry
+
+    torch.manual_seed(0)
+    save_generator(GANGenerator(Geometry.from_name("ds1-photons"), latent_dim=4, hidden=[8]), tmp_path / "float")
+    for model in ("ds1-photons-gan", str(tmp_path / "float")):
+        rc = main(["firmware", "--model", model, "--config", str(_cfg(tmp_path)), "--out", str(tmp_path / "fw")])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"simcompress compress --model {model} --recipe configs/compress/fixed-point-qat.yaml" in err
+        assert "then simcompress firmware --model fp/" in err and not (tmp_path / "fw").exists()
+    rc = main(["firmware", "--model", "ds1-photons-gan", "--config", str(_cfg(tmp_path, "route: vivado\n")), "--out",
+               str(tmp_path / "fw")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "route" in err and "alkaid" in err

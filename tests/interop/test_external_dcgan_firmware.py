@@ -64,10 +64,10 @@ def user_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     d = tmp_path_factory.mktemp("dcgan_fw")
     (d / "my_gan.py").write_text(textwrap.dedent(USER_GAN))
-    ns: dict[str, object] = {}
-    exec(compile(USER_GAN, "my_gan.py", "exec"), ns)  # the user's trained weights: seeded, non-trivial BN
-    torch.manual_seed(0)
-    net = ns["TinyDCGAN"]()  # type: ignore[operator]
+    from simcompress.interop.external import load_object
+
+    torch.manual_seed(0)  # the user's trained weights: seeded, non-trivial batch-norm statistics
+    net = load_object(f"{d / 'my_gan.py'}:TinyDCGAN", "architecture.model")()
     with torch.no_grad():
         net.bn1.running_mean.uniform_(-0.2, 0.2)
         net.bn1.running_var.uniform_(0.5, 2.0)
