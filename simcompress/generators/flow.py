@@ -79,6 +79,9 @@ class FlowArchitecture(StrictModel):
     permutation_seed: int = 0
     standardise: Literal["global", "energy"] = "global"
     n_calib: int = Field(15, ge=2, description="knots of the energy standardisation tables")
+    range_scale: float | None = Field(
+        None, gt=0, description="widen each standardisation width to max|y - mean| / range_scale (keeps rare hits inside a spline's bound)"
+    )
     transform: Literal["affine", "rqs"] = Field("affine", description="per-coordinate transform of each block")
     n_bins: int = Field(8, ge=2, le=64, description="spline bins (transform: rqs)")
     tail_bound: float = Field(5.0, gt=0, description="spline interval [-B, B] (transform: rqs); identity outside")
@@ -409,9 +412,14 @@ class FlowGenerator(ShowerGenerator):
 
     def set_standardisation(self, showers: torch.Tensor, incident_energies: torch.Tensor, generator: torch.Generator) -> None:
         y = self.preprocess(showers, incident_energies, generator, dequantise=True, standardise=False)
+        rs = self.arch.range_scale
         if self.standardise == "global":
-            self.feat_mean.copy_(y.mean(0))
-            self.feat_std.copy_(y.std(0).clamp_min(1e-3))
+            mean = y.mean(0)
+            std = y.std(0).clamp_min(1e-3)
+            if rs is not None:
+                std = torch.maximum(std, (y - mean).abs().amax(0) / rs)
+            self.feat_mean.copy_(mean)
+            self.feat_std.copy_(std)
             return
         c = self.condition(incident_energies).reshape(-1)
         k = torch.round((c.clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)).long()
@@ -425,6 +433,12 @@ class FlowGenerator(ShowerGenerator):
             raise ValueError(msg)
         mean = s1 / n.clamp_min(1)[:, None]
         std = (s2 / n.clamp_min(1)[:, None] - mean**2).clamp_min(0).sqrt().clamp_min(1e-3)
+        if rs is not None:
+            # rare hits of mostly-empty voxels lie 10-25 widths out; a spline is the identity
+            # beyond its bound, so without this the flow could never put them there
+            dev = (y64 - mean[k]).abs()
+            amax = torch.zeros_like(mean).scatter_reduce_(0, k[:, None].expand_as(dev), dev, "amax")
+            std = torch.maximum(std, amax / rs)
         knots = np.arange(self.n_calib, dtype=np.float64)
         kx = knots[ok.numpy()]
         # knots without data: linear interpolation between the filled ones (constant outside)

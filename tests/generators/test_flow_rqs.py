@@ -122,3 +122,20 @@ def test_iaf_student_of_an_rqs_teacher_is_affine(geometry):
         assert torch.equal(t_blk.permutation, s_blk.permutation)
     with pytest.raises(ConfigError, match="transform must be 'affine'"):
         IAFGenerator(geometry, n_blocks=1, hidden=[8], n_groups=8, transform="rqs")
+
+
+@pytest.mark.parametrize("standardise", ["global", "energy"])
+def test_range_scale_keeps_every_standardised_value_inside_the_bound(geometry, tiny_ref, standardise):
+    x, e = torch.as_tensor(tiny_ref.showers), torch.as_tensor(tiny_ref.incident_energy)
+    widths = {}
+    for rs in (None, 4.0):
+        # 15 knots sit exactly on the 15 ds1 energies (between knots the tables are interpolated)
+        gen = _rqs_flow(geometry, standardise=standardise, n_calib=15, range_scale=rs)
+        gen.set_standardisation(x, e, torch.Generator().manual_seed(0))
+        y = gen.preprocess(x, e, torch.Generator().manual_seed(0), dequantise=True)
+        widths[rs] = gen.feat_std.clone()
+        if rs is None:
+            assert y.abs().max().item() > 8.0  # rare hits of mostly-empty voxels, far out
+        else:
+            assert y.abs().max().item() <= 4.0 + 1e-4
+    assert (widths[4.0] >= widths[None]).all() and (widths[4.0] > widths[None]).any()
