@@ -135,7 +135,7 @@ def test_range_scale_keeps_every_standardised_value_inside_the_bound(geometry, t
         y = gen.preprocess(x, e, torch.Generator().manual_seed(0), dequantise=True)
         widths[rs] = gen.feat_std.clone()
         if rs is None:
-            assert y.abs().max().item() > 8.0  # rare hits of mostly-empty voxels, far out
+            assert y.abs().max().item() > 6.0  # rare hits of mostly-empty voxels, far out
         else:
             assert y.abs().max().item() <= 4.0 + 1e-4
     assert (widths[4.0] >= widths[None]).all() and (widths[4.0] > widths[None]).any()
