@@ -469,6 +469,32 @@ class FlowGenerator(ShowerGenerator):
             showers = torch.where(showers < 0.5 * self.noise_mev, torch.zeros_like(showers), showers)
         return showers
 
+    @torch.no_grad()
+    def postprocess_report(self, incident_energies: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
+        """How often sampling needs :meth:`postprocess`'s repairs (CaloFlow's handling), at these energies.
+
+        Physically impossible values are repaired, never passed on: a unit coordinate below 0 or
+        above 1 (``sigmoid(y)`` within ``alpha`` of the ends) is clipped to [0, 1], so no energy is
+        negative and no fraction exceeds 1, and each layer's voxel fractions are renormalised to
+        sum to 1 (CaloFlow renormalises the same way). Returns the share of clipped voxel
+        coordinates and the distribution of the per-layer sums before renormalisation.
+        """
+        e = incident_energies.to(self.device, torch.float32)
+        y = self.network(self.sample_latent(e.shape[0], generator), self.condition(e))
+        mean, std = self._standardisation(e)
+        raw = (torch.sigmoid(y * std + mean) - self.alpha) / (1 - 2 * self.alpha)
+        n_l = self.geometry.n_layers
+        vox = raw[:, n_l:]
+        sums = (vox.clamp(0.0, 1.0) @ self.onehot).flatten().double()
+        q = torch.quantile(sums, torch.tensor([0.01, 0.5, 0.99], dtype=torch.float64)).tolist()
+        return {
+            "n_showers": int(e.shape[0]),
+            "clipped_below_0": float((vox < 0).double().mean()),
+            "clipped_above_1": float((vox > 1).double().mean()),
+            "layer_sum_q01": q[0], "layer_sum_median": q[1], "layer_sum_q99": q[2],
+            "layer_sum_outside_0.9_1.1": float(((sums - 1).abs() > 0.1).double().mean()),
+        }
+
     # -- density -----------------------------------------------------------------------
     def log_prob(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
         """Exact log-density (N,) of the preprocessed showers given the incident energies.

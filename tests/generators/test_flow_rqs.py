@@ -139,3 +139,14 @@ def test_range_scale_keeps_every_standardised_value_inside_the_bound(geometry, t
         else:
             assert y.abs().max().item() <= 4.0 + 1e-4
     assert (widths[4.0] >= widths[None]).all() and (widths[4.0] > widths[None]).any()
+
+
+def test_postprocess_report_counts_the_repairs(geometry):
+    gen = _rqs_flow(geometry)
+    gen.eval()
+    rep = gen.postprocess_report(torch.full((50,), 1e4), torch.Generator().manual_seed(0))
+    assert rep["n_showers"] == 50
+    assert 0.0 <= rep["clipped_below_0"] <= 1.0 and rep["clipped_above_1"] == 0.0
+    # an untrained flow's fractions do not sum to one: the report shows how far off they are
+    assert rep["layer_sum_q01"] <= rep["layer_sum_median"] <= rep["layer_sum_q99"]
+    assert rep["layer_sum_outside_0.9_1.1"] > 0.5
