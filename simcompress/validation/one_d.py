@@ -4,7 +4,8 @@
 one feature per call so the features run on the worker threads (numpy releases the GIL while
 it sorts, searches and sums); the KS p-values of all features are computed in one vectorised
 call at the end. The sorted-sample shortcuts here give bitwise the numbers of
-:mod:`simcompress.validation.metrics` (``ks_w1``, ``feature_binning``, ``bootstrap_ks_w1``).
+:mod:`simcompress.validation.metrics` (``ks_w1``, ``feature_binning``; ``bootstrap_ks_w1``: its KS
+spread bitwise, its W1 spread up to float64 rounding).
 """
 
 from __future__ import annotations
@@ -39,55 +40,85 @@ def _hist_sorted(xs: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return hi - lo
 
 
-def _ks_w1_sorted(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+class _Merged:
+    """Two sorted samples merged once (a stable argsort of their concatenation: a linear merge of two runs).
+
+    ``allv``: the merged values; ``nx``: how many of the first i+1 merged values come from ``xs``;
+    ``last``: True at the last of each group of equal values. Shared by the KS/W1 of the pair and
+    by its bootstrap.
+    """
+
+    __slots__ = ("allv", "last", "nx")
+
+    def __init__(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        both = np.concatenate([xs, ys])
+        order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
+        self.allv = both[order]
+        self.nx = np.cumsum(order < xs.size)  # xs values among the first i+1 merged values
+        self.last = np.append(self.allv[1:] != self.allv[:-1], True)
+
+
+def _ks_w1_sorted(xs: np.ndarray, ys: np.ndarray, merged: _Merged | None = None) -> tuple[float, float]:
     """KS D and W1 of two sorted samples, exactly as :func:`metrics.ks_w1` computes them (no p-value)."""
-    both = np.concatenate([xs, ys])
-    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
-    allv = both[order]
-    nx = np.cumsum(order < xs.size)  # xs values among the first i+1 merged values
+    m = merged if merged is not None else _Merged(xs, ys)
+    allv, nx = m.allv, m.nx
     cx = nx / xs.size
     cy = (np.arange(1, allv.size + 1) - nx) / ys.size
     d = np.abs(cx - cy)
     dv = np.diff(allv)
     # the CDFs are right-continuous: read D at the last of each group of tied values; inside a group
     # dv is 0, so W1 gets exactly the terms metrics.ks_w1 sums (bitwise the same result)
-    last = np.append(dv != 0, True)
-    return float(d[last].max()), float(np.sum(d[:-1] * dv))
+    return float(d[m.last].max()), float(np.sum(d[:-1] * dv))
 
 
 def _bootstrap_ks_w1_sorted(
-    xs: np.ndarray, ys: np.ndarray, *, n_boot: int, max_events: int, seed: int
+    xs: np.ndarray,
+    ys: np.ndarray,
+    *,
+    n_boot: int,
+    max_events: int,
+    seed: int,
+    merged: _Merged | None = None,
 ) -> tuple[float, float]:
-    """:func:`metrics.bootstrap_ks_w1` for sorted inputs: same draws, same numbers, no sorting per resample.
+    """:func:`metrics.bootstrap_ks_w1` for sorted inputs: the same draws, no sorting per resample.
 
-    The distinct values of both samples are found once; a resample is then a draw count per value
-    (of each sample), and its KS/W1 terms are read at the end of each value's copies, placed where
-    :func:`_ks_w1_sorted` has them in the merged resample, so every sum adds the same terms in the
-    same order (bitwise the same numbers).
+    A resample is a draw count per sorted event of each sample (``bincount`` of the drawn indices,
+    the same draws in the same order as :func:`metrics.bootstrap_ks_w1`); its cumulative counts read
+    at the last event of each sample at or below each distinct value of both samples are the
+    resample's empirical CDFs there, exact integers. Between two values the resample has, the CDFs
+    do not change, so the KS statistic is the maximum of ``d = |F_x - F_y|`` over all distinct values
+    (bitwise that of :func:`metrics.bootstrap_ks_w1`: the same counts and divisions) and W1 is ``d``
+    times the gaps between neighbouring distinct values, summed: the same sum with each gap of the
+    resample split at the values it skips (equal up to float64 rounding, ~1e-15 relative). Every
+    pass is over one sample's events or over the distinct values, in order (no random gather, no
+    compaction); about half the CPU of counting per distinct value. ``merged``: the pair's
+    :class:`_Merged` if already computed.
     """
     if n_boot < 2:
         msg = f"bootstrap needs n_boot >= 2, got {n_boot}"
         raise ConfigError(msg)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     mx, my = min(xs.size, max_events), min(ys.size, max_events)
-    # the distinct values of both samples, and each sorted event's group among them
-    gv, inv = np.unique(np.concatenate([xs, ys]), return_inverse=True)
-    gx, gy = inv[: xs.size], inv[xs.size :]
+    m = merged if merged is not None else _Merged(xs, ys)
+    gv = m.allv[m.last]  # the distinct values of both samples
+    lx = m.nx[m.last]  # xs events at or below each distinct value (1 + index of the last one; 0: none)
+    ly = np.arange(1, m.allv.size + 1)[m.last] - lx
+    gaps = np.diff(gv)
     ng = gv.size
+    cx = np.zeros(xs.size + 1, dtype=np.int64)  # cx[i]: draws among the first i sorted events
+    cy = np.zeros(ys.size + 1, dtype=np.int64)
+    d, e = np.empty(ng), np.empty(ng)  # buffers of every resample (in-place ufuncs, no BLAS)
     ksv, wv = np.empty(n_boot), np.empty(n_boot)
-    terms = np.zeros(mx + my - 1)
     for b in range(n_boot):
-        cx = np.bincount(gx[rng.integers(0, xs.size, mx)], minlength=ng)
-        cy = np.bincount(gy[rng.integers(0, ys.size, my)], minlength=ng)
-        pres = np.flatnonzero(cx + cy)  # the values this resample has
-        # merged positions (1-based) where each present value's copies end, and the xs copies up to there
-        k = np.cumsum(cx + cy).take(pres).astype(np.float64)  # exact: integer counts
-        nx = np.cumsum(cx).take(pres).astype(np.float64)
-        d = np.abs(nx / mx - (k - nx) / my)
+        np.cumsum(np.bincount(rng.integers(0, xs.size, mx), minlength=xs.size), out=cx[1:])
+        np.cumsum(np.bincount(rng.integers(0, ys.size, my), minlength=ys.size), out=cy[1:])
+        np.divide(cx.take(lx), mx, out=d)
+        np.divide(cy.take(ly), my, out=e)
+        np.subtract(d, e, out=d)
+        np.abs(d, out=d)
         ksv[b] = float(d.max())
-        terms[:] = 0.0
-        terms[k[:-1].astype(np.int64) - 1] = d[:-1] * np.diff(gv.take(pres))
-        wv[b] = float(np.sum(terms))
+        np.multiply(d[:-1], gaps, out=e[:-1])
+        wv[b] = float(e[:-1].sum())
     scale = math.sqrt((1.0 / xs.size + 1.0 / ys.size) / (1.0 / mx + 1.0 / my))
     return float(ksv.std(ddof=1) * scale), float(wv.std(ddof=1) * scale)
 
@@ -176,7 +207,8 @@ class FeatureJob:
         f = self.names[i]
         r = self.ref_sorted[f]
         c = self.cand[i]
-        ks, w1 = _ks_w1_sorted(r, c)
+        merged = _Merged(r, c)
+        ks, w1 = _ks_w1_sorted(r, c, merged)
         edges = self._edges(f, r, c)
         h1 = _hist_sorted(r, edges)
         h2 = _hist_sorted(c, edges)
@@ -201,7 +233,9 @@ class FeatureJob:
         }
         if self.bootstrap:
             b = self.spec.bootstrap
-            kse, w1e = _bootstrap_ks_w1_sorted(r, c, n_boot=b.n_boot, max_events=b.max_events, seed=self.seed + 17 * i)
+            kse, w1e = _bootstrap_ks_w1_sorted(
+                r, c, n_boot=b.n_boot, max_events=b.max_events, seed=self.seed + 17 * i, merged=merged
+            )
             d["ks_err"], d["w1_err"] = kse, w1e
             d["sp_err"] = (
                 M.bootstrap_separation_power(h1, h2, n_boot=b.n_boot_hist, seed=self.seed + 17 * i)

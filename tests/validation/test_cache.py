@@ -181,11 +181,18 @@ def test_one_pass_floor_equals_per_split_floor() -> None:
 
 def test_sorted_bootstrap_equals_metrics_bootstrap() -> None:
     rng = np.random.default_rng(9)
-    for n, m, cap in ((4000, 2500, 50_000), (3000, 2000, 700)):
-        x = np.sort(np.round(rng.normal(size=n), 2))  # ties
-        y = np.sort(rng.exponential(size=m))
-        want = M.bootstrap_ks_w1(x, y, n_boot=6, max_events=cap, seed=11)
-        assert evaluation._bootstrap_ks_w1_sorted(x, y, n_boot=6, max_events=cap, seed=11) == want
+    for n, m, cap in ((4000, 2500, 50_000), (3000, 2000, 700), (600, 3000, 500)):
+        for x, y in (
+            (np.round(rng.normal(size=n), 2), rng.exponential(size=m)),  # ties in one sample
+            (rng.integers(0, 4, n).astype(float), rng.integers(1, 6, m).astype(float)),  # ties shared by both
+            (np.where(rng.random(n) < 0.4, 0.0, rng.exponential(size=n)), np.zeros(m)),  # a constant sample
+        ):
+            x, y = np.sort(x), np.sort(y)
+            want = M.bootstrap_ks_w1(x, y, n_boot=6, max_events=cap, seed=11)
+            got = evaluation._bootstrap_ks_w1_sorted(x, y, n_boot=6, max_events=cap, seed=11)
+            assert got[0] == want[0]  # KS spread: bitwise
+            assert got[1] == pytest.approx(want[1], rel=1e-12, abs=1e-300)  # W1 spread: float64 rounding
+            assert got != M.bootstrap_ks_w1(x, y, n_boot=6, max_events=cap, seed=12)
 
 
 def test_cli_cache_dir_and_no_cache(ref_file, independent, spec, tmp_path, capsys) -> None:
