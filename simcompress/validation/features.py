@@ -309,7 +309,9 @@ class FeatureAccumulator:
         self._rn2 = np.zeros(n_rad)
         self.n_events = 0
 
-    def update(self, chunk: ShowerSet) -> None:
+    def update(self, chunk: ShowerSet, *, checked: bool = False) -> None:
+        """Add ``chunk``'s features; ``checked``: its values were already checked (``ShowerReader.iterate``
+        checks every chunk it yields), so the two passes over the voxels are not made again."""
         if not chunk.geometry.same_binning(self.geometry):
             from ..errors import GeometryError
 
@@ -317,7 +319,8 @@ class FeatureAccumulator:
             raise GeometryError(
                 msg
             )
-        chunk.validate(self.source)
+        if not checked:
+            chunk.validate(self.source)
         blocks = [(chunk.incident_energy[i : i + _BLOCK], chunk.showers[i : i + _BLOCK]) for i in range(0, len(chunk), _BLOCK)]
         if len(blocks) > 1 and _WORKERS > 1:
             parts = list(_pool().map(lambda b: self._kernel(*b), blocks))

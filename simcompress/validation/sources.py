@@ -99,6 +99,10 @@ class _ReaderChunks:
     def __init__(self, reader: Any) -> None:
         self.reader = reader
         self.step = 100_000
+        #: a ShowerReader checks every chunk it yields (NaN/inf, negative energies), so they need no second check
+        from ..showers.io import ShowerReader
+
+        self.checked = isinstance(reader, ShowerReader)
 
     def __iter__(self) -> Iterator[ShowerSet]:
         return iter(self.reader.iterate(step_size=self.step))
@@ -129,6 +133,7 @@ def read_sample(
     acc: FeatureAccumulator | None = None
     res = _Reservoir(keep_voxels, seed) if keep_voxels > 0 else None
     t_read = t_feat = 0.0
+    checked = isinstance(chunks, _ReaderChunks) and chunks.checked
     it = iter(chunks)
     with progress_bar(f"features {name}", n_total, enabled=progress) as bar:
         while True:
@@ -147,7 +152,7 @@ def read_sample(
                     )
                     raise GeometryError(msg)
                 acc = FeatureAccumulator(g, threshold_mev, desc)
-            acc.update(chunk)
+            acc.update(chunk, checked=checked)
             if res is not None:
                 res.update(chunk.incident_energy, chunk.showers)
             t_feat += time.perf_counter() - t1
