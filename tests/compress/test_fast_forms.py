@@ -148,3 +148,34 @@ def test_batch_runs_load_the_recorded_form(tmp_path) -> None:
     a = model.sample(e, torch.Generator().manual_seed(0))
     b = q.sample(e, torch.Generator().manual_seed(0))
     assert float((a.sum(1) / b.sum(1) - 1).abs().max()) < 0.05
+
+
+def test_deployed_input_quantizers_compute_the_same_values_in_place() -> None:
+    """PTQ with int8 layer inputs: the baked form (in-place input quantizers) is bit-identical to the
+    fake-quantized model; the int8 form runs the same fast quantizers in front of its integer kernels."""
+    from simcompress.compress import compress, config_from_dict
+    from simcompress.compress.deploy import FastActQuant, choose_form, deploy, network_inputs
+    from simcompress.compress.parametrizations import ActQuant, fake_quantize
+
+    g = _gan(threshold_mev=0.5)
+    z, _ = network_inputs(g, 512, seed=1)
+    cfg = {"method": "ptq", "weights": {"bits": 8, "granularity": "per_channel"},
+           "activations": {"bits": 8, "symmetric": False, "calibration": "percentile", "percentile": 99.0}}
+    q = compress(g, config_from_dict(cfg), calibration=lambda m: m.network(z, m.condition(torch.full((512,), 3e4)))).model.eval()
+    assert sum(isinstance(m, ActQuant) for m in q.network.modules()) == 2
+    args = network_inputs(q, 300, seed=5)
+    with torch.no_grad():
+        ref = q.network(*args)
+        baked = deploy(q, "baked")
+        fast = [m for m in baked.network.modules() if isinstance(m, FastActQuant)]
+        assert len(fast) == 2 and not any(isinstance(m, ActQuant) for m in baked.network.modules())
+        assert torch.equal(baked.network(*args), ref)
+        int8 = deploy(q, "torch-int8")
+        assert sum(isinstance(m, FastActQuant) for m in int8.network.modules()) == 2
+        assert float((int8.network(*args) - ref).abs().max()) <= 0.05 * float(ref.abs().max())
+        # the quantizer alone, float64, values straddling the clamp range and rounding ties
+        aq = ActQuant(0.25, 3.0, 8, False).double()
+        x = torch.cat([torch.linspace(-5, 70, 3001, dtype=torch.float64), torch.tensor([0.125, 0.375, -0.625], dtype=torch.float64)])
+        assert torch.equal(FastActQuant(aq)(x), fake_quantize(x, aq.scale, aq.zero_point, 8, False))
+    ch = choose_form(q, batch=128, min_time=0.005, repeats=1, forms=("exact", "baked"))
+    assert ch.max_abs_diff["baked"] == 0.0
