@@ -209,15 +209,11 @@ def _classifier_inputs(kind: str, sample: Sample, hlv: np.ndarray | None = None)
     return low_level_inputs(sample.voxel_einc, vox)
 
 
-def _run_classifier(spec: GateSpec, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    from .classifier import classifier_test
+def _run_classifier(spec: GateSpec, x: np.ndarray, y: np.ndarray, label: str = "") -> dict[str, Any]:
+    from .classifier import run_classifier
 
-    cr = spec.classifier
-    r = classifier_test(
-        x, y, n_hidden=cr.n_hidden, n_layers=cr.n_layers, epochs=cr.epochs, batch_size=cr.batch_size, lr=cr.lr,
-        calibrate=cr.calibrate, max_events=cr.max_events, min_events=cr.min_events, seed=spec.seed,
-    )
-    return r.to_dict()
+    # the spec's preset (gate or calochallenge) with its explicit settings on top
+    return run_classifier(spec.classifier, x, y, seed=spec.seed, label=label)
 
 
 def _classifier_floor(prep: PreparedReference) -> dict[str, Any]:

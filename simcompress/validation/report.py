@@ -159,6 +159,7 @@ logarithmic bins so that the discrete incident energies do not draw a comb.{% if
 </table>
 <p class="floor">FPD/KPD: JetNet definitions (arXiv:2211.10295) on the CaloChallenge high-level vector; FPD ×10³ and KPD ×10³ as in the CaloChallenge tables.
 Classifier: held-out AUC / JSD = (ln2 − BCE)/ln2.</p>
+{% if cls_settings %}<h3>Classifier settings</h3>{{ cls_settings }}{% endif %}
 {% if bin_rows %}<h2>Per incident-energy bin (worst feature per bin)</h2>
 <table><tr><th>bin</th>{% for c in cands %}<th>{{ c.name }}: worst W1 / floor</th>{% endfor %}</tr>
 {% for row in bin_rows %}<tr><td class="name">{{ row.label }}</td>{% for cell in row.cells %}{{ cell }}{% endfor %}</tr>{% endfor %}
@@ -310,8 +311,15 @@ def report_section(result: ReportInput, *, max_feature_figures: int | None = Non
     ci = ref.cache_info or {}
     cache_txt = {"loaded": "loaded from the cached reference", "written": "computed and cached"}.get(ci.get("status", ""), "")
     warnings_ = [w for c in result.candidates.values() for w in c.warnings] + list(ref.notes)
+    from .classifier import settings_html
+
+    cls_settings = Markup(settings_html({
+        **{f"floor ({k})": m for k, m in ref.classifier_floor.items()},
+        **{f"{n} ({k})": m for n, c in result.candidates.items() for k, m in c.classifier.items()},
+    }))
     tmpl = _env().from_string(_SECTION)
     return tmpl.render(
+        cls_settings=cls_settings,
         spec=result.spec,
         cands=cands,
         ref={
