@@ -168,8 +168,9 @@ class FixedGraph:
 def check_supported(net: nn.Module) -> None:
     """Refuse layers and patterns the bit-exact firmware path cannot handle, naming layer and alternative."""
     for name, mod in net.named_modules():
+        own = type(mod).__bases__[0] if parametrize.is_parametrized(mod) else type(mod)  # ParametrizedX -> X
         for cls, why in _REFUSED.items():
-            if type(mod) is cls:
+            if own is cls:
                 msg = f"layer {name!r} ({cls.__name__}) is not supported: {why}"
                 raise UnsupportedLayerError(msg)
     gm = _trace(net)
