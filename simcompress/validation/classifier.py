@@ -103,45 +103,28 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Isotonic (non-decreasing) least-squares fit by pool-adjacent-violators.
+    """Isotonic (non-decreasing) least-squares fit (scikit-learn's ``IsotonicRegression``).
 
-    Returns ``(x_knots, y_knots)`` for :func:`numpy.interp` (constant extrapolation). Our own
-    25 lines because scikit-learn is not a dependency of simcompress; with
-    :func:`isotonic_calibrate` it equals ``sklearn.isotonic.IsotonicRegression(out_of_bounds='clip')``
-    (its predict interpolates linearly between the same knots).
+    Returns ``(x_knots, y_knots)`` for :func:`numpy.interp` (constant extrapolation), the
+    fitted model's ``X_thresholds_`` and ``y_thresholds_``.
     """
-    order = np.argsort(x, kind="mergesort")
-    xs = np.asarray(x, dtype=np.float64)[order]
-    ys = np.asarray(y, dtype=np.float64)[order]
-    # pool equal x first so ties share one value
-    ux, start = np.unique(xs, return_index=True)
-    sums = np.add.reduceat(ys, start)
-    cnts = np.diff(np.append(start, xs.size)).astype(np.float64)
-    vals: list[float] = []
-    wts: list[float] = []
-    nblk: list[int] = []
-    for s, c in zip(sums, cnts, strict=True):
-        vals.append(s / c)
-        wts.append(c)
-        nblk.append(1)
-        while len(vals) > 1 and vals[-2] > vals[-1]:
-            w = wts[-2] + wts[-1]
-            v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
-            k = nblk[-2] + nblk[-1]
-            vals[-2:], wts[-2:], nblk[-2:] = [v], [w], [k]
-    fitted = np.repeat(vals, nblk)
-    return ux, fitted
+    from sklearn.isotonic import IsotonicRegression
+
+    ir = IsotonicRegression(out_of_bounds="clip").fit(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return np.asarray(ir.X_thresholds_, dtype=np.float64), np.asarray(ir.y_thresholds_, dtype=np.float64)
 
 
 def isotonic_calibrate(p_fit: np.ndarray, y_fit: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Calibrate probabilities ``p`` by the isotonic fit of ``y_fit`` on ``p_fit`` (CaloChallenge's calibration).
 
-    As ``IsotonicRegression(out_of_bounds='clip', y_min=1e-6, y_max=1 - 1e-6)`` of ``evaluate.py``:
-    linear between the knots, constant outside, bounded to [1e-6, 1 - 1e-6] (the bounded isotonic
-    fit is the clipped unbounded one).
+    ``IsotonicRegression(out_of_bounds='clip', y_min=1e-6, y_max=1 - 1e-6)``, as in ``evaluate.py``:
+    linear between the knots, constant outside, bounded to [1e-6, 1 - 1e-6].
     """
-    kx, ky = isotonic_fit(p_fit, y_fit)
-    return np.clip(np.interp(np.asarray(p, dtype=np.float64), kx, ky), CALIBRATION_CLIP, 1.0 - CALIBRATION_CLIP)
+    from sklearn.isotonic import IsotonicRegression
+
+    ir = IsotonicRegression(out_of_bounds="clip", y_min=CALIBRATION_CLIP, y_max=1.0 - CALIBRATION_CLIP)
+    ir.fit(np.asarray(p_fit, dtype=np.float64), np.asarray(y_fit, dtype=np.float64))
+    return np.asarray(ir.predict(np.asarray(p, dtype=np.float64)), dtype=np.float64)
 
 
 def _net(n_in: int, n_hidden: int, n_layers: int, dropout: float) -> Any:

@@ -25,9 +25,8 @@ def test_isotonic_fit_is_monotone_least_squares() -> None:
     x = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     y = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
     kx, ky = isotonic_fit(x, y)
-    # PAV by hand: [0], [1, 0, 0] -> 1/3 pooled, [1], [1]
-    assert np.allclose(ky, [0.0, 1 / 3, 1 / 3, 1 / 3, 1.0, 1.0])
-    assert np.array_equal(kx, x)
+    # PAV by hand: [0], [1, 0, 0] -> 1/3 pooled, [1], [1] (scikit-learn keeps only the knots it needs)
+    assert np.allclose(np.interp(x, kx, ky), [0.0, 1 / 3, 1 / 3, 1 / 3, 1.0, 1.0])
     rng = np.random.default_rng(1)
     x, y = rng.random(300), (rng.random(300) < np.linspace(0, 1, 300)).astype(float)
     kx, ky = isotonic_fit(x, y)
