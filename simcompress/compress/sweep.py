@@ -473,7 +473,9 @@ def write_sweep(
 def publish_page(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], records: list[dict[str, Any]]) -> Path:
     """Copy a finished sweep's page to ``dest`` (replaced atomically): ``sweep.html``, ``sweep.json``
     and the validation folder of every point the page links to, at the same relative paths (so the
-    links work); no bundles, no teacher showers."""
+    links work); no bundles, no teacher showers. A point's ``metrics.json`` is written compact and
+    without its per-energy-bin tables (most of its size; the full file stays in ``out_dir``), with a
+    ``published`` note saying so."""
     out, target = Path(out_dir), Path(dest)
     with atomic_dir(target, overwrite=True) as staging:
         for name in ("sweep.html", "sweep.json"):
@@ -485,7 +487,19 @@ def publish_page(out_dir: str | os.PathLike[str], dest: str | os.PathLike[str], 
             src = (out / link).parent
             if src.is_dir() and src.resolve().is_relative_to(out.resolve()):
                 shutil.copytree(src, staging / Path(link).parent, dirs_exist_ok=True)
+                _trim_metrics(staging / Path(link).parent / "metrics.json")
     return target
+
+
+def _trim_metrics(path: Path) -> None:
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text())
+    for cand in (data.get("candidates") or {}).values():
+        if isinstance(cand, dict):
+            cand.pop("per_energy_bin", None)
+    data["published"] = "copy for the sweep page: per-energy-bin tables left out (full metrics.json in the sweep's output folder)"
+    write_text_atomic(path, json.dumps(data, separators=(",", ":"), default=str) + "\n")
 
 
 def check_pick(spec: SweepSpec, pick: str | None, pick_by: str | None) -> None:

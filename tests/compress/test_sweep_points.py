@@ -80,7 +80,7 @@ def test_publish_copies_the_page_and_linked_reports_but_no_bundles(tmp_path: Pat
     for p in points:
         vdir = out / "points" / p.id / "validation"
         vdir.mkdir(parents=True)
-        (vdir / "metrics.json").write_text('{"x": 1}')
+        (vdir / "metrics.json").write_text(json.dumps({"candidates": {"student": {"features": {"a": 1}, "per_energy_bin": [1] * 50}}}, indent=2))
         (out / "points" / p.id / "bundle").mkdir()
         (out / "points" / p.id / "bundle" / "weights.safetensors").write_bytes(b"0" * 100)
         records.append({"id": p.id, "status": "done", "label": p.label, "method": p.method, "values": p.values,
@@ -91,3 +91,6 @@ def test_publish_copies_the_page_and_linked_reports_but_no_bundles(tmp_path: Pat
     files = sorted(str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file())
     assert files == sorted(["sweep.html", "sweep.json", *(f"points/{p.id}/validation/metrics.json" for p in points)])
     assert (dest / "sweep.html").read_text() == (out / "sweep.html").read_text()
+    pub = json.loads((dest / "points" / points[0].id / "validation" / "metrics.json").read_text())
+    assert pub["candidates"]["student"] == {"features": {"a": 1}} and "per-energy-bin" in pub["published"]
+    assert "per_energy_bin" in (out / "points" / points[0].id / "validation" / "metrics.json").read_text()  # the run keeps it
