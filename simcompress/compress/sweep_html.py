@@ -35,6 +35,11 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _group(point: dict[str, Any]) -> str:
+    """Legend entry of a point: its method, after the methods of its fixed ``before`` steps."""
+    return " + ".join([*(str(b.get("method")) for b in point.get("before") or []), str(point["method"])])
+
+
 def _plot(table: dict[str, Any], damage: str) -> str:
     import matplotlib
 
@@ -44,12 +49,12 @@ def _plot(table: dict[str, Any], damage: str) -> str:
     pts = table["points"]
     picked = (table.get("pick") or {}).get("picked")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    methods = sorted({p["method"] for p in pts})
+    methods = sorted({_group(p) for p in pts})
     colors = {m: f"C{i}" for i, m in enumerate(methods)}
     for ax, gain, xlabel in ((axes[0], "storage_ratio", "storage ratio (teacher / student bits)"),
                              (axes[1], "speedup", "end-to-end speed-up (showers/s, student / teacher)")):
         for m in methods:
-            sel = [p for p in pts if p["method"] == m and _num(p.get(gain)) and _num(p.get(damage))]
+            sel = [p for p in pts if _group(p) == m and _num(p.get(gain)) and _num(p.get(damage))]
             ax.scatter([p[gain] for p in sel], [p[damage] for p in sel], color=colors[m], label=m, s=30, zorder=3)
             for p in sel:
                 ax.annotate(" ".join(f"{v}" for v in p["values"].values()), (p[gain], p[damage]), fontsize=7,
