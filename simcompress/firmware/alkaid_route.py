@@ -44,6 +44,7 @@ from torch.nn.utils import parametrize
 from ..compress.fixed_point.record import PrecisionEntry, PrecisionRecord
 from ..compress.fixed_point.types import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
+from .alkaid_ops import kif, leaky_trace, patch_constant_cmvm
 
 __all__ = [
     "ALKAID_LAYERS",
@@ -93,12 +94,6 @@ def _np_sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 _UNARY: dict[str, Any] = {"Tanh": np.tanh, "Sigmoid": _np_sigmoid}
-
-
-def _kif(t: FixedType) -> tuple[int, int, int]:
-    """alkaid's (keep sign, integer bits without the sign, fractional bits) of a record type."""
-    k = int(t.signed)
-    return k, t.integer - k, t.frac
 
 
 def _check_modes(t: FixedType, where: str) -> None:
@@ -183,7 +178,7 @@ def _register_alkaid() -> None:
     from alkaid.trace.ops import quantize, relu
 
     def q(x: Any, t: FixedType, port: bool = False) -> Any:
-        k, i, f = _kif(t)
+        k, i, f = kif(t)
         if port:
             return quantize(x, k, i, f, overflow_mode="WRAP", round_mode="TRN")
         return quantize(x, k, i, f, overflow_mode=t.overflow, round_mode=t.rounding)
@@ -204,90 +199,18 @@ def _register_alkaid() -> None:
             if m.kind == "ReLU":
                 return q(relu(input), t)
             if m.kind == "LeakyReLU":
-                return q(_leaky_trace(input, float(m.alpha or 0.0)), t)
+                return q(leaky_trace(input, float(m.alpha or 0.0)), t)
             # the table holds result_t(f(x)) already; the cast to the same type only declares it
-            k, i, f = _kif(t)
+            k, i, f = kif(t)
             return input.apply(m.table_values).quantize(k, i, f, overflow_mode="WRAP", round_mode="TRN")
 
-    _patch_constant_cmvm()
+    patch_constant_cmvm()
     # alkaid looks up a second-level plugin for every module class outside torch (entry point group
     # ``alkaid_torch``); the handlers above are registered already, so mark simcompress as loaded
     from alkaid.converter import _plugin_loader
 
     _plugin_loader._LOADED.add(("simcompress", "torch"))
     _registered = True
-
-
-def _patch_constant_cmvm() -> None:
-    """Work around alkaid 0.8.2's ``cmvm`` failing (``StopIteration``) when a product is constant.
-
-    When every input with a non-zero weight is a constant (a dead ReLU channel, often after
-    pruning), alkaid builds an FVArray of plain floats and cannot find its hardware config. The
-    product is then the constant ``sum(w * value)``: this wrapper returns it as constant variables.
-    """
-    from alkaid.trace import fixed_variable_array as fva
-
-    if getattr(fva.cmvm, "_simcompress_patched", False):
-        return
-    original = fva.cmvm
-
-    def cmvm(cm: np.ndarray, v: Any, solver_options: Any) -> Any:
-        try:
-            return original(cm, v, solver_options)
-        except StopIteration:
-            raw = np.asarray(v)
-            used = np.any(cm != 0, axis=1)
-            if not all(x.low == x.high for x in raw[used]):
-                raise
-            values = np.array([float(x.low) if u else 0.0 for x, u in zip(raw, used, strict=True)]) @ cm.astype(np.float64)
-            return fva.FVArray(values, v.solver_options, hwconf=v.hwconf)
-
-    cmvm._simcompress_patched = True  # type: ignore[attr-defined]
-    fva.cmvm = cmvm
-
-
-def _csd(n: int) -> list[tuple[int, int]]:
-    """Canonical signed digits of ``n``: ``[(sign, exponent), ...]`` with ``n = sum(sign * 2**exponent)``.
-
-    >>> _csd(7), _csd(-3)
-    ([(-1, 0), (1, 3)], [(1, 0), (-1, 2)])
-    """
-    digits = []
-    e = 0
-    while n:
-        if n & 1:
-            d = 2 - (n & 3)  # +1 when n = 1 (mod 4), -1 when n = 3 (mod 4)
-            digits.append((d, e))
-            n -= d
-        n >>= 1
-        e += 1
-    return digits
-
-
-def _times_constant(x: Any, c: float) -> Any:
-    """``x * c`` for a dyadic constant as shifted adds of its canonical signed digits (exact).
-
-    alkaid's own constant multiplication runs a solver per element, far slower for one shared
-    scalar such as a LeakyReLU slope; the product is the same exact value either way.
-    """
-    if c == 0:
-        return x * 0.0
-    mant, exp = math.frexp(c)
-    frac = 53 - exp
-    n = int(math.ldexp(mant, 53))
-    while n % 2 == 0:
-        n //= 2
-        frac -= 1
-    out = None
-    for sign, e in _csd(n):
-        term = x * math.ldexp(float(sign), e - frac)
-        out = term if out is None else out + term
-    return out
-
-
-def _leaky_trace(x: Any, alpha: float) -> Any:
-    """``x > 0 ? x : alpha * x`` on alkaid arrays, as ``max(x, 0) + alpha * min(x, 0)`` (exact)."""
-    return np.maximum(x, 0.0) + _times_constant(np.minimum(x, 0.0), alpha)
 
 
 def bake(net: nn.Module, original: bool = False) -> nn.Module:

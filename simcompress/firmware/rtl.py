@@ -40,7 +40,8 @@ import numpy as np
 from .._atomic import write_text_atomic
 from ..compress.fixed_point.types import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
-from .alkaid_route import OVERFLOW, ROUNDING, _leaky_trace, _patch_constant_cmvm
+from .alkaid_ops import leaky_trace, patch_constant_cmvm
+from .alkaid_route import OVERFLOW, ROUNDING
 from .graph import FixedGraph
 
 __all__ = ["build_rtl", "compile_verilator", "prepare_verilator", "rtl_available", "trace_alkaid", "write_verilog", "yosys_luts"]
@@ -174,7 +175,7 @@ def _network_fn(graph: FixedGraph) -> Any:
             elif op.kind == "leaky_relu":
                 assert op.param_t is not None  # every leaky_relu op has it (build_graph)
                 alpha = math.ldexp(float(op.alpha_int), -op.param_t.frac)
-                vals[op.name] = q(_leaky_trace(vals[op.srcs[0]], alpha), op.out_t, op.name)
+                vals[op.name] = q(leaky_trace(vals[op.srcs[0]], alpha), op.out_t, op.name)
             else:
                 msg = f"{op.name}: {op.kind} is not supported by the RTL route (Linear, ReLU, LeakyReLU only)"
                 raise UnsupportedLayerError(msg)
@@ -188,7 +189,7 @@ def trace_alkaid(graph: FixedGraph) -> Any:
     from alkaid.trace import FVArrayInput
     from alkaid.trace import trace as comb_trace
 
-    _patch_constant_cmvm()
+    patch_constant_cmvm()
     n_in = sum(graph.input_sizes)
     inp = FVArrayInput(n_in)
     with contextlib.redirect_stdout(io.StringIO()):
