@@ -75,3 +75,17 @@ def test_rtl_refuses_what_alkaid_cannot_do(quantize: Any) -> None:
     graph = build_graph(quantize(cls=ReluGen, result={"width": 12, "rounding": "RND_ZERO"}).model)
     with pytest.raises(UnsupportedLayerError, match="fc1: rounding RND_ZERO is not available in alkaid"):
         trace_alkaid(graph)
+
+
+def test_alkaid_route_verilog_is_bit_exact_in_verilator(tmp_path: Path) -> None:
+    """The route for what hls4ml cannot take: ConvTranspose1d + tanh + leaky_relu, Verilator against the emulation."""
+    from test_alkaid import _quantized
+
+    from simcompress.firmware import FirmwareConfig, export_firmware
+
+    cfg = FirmwareConfig(check={"n_samples": 300}, rtl={"enabled": True, "n_samples": 300, "yosys": shutil.which("yosys") is not None})
+    rep = export_firmware(_quantized().model, cfg, tmp_path / "fw").report
+    assert rep["route"] == "alkaid" and rep["bit_exactness"]["mismatches"] == 0
+    assert rep["rtl"]["mismatches"] == 0 and rep["rtl"]["n_samples"] == 300
+    if shutil.which("yosys"):
+        assert rep["rtl"]["yosys"]["luts"] > 0
