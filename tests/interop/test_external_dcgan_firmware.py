@@ -111,9 +111,14 @@ def test_user_dcgan_import_compress_validate_and_alkaid_firmware(user_files: dic
     assert rc in (0, 1)  # an untrained DCGAN may fail the gate; the metrics are written either way
     assert {"teacher", "fixed"} <= set(json.dumps(json.loads((d / "v" / "metrics.json").read_text())).split('"'))
 
-    # firmware: hls4ml 1.3.0 has no ConvTranspose, so 'auto' takes the alkaid route
-    assert main(["firmware", "--model", str(fp), "--config", str(d / "target.yaml"), "--out", str(fw)]) == 0
+    # firmware: hls4ml 1.3.0 has no ConvTranspose, so 'auto' takes the alkaid route; with --reference the showers
+    # generated through alkaid's interpreter are validated too (exit 1: this untrained network fails the gate,
+    # and so does the float network with the same noise: the firmware is not what fails)
+    rc = main(["firmware", "--model", str(fp), "--config", str(d / "target.yaml"), "--out", str(fw), "--reference",
+               str(user_files["ref"]), "--physics-events", "300", "--gate", str(d / "gate.yaml")])
     rep = json.loads((fw / "firmware.json").read_text())
+    assert rc == 1 and rep["physics"]["n_events"] == 300 and not rep["physics"]["passed"]
+    assert not rep["physics"]["float_passed"] and (fw / "validation" / "metrics.json").is_file()
     assert rep["route"] == "alkaid"
     assert rep["bit_exactness"]["mismatches"] == 0 and rep["bit_exactness"]["n_outputs"] == 300 * 368
     assert rep["estimate"]["total"]["dsp"] == 0 and rep["estimate"]["total"]["lut"] > 0
