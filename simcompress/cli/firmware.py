@@ -26,7 +26,7 @@ def firmware_command(
     physics_events: int = typer.Option(5000, "--physics-events", help="Showers generated through the C simulation for --reference."),
     gate: str = typer.Option("default", "--gate", help="Validation gate preset or YAML for --reference."),
     rtl: bool | None = typer.Option(
-        None, "--rtl/--no-rtl", help="Also run da4ml -> Verilog -> Verilator (default: config rtl.enabled)."
+        None, "--rtl/--no-rtl", help="Also run alkaid -> Verilog -> Verilator (default: config rtl.enabled)."
     ),
     synth: bool = typer.Option(False, "--synth", help="Run the vendor HLS synthesis (needs vitis_hls/vivado_hls on PATH)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
@@ -66,19 +66,21 @@ def _summary(report: dict[str, Any], out: Path) -> None:
     b = report["bit_exactness"]
     t = report["estimate"]["total"]
     dev = report["deviation_from_float"]
-    console.print(f"[bold]{out}[/bold]: hls4ml project, vectors, firmware.json, README.md")
+    alkaid = report.get("route") == "alkaid"
+    sim = "alkaid interpreter" if alkaid else "C simulation"
+    console.print(f"[bold]{out}[/bold]: {'alkaid Verilog (rtl/)' if alkaid else 'hls4ml project'}, vectors, firmware.json, README.md")
     status = "[green]bit-exact[/green]" if b["passed"] else "[red]NOT bit-exact[/red]"
-    console.print(f"emulation vs C simulation: {b['mismatches']} mismatches on {b['n_samples']} inputs ({status})")
+    console.print(f"emulation vs {sim}: {b['mismatches']} mismatches on {b['n_samples']} inputs ({status})")
     console.print(f"max |fixed - float| = {dev['max_abs']:.4g} (mean {dev['mean_abs']:.3g}, float output std {dev['float_output_std']:.3g})")
     console.print(f"estimate ({report['target']['part']}): {t['dsp']} DSP, {t['lut']} LUT, {t['latency_cycles']} cycles "
                   f"({t['latency_ns']:.0f} ns), II {t['initiation_interval_cycles']}")
     tm = report["timings"]
-    console.print(f"convert {tm['convert_s']:.1f} s, compile {tm['compile_s']:.1f} s, C sim {tm['csim_samples_per_s']:.0f} samples/s")
+    console.print(f"convert {tm['convert_s']:.1f} s, compile {tm['compile_s']:.1f} s, {sim} {tm['csim_samples_per_s']:.0f} samples/s")
     if report.get("rtl"):
         r = report["rtl"]
-        console.print(f"RTL (da4ml -> Verilator): {r['mismatches']} mismatches on {r['n_samples']} inputs, "
+        console.print(f"RTL (alkaid -> Verilator): {r['mismatches']} mismatches on {r['n_samples']} inputs, "
                       f"{r.get('yosys', {}).get('luts', 'n/a')} yosys LUTs")
     if report.get("physics"):
         ph = report["physics"]
-        console.print(f"physics vs reference ({ph['n_events']} showers): C simulation {'passed' if ph['passed'] else 'FAILED'}, "
+        console.print(f"physics vs reference ({ph['n_events']} showers): {sim} {'passed' if ph['passed'] else 'FAILED'}, "
                       f"float network (same noise) {'passed' if ph['float_passed'] else 'FAILED'} the '{ph['gate']}' gate (see validation/)")

@@ -21,9 +21,9 @@ TOY = Path(__file__).with_name("external_dcgan.py")
 FIXED = {"name": "fp", "steps": [{"method": "fixed_point", "weight": {"width": 10}, "calibration_samples": 512}]}
 
 
-def _target(tmp_path: Path) -> Path:
+def _target(tmp_path: Path, extra: str = "") -> Path:
     p = tmp_path / "target.yaml"
-    p.write_text("part: xcvu13p-flga2577-2-e\nclock_period_ns: 4.0\ncheck: {n_samples: 200}\n")
+    p.write_text("part: xcvu13p-flga2577-2-e\nclock_period_ns: 4.0\ncheck: {n_samples: 200}\n" + extra)
     return p
 
 
@@ -58,9 +58,11 @@ def test_deconvolution_generator_is_refused_by_the_hls4ml_route(tmp_path: Path, 
     res = compress(gen, config_from_dict(FIXED["steps"][0]))
     fp = tmp_path / "fp"
     save_compressed(res.model, gen.config_dict(), [res.config.to_dict()], res.report(), fp)
-    rc = main(["firmware", "--model", str(fp), "--config", str(_target(tmp_path)), "--out", str(tmp_path / "fw")])
+    # route: auto would take it through alkaid (tests/interop/test_external_dcgan_firmware.py)
+    target = _target(tmp_path, "route: hls4ml\n")
+    rc = main(["firmware", "--model", str(fp), "--config", str(target), "--out", str(tmp_path / "fw")])
     err = capsys.readouterr().err
-    assert rc == 2 and "not supported" in err and not (tmp_path / "fw" / "firmware.json").exists()
+    assert rc == 2 and "alkaid route can take this network" in err and not (tmp_path / "fw").exists()
 
 
 def test_float_bundle_or_zoo_name_says_which_recipe_to_run_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

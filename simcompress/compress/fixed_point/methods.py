@@ -221,7 +221,8 @@ class _TypeWalk:
         rr = self._range(name)
         res_t = _spec(cfg, name, "result").build(rr[0], rr[1], True, f"{name}.result")
         linear = isinstance(mod, nn.Linear)
-        kind = type(mod).__name__ if type(mod) in WEIGHT_LAYERS else "Linear"
+        # a parametrized module's class is a generated subclass (e.g. ParametrizedConvTranspose2d)
+        kind = next((cls.__name__ for cls in WEIGHT_LAYERS if isinstance(mod, cls)), "Linear")
         self.layers[name] = {
             "kind": kind,
             "weight": w_t.to_dict(),
