@@ -126,9 +126,6 @@ def test_user_dcgan_import_compress_validate_and_alkaid_firmware(user_files: dic
     assert np.load(fw / "vectors" / "output.npy").shape == (300, 368)
 
 
-@pytest.mark.xfail(strict=True, reason="compress bug: FixedPointNetwork skips the weight quantizer of a layer that "
-                   "already has a parametrization (magnitude_prune's Mask), so prune -> fixed_point leaves float weights "
-                   "while precision.json records fixed-point ones (simcompress/compress/fixed_point/modules.py)")
 def test_pruned_fixed_point_model_computes_its_precision_record(user_files: dict[str, Path]) -> None:
     """The firmware follows precision.json; the compressed model must compute the same numbers."""
     from simcompress.compress import compress, config_from_dict

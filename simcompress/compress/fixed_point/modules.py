@@ -131,7 +131,12 @@ class FixedPointNetwork(nn.Module):
                     ftype = getattr(entry, pname)
                     if ftype is None or getattr(mod, pname) is None:
                         continue
-                    if not parametrize.is_parametrized(mod, pname):
+                    # after a pruning Mask (or any other parametrization) the quantizer goes on top of it;
+                    # only a weight that already has its FixedQuantize is left as it is
+                    done = parametrize.is_parametrized(mod, pname) and any(
+                        isinstance(q, FixedQuantize) for q in mod.parametrizations[pname]
+                    )
+                    if not done:
                         parametrize.register_parametrization(mod, pname, FixedQuantize(ftype, ste=ste))
             if isinstance(mod, nn.LeakyReLU) and entry.param is not None:
                 # the slope the firmware multiplies by is param_t(alpha): use it in torch too
