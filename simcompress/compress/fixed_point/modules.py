@@ -134,7 +134,7 @@ class FixedPointNetwork(nn.Module):
                     # after a pruning Mask (or any other parametrization) the quantizer goes on top of it;
                     # only a weight that already has its FixedQuantize is left as it is
                     done = parametrize.is_parametrized(mod, pname) and any(
-                        isinstance(q, FixedQuantize) for q in mod.parametrizations[pname]
+                        isinstance(q, FixedQuantize) for q in getattr(mod.parametrizations, pname)
                     )
                     if not done:
                         parametrize.register_parametrization(mod, pname, FixedQuantize(ftype, ste=ste))
