@@ -35,19 +35,17 @@ __all__ = ["distill_gan"]
 
 @student_builder(GANToGANConfig)
 def _gan_student(teacher: Any, config: GANToGANConfig) -> GANGenerator:
+    """A smaller GAN with the teacher's architecture except the generator's widths: the same critic
+    features, minibatch std, response mode and tables (a copy of its response calibration)."""
     sa = config.student
-    student = GANGenerator(
-        teacher.geometry,
-        latent_dim=teacher.latent_dim,
-        energy_range_mev=teacher.energy_range_mev,
-        hidden=[sa.width] * sa.depth,
-        negative_slope=sa.negative_slope,
-        batchnorm=sa.batchnorm,
-        response_scale=teacher.response_scale,
-        threshold_mev=teacher.threshold_mev,
-        critic_hidden=teacher.critic_hidden,
+    arch = teacher.arch.model_copy(
+        update={"hidden": [sa.width] * sa.depth, "negative_slope": sa.negative_slope, "batchnorm": sa.batchnorm}
     )
+    student = GANGenerator(teacher.geometry, latent_dim=teacher.latent_dim, energy_range_mev=teacher.energy_range_mev, arch=arch)
     student.critic.load_state_dict(teacher.critic.state_dict())
+    if arch.response_mode == "calibrated":
+        student.resp_mean.copy_(teacher.resp_mean)
+        student.resp_std.copy_(teacher.resp_std)
     return student
 
 
