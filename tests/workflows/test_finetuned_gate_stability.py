@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+from stability_helpers import cheap_compression_spec
 
 from simcompress.compress import compress, config_from_dict
 from simcompress.compress.pipeline import Pipeline, load_recipe
 from simcompress.generators import load_generator
 from simcompress.showers.reference import simulate
-from simcompress.validation.gate import load_gate_spec, make_model_gate
+from simcompress.validation.gate import make_model_gate
 from simcompress.workflows import generator_finetune
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -27,28 +27,9 @@ SEEDS = (201, 202, 203, 204, 205)
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "compress" / "combined.yaml"
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _spec():
-    """The ``compression`` preset's rules with cheaper settings (as in test_gate_stability)."""
-    s = load_gate_spec("compression").model_dump(mode="json")
-    s["classifier"].update(epochs=3, n_hidden=32, max_events=2000, floor=False)
-    s["fpd"].update(num_batches=5, num_points=4)
-    s["kpd"].update(num_batches=5, batch_size=800)
-    s["bootstrap"].update(n_boot=4, n_boot_hist=50)
-    s["false_alarm"].update(n_splits=60, n_holdout=10)
-    return type(load_gate_spec("compression")).model_validate(s)
-
-
 def test_finetuned_step_verdict_is_the_same_for_five_reference_samples(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SIMCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
-    spec = _spec()
+    spec = cheap_compression_spec()
     gan = load_generator("ds1-photons-gan").eval()
     first = load_recipe(RECIPE).steps[0]
     assert first["method"] == "structured_prune" and first["finetune"]["steps"] > 0

@@ -9,40 +9,21 @@ so a rule judging the student against the reference alone could not give a stabl
 from __future__ import annotations
 
 import pytest
-import torch
+from stability_helpers import cheap_compression_spec
 
 from simcompress.compress import compress, config_from_dict
 from simcompress.generators import load_generator
 from simcompress.showers.reference import simulate
-from simcompress.validation.gate import load_gate_spec, make_model_gate
+from simcompress.validation.gate import make_model_gate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 SEEDS = (101, 102, 103, 104, 105)
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _spec():
-    """The ``compression`` preset's rules with cheaper settings (small classifier, fewer resamples and splits)."""
-    s = load_gate_spec("compression").model_dump(mode="json")
-    s["classifier"].update(epochs=3, n_hidden=32, max_events=2000, floor=False)
-    s["fpd"].update(num_batches=5, num_points=4)
-    s["kpd"].update(num_batches=5, batch_size=800)
-    s["bootstrap"].update(n_boot=4, n_boot_hist=50)
-    s["false_alarm"].update(n_splits=60, n_holdout=10)
-    return type(load_gate_spec("compression")).model_validate(s)
-
-
 def test_compression_verdict_is_the_same_for_five_reference_samples(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SIMCOMPRESS_CACHE_DIR", str(tmp_path / "cache"))
-    spec = _spec()
+    spec = cheap_compression_spec()
     assert spec.baseline.enabled and spec.baseline.rule == "teacher"
     gan = load_generator("ds1-photons-gan").eval()
     int8 = compress(gan, config_from_dict({"method": "ptq", "weights": {"bits": 8}})).model.eval()
