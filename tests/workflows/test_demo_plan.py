@@ -16,8 +16,10 @@ def test_stages_in_order_and_the_firmware_stage_needs_a_bundle(tmp_path: Path) -
         return (1 if stage.startswith("3/6") else 0), 0.25  # the firmware recipe fails its gate
 
     run = run_demo(tmp_path, runner, reference_events=100, events=50, say=lines.append)
-    assert [argv[0] for _, argv in seen] == ["simulate", "compress", "compress", "generate", "generate", "validate"]
+    assert [argv[0] for _, argv in seen] == ["simulate", "compress", "compress", "generate", "generate", "generate", "validate"]
     assert run.compress_rc == {"combined": 0, "firmware": 1} and list(run.students) == ["combined"]
-    assert list(run.samples) == ["teacher", "combined"] and any("firmware skipped" in ln for ln in lines)
+    # the shipped spline flow is validated beside the GAN teacher and its students
+    assert list(run.samples) == ["teacher", "combined", "flow"] and any("firmware skipped" in ln for ln in lines)
+    assert seen[5][1][:3] == ["generate", "--model", "ds1-photons-flow"] and "flow=" in " ".join(seen[6][1])
     assert run.log[1] == {"stage": "2/6 compress: combined recipe", "command": "simcompress " + " ".join(seen[1][1]),
                           "exit_code": 0, "seconds": 0.2}
