@@ -45,6 +45,7 @@ from ..compress.fixed_point.record import PrecisionEntry, PrecisionRecord
 from ..compress.fixed_point.types import FixedType
 from ..errors import ConfigError, UnsupportedLayerError
 from .alkaid_ops import kif, leaky_trace, patch_constant_cmvm
+from .graph import clear_hooks
 
 __all__ = [
     "ALKAID_LAYERS",
@@ -229,11 +230,7 @@ def bake(net: nn.Module, original: bool = False) -> nn.Module:
             mod.__class__ = type(mod).__bases__[0]
             for t, v in values.items():
                 mod._parameters[t] = nn.Parameter(v, requires_grad=False)
-        for attr in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-                     "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):
-            d = getattr(mod, attr, None)
-            if d is not None:
-                d.clear()
+        clear_hooks(mod)
     return clean
 
 

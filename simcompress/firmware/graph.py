@@ -207,6 +207,15 @@ def _trace(net: nn.Module) -> Any:
         ) from None
 
 
+def clear_hooks(mod: nn.Module) -> None:
+    """Remove every forward (pre-)hook of ``mod`` (not of its children)."""
+    for attr in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                 "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):
+        d = getattr(mod, attr, None)
+        if d is not None:
+            d.clear()
+
+
 def _strip(net: nn.Module, original: bool = False) -> nn.Module:
     """Deep copy with parametrizations baked in (leave_parametrized) and no forward hooks.
 
@@ -236,11 +245,7 @@ def _strip(net: nn.Module, original: bool = False) -> nn.Module:
             parent_name, _, attr = name.rpartition(".")
             setattr(clean.get_submodule(parent_name) if parent_name else clean, attr, fresh)
     for mod in list(clean.modules()):
-        for attr in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
-                     "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs"):
-            d = getattr(mod, attr, None)
-            if d is not None:
-                d.clear()
+        clear_hooks(mod)
     return clean
 
 
