@@ -197,15 +197,18 @@ def vendor_tool(backend: str) -> str | None:
 def csim_showers(generator: Any, hls_model: Any, graph: FixedGraph, incident_energies: np.ndarray,
                  seed: int = 0, batch: int = 4096) -> np.ndarray:
     """Showers (N, V) MeV generated through the hls4ml C simulation:
-    ``postprocess(csim(quantize(z), quantize(condition(E))), E)``, z from ``torch.Generator(seed)``."""
+    ``postprocess(csim(quantize(z), quantize(condition(E))), E)``, z (then the generator's
+    :meth:`sample_extras`, if any) from ``torch.Generator(seed)``."""
     e = torch.as_tensor(np.asarray(incident_energies, dtype=np.float32))
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(len(e), int(generator.latent_dim), generator=gen)
+    # drawn after the noise, as in sample() (e.g. an alpha-symmetric GAN's orientation)
+    extras = generator.sample_extras(len(e), gen) if hasattr(generator, "sample_extras") else {}
     with torch.no_grad():
         c = generator.condition(e).reshape(len(e), -1)
     y = csim_predict(hls_model, graph, [z.double().numpy(), c.double().numpy()], batch=batch)
     with torch.no_grad():
-        showers = generator.postprocess(torch.from_numpy(y).float(), e)
+        showers = generator.postprocess(torch.from_numpy(y).float(), e, **extras)
     return showers.detach().cpu().numpy().astype(np.float32)
 
 

@@ -132,6 +132,11 @@ class ShowerGenerator(nn.Module):
         """Network output -> (N, n_voxels) showers in MeV."""
         raise NotImplementedError
 
+    def sample_extras(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Random inputs of :meth:`postprocess` besides the network output, drawn after the noise
+        (keyword arguments; none by default, e.g. the GAN's azimuthal orientation)."""
+        return {}
+
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard-normal noise (n, latent_dim), drawn on the generator's device, moved to the model's."""
         dev = generator.device if generator is not None else self.device
@@ -185,7 +190,8 @@ class ShowerGenerator(nn.Module):
         :class:`~simcompress.errors.ExtrapolationWarning` (an
         :class:`~simcompress.errors.ExtrapolationError` with ``strict=True``); ``check_range=False``
         skips the check (for callers that checked the whole energy spec once). Per batch the noise
-        is drawn first (:meth:`sample_latent`), then the condition, network and postprocess run.
+        is drawn first (:meth:`sample_latent`), then :meth:`sample_extras`, then the condition,
+        network and postprocess run.
 
         ``timings``: a dict that receives the seconds of this call, summed over its batches:
         ``latent_condition`` (noise and condition), ``network``, ``postprocess`` and ``sample``
@@ -211,11 +217,12 @@ class ShowerGenerator(nn.Module):
                 eb = e[start : start + batch_size]
                 t0 = clock()
                 z = self.sample_latent(eb.shape[0], generator)
+                extras = self.sample_extras(eb.shape[0], generator)
                 c = self.condition(eb)
                 t1 = clock()
                 y = self.network(z, c)
                 t2 = clock()
-                out.append(self.postprocess(y, eb))
+                out.append(self.postprocess(y, eb, **extras))
                 t3 = clock()
                 spent["latent_condition"] += t1 - t0
                 spent["network"] += t2 - t1

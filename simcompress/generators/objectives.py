@@ -6,6 +6,8 @@ asks :func:`objective_for` for the one of a generator's class and never branches
 GAN: WGAN-GP (critic ``n_critic`` steps per generator step, gradient penalty on interpolated
 features) plus a per-energy moment-matching term on the response ``log r`` and the layer
 fractions (weight ``moment_weight``), normalised by the reference spread in each energy bin.
+The generated showers the critic and the moment loss see are turned to random azimuthal
+orientations when the GAN has ``alpha_symmetry`` (as in sampling).
 Flow (and its subclasses, e.g. the IAF student): maximum likelihood of the dequantised
 preprocessed showers.
 """
@@ -91,8 +93,9 @@ def _gan_step(
         e, f_real = st["e"][idx], st["feats"][idx]
         c = gen.condition(e)
         z = torch.randn(bs, gen.latent_dim, generator=rng).to(device)
+        extras = gen.sample_extras(bs, rng)  # the azimuthal orientation of an alpha-symmetric GAN
         with torch.no_grad():
-            f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False), e)
+            f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False, **extras), e)
         eps = torch.rand(bs, 1, generator=rng).to(device)
         f_mix = (eps * f_real + (1 - eps) * f_fake).requires_grad_(True)
         d_real, d_fake = critic(f_real, c), critic(f_fake, c)
@@ -110,7 +113,8 @@ def _gan_step(
     e = st["e"][idx]
     c = gen.condition(e)
     z = torch.randn(bs, gen.latent_dim, generator=rng).to(device)
-    f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False), e)
+    extras = gen.sample_extras(bs, rng)
+    f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False, **extras), e)
     adv = -critic(f_fake, c).mean()
     mom = st["targets"].loss(f_fake, _energy_bin(c, cfg.moment_bins))
     g_loss = adv + cfg.moment_weight * mom

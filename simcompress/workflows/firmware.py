@@ -99,11 +99,13 @@ def firmware_physics(res: Any, reference: Path, n_events: int, gate: str, out: P
     energies = reader.incident_energy()[:n_events].astype(np.float32)
     showers = csim_showers(gen, res.hls_model, res.graph, energies, seed=0)
     e = torch.from_numpy(energies)
-    z = torch.randn(len(e), int(gen.latent_dim), generator=torch.Generator().manual_seed(0))  # as csim_showers
+    rng = torch.Generator().manual_seed(0)
+    z = torch.randn(len(e), int(gen.latent_dim), generator=rng)  # as csim_showers: noise, then extras
+    extras = gen.sample_extras(len(e), rng) if hasattr(gen, "sample_extras") else {}
     with torch.no_grad():
         net, _ = resolve(gen)
         y = float_network(net)(z, gen.condition(e).reshape(len(e), -1))
-        showers_float = gen.postprocess(y, e).cpu().numpy().astype(np.float32)
+        showers_float = gen.postprocess(y, e, **extras).cpu().numpy().astype(np.float32)
     cands = {"csim": ShowerSet(energies, showers, gen.geometry, {"source": "hls4ml C simulation"}),
              "float": ShowerSet(energies, showers_float, gen.geometry, {"source": "float network, same noise"})}
     vres = validate(str(reference), cands, gate, out_dir=out / "validation", progress=False)
