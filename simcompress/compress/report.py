@@ -8,11 +8,15 @@ For the original and the compressed model it gives
 * ``bundle_bytes``: size of the saved bundle on disk (when a path is given) -- *measured*;
 * ``macs`` (dense), ``macs_nonzero`` (weights that are zero skipped) and ``bops``
   (``macs_nonzero * weight_bits * input_bits``) for one sample -- *counted* with forward hooks;
-* ``throughput``: *measured* showers per second (``sample``) for a shower generator, or
-  samples per second of ``forward`` otherwise, for both models in the same run,
-  interleaved, best of ``repeats``, on the **deployable form**
-  (:func:`deployable`: parametrizations folded into plain tensors, physically smaller
-  layers kept, masks stored as zeros in dense tensors);
+* ``throughput``: *measured* end-to-end showers per second of ``sample()`` at ``batch``
+  (default 10,000) on ``threads`` torch threads (default 1), teacher and student interleaved in
+  one run, best of ``repeats``. The student runs in the **execution form the deploy path picks**
+  (:func:`~simcompress.compress.deploy.choose_form`, the form a bundle records and ``generate``,
+  batch runs and sweeps execute: baked float, torch int8, ONNX Runtime int8, sparse layers);
+  ``deploy`` names the form, its description, the per-form network rates and the max abs
+  difference of its network output to the fake-quantized model. A model that is not a shower
+  generator is measured on ``forward`` in the ``baked`` form (:func:`deployable`: parametrizations
+  folded into plain tensors, physically smaller layers kept);
 * ``onnx`` (optional): the deployable network exported to ONNX and run with ONNX Runtime
   in float32 and, when the compressed model has quantized weights, with ONNX Runtime's
   dynamic int8 operators (``MatMulInteger``) -- measured forwards per second and the
@@ -24,6 +28,7 @@ Markdown and HTML: :mod:`~simcompress.compress.report_render`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -31,7 +36,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .accounting import count_params, storage_bits, storage_table
+from ..errors import ConfigError
+from .accounting import count_params, sample_rate, storage_bits, storage_table
+from .deploy import DeployChoice, choose_form, deploy
 from .modules import TTLinear
 from .parametrizations import ActQuant, FakeQuant, bake, clone_model, find_parametrization, parametrizations_of
 from .report_render import report_html, report_markdown
@@ -244,12 +251,48 @@ def _form(model: nn.Module) -> list[str]:
     return sorted(kinds) or ["plain float32 layers"]
 
 
+def _threads(n: int | None) -> contextlib.AbstractContextManager[int]:
+    """torch threads set to ``n`` (``None``: as set) for the block; yields the count in use."""
+
+    @contextlib.contextmanager
+    def ctx() -> Iterator[int]:
+        old = torch.get_num_threads()
+        if n:
+            torch.set_num_threads(int(n))
+        try:
+            yield torch.get_num_threads()
+        finally:
+            torch.set_num_threads(old)
+
+    return ctx()
+
+
+def _generator_speed(teacher: nn.Module, compressed: nn.Module, choice: DeployChoice | None, batch: int,
+                     threads: int | None, seed: int, min_time: float, repeats: int) -> tuple[dict[str, float], dict[str, Any], int]:
+    """End-to-end ``sample()`` showers/s of ``teacher`` (as given) and of the student in the execution form the
+    deploy path picks (``choice``, else :func:`~simcompress.compress.deploy.choose_form` here), one
+    interleaved run: ``(rates, deploy section, threads used)``."""
+    with _threads(threads) as used:
+        if choice is None:
+            choice = choose_form(compressed, batch=batch, threads=used, seed=seed, min_time=min_time, repeats=repeats)
+        fast = deploy(compressed, choice.form, sparse_layers=choice.sparse_layers, threads=used)
+        rates = sample_rate({"original": teacher, "compressed": fast}, batch, seed=seed,
+                            min_time=min_time, repeats=repeats)
+    section = {**choice.to_dict(), "max_abs_diff_vs_fake_quantized": choice.max_abs_diff.get(choice.form),
+               "rates_unit": "network forwards x batch per second", "sample_showers_per_s": rates,
+               "measured_batch": batch, "measured_threads": used}
+    return rates, section, used
+
+
 def compression_report(
     original: nn.Module,
     compressed: nn.Module,
     *,
     example: tuple[Tensor, ...] | None = None,
     n_samples: int = 1024,
+    batch: int = 10_000,
+    threads: int | None = 1,
+    choice: DeployChoice | None = None,
     seed: int = 0,
     min_time: float = 0.3,
     repeats: int = 3,
@@ -265,8 +308,16 @@ def compression_report(
         example: inputs of ``forward`` for a non-generator model (a batch; its first
             dimension is the sample count). Generators are driven through
             ``sample``/``network`` with seeded energies and noise.
-        n_samples: showers per measured ``sample`` call (generators).
+        n_samples: showers per call when counting operations and in the ONNX section (generators).
+        batch: showers per ``sample()`` call of the throughput figure (generators).
+        threads: torch (and ONNX Runtime) threads while measuring the throughput; ``None``: as set.
+        choice: the execution form already chosen for ``compressed`` (a
+            :class:`~simcompress.compress.deploy.DeployChoice`, e.g. the one a bundle records);
+            without it :func:`~simcompress.compress.deploy.choose_form` chooses at ``batch``.
     """
+    if batch < 1 or (threads is not None and threads < 0):
+        msg = f"compression_report: batch must be >= 1 and threads >= 0 (or None), got batch={batch}, threads={threads}"
+        raise ConfigError(msg)
     gen = is_generator(original)
     orig: Any = original  # a shower generator when ``gen`` (duck-typed: network, condition, sample, latent_dim)
     comp: Any = compressed
@@ -285,12 +336,11 @@ def compression_report(
         def run_net(m: Any) -> Any:
             return m.network(*net_args)
 
-        fns = {
-            "original": lambda: dep_o.sample(energies, generator=torch.Generator().manual_seed(seed)),
-            "compressed": lambda: dep_c.sample(energies, generator=torch.Generator().manual_seed(seed)),
-        }
-        unit = "showers/s (sample())"
-        items = n_samples
+        rates, deploy_section, used = _generator_speed(dep_o, compressed, choice, batch, threads, seed, min_time, repeats)
+        diff = deploy_section["max_abs_diff_vs_fake_quantized"]
+        form_lines = [(f"execution form {deploy_section['form']!r}: {deploy_section['description']}; network output max abs "
+                       f"diff vs the fake-quantized model {'n/a' if diff is None else f'{diff:.3g}'}")]
+        unit = f"showers/s (sample(), batch {batch}, execution form {deploy_section['form']!r})"
     else:
         if example is None:
             msg = (
@@ -298,17 +348,26 @@ def compression_report(
                              "(or wrap the network as one: simcompress.interop.external.wrap_generator, docs/external-generators.md)"
             )
             raise ValueError(msg)
+        if choice is not None:
+            msg = "compression_report: choice= (an execution form) is for shower generators; a torch module runs baked"
+            raise ConfigError(msg)
         net_args = tuple(example)
 
         def run_net(m: Any) -> Any:
             return m(*net_args)
 
         fns = {"original": lambda: dep_o(*net_args), "compressed": lambda: dep_c(*net_args)}
+        with _threads(threads) as used, torch.inference_mode():
+            rates = measure_throughput(fns, int(net_args[0].shape[0]), min_time, repeats)
+            y_b, y_q = dep_c(*net_args), comp(*net_args)
+            diff = float((y_b - y_q).detach().float().abs().max()) if isinstance(y_b, Tensor) and isinstance(y_q, Tensor) else None
+        # execution forms (compress.deploy) are chosen for shower generators only; a module runs baked
+        deploy_section = {"form": "baked", "description": "; ".join(_form(compressed)), "max_abs_diff_vs_fake_quantized": diff,
+                          "measured_batch": int(net_args[0].shape[0]), "measured_threads": used,
+                          "note": "execution forms are chosen for shower generators (compress.deploy); a torch module is measured baked"}
+        form_lines = _form(compressed)
         unit = "samples/s (forward())"
-        items = int(net_args[0].shape[0])
     n_batch = int(net_args[0].shape[0])
-    with torch.inference_mode():
-        rates = measure_throughput(fns, items, min_time, repeats)
     sides: dict[str, dict[str, Any]] = {}
     for label, m, bundle in (("original", orig, original_bundle), ("compressed", comp, compressed_bundle)):
         ops = count_ops(m, run_net, n_batch)
@@ -329,8 +388,9 @@ def compression_report(
     report: dict[str, Any] = {
         "model_kind": "shower generator" if gen else "torch module",
         "throughput_unit": unit,
-        "threads": torch.get_num_threads(),
-        "deployable_form": _form(compressed),
+        "threads": used,
+        "deploy": deploy_section,
+        "deployable_form": form_lines,
         "original": o,
         "compressed": c_,
         "ratios": {
@@ -342,7 +402,8 @@ def compression_report(
             "bundle": (o["bundle_bytes"] / c_["bundle_bytes"]) if o["bundle_bytes"] and c_["bundle_bytes"] else None,
         },
         "provenance": {
-            "measured": ["throughput", "bundle_bytes", "onnx.*.forwards_per_s", "onnx.*.max_abs_diff_vs_torch_compressed"],
+            "measured": ["throughput", "bundle_bytes", "deploy.rates", "deploy.max_abs_diff", "onnx.*.forwards_per_s",
+                         "onnx.*.max_abs_diff_vs_torch_compressed"],
             "counted": ["params", "storage_bits", "macs_per_sample", "macs_nonzero_per_sample", "bops_per_sample"],
         },
         "sizes_of": "the sampling network (model.network)" if gen else "the whole model",

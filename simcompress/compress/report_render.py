@@ -38,6 +38,17 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+def _forms_line(dep: dict[str, Any] | None) -> str:
+    """One sentence: the execution forms measured for the choice, their rates and differences, those rejected."""
+    if not dep or not dep.get("rates"):
+        return ""
+    rated = ", ".join(f"{k} {_fmt(float(v))}/s (max abs diff {_fmt(dep.get('max_abs_diff', {}).get(k))})"
+                      for k, v in dep["rates"].items())
+    rej = "; ".join(f"{k}: {v}" for k, v in (dep.get("rejected") or {}).items())
+    return (f"Execution forms measured on the network at batch {dep.get('batch')}, {dep.get('threads')} thread(s): {rated}; "
+            f"chosen {dep['form']!r}" + (f". Not used: {rej}." if rej else "."))
+
+
 def report_markdown(report: dict[str, Any], title: str = "Compression report") -> str:
     """A readable Markdown summary of :func:`compression_report` output."""
     o, c, r = report["original"], report["compressed"], report["ratios"]
@@ -58,6 +69,9 @@ def report_markdown(report: dict[str, Any], title: str = "Compression report") -
         lines.append(f"| {label} | {_fmt(o[key])} | {_fmt(c[key])} | {ratio} | {how} |")
     lines += ["", "Ratios are original/compressed for sizes and operations, compressed/original for throughput.", ""]
     lines += ["Deployable form measured: " + "; ".join(report["deployable_form"]) + ".", ""]
+    forms = _forms_line(report.get("deploy"))
+    if forms:
+        lines += [forms, ""]
     onnx = report.get("onnx")
     if onnx:
         if onnx.get("measured"):
@@ -108,6 +122,9 @@ def report_html(report: dict[str, Any], title: str = "Compression report", valid
     ]
     parts = [f"<h1>{_h.escape(title)}</h1>", table(["quantity", "original", "compressed", "ratio", "how"], rows),
              "<p>Deployable form measured: " + _h.escape("; ".join(report["deployable_form"])) + ".</p>"]
+    forms = _forms_line(report.get("deploy"))
+    if forms:
+        parts.append(f"<p>{_h.escape(forms)}</p>")
     onnx = report.get("onnx") or {}
     if onnx.get("measured"):
         orows = [[k, v["forwards_per_s"], v["onnx_bytes"], v["max_abs_diff_vs_torch_compressed"]]

@@ -156,7 +156,7 @@ def run_recipe(
     import numpy as np
 
     from ..compress.bundle import load_compressed
-    from ..compress.deploy import choose_form, deploy, is_deployed, sample_rate
+    from ..compress.deploy import choose_form, is_deployed
     from ..compress.pipeline import Pipeline, load_recipe
     from ..compress.report import compression_report
     from ..generators import build_generator, load_generator
@@ -221,23 +221,15 @@ def run_recipe(
     section = None
     if prepared is not None:
         vres, fidelity, section = _validate_pair(gen, comp, gate_fn, prepared, result, gate_spec, seed, validation_html)
-    report = compression_report(
-        gen, comp, n_samples=report_samples, seed=seed, onnx=onnx, pipeline=result.to_dict(), fidelity=fidelity,
-    )
-    report["original"]["bundle_bytes"] = sampling_bytes(resolve_bundle(model))
-    # the throughput figure: end-to-end sample() of the fastest faithful execution form (what generate runs)
+    # the throughput figure: end-to-end sample() of the fastest faithful execution form (what generate runs),
+    # chosen and measured at deploy_batch on one torch thread by compression_report (compress.deploy's choice)
     with stage(f"measuring execution forms at batch {deploy_batch}"):
-        choice = choose_form(comp, batch=deploy_batch, seed=seed, min_time=measure_seconds)
-        fast = deploy(comp, choice.form, sparse_layers=choice.sparse_layers)
-        e2e = sample_rate({"original": gen, "compressed": fast}, deploy_batch, seed=seed, min_time=measure_seconds)
-    report["deploy"] = {**choice.to_dict(), "max_abs_diff_vs_fake_quantized": choice.max_abs_diff.get(choice.form),
-                        "rates_unit": "network forwards x batch per second", "sample_showers_per_s": e2e}
-    diff = choice.max_abs_diff.get(choice.form)
-    report["deployable_form"] = [(f"execution form {choice.form!r}: {choice.description}; network output max abs diff vs the "
-                                 f"fake-quantized model {'n/a' if diff is None else f'{diff:.3g}'}")]
-    report["original"]["throughput"], report["compressed"]["throughput"] = e2e["original"], e2e["compressed"]
-    report["ratios"]["throughput"] = e2e["compressed"] / max(e2e["original"], 1e-300)
-    report["throughput_unit"] = f"showers/s (sample(), batch {deploy_batch}, execution form {choice.form!r})"
+        choice = choose_form(comp, batch=deploy_batch, threads=1, seed=seed, min_time=measure_seconds)
+        report = compression_report(
+            gen, comp, n_samples=report_samples, batch=deploy_batch, threads=1, choice=choice, seed=seed,
+            min_time=measure_seconds, onnx=onnx, pipeline=result.to_dict(), fidelity=fidelity,
+        )
+    report["original"]["bundle_bytes"] = sampling_bytes(resolve_bundle(model))
     report["model"] = model
     report["recipe"] = str(recipe)
     if original_gate is not None:
