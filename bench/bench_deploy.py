@@ -19,6 +19,12 @@ sparse, fastest faithful), then
   >= 4x showers/s), with the form that ran and its max abs difference to the fake-quantized model;
 * ``damage``: ``simcompress.validation.validate`` with the teacher's own showers as the reference
   (AUC student vs teacher with its teacher-vs-teacher floor, worst W1 / floor, FPD).
+* ``onnx_static_int8`` (students whose ``onnx-int8`` form was measured): ONNX Runtime with *static*
+  int8 inputs (``quantize_static``, MinMax calibration on the model's own latent + condition inputs,
+  QDQ/int8 and QOperator/uint8 activations, 4,096 and 20,480 calibration showers) against the
+  dynamic ``onnx-int8`` form the deploy path uses: network rate ratio at batch 10,000 (interleaved,
+  best of 3) and max abs difference to the fake-quantized model over its output scale (faithful at
+  <= ``deploy.RTOL``). A static variant would replace the dynamic one only if faster and faithful.
 
 Usage: ``python bench/bench_deploy.py [--quick] [--recipes int8-ptq,combined]`` or
 ``python -m bench --only deploy``.
@@ -157,6 +163,10 @@ def run(quick: bool = False, recipes: list[str] | None = None) -> dict[str, Any]
                     "form_rates_network": {k: round(v) for k, v in choice.rates.items()}, "forms_rejected": choice.rejected,
                     "method": cfg,
                 }
+        for k, st in students.items():
+            if "onnx-int8" in out["recipes"][k].get("form_rates_network", {}):
+                out["recipes"][k]["onnx_static_int8"] = _static_int8(st["stored"], BATCH)
+                print(f"{k}: static int8 {json.dumps(out['recipes'][k]['onnx_static_int8'])}", file=sys.stderr)
         # one interleaved speed loop per teacher: teacher and its students, same energies and batch;
         # sample() and its stages (noise + condition, network, postprocess) timed, best of 5 warm rounds
         for tname, teacher in teachers.items():
@@ -189,6 +199,63 @@ def run(quick: bool = False, recipes: list[str] | None = None) -> dict[str, Any]
     tmpdir.cleanup()
     out["headline"] = _headline(out)
     return out
+
+
+def _static_int8(stored: Any, batch: int, repeats: int = 3, min_time: float = 0.5) -> dict[str, Any]:
+    """Static-input int8 ONNX Runtime variants of ``stored``'s network against the deploy path's dynamic
+    ``onnx-int8`` form (see the module docstring); one torch / ONNX Runtime thread."""
+    import logging
+    import tempfile
+
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from simcompress.compress.accounting import _time
+    from simcompress.compress.deploy import RTOL, OrtNetwork, _onnx_fp32, deploy, network_inputs
+
+    class Reader(CalibrationDataReader):  # the model's own network inputs, seeds apart from the measured batch
+        def __init__(self, n: int, size: int = 512) -> None:
+            self.batches = iter([{f"x{i}": a.numpy() for i, a in enumerate(network_inputs(stored, size, seed=100 + j))}
+                                 for j in range(n // size)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.batches, None)
+
+    args = network_inputs(stored, batch, seed=0)
+    with torch.inference_mode():
+        ref = stored.network(*args).float()
+    scale = float(ref.abs().max()) or 1.0
+    nets: dict[str, Any] = {"dynamic": deploy(stored, "onnx-int8", threads=1).network}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        src.write_bytes(_onnx_fp32(deploy(stored, "baked").network, network_inputs(stored, 8)))
+        root = logging.getLogger()
+        was, root.disabled = root.disabled, True
+        try:
+            for fmt, act in (("QDQ", "QInt8"), ("QOperator", "QUInt8")):
+                for n_cal in (4096, 20480):
+                    dst = Path(tmp) / f"{fmt}-{n_cal}.onnx"
+                    quantize_static(str(src), str(dst), Reader(n_cal), quant_format=getattr(QuantFormat, fmt), per_channel=True,
+                                    weight_type=QuantType.QInt8, activation_type=getattr(QuantType, act),
+                                    op_types_to_quantize=["MatMul", "Gemm"], calibrate_method=CalibrationMethod.MinMax)
+                    nets[f"static-{fmt}-{act.lower()}-calib{n_cal}"] = OrtNetwork(dst.read_bytes(), len(args), 1)
+        finally:
+            root.disabled = was
+    res: dict[str, Any] = {}
+    with torch.inference_mode():
+        for k, net in nets.items():
+            d = float((net(*args).float() - ref).abs().max())
+            res[k] = {"max_abs_diff_over_scale": round(d / scale, 4), "faithful": d <= RTOL * scale}
+            net(*args)  # warm-up
+        rates = dict.fromkeys(nets, 0.0)
+        for _ in range(repeats):
+            for k, net in nets.items():
+                rates[k] = max(rates[k], batch * _time(lambda net=net: net(*args), min_time))
+    for k in nets:
+        res[k].update({"network_rate": round(rates[k]), "x_dynamic": round(rates[k] / rates["dynamic"], 3)})
+    keep = [k for k in nets if k != "dynamic" and res[k]["faithful"] and rates[k] > 1.05 * rates["dynamic"]]
+    res["static_kept"] = max(keep, key=lambda k: rates[k]) if keep else None
+    return res
 
 
 _SPLIT_KEYS = ("sample", "latent_condition", "network", "postprocess", "other")  # compress.accounting.SPLIT_STAGES
