@@ -36,7 +36,7 @@ def compress_cmd(
     validation_html: bool = typer.Option(True, "--validation-html/--no-validation-html",
                                          help="Write the validation report's HTML page with plots (metrics.json always)."),
     seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(0, "--threads", help="torch threads (0: leave as is)."),
+    threads: int = typer.Option(0, "--threads", help="torch threads for compressing and fine-tuning (0: leave as is); the report measures throughput on one thread."),
 ) -> None:
     """Compress a shower generator with a recipe; write bundle, report and validation report.
 
