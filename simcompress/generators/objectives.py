@@ -4,8 +4,11 @@ An objective owns a kind's optimizers and its step; the loop (and :func:`~simcom
 asks :func:`objective_for` for the one of a generator's class and never branches on the kind.
 
 GAN: WGAN-GP (critic ``n_critic`` steps per generator step, gradient penalty on interpolated
-features) plus a per-energy moment-matching term on the response ``log r`` and the layer
-fractions (weight ``moment_weight``), normalised by the reference spread in each energy bin.
+features; weight ``adversarial_weight`` in the generator loss) plus a per-energy moment-matching
+term (mean and spread per energy bin of ``log r``, the layer fractions and, with the shape
+critic, the centres, widths and soft sparsity; weight ``moment_weight``), normalised by the
+reference spread in each energy bin. ``adversarial_weight: 0`` trains on the moments alone and
+runs no critic steps (a stable fine-tuning of a trained GAN's shower shape).
 The generated showers the critic and the moment loss see are turned to random azimuthal
 orientations when the GAN has ``alpha_symmetry`` (as in sampling).
 Flow (and its subclasses, e.g. the IAF student): maximum likelihood of the dequantised
@@ -88,7 +91,9 @@ def _gan_step(
     n = st["e"].shape[0]
     bs = cfg.batch_size
     d_loss_v = 0.0
-    for _ in range(cfg.n_critic):
+    adversarial = cfg.adversarial_weight > 0
+    out: dict[str, float] = {}
+    for _ in range(cfg.n_critic if adversarial else 0):
         idx = torch.randint(0, n, (bs,), generator=rng).to(device)
         e, f_real = st["e"][idx], st["feats"][idx]
         c = gen.condition(e)
@@ -106,7 +111,7 @@ def _gan_step(
         d_loss.backward()
         opt_d.step()
         d_loss_v = float(d_loss.detach())
-    out = {"critic_loss": d_loss_v, "w_dist": float((d_real.mean() - d_fake.mean()).detach())}
+        out = {"critic_loss": d_loss_v, "w_dist": float((d_real.mean() - d_fake.mean()).detach())}
     if not train_generator:
         return out
     idx = torch.randint(0, n, (bs,), generator=rng).to(device)
@@ -115,9 +120,10 @@ def _gan_step(
     z = torch.randn(bs, gen.latent_dim, generator=rng).to(device)
     extras = gen.sample_extras(bs, rng)
     f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False, **extras), e)
-    adv = -critic(f_fake, c).mean()
     mom = st["targets"].loss(f_fake, _energy_bin(c, cfg.moment_bins))
-    g_loss = adv + cfg.moment_weight * mom
+    g_loss = cfg.moment_weight * mom
+    if adversarial:
+        g_loss = g_loss + cfg.adversarial_weight * -critic(f_fake, c).mean()
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .._config import StrictModel, load_yaml, parse_config
 from ..errors import ConfigError
@@ -54,6 +54,15 @@ class _TrainCommon(StrictModel):
     threads: int = Field(1, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     final_lr_fraction: float = Field(0.1, gt=0, le=1.0)
+    init_from: str | None = Field(
+        None,
+        description=(
+            "warm start: a bundle (zoo name or folder) whose weights, buffers and (GAN) critic the run "
+            "starts from instead of random ones; its architecture must give the same tensors as `model` "
+            "(keys that only change sampling, e.g. alpha_symmetry, may differ); its data-fitted tables "
+            "are kept, not refitted"
+        ),
+    )
 
 
 class GANTrainConfig(_TrainCommon):
@@ -66,6 +75,19 @@ class GANTrainConfig(_TrainCommon):
     gp_weight: float = Field(10.0, ge=0)
     moment_weight: float = Field(1.0, ge=0)
     moment_bins: int = Field(15, ge=1)
+    adversarial_weight: float = Field(
+        1.0, ge=0, description="weight of the critic's term in the generator loss; 0: moment matching only, no critic steps"
+    )
+    recalibrate_response: bool = Field(
+        False, description="after training, GANGenerator.recalibrate_response on the training showers (recorded in the card)"
+    )
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> GANTrainConfig:
+        if self.adversarial_weight == 0 and self.moment_weight == 0:
+            msg = "adversarial_weight and moment_weight are both 0: the generator would have no loss"
+            raise ValueError(msg)
+        return self
 
     def build(self, geometry: Geometry) -> GANGenerator:
         arch = GANArchitecture.model_validate(self.model.model_dump(exclude={"latent_dim"}))

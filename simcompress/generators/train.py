@@ -216,7 +216,8 @@ def train_generator(
         if info is not None and (info.get("config") != cfg_json or info.get("data_sha256") != data_hash):
             msg = f"{ckpt}: checkpoint was made with another recipe or other data; use a new --out or --no-resume"
             raise ConfigError(msg)
-        objective = objective_for(gen)(gen, train_set, cfg, device, fresh=True)
+        init_info = _warm_start(gen, cfg.init_from) if cfg.init_from is not None else None
+        objective = objective_for(gen)(gen, train_set, cfg, device, fresh=init_info is None)
         if resuming:
             info = _load_checkpoint(ckpt, gen, objective, rng)
             start = int(info["step"])
@@ -249,6 +250,13 @@ def train_generator(
                 shown = f"{fid:.2f}%" if math.isfinite(fid) else "-"
                 bar.advance(1, description=f"train {cfg.kind}  loss {last_loss:.4f}  max|Δ<E>/E| {shown}")
         gen.eval()
+        recal = None
+        if getattr(cfg, "recalibrate_response", False):
+            sub = train_set[: min(len(train_set), 60_000)]
+            recal = gen.recalibrate_response(  # type: ignore[operator]
+                torch.as_tensor(sub.showers), torch.as_tensor(sub.incident_energy), torch.Generator().manual_seed(cfg.seed + 2)
+            )
+            recal["data"] = f"the first {len(sub)} training showers (not the held-out ones)"
         fidelity = evaluate_fidelity(gen, val_set) if len(val_set) >= 2 else {}
         card = {
             "name": out.name,
@@ -265,6 +273,8 @@ def train_generator(
                     "metadata": {k: v for k, v in data.metadata.items() if k in ("generator", "energies", "seed", "simulator", "n_events")},
                 },
                 "history": history,
+                **({"init_from": init_info} if init_info is not None else {}),
+                **({"response_recalibration": recal} if recal is not None else {}),
                 "device": str(device),
                 "software": software_versions(),
                 "finished": utc_now(),
@@ -277,6 +287,26 @@ def train_generator(
         return gen
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _warm_start(gen: ShowerGenerator, source: str) -> dict[str, Any]:
+    """Load ``source``'s weights, buffers and critic into ``gen`` (a recipe's ``init_from``)."""
+    from .bundle import load_generator
+
+    src = load_generator(source)
+    if src.kind != gen.kind:
+        msg = f"init_from: {source!r} is a {src.kind} bundle; this recipe trains a {gen.kind}"
+        raise ConfigError(msg)
+    try:
+        gen.load_state_dict(src.state_dict(), strict=True)
+        if getattr(src, "has_trained_critic", False) and getattr(gen, "critic", None) is not None:
+            gen.critic.load_state_dict(src.critic.state_dict(), strict=True)  # type: ignore[union-attr]
+            gen.has_trained_critic = True
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        msg = f"init_from: {source!r} does not fit this recipe's model ({first[1].strip() if len(first) > 1 else first[0]})"
+        raise ConfigError(msg) from None
+    return {"bundle": str(source), "bundle_hash": getattr(src, "bundle_hash", None), "kind": src.kind}
 
 
 def bundle_from_checkpoint(
