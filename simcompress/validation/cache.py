@@ -61,7 +61,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: bumped whenever what is stored, or how it is computed, changes
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: the sorted reference columns (inclusive and per energy bin) are stored
 _MAGIC = "simcompress-reference-cache"
 _BLOCK = 8 << 20
 

@@ -41,7 +41,7 @@ from ..errors import ShowerFileError
 from ..showers.data import ShowerSet
 from ..showers.energies import format_energy_mev
 from ..showers.geometry import Geometry
-from .feature_kernel import VOXEL_LOG10_EDGES, BlockKernel, BlockSums
+from .feature_kernel import VOXEL_LOG10_EDGES, BlockKernel, BlockSums, one_blas_thread
 
 __all__ = [
     "VOXEL_LOG10_EDGES",
@@ -322,10 +322,11 @@ class FeatureAccumulator:
         if not checked:
             chunk.validate(self.source)
         blocks = [(chunk.incident_energy[i : i + _BLOCK], chunk.showers[i : i + _BLOCK]) for i in range(0, len(chunk), _BLOCK)]
-        if len(blocks) > 1 and _WORKERS > 1:
-            parts = list(_pool().map(lambda b: self._kernel(*b), blocks))
-        else:
-            parts = [self._kernel(*b) for b in blocks if b[1].shape[0]]
+        with one_blas_thread():  # the blocks have a thread per core already
+            if len(blocks) > 1 and _WORKERS > 1:
+                parts = list(_pool().map(lambda b: self._kernel(*b), blocks))
+            else:
+                parts = [self._kernel(*b) for b in blocks if b[1].shape[0]]
         for p in parts:  # in block order: the sums do not depend on thread timing
             self._add(p)
 

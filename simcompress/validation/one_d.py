@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..showers.geometry import Geometry
     from .spec import GateSpec
 
-__all__ = ["FeatureJob", "reference_quantiles", "sorted_columns"]
+__all__ = ["FeatureJob", "reference_quantiles", "sorted_columns", "sorted_quantiles"]
 
 #: families that calochallenge binning gives fixed ranges (metrics.feature_binning); the rest use quantiles
 _FIXED_RANGE = {"E_ratio", "E_layer", "EC_x", "EC_y", "width_x", "width_y"}
@@ -139,11 +139,41 @@ def _uses_quantiles(spec: GateSpec, name: str) -> bool:
     return spec.binning == "quantile" or (spec.binning == "calochallenge" and feature_family(name) not in _FIXED_RANGE)
 
 
+def sorted_quantiles(cols: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(cols.T, q, axis=0)`` (default ``linear`` method) of rows that are already sorted, bitwise.
+
+    Why not ``np.quantile`` itself: it partitions every column again although ours are sorted, which
+    was 0.17 s of the 3.8 s a 100k candidate takes through the cached 1-D path. This reads the two order
+    statistics around each virtual index and interpolates with numpy's own arithmetic for ``linear``
+    (index ``(n - 1) * q``, ``_lerp``: ``a + (b - a) * t``, or ``b - (b - a) * (1 - t)`` where
+    ``t >= 0.5``; the top index clamped to the last value), so the values are bitwise those of
+    ``np.quantile`` (``tests/validation/test_metrics.py`` pins it on ties, tiny and large samples).
+    ``cols``: (F, n) float64, each row sorted ascending; returns (len(q), F).
+    """
+    n = cols.shape[1]
+    v = (n - 1) * np.asarray(q, dtype=np.float64)
+    prev = np.floor(v)
+    nxt = prev + 1
+    top = v >= n - 1
+    prev[top] = nxt[top] = -1
+    prev_i, next_i = prev.astype(np.intp), nxt.astype(np.intp)
+    gamma = (v - prev_i)[:, None]
+    a = cols[:, prev_i].T
+    b = cols[:, next_i].T
+    diff = b - a
+    out = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=out, where=np.broadcast_to(gamma >= 0.5, out.shape))
+    nan = np.isnan(cols[:, -1])  # np.quantile gives NaN for a column holding one (sorted last)
+    if nan.any():
+        out[:, nan] = np.nan
+    return out
+
+
 def reference_quantiles(spec: GateSpec, ref_sorted: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The reference quantiles :func:`metrics.feature_binning` bins at, for every quantile-binned feature.
 
-    One ``np.quantile(..., axis=0)`` per group of columns (bitwise the per-column values), groups
-    capped at about 4M values so memory stays bounded.
+    :func:`sorted_quantiles` of groups of columns (bitwise ``np.quantile`` per column), groups capped
+    at about 4M values so memory stays bounded.
     """
     use = [f for f in ref_sorted if _uses_quantiles(spec, f)]
     if not use or ref_sorted[use[0]].size == 0:
@@ -153,7 +183,7 @@ def reference_quantiles(spec: GateSpec, ref_sorted: dict[str, np.ndarray]) -> di
     out: dict[str, np.ndarray] = {}
     for i in range(0, len(use), group):
         fs = use[i : i + group]
-        qs = np.quantile(np.stack([ref_sorted[f] for f in fs], axis=1), q, axis=0)
+        qs = sorted_quantiles(np.stack([ref_sorted[f] for f in fs]), q)
         out.update({f: qs[:, j] for j, f in enumerate(fs)})
     return out
 

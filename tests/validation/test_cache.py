@@ -145,6 +145,7 @@ def test_damaged_or_foreign_cache_is_recomputed(ref_file, independent, spec, tmp
 
 
 def test_prepared_reference_build_shares_the_cache(ref_file, spec, tmp_path) -> None:
+    spec = spec.model_copy(update={"min_bin_events": 20})  # per-bin floors in the 15 bins of 80 events
     a = PreparedReference.build(ref_file, spec, progress=False, cache=tmp_path)
     b = PreparedReference.build(ref_file, spec, progress=False, cache=tmp_path)
     assert a.cache_info["status"] == "written" and b.cache_info["status"] == "loaded"
@@ -152,6 +153,32 @@ def test_prepared_reference_build_shares_the_cache(ref_file, spec, tmp_path) -> 
     assert b.bin_floors.keys() == a.bin_floors.keys()
     for f in a.features.names:
         assert np.array_equal(a.sorted_cols[f], b.sorted_cols[f])
+        assert b.sorted_cols[f].dtype == np.float64
+    # the per-bin sorted columns come from the file (nothing sorted on loading), bitwise the computed ones
+    floored = [x.label for x in a.bins if isinstance(a.bin_floors[x.label], floor._FloorStats)]
+    assert floored and sorted(b._bin_sorted) == sorted(floored)
+    for x in a.bins:
+        if x.label in floored:
+            got, want = b.bin_sorted(x), P._sorted_dict(a.features, x.mask(a.features.incident_energy))
+            assert all(np.array_equal(got[f], want[f]) and got[f].dtype == np.float64 for f in a.features.names)
+
+
+def test_stored_sorted_columns_of_another_shape_are_stale(ref_file, spec, tmp_path, caplog) -> None:
+    PreparedReference.build(ref_file, spec, progress=False, cache=tmp_path)
+    (path,) = tmp_path.glob("reference-*.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays["header"].tobytes().decode())
+    arrays["sorted_values"] = arrays["sorted_values"][:, :-1]
+    header["arrays"]["sorted_values"][0][1] -= 1
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    with caplog.at_level(logging.WARNING, logger="simcompress.validation.cache"):
+        again = PreparedReference.build(ref_file, spec, progress=False, cache=tmp_path)
+    notes = _notices(caplog)
+    assert len(notes) == 1 and "sorted columns do not match the feature table" in notes[0], notes
+    assert again.cache_info["status"] == "written"
 
 
 def test_unwritable_cache_folder_only_warns(ref_file, independent, spec, tmp_path, caplog) -> None:

@@ -92,3 +92,59 @@ def test_float32_threshold_is_the_float64_comparison() -> None:
         v = np.array([np.nextafter(base, np.float32(d)) for d in (0, np.inf)] + [base], dtype=np.float32)
         v = np.concatenate([v, (rng.random(1000) * 2 * thr).astype(np.float32)])
         assert np.array_equal(v < t, v.astype(np.float64) < thr)
+
+
+def _histogram_per_voxel(x32: np.ndarray, t32: np.float32 | None) -> np.ndarray:
+    """The histogram as the kernel made it before the cell table: ``_hist_bin`` of every voxel kept."""
+    xt = np.maximum(x32, np.float32(0)) if t32 is None else np.where(x32 < t32, np.float32(0), x32)
+    return np.bincount(K._hist_bin(xt[xt > 0]), minlength=len(VOXEL_LOG10_EDGES) - 1)
+
+
+@pytest.mark.parametrize("thr", [1.0, 0.0, 0.5e-3 / 0.033, 0.3, 1e-40])
+def test_voxel_histogram_cells_equal_per_voxel_bins(thr) -> None:
+    """Every float32 on, just below and just above each bin edge and the threshold, zeros of both signs,
+    negatives, denormals, values beyond the last edge and log-uniform values land in the per-voxel bin."""
+    rng = np.random.default_rng(1)
+    e32 = (10.0 ** VOXEL_LOG10_EDGES).astype(np.float32)
+    vals = [e32]
+    below = above = e32
+    for _ in range(3):  # up to three float32 steps either side of each edge
+        below, above = np.nextafter(below, np.float32(0)), np.nextafter(above, np.float32(np.inf))
+        vals += [below, above]
+    t32 = K.float32_threshold(thr) if thr > 0 else None
+    special = [0.0, -0.0, -1.0, -1e-30, 1e-45, 1e-40, 1.2e-38, 3e38, 1e8, 1e7, 1e-6, 1e-7]
+    if t32 is not None:
+        special += [float(np.nextafter(t32, np.float32(0))), float(t32), float(np.nextafter(t32, np.float32(np.inf)))]
+    vals += [np.array(special, dtype=np.float32), (10.0 ** rng.uniform(-8, 8, 20_000)).astype(np.float32)]
+    x = np.concatenate(vals).astype(np.float32)
+    x = np.concatenate([x, np.zeros(-x.size % 7, dtype=np.float32)]).reshape(-1, 7)  # a 2-D block, as the kernel gets
+    table = K._cell_table(t32)
+    got = K.voxel_histogram(x, t32, table)
+    assert got.dtype == np.int64
+    assert np.array_equal(got, _histogram_per_voxel(x, t32))
+    # the per-voxel path is taken only in the few cells with an edge (or the threshold) inside
+    assert int(np.sum(table == K._EXACT)) < 400
+
+
+def test_block_kernel_histogram_unchanged_on_showers(reference) -> None:
+    """On GFlash showers, the kernel's histogram is the per-voxel one (ds1 threshold and none)."""
+    g = reference.geometry
+    x = reference.showers[:500]
+    for thr in (1.0, 0.0):
+        k = K.BlockKernel(g, thr)
+        got = k(reference.incident_energy[:500], x).voxel_hist
+        assert np.array_equal(got, _histogram_per_voxel(x, k.t32))
+        assert got.sum() > 0
+
+
+def test_one_blas_thread_limits_blas_and_restores_it() -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas() -> dict[str, int]:
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas()
+    assert before  # numpy's BLAS is seen
+    with K.one_blas_thread():
+        assert set(blas().values()) == {1}
+    assert blas() == before

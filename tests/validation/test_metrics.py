@@ -180,3 +180,23 @@ def test_kpd_median_and_spread_by_hand() -> None:
     same, same_err = M.kpd(x, rng.normal(size=(300, 3)), num_batches=10, batch_size=200)
     shifted, _ = M.kpd(x, y, num_batches=10, batch_size=200)
     assert abs(same) < 4 * same_err + 1e-4 < shifted
+
+
+def test_sorted_quantiles_bitwise_numpy_quantile() -> None:
+    """one_d.sorted_quantiles (the reference binning's quantiles of sorted columns) is np.quantile, bitwise."""
+    from simcompress.validation.one_d import sorted_quantiles
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 5, 49, 50, 51, 101, 6667, 20_000):
+        for n_bins in (2, 3, 7, 50, 100):
+            q = np.linspace(0.0, 1.0, n_bins + 1)
+            x = rng.normal(size=(4, n)) * 10.0 ** rng.uniform(-6, 6, (4, 1))
+            x[1] = np.round(x[1], 1)  # ties
+            x[2] = rng.integers(0, 3, n)  # few distinct values
+            x[3] = x[3].astype(np.float32)  # float32-valued, as the features
+            x.sort(axis=1)
+            assert np.array_equal(sorted_quantiles(x, q), np.quantile(x.T, q, axis=0)), (n, n_bins)
+    x = np.sort(rng.normal(size=(2, 30)), axis=1)
+    x[1, -1] = np.nan
+    want = np.quantile(x.T, [0.0, 0.5, 1.0], axis=0)
+    assert np.array_equal(sorted_quantiles(x, np.array([0.0, 0.5, 1.0])), want, equal_nan=True)
