@@ -211,3 +211,29 @@ def test_sub_byte_codes_are_stored_two_per_byte_and_load_exactly(bits: int, sign
     back = load_compressed(a, builder=lambda _c: nn.Sequential(nn.Linear(33, 65), nn.ReLU(), nn.Linear(65, 7)).double())
     x = torch.randn(9, 33, generator=g, dtype=torch.float64)
     assert torch.equal(back(x), q(x))  # float64: bit-identical after the round trip
+
+
+def test_sample_rate_times_a_slow_model_by_its_warm_up_call():
+    """A model whose one call takes longer than ``slow_s`` is called once, not 1 + repeats times."""
+    import time
+
+    from simcompress.compress.accounting import sample_rate
+    from simcompress.generators import GANGenerator
+    from simcompress.showers import Geometry
+
+    calls = {"slow": 0, "fast": 0}
+
+    class Counted(GANGenerator):
+        def __init__(self, name: str, delay: float) -> None:
+            super().__init__(Geometry.from_name("ds1-photons"), latent_dim=4, hidden=[8])
+            object.__setattr__(self, "_name", name)
+            object.__setattr__(self, "_delay", delay)
+
+        def sample(self, *a, **k):  # type: ignore[override]
+            calls[self._name] += 1
+            time.sleep(self._delay)
+            return super().sample(*a, **k)
+
+    rates = sample_rate({"slow": Counted("slow", 0.05), "fast": Counted("fast", 0.0)}, 16, min_time=0.001, repeats=3, slow_s=0.04)
+    assert calls["slow"] == 1 and calls["fast"] >= 4
+    assert 0 < rates["slow"] <= 16 / 0.05
