@@ -55,7 +55,10 @@ __all__ = [
     "high_level_vector",
 ]
 
-_BLOCK = 4096  # rows per kernel call (one float64 copy of a block at a time per thread)
+#: rows per kernel call (one float64 copy of a block at a time per thread); a chunk is cut into blocks from its
+#: first row, so the sums depend on where the chunks start (``sources`` cuts its read-ahead pieces to match)
+BLOCK_ROWS = 4096
+_BLOCK = BLOCK_ROWS
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
