@@ -38,9 +38,19 @@ def _energy_bin(c: torch.Tensor, n_bins: int) -> torch.Tensor:
 class _MomentTargets:
     """Per-energy-bin reference mean and spread of ``[log r, layer fractions]`` (GAN moment loss)."""
 
-    def __init__(self, feats: torch.Tensor, bins: torch.Tensor, n_bins: int, columns: list[int]) -> None:
+    def __init__(self, feats: torch.Tensor, bins: torch.Tensor, n_bins: int, columns: list[int], n_quantiles: int = 0) -> None:
         self.columns = torch.as_tensor(columns, dtype=torch.long)
         x = feats[:, self.columns].double()
+        # optional: the reference's per-bin quantiles at levels (i + 1/2) / q, matched beside mean and
+        # spread (the shape of each feature's distribution, not only its first two moments)
+        self.levels = (torch.arange(n_quantiles, dtype=torch.float64) + 0.5) / max(n_quantiles, 1)
+        self.qref = torch.zeros(n_bins, n_quantiles, x.shape[1])
+        if n_quantiles:
+            for b in range(n_bins):
+                xb = x[bins == b]
+                if len(xb) > 1:
+                    self.qref[b] = torch.quantile(xb, self.levels, dim=0).float()
+        self.levels = self.levels.float()
         cnt = torch.bincount(bins, minlength=n_bins).double().clamp_min(1)[:, None]
         s1 = torch.zeros(n_bins, x.shape[1], dtype=torch.float64).index_add_(0, bins, x)
         s2 = torch.zeros(n_bins, x.shape[1], dtype=torch.float64).index_add_(0, bins, x * x)
@@ -52,7 +62,7 @@ class _MomentTargets:
         self.width = len(columns)
 
     def to(self, device: torch.device) -> _MomentTargets:
-        for k in ("mean", "std", "scale", "present", "columns"):
+        for k in ("mean", "std", "scale", "present", "columns", "levels", "qref"):
             setattr(self, k, getattr(self, k).to(device))
         return self
 
@@ -68,8 +78,15 @@ class _MomentTargets:
         std = (s2 / c - mean**2).clamp_min(1e-12).sqrt()
         dm = ((mean - self.mean) / self.scale) ** 2
         ds = ((std - self.std) / self.scale) ** 2
+        d = dm + ds
+        if self.qref.shape[1]:
+            dq = torch.zeros_like(d)
+            for b in torch.nonzero(use).reshape(-1).tolist():
+                qg = torch.quantile(x[bins == b], self.levels.to(x.dtype), dim=0)  # (q, width), differentiable
+                dq[b] = (((qg - self.qref[b]) / self.scale[b]) ** 2).mean(dim=0)
+            d = d + dq
         # log1p: quadratic near the target, bounded gradient far from it (early training)
-        per_bin = torch.log1p(dm + ds).mean(dim=1)
+        per_bin = torch.log1p(d).mean(dim=1)
         return per_bin[use].mean() if use.any() else x.sum() * 0.0
 
 
@@ -79,7 +96,7 @@ def _gan_setup(gen: GANGenerator, data: ShowerSet, cfg: GANTrainConfig, device: 
     with torch.no_grad():
         feats = torch.cat([gen.features(x[i : i + 20000], e[i : i + 20000]) for i in range(0, len(e), 20000)])
         bins = _energy_bin(gen.condition(e), cfg.moment_bins)
-    targets = _MomentTargets(feats, bins, cfg.moment_bins, gen.moment_columns())
+    targets = _MomentTargets(feats, bins, cfg.moment_bins, gen.moment_columns(), cfg.moment_quantiles)
     return {"e": e.to(device), "feats": feats.to(device), "targets": targets.to(device)}
 
 

@@ -75,6 +75,9 @@ class GANTrainConfig(_TrainCommon):
     gp_weight: float = Field(10.0, ge=0)
     moment_weight: float = Field(1.0, ge=0)
     moment_bins: int = Field(15, ge=1)
+    moment_quantiles: int = Field(
+        0, ge=0, le=64, description="per energy bin, also match the reference's quantiles at this many levels (0: mean and spread only)"
+    )
     adversarial_weight: float = Field(
         1.0, ge=0, description="weight of the critic's term in the generator loss; 0: moment matching only, no critic steps"
     )

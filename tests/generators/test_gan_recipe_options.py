@@ -90,3 +90,24 @@ def test_train_with_init_from_records_it_and_recalibrates(geometry, tiny_ref, tm
     rec = card["training"]["response_recalibration"]
     assert max(abs(v) for v in rec["mean_response_dev_pct_after"] if v is not None) < 0.05
     assert load_generator(tmp_path / "out").alpha_symmetry == "rotate"
+
+
+def test_moment_quantiles_see_the_shape_that_mean_and_spread_miss():
+    """Same mean and spread per bin, different distribution: only the quantile term sees it."""
+    from simcompress.generators.objectives import _MomentTargets
+
+    g = torch.Generator().manual_seed(0)
+    n = 6000
+    bins = torch.arange(n) % 3
+    ref = torch.randn(n, 2, generator=g)
+    same = torch.randn(n, 2, generator=g)
+    # uniform with the normal's mean 0 and spread 1
+    flat = (torch.rand(n, 2, generator=g) - 0.5) * (12**0.5)
+    plain = _MomentTargets(ref, bins, 3, [0, 1])
+    quant = _MomentTargets(ref, bins, 3, [0, 1], n_quantiles=16)
+    assert plain.loss(flat, bins) < 0.01 and plain.loss(same, bins) < 0.01
+    assert quant.loss(same, bins) < 0.02
+    assert quant.loss(flat, bins) > 3 * quant.loss(same, bins)
+    x = flat.clone().requires_grad_(True)
+    quant.loss(x, bins).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
