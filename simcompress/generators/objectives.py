@@ -45,6 +45,7 @@ class _MomentTargets:
         # spread (the shape of each feature's distribution, not only its first two moments)
         self.levels = (torch.arange(n_quantiles, dtype=torch.float64) + 0.5) / max(n_quantiles, 1)
         self.qref = torch.zeros(n_bins, n_quantiles, x.shape[1])
+        self.has_q = torch.bincount(bins, minlength=n_bins) > 1  # bins whose reference quantiles exist
         if n_quantiles:
             for b in range(n_bins):
                 xb = x[bins == b]
@@ -62,7 +63,7 @@ class _MomentTargets:
         self.width = len(columns)
 
     def to(self, device: torch.device) -> _MomentTargets:
-        for k in ("mean", "std", "scale", "present", "columns", "levels", "qref"):
+        for k in ("mean", "std", "scale", "present", "columns", "levels", "qref", "has_q"):
             setattr(self, k, getattr(self, k).to(device))
         return self
 
@@ -81,7 +82,7 @@ class _MomentTargets:
         d = dm + ds
         if self.qref.shape[1]:
             dq = torch.zeros_like(d)
-            for b in torch.nonzero(use).reshape(-1).tolist():
+            for b in torch.nonzero(use & self.has_q).reshape(-1).tolist():
                 qg = torch.quantile(x[bins == b], self.levels.to(x.dtype), dim=0)  # (q, width), differentiable
                 dq[b] = (((qg - self.qref[b]) / self.scale[b]) ** 2).mean(dim=0)
             d = d + dq
