@@ -447,6 +447,99 @@ class FlowGenerator(ShowerGenerator):
         self.feat_mean.copy_(torch.from_numpy(m))
         self.feat_std.copy_(torch.from_numpy(sd))
 
+    @torch.no_grad()
+    def recalibrate_response(
+        self,
+        showers: torch.Tensor,
+        incident_energies: torch.Tensor,
+        generator: torch.Generator | None = None,
+        batch_size: int = 10_000,
+    ) -> dict[str, Any]:
+        """After training: make the generated total energy match the reference's per energy knot.
+
+        The response coordinate ``u_0 = E_dep / (s E_inc)`` leads the autoregressive order and is
+        modelled given ``E_inc`` alone, so this touches nothing else: per knot of the
+        standardisation table (``standardise: energy``; showers assigned to their nearest knot), the
+        generated logit ``t = logit(u_0)`` is mapped affinely so that its mean and width equal those
+        of ``showers`` (``t -> mu_ref + (t - mu_gen) sigma_ref / sigma_gen``), by rewriting that
+        knot's entries of ``feat_mean`` / ``feat_std`` for coordinate 0. Layer fractions, voxel
+        fractions and the network are unchanged; knots without reference showers keep their
+        entries. A trained flow leaves per-energy errors of about 1 % in the mean response and
+        10-20 % in the resolution (the spread of ``E_dep / E_inc``), which this removes up to the
+        statistics of ``showers``. The generated side is one pass of :meth:`sample_latent` and the
+        network at the reference's energies (``generator`` makes it reproducible).
+
+        Returns, per knot (None where no reference showers), the deviations of the generated mean
+        response and resolution from the reference's in per cent, before and after, from the same
+        generated showers; and the knot energies.
+        """
+        if self.standardise != "energy":
+            msg = "recalibrate_response: needs standardise='energy' (a per-energy table to correct)"
+            raise ValueError(msg)
+        e = torch.as_tensor(incident_energies, dtype=torch.float32).reshape(-1).to(self.device)
+        x = torch.as_tensor(showers, dtype=torch.float32).to(self.device)
+        k = torch.round((self.condition(e).reshape(-1).clamp(-1, 1) + 1) / 2 * (self.n_calib - 1)).long().cpu()
+        t_ref = self.preprocess(x, e, generator, dequantise=True, standardise=False)[:, 0].double().cpu()
+        parts = []
+        for i in range(0, e.shape[0], batch_size):
+            eb = e[i : i + batch_size]
+            y = self.network(self.sample_latent(eb.shape[0], generator), self.condition(eb))
+            mean, std = self._standardisation(eb)
+            parts.append((y[:, 0] * std[:, 0] + mean[:, 0]).double().cpu())
+        t_gen = torch.cat(parts)
+        old_mean, old_std = self.feat_mean[:, 0].double().cpu().clone(), self.feat_std[:, 0].double().cpu().clone()
+        new_mean, new_std = old_mean.clone(), old_std.clone()
+        mapped = t_gen.clone()
+        ok = torch.zeros(self.n_calib, dtype=torch.bool)
+        for j in range(self.n_calib):
+            m = k == j
+            if int(m.sum()) < 2:
+                continue
+            mu_r, sd_r = t_ref[m].mean(), t_ref[m].std()
+            mu_g, sd_g = t_gen[m].mean(), t_gen[m].std()
+            if not (sd_g > 0 and sd_r > 0):
+                continue
+            ok[j] = True
+            b = sd_r / sd_g
+            new_std[j] = old_std[j] * b
+            new_mean[j] = mu_r + (old_mean[j] - mu_g) * b
+            mapped[m] = mu_r + (t_gen[m] - mu_g) * b
+        self.feat_mean[:, 0] = new_mean.to(self.feat_mean)
+        self.feat_std[:, 0] = new_std.to(self.feat_std)
+
+        def response(t: torch.Tensor) -> torch.Tensor:
+            return self.response_scale * ((torch.sigmoid(t) - self.alpha) / (1 - 2 * self.alpha)).clamp(0.0, 1.0)
+
+        r_ref = (x.double().sum(1).cpu() / e.double().cpu())
+
+        def devs(r_gen: torch.Tensor) -> tuple[list[float | None], list[float | None]]:
+            mean_dev: list[float | None] = []
+            res_dev: list[float | None] = []
+            for j in range(self.n_calib):
+                m = k == j
+                if not ok[j]:
+                    mean_dev.append(None)
+                    res_dev.append(None)
+                    continue
+                a, g = r_ref[m], r_gen[m]
+                mean_dev.append(round(float(100 * (g.mean() / a.mean() - 1)), 4))
+                res_dev.append(round(float(100 * ((g.std() / g.mean()) / (a.std() / a.mean()) - 1)), 3))
+            return mean_dev, res_dev
+
+        mb, rb = devs(response(t_gen))
+        ma, ra = devs(response(mapped))
+        lo, hi = self.energy_range_mev
+        return {
+            "method": "affine map of the generated logit(u_0) per energy knot to the reference's mean and width",
+            "knots_with_data": int(ok.sum()),
+            "knot_energies_mev": [round(lo * (hi / lo) ** (i / (self.n_calib - 1)), 3) for i in range(self.n_calib)],
+            "n_reference": int(e.shape[0]),
+            "mean_response_dev_pct_before": mb,
+            "mean_response_dev_pct_after": ma,
+            "resolution_dev_pct_before": rb,
+            "resolution_dev_pct_after": ra,
+        }
+
     def postprocess(self, y: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
         n_l = self.geometry.n_layers
         mean, std = self._standardisation(incident_energies)

@@ -44,7 +44,7 @@ class FlowModelConfig(FlowArchitecture):
 class _TrainCommon(StrictModel):
     geometry: str = "ds1-photons"
     energy_range_mev: tuple[float, float] = DEFAULT_ENERGY_RANGE_MEV
-    steps: int = Field(2000, ge=1)
+    steps: int = Field(2000, ge=0, description="optimiser steps; 0 only with init_from (post-training steps alone, e.g. recalibrate_response)")
     batch_size: int = Field(256, ge=2)
     seed: int = 0
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -63,6 +63,13 @@ class _TrainCommon(StrictModel):
             "are kept, not refitted"
         ),
     )
+
+    @model_validator(mode="after")
+    def _steps_need_a_start(self) -> _TrainCommon:
+        if self.steps == 0 and self.init_from is None:
+            msg = "steps: 0 needs init_from (a run without steps only applies the post-training steps to a trained bundle)"
+            raise ValueError(msg)
+        return self
 
 
 class GANTrainConfig(_TrainCommon):
@@ -103,6 +110,20 @@ class FlowTrainConfig(_TrainCommon):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(5.0, gt=0)
+    recalibrate_response: bool = Field(
+        False,
+        description=(
+            "after training, FlowGenerator.recalibrate_response on the training showers (per energy knot, the "
+            "generated response's mean and width mapped onto theirs; recorded in the card); needs standardise: energy"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _recalibration_needs_table(self) -> FlowTrainConfig:
+        if self.recalibrate_response and self.model.standardise != "energy":
+            msg = "recalibrate_response needs model.standardise: energy (the per-energy table it corrects)"
+            raise ValueError(msg)
+        return self
 
     def build(self, geometry: Geometry) -> FlowGenerator:
         return FlowGenerator(geometry, self.energy_range_mev, arch=FlowArchitecture.model_validate(self.model.model_dump()))
