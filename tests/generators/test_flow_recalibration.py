@@ -107,3 +107,17 @@ def test_calibration_only_run_changes_only_the_response_table(geometry, ref3, tm
     changed = sorted(k for k in sd_src if not torch.equal(sd_src[k], sd_out[k]))
     assert changed == ["feat_mean", "feat_std"]
     assert torch.equal(sd_src["feat_mean"][:, 1:], sd_out["feat_mean"][:, 1:])
+
+
+def test_sample_leading_equals_the_first_columns_of_a_full_pass(geometry, ref3):
+    for transform in ("affine", "rqs"):
+        torch.manual_seed(1)
+        g = FlowGenerator(geometry, n_blocks=2, hidden=[16], n_groups=9, transform=transform)
+        for p in g.network.parameters():  # away from the identity start
+            p.data.add_(0.05 * torch.randn_like(p))
+        z = torch.randn(64, g.latent_dim, generator=torch.Generator().manual_seed(2))
+        c = g.condition(torch.full((64,), 4096.0))
+        with torch.no_grad():
+            full, lead = g.network(z, c), g.network.sample_leading(z, c)
+        assert lead.shape == (64, geometry.n_layers)
+        assert torch.equal(lead, full[:, : geometry.n_layers]), transform
