@@ -74,6 +74,8 @@ def test_grid_expansion_maps_short_keys_onto_method_options() -> None:
     assert [p.step["final_sparsity"] for p in expand(sweep_from_grid("gradual_prune", {"sparsity": [0.8]}))] == [0.8]
     shipped = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
     assert shipped and all(expand(load_sweep(p)) for p in shipped)
+    gan = expand(load_sweep(ROOT / "configs" / "sweeps" / "gan-pareto.yaml"))  # the README's Pareto page
+    assert len(gan) == 7 and [b["method"] for b in gan[-1].before] == ["distill_gan"] and gan[-1].step["weights"]["bits"] == 8
 
 
 def test_conditions_front_and_pick() -> None:
@@ -160,3 +162,4 @@ def test_sweep_file_end_to_end_reuse_and_pick(env: dict[str, Path], tmp_path: Pa
     assert main([*args, "--pick", "auc_vs_teacher<=0.01"]) == 1
     assert {p["id"]: (out / "points" / p["id"] / "point.json").stat().st_mtime_ns for p in pts} == stamps
     assert json.loads((out / "sweep.json").read_text())["pick"]["picked"] is None and not (out / "picked").exists()
+
