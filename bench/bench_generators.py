@@ -56,9 +56,19 @@ def _training_cost(card: dict) -> dict:
         wall, wall_from = hist[-1]["seconds"], "training.history[-1].seconds"
     machine = tr.get("machine") or {"device": tr.get("device", (tr.get("recipe") or {}).get("device")),
                                     "torch_threads": (tr.get("recipe") or {}).get("threads")}
-    return {"steps": tr.get("steps"), "recipe_steps": (tr.get("recipe") or {}).get("steps"), "wall_s": wall,
-            "wall_s_from": wall_from, "machine": machine, "resumed_from_checkpoint": bool(tr.get("from_checkpoint")),
-            "command": tr.get("command_used") or card.get("retrain_command")}
+    out = {"steps": tr.get("steps"), "recipe_steps": (tr.get("recipe") or {}).get("steps"), "wall_s": wall,
+           "wall_s_from": wall_from, "machine": machine, "resumed_from_checkpoint": bool(tr.get("from_checkpoint")),
+           "command": tr.get("command_used") or card.get("retrain_command")}
+    # a bundle trained in stages (init_from) records each stage's cost in training.cost.stage_N; the
+    # last stage's own steps and wall time alone would understate it (a calibration-only stage: 0 steps)
+    stages = {k: v for k, v in (tr.get("cost") or {}).items() if k.startswith("stage_") and isinstance(v, dict)}
+    if stages:
+        per = {k: {"steps": v.get("steps"), "wall_s": v.get("wall_seconds", v.get("seconds"))} for k, v in sorted(stages.items())}
+        out["stages"] = per
+        if all(v["steps"] is not None and v["wall_s"] is not None for v in per.values()):
+            out["total_steps"] = sum(v["steps"] for v in per.values())
+            out["total_wall_s"] = round(sum(v["wall_s"] for v in per.values()), 1)
+    return out
 
 
 def _separation(fa, fx, names) -> dict[str, float]:
