@@ -510,6 +510,7 @@ class FlowGenerator(ShowerGenerator):
         new_mean, new_std = old_mean.clone(), old_std.clone()
         mapped = t_gen.clone()
         ok = torch.zeros(self.n_calib, dtype=torch.bool)
+        converged: list[bool | None] = [None] * self.n_calib
 
         def response(t: torch.Tensor) -> torch.Tensor:
             return self.response_scale * ((torch.sigmoid(t) - self.alpha) / (1 - 2 * self.alpha)).clamp(0.0, 1.0)
@@ -528,6 +529,7 @@ class FlowGenerator(ShowerGenerator):
             a = tr.mean() - tg.mean() * b
             r_ref_u = response(tr)  # the reference in the same coordinate (its dequantisation noise included)
             mr, sr = r_ref_u.mean(), r_ref_u.std()
+            converged[j] = False
             for _ in range(50):
                 b = b * sr / response(a + b * tg).std()
                 tm = a + b * tg
@@ -536,6 +538,7 @@ class FlowGenerator(ShowerGenerator):
                 a = a + (mr - response(tm).mean()) / slope
                 r = response(a + b * tg)
                 if abs(float(r.mean() / mr - 1)) < 1e-7 and abs(float(r.std() / sr - 1)) < 1e-6:
+                    converged[j] = True
                     break
             new_std[j] = old_std[j] * b
             new_mean[j] = a + old_mean[j] * b
@@ -565,6 +568,7 @@ class FlowGenerator(ShowerGenerator):
         return {
             "method": "affine map of the generated logit(u_0) per energy knot, fitted so the response's mean and width equal the reference's",
             "knots_with_data": int(ok.sum()),
+            "fit_converged": converged,  # per knot (None: no data); unconverged knots keep the last iterate
             "knot_energies_mev": [round(lo * (hi / lo) ** (i / (self.n_calib - 1)), 3) for i in range(self.n_calib)],
             "n_reference": int(e.shape[0]),
             "mean_response_dev_pct_before": mb,

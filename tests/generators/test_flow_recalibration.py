@@ -52,6 +52,7 @@ def test_recalibration_removes_a_response_bias_and_keeps_everything_else(geometr
     e = torch.as_tensor(ref3.incident_energy, dtype=torch.float32)
     rep = g.recalibrate_response(torch.as_tensor(ref3.showers), e, torch.Generator().manual_seed(1))
     assert rep["knots_with_data"] == 3
+    assert [c for c in rep["fit_converged"] if c is not None] == [True, True, True]
     used = [i for i, v in enumerate(rep["mean_response_dev_pct_before"]) if v is not None]
     assert used == [2, 6, 10]
     assert min(abs(rep["mean_response_dev_pct_before"][i]) for i in used) > 1.0
