@@ -64,6 +64,10 @@ class IAFArchitecture(StrictModel):
     init: Literal["identity", "teacher"] = Field(
         "identity", description="identity: zero last layers; teacher: copy MADE weights when shapes match"
     )
+    transform: Literal["affine", "rqs"] = Field(
+        "affine", description="the student's block transform; rqs: monotonic splines (needed to follow a spline teacher)"
+    )
+    n_bins: int | None = Field(None, ge=2, le=64, description="spline bins of an rqs student (None: the teacher's)")
 
 
 class PhysicsLossWeights(StrictModel):

@@ -24,7 +24,7 @@ __all__ = ["distill_flow_iaf"]
 @student_builder(FlowToIAFConfig)
 def _iaf_student(teacher: Any, config: FlowToIAFConfig) -> IAFGenerator:
     sa = config.student
-    return IAFGenerator.like(teacher, hidden=[sa.hidden] * sa.depth, n_blocks=sa.steps)
+    return IAFGenerator.like(teacher, hidden=[sa.hidden] * sa.depth, n_blocks=sa.steps, transform=sa.transform, n_bins=sa.n_bins)
 
 
 def _teacher_states(network: Any, y: torch.Tensor, c: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

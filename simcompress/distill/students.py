@@ -14,7 +14,7 @@ entry-point group (``generators`` never imports ``distill``).
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import Field
@@ -29,7 +29,16 @@ from ..generators.base import (
     latent_dim_of,
     register_generator,
 )
-from ..generators.flow import MADE, FlowArchitecture, FlowGenerator, MAFBlock, MAFNetwork, affine_forward, affine_inverse
+from ..generators.flow import (
+    MADE,
+    FlowArchitecture,
+    FlowGenerator,
+    MAFBlock,
+    MAFNetwork,
+    affine_forward,
+    affine_inverse,
+    rqs_spline,
+)
 from ..showers.geometry import Geometry
 from .config import MLPArchitecture
 
@@ -38,6 +47,7 @@ __all__ = [
     "IAFBlock",
     "IAFGenerator",
     "IAFNetwork",
+    "IAFRQSBlock",
     "MLPGenerator",
     "MLPGeneratorArchitecture",
     "MLPNetwork",
@@ -109,6 +119,42 @@ class IAFBlock(nn.Module):
         return z, -log_scale.sum(dim=1)
 
 
+class IAFRQSBlock(IAFBlock):
+    """Inverse of a :class:`~simcompress.generators.flow.RQSBlock`: per coordinate a monotonic
+    rational-quadratic spline on ``[-bound, bound]`` (identity outside, as the teacher's) whose
+    parameters the MADE computes from the *noise* side.
+
+    A MAF block's inverse is exactly of this form (``x_d = f^-1(z_d; theta(x_<d))`` and ``x_<d``
+    is a function of ``z_<d``), so an IAF of spline blocks can follow a spline teacher coordinate
+    by coordinate, which an affine IAF cannot (the two-peaked voxel marginals). Sampling is one
+    MADE pass and one spline evaluation per block; the density needs one pass per group.
+    """
+
+    def __init__(self, made: MADE, permutation: torch.Tensor, n_bins: int, bound: float) -> None:
+        if made.n_params != 3 * n_bins - 1:
+            msg = f"IAFRQSBlock with {n_bins} bins needs a MADE with {3 * n_bins - 1} parameters per coordinate, got {made.n_params}"
+            raise ValueError(msg)
+        super().__init__(made, permutation)
+        self.n_bins = int(n_bins)
+        self.bound = float(bound)
+
+    def sample(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xp, ladj = rqs_spline(self.made.params(z, c), self.n_bins, self.bound).call_and_ladj(z)
+        return xp[:, self.inverse_permutation], ladj.sum(dim=1)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xp = x[:, self.permutation]
+        z = torch.zeros_like(xp)
+        deg = self.made.degrees
+        for g in range(self.made.n_groups):
+            sel = deg == g
+            t = rqs_spline(self.made.params(z, c)[:, :, sel], self.n_bins, self.bound)
+            z = z.clone()
+            z[:, sel] = t.inv(xp[:, sel])
+        _, ladj = rqs_spline(self.made.params(z, c), self.n_bins, self.bound).call_and_ladj(z)
+        return z, -ladj.sum(dim=1)
+
+
 class IAFNetwork(nn.Module):
     """Stack of :class:`IAFBlock`: ``forward(z, c)`` samples in one pass per block.
 
@@ -168,25 +214,37 @@ class IAFGenerator(FlowGenerator):
         **fields: Any,
     ) -> None:
         super().__init__(geometry, energy_range_mev, arch=arch, **fields)
-        if self.arch.transform != "affine":
-            msg = f"iaf: the student's blocks are affine; architecture transform must be 'affine', got {self.arch.transform!r}"
-            raise ConfigError(msg)
         teacher_like: MAFNetwork = self.network
         n = self.latent_dim
-        blocks = [
-            IAFBlock(
-                MADE(n, self.n_cond, self.hidden, self.n_groups, n_leading=int(getattr(blk.made, "n_leading", 0))),
-                blk.permutation,
-            )
-            for blk in cast("list[MAFBlock]", teacher_like.blocks)
-        ]
+        blocks: list[IAFBlock] = []
+        for blk in cast("list[MAFBlock]", teacher_like.blocks):
+            lead = int(getattr(blk.made, "n_leading", 0))
+            if self.arch.transform == "affine":
+                blocks.append(IAFBlock(MADE(n, self.n_cond, self.hidden, self.n_groups, n_leading=lead), blk.permutation))
+            else:
+                k = self.arch.n_bins
+                made = MADE(n, self.n_cond, self.hidden, self.n_groups, n_leading=lead, n_params=3 * k - 1)
+                blocks.append(IAFRQSBlock(made, blk.permutation, k, self.arch.tail_bound))
         self.network = IAFNetwork(blocks, n)
 
     @classmethod
-    def like(cls, teacher: FlowGenerator, hidden: list[int] | None = None, n_blocks: int | None = None) -> IAFGenerator:
-        """A student with the teacher's preprocessing, permutations and standardisation buffers."""
+    def like(
+        cls,
+        teacher: FlowGenerator,
+        hidden: list[int] | None = None,
+        n_blocks: int | None = None,
+        transform: Literal["affine", "rqs"] = "affine",
+        n_bins: int | None = None,
+    ) -> IAFGenerator:
+        """A student with the teacher's preprocessing, permutations and standardisation buffers.
+
+        ``transform`` is the student's own block transform (``rqs`` keeps the teacher's
+        ``tail_bound``; ``n_bins`` None: the teacher's).
+        """
         a = teacher.architecture()
-        a["transform"] = "affine"  # the student's own blocks (an rqs teacher keeps its splines)
+        a["transform"] = transform
+        if n_bins is not None:
+            a["n_bins"] = int(n_bins)
         if hidden is not None:
             a["hidden"] = list(hidden)
         if n_blocks is not None:

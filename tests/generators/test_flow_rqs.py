@@ -112,16 +112,88 @@ def test_unknown_transform_is_one_line_error(geometry):
     assert "\n" not in str(err.value) and "cfg.json" in str(err.value)
 
 
-def test_iaf_student_of_an_rqs_teacher_is_affine(geometry):
-    from simcompress.distill.students import IAFGenerator
+def test_iaf_student_transform_defaults_to_affine_and_keeps_the_teachers_order(geometry):
+    from simcompress.distill.students import IAFGenerator, IAFRQSBlock
 
     teacher = _rqs_flow(geometry)
-    student = IAFGenerator.like(teacher, hidden=[16])
-    assert student.arch.transform == "affine"
-    for t_blk, s_blk in zip(teacher.network.blocks, student.network.blocks, strict=True):
+    affine = IAFGenerator.like(teacher, hidden=[16])
+    spline = IAFGenerator.like(teacher, hidden=[16], transform="rqs")
+    assert affine.arch.transform == "affine" and spline.arch.transform == "rqs"
+    assert all(isinstance(b, IAFRQSBlock) for b in spline.network.blocks)
+    assert spline.arch.n_bins == teacher.arch.n_bins and spline.arch.tail_bound == teacher.arch.tail_bound
+    for t_blk, a_blk, s_blk in zip(teacher.network.blocks, affine.network.blocks, spline.network.blocks, strict=True):
+        assert torch.equal(t_blk.permutation, a_blk.permutation)
         assert torch.equal(t_blk.permutation, s_blk.permutation)
-    with pytest.raises(ConfigError, match="transform must be 'affine'"):
-        IAFGenerator(geometry, n_blocks=1, hidden=[8], n_groups=8, transform="rqs")
+
+
+def test_param_major_spline_equals_zukos_constructor():
+    from zuko.transforms import MonotonicRQSTransform
+
+    from simcompress.generators.flow import rqs_spline
+
+    g = torch.Generator().manual_seed(0)
+    k, bound = 4, 6.0
+    p = 3 * torch.randn(50, 3 * k - 1, 37, generator=g, dtype=torch.float64)
+    ours = rqs_spline(p, k, bound)
+    q = p.transpose(1, 2)
+    ref = MonotonicRQSTransform(q[..., :k], q[..., k : 2 * k], q[..., 2 * k :], bound=bound)
+    for name in ("horizontal", "vertical", "derivatives"):
+        assert torch.allclose(getattr(ours, name), getattr(ref, name), atol=1e-12, rtol=0), name
+    x = 8 * torch.randn(50, 37, generator=g, dtype=torch.float64)  # inside and outside the bound
+    assert torch.allclose(ours(x), ref(x), atol=1e-12)
+    assert torch.allclose(ours.inv(x), ref.inv(x), atol=1e-12)
+    assert torch.allclose(ours.call_and_ladj(x)[1], ref.call_and_ladj(x)[1], atol=1e-12)
+
+
+@pytest.mark.parametrize("transform", ["affine", "rqs"])
+def test_group_restricted_sampling_equals_the_full_output_layer(geometry, transform, monkeypatch):
+    from simcompress.generators.flow import MADE
+
+    gen = _rqs_flow(geometry, transform=transform)
+    _perturb(gen, 0.1)
+    gen.eval()
+    e = torch.tensor([300.0, 5e3, 1e6] * 4)
+    z = torch.randn(12, gen.latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        c = gen.condition(e)
+        fast = gen.network(z, c)
+        assert all(b.made.group_heads() is not None for b in gen.network.blocks)
+        monkeypatch.setattr(MADE, "group_heads", lambda self: None)  # the full output layer every pass
+        full = gen.network(z, c)
+    assert torch.allclose(fast, full, atol=1e-4, rtol=1e-5)
+    assert (fast - full).abs().max().item() < 1e-3
+
+
+def test_group_restriction_follows_parametrisations_and_refuses_hooked_layers(geometry):
+    from torch.nn.utils import parametrize
+
+    from simcompress.compress.parametrizations import Mask
+
+    gen = _rqs_flow(geometry)
+    _perturb(gen, 0.1)
+    gen.eval()
+    e = torch.full((8,), 2e3)
+    z = torch.randn(8, gen.latent_dim, generator=torch.Generator().manual_seed(2))
+    out = gen.network.blocks[0].made.out
+    with torch.no_grad():
+        before = gen.network(z, gen.condition(e))
+        # a pruned output layer: the restricted rows are those of the pruned weight
+        mask = torch.rand(out.weight.shape, generator=torch.Generator().manual_seed(3)) > 0.5
+        parametrize.register_parametrization(out, "weight", Mask(mask))
+        pruned = gen.network(z, gen.condition(e))
+        made = gen.network.blocks[0].made
+        heads = made.group_heads()
+        assert heads is not None
+        idx, w, _ = heads[1]
+        expected = (mask * out.parametrizations.weight.original * out.mask).view(made.n_params, made.n_features, -1)
+        assert torch.equal(w, expected[:, idx].reshape(w.shape))
+        assert not torch.allclose(before, pruned)
+        # an activation quantiser (forward hook) on the output layer: only the full layer is faithful
+        handle = out.register_forward_hook(lambda _m, _a, y: y + 0.05)
+        assert gen.network.blocks[0].made.group_heads() is None
+        hooked = gen.network(z, gen.condition(e))
+        handle.remove()
+    assert not torch.allclose(hooked, pruned)
 
 
 @pytest.mark.parametrize("standardise", ["global", "energy"])
