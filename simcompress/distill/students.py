@@ -107,6 +107,10 @@ class IAFBlock(nn.Module):
         shift, log_scale = self.made(z, c)
         return affine_inverse(z, shift, log_scale)[:, self.inverse_permutation], log_scale.sum(dim=1)
 
+    def sample_x(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Noise -> data of this block, without the log-determinant."""
+        return self.sample(z, c)[0]
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data -> noise (sequential over groups); returns ``(z, log|det dz/dx|)``."""
         xp = x[:, self.permutation]
@@ -141,6 +145,9 @@ class IAFRQSBlock(IAFBlock):
     def sample(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xp, ladj = rqs_spline(self.made.params(z, c), self.n_bins, self.bound).call_and_ladj(z)
         return xp[:, self.inverse_permutation], ladj.sum(dim=1)
+
+    def sample_x(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return rqs_spline(self.made.params(z, c), self.n_bins, self.bound)(z)[:, self.inverse_permutation]
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xp = x[:, self.permutation]
@@ -179,7 +186,7 @@ class IAFNetwork(nn.Module):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         for block in cast("list[IAFBlock]", reversed(self.blocks)):
-            z = block.sample(z, c)[0]
+            z = block.sample_x(z, c)
         return z
 
     def transform(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
