@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ import numpy as np
 from .._progress import progress_bar
 from ..errors import ConfigError
 from ._shared import TooFewEventsError
+from .feature_kernel import busy_core, spare_core
 from .spec import CLASSIFIER_PRESET_LABELS, classifier_preset
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -316,6 +318,176 @@ def _predict(net: Any, x: Any, chunk: int = 8192) -> np.ndarray:
     return torch.cat(out).numpy().astype(np.float64)
 
 
+#: LeakyReLU's default negative slope (the ``nn.LeakyReLU()`` of :func:`_net`)
+_SLOPE = 0.01
+#: rows (and output units) are split at multiples of this (twice the floats of the widest vector, AVX-512): every
+#: element then takes the same path (vectorised or scalar tail) through torch's elementwise kernels as in one call
+#: over the whole tensor
+_ALIGN = 32
+#: train the dropout-free network with :class:`_HandSteps` (False: the plain autograd loop, kept for dropout > 0
+#: and as the reference the tests compare with)
+_HAND_STEPS = True
+
+
+def _cut(n: int) -> int:
+    """Where ``n`` rows (or output units) are split into two parts: a multiple of 32 near n / 2; 0 below 64."""
+    return (n // 2) // _ALIGN * _ALIGN if n >= 2 * _ALIGN else 0
+
+
+class _HandSteps:
+    """Adam steps and predictions of :func:`_net`'s network without dropout, computed by hand, in two fixed parts.
+
+    The forward pass, the gradient of ``BCEWithLogitsLoss`` (mean) and the backward pass call the
+    operations autograd calls for ``Linear -> LeakyReLU -> ... -> Linear``: ``addmm(b, a, W.t())``,
+    ``leaky_relu``, ``(sigmoid(z) - y) / n``, ``leaky_relu_backward``, ``grad.mm(W)`` for a layer's
+    input, ``grad.t().mm(a)`` and ``grad.sum(0)`` for its weight and bias; the update is torch's own
+    ``Adam``. No graph is built and the buffers are reused from step to step.
+
+    With ``pool`` (a one-thread executor; used when torch runs on one intra-op thread) every step is
+    computed in two fixed parts: the batch's rows (two halves, cut at a multiple of 32 rows) for the
+    forward pass, the loss gradient and the chain of input gradients, which are independent per row;
+    the output units of each weight gradient (two halves); the parameters for Adam (two ``Adam``
+    instances: each parameter's update is its own). The second part goes to the helper thread while
+    a core is spare (:func:`~.feature_kernel.spare_core`), otherwise, or when the helper has not
+    started it by the time the first part is done, this thread computes it: the parts are fixed, so
+    which thread runs one, and when, changes no number. On the project's machine (torch 2.13, MKL)
+    the parts give bitwise the numbers of one call over the whole batch, and the parameters after
+    every step are bitwise those of the autograd loop (tests compare them).
+    """
+
+    def __init__(self, net: Any, lr: float, batch_size: int, pool: Any) -> None:
+        import torch
+
+        self.lin = [m for m in net if isinstance(m, torch.nn.Linear)]
+        self.pool = pool
+        cap = int(batch_size)
+        widths = [int(m.weight.shape[0]) for m in self.lin]
+        # per-step buffers (a batch uses its first n rows): pre-activations, activations, their gradients
+        self.z = [torch.empty(cap, w) for w in widths[:-1]]
+        self.act = [torch.empty(cap, w) for w in widths[:-1]]
+        self.gz = [torch.empty(cap, w) for w in widths]
+        # the gradients are written into these (Adam reads them as the parameters' .grad)
+        self.gw = [torch.empty_like(m.weight) for m in self.lin]
+        self.gb = [torch.empty_like(m.bias) for m in self.lin]
+        for m, gw, gb in zip(self.lin, self.gw, self.gb, strict=True):
+            m.weight.grad, m.bias.grad = gw, gb
+        params = [p for m in self.lin for p in (m.weight, m.bias)]
+        if pool is None:
+            self.opts = [torch.optim.Adam(params, lr=lr)]
+        else:
+            # two Adam instances, balanced by an estimate of their cost (elements plus a per-tensor overhead)
+            groups: list[list[Any]] = [[], []]
+            load = [0, 0]
+            for p in sorted(params, key=lambda q: -q.numel()):
+                i = int(load[1] < load[0])
+                groups[i].append(p)
+                load[i] += p.numel() + 4096
+            order = {id(p): k for k, p in enumerate(params)}
+            self.opts = [torch.optim.Adam(sorted(grp, key=lambda q: order[id(q)]), lr=lr) for grp in groups if grp]
+
+    # ---------------------------------------------------------------- the parts
+
+    def _rows(self, x: Any, y: Any, n: int, r0: int, r1: int) -> None:
+        """Forward pass, loss gradient and input-gradient chain of rows r0:r1 of the batch (row-local)."""
+        import torch
+
+        with torch.no_grad():
+            a = x[r0:r1]
+            for k, m in enumerate(self.lin[:-1]):
+                z = self.z[k][r0:r1]
+                torch.addmm(m.bias, a, m.weight.t(), out=z)
+                a = self.act[k][r0:r1]
+                torch.ops.aten.leaky_relu.out(z, _SLOPE, out=a)
+            last = self.lin[-1]
+            s = torch.sigmoid(torch.addmm(last.bias, a, last.weight.t()).squeeze(1))
+            g = s.sub_(y[r0:r1]).div_(n).unsqueeze(1)  # BCEWithLogits (mean): (sigmoid(z) - y) * 1 / n
+            self.gz[-1][r0:r1].copy_(g)
+            for k in range(len(self.lin) - 1, 0, -1):
+                ga = g.mm(self.lin[k].weight)
+                g = self.gz[k - 1][r0:r1]
+                torch.ops.aten.leaky_relu_backward.grad_input(ga, self.z[k - 1][r0:r1], _SLOPE, False, grad_input=g)
+
+    def _weights(self, x: Any, n: int, part: int) -> None:
+        """Weight gradients (part 0: the first output units of each layer and the biases; part 1: the rest)."""
+        import torch
+
+        with torch.no_grad():
+            for k, m in enumerate(self.lin):
+                gz = self.gz[k][:n]
+                a = x if k == 0 else self.act[k - 1][:n]
+                o = int(m.weight.shape[0])
+                c = _cut(o) if self.pool is not None else 0
+                if c:
+                    lo, hi = (0, c) if part == 0 else (c, o)
+                    torch.mm(gz[:, lo:hi].t(), a, out=self.gw[k][lo:hi])
+                elif part == 1 or self.pool is None:
+                    torch.mm(gz.t(), a, out=self.gw[k])
+                if part == 0:
+                    torch.sum(gz, 0, out=self.gb[k])
+
+    def _pair(self, first: Callable[[], None], second: Callable[[], None]) -> None:
+        """``first()`` here and ``second()`` on the helper while a core is spare (else, or if it has not started, here)."""
+        if self.pool is None or not spare_core():
+            first()
+            second()
+            return
+        fut = self.pool.submit(second)
+        try:
+            first()
+        except BaseException:
+            if not fut.cancel():
+                fut.exception()  # let the helper finish before the error propagates
+            raise
+        if fut.cancel():
+            second()
+        else:
+            fut.result()
+
+    # ---------------------------------------------------------------- public
+
+    def step(self, x: Any, y: Any) -> None:
+        """One Adam step on the batch ``x`` (n, d), a contiguous float32 tensor, labels ``y`` (n,)."""
+        n = int(x.shape[0])
+        h = _cut(n) if self.pool is not None else 0
+        if h:
+            self._pair(lambda: self._rows(x, y, n, 0, h), lambda: self._rows(x, y, n, h, n))
+        else:
+            self._rows(x, y, n, 0, n)
+        if self.pool is None:
+            self._weights(x, n, 0)
+        else:
+            self._pair(lambda: self._weights(x, n, 0), lambda: self._weights(x, n, 1))
+        if len(self.opts) == 1:
+            self.opts[0].step()
+        else:
+            self._pair(self.opts[0].step, self.opts[1].step)
+
+    def _predict_rows(self, x: Any, out: Any, r0: int, r1: int, chunk: int) -> None:
+        import torch
+
+        with torch.no_grad():
+            for i in range(r0, r1, chunk):
+                j = min(i + chunk, r1)
+                a = x[i:j]
+                for m in self.lin[:-1]:
+                    a = torch.nn.functional.leaky_relu(torch.addmm(m.bias, a, m.weight.t()), _SLOPE)
+                last = self.lin[-1]
+                torch.sigmoid(torch.addmm(last.bias, a, last.weight.t()).squeeze(1), out=out[i:j])
+
+    def predict(self, x: Any, chunk: int = 8192) -> np.ndarray:
+        """Sigmoid outputs (float64) as :func:`_predict`; with the helper, two halves of the rows (cut at 32 rows)."""
+        import torch
+
+        n = int(x.shape[0])
+        out = torch.empty(n)
+        h = -(-n // (2 * _ALIGN)) * _ALIGN if self.pool is not None and _cut(n) else 0  # half, rounded up to 32 rows
+        if h:
+            self._pair(lambda: self._predict_rows(x, out, 0, h, chunk), lambda: self._predict_rows(x, out, h, n, chunk))
+        else:
+            self._predict_rows(x, out, 0, n, chunk)
+        return out.numpy().astype(np.float64)
+
+
 def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, preset: str, threads: int,
          split: tuple[float, float, float], min_events: int, seed: int, progress: bool,
          on_epoch: Callable[[int, int, float], None] | None, label: str) -> FittedClassifier:
@@ -333,42 +505,38 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(0, 2**62)))
         net = _net(xtr.shape[1], n_hidden, n_layers, float(cfg["dropout"]))
-    opt = torch.optim.Adam(net.parameters(), lr=float(cfg["lr"]))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     ttr, ytr_t = torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr)
     tte = torch.from_numpy(np.ascontiguousarray(xte))
+    tva = torch.from_numpy(np.ascontiguousarray(xva))
     batch_size = cfg["batch_size"]
     if batch_size is None:
         batch_size = min(1000, max(32, ttr.shape[0] // 20))
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    history: list[float] = []
-    desc = f"classifier{f' ({label})' if label else ''} [{preset.split(' ')[0]}] epochs"
-    with progress_bar(desc, epochs, enabled=progress) as bar:
-        for epoch in range(epochs):
-            net.train()
-            perm = torch.randperm(ttr.shape[0], generator=g)
-            for i in range(0, ttr.shape[0], batch_size):
-                idx = perm[i : i + batch_size]
+    hand = _HAND_STEPS and float(cfg["dropout"]) == 0.0
+    with busy_core(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier-half") as pool:
+        if hand:
+            if threads == 1:
+                pool.submit(torch.set_num_threads, 1).result()  # the helper's own OpenMP setting
+            steps = _HandSteps(net, float(cfg["lr"]), int(batch_size), pool if threads == 1 else None)
+            best_epoch, best_acc, history, p_te = _train(
+                net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, preset, label, progress, on_epoch, steps.step,
+                steps.predict,
+            )
+            p_va = steps.predict(tva)
+        else:
+            opt = torch.optim.Adam(net.parameters(), lr=float(cfg["lr"]))
+            loss_fn = torch.nn.BCEWithLogitsLoss()
+
+            def autograd_step(xb: Any, yb: Any) -> None:
                 opt.zero_grad()
-                loss = loss_fn(net(ttr[idx]).squeeze(1), ytr_t[idx])
+                loss = loss_fn(net(xb).squeeze(1), yb)
                 loss.backward()
                 opt.step()
-            net.eval()
-            acc = float(((_predict(net, tte) > 0.5) == (yte > 0.5)).mean())
-            history.append(acc)
-            if acc > best_acc:  # the first epoch of the best test accuracy, as evaluate.py
-                best_acc, best_epoch = acc, epoch
-                best_state = {k: v.clone() for k, v in net.state_dict().items()}
-            bar.advance(1)
-            if on_epoch is not None:
-                on_epoch(epoch + 1, epochs, acc)
-            if acc == 1.0:  # evaluate.py stops here too: no later epoch can be selected
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    p_te = _predict(net, tte)
-    p_va = _predict(net, torch.from_numpy(np.ascontiguousarray(xva)))
+
+            best_epoch, best_acc, history, p_te = _train(
+                net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, preset, label, progress, on_epoch,
+                autograd_step, lambda t: _predict(net, t),
+            )
+            p_va = _predict(net, tva)
     n_in = int(xtr.shape[1])
     settings = {
         "preset": preset,
@@ -397,6 +565,47 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
     }
     return FittedClassifier(p_te, yte.astype(np.float64), p_va, yva.astype(np.float64), int(ytr.size), best_epoch,
                             tuple(history), settings)
+
+
+def _train(net: Any, ttr: Any, ytr: Any, tte: Any, yte: np.ndarray, g: Any, batch_size: int, epochs: int, preset: str,
+           label: str, progress: bool, on_epoch: Callable[[int, int, float], None] | None,
+           step: Callable[[Any, Any], None], predict: Callable[[Any], np.ndarray]) -> tuple[int, float, list[float], np.ndarray]:
+    """The epochs: shuffled batches, test accuracy after each, the first best epoch's network kept (and loaded at the end).
+
+    Returns (best epoch, its test accuracy, the accuracies, its test-split outputs). Each
+    epoch's batches are contiguous slices of the training split gathered once in the epoch's random
+    order (the rows ``ttr[perm[i:i + batch_size]]`` of the plain loop); the test-split outputs of the
+    selected epoch are kept, not recomputed from its reloaded state (the same numbers).
+    """
+    import torch
+
+    best_acc, best_epoch, best_state, p_best = -1.0, 0, None, None
+    history: list[float] = []
+    desc = f"classifier{f' ({label})' if label else ''} [{preset.split(' ')[0]}] epochs"
+    with progress_bar(desc, epochs, enabled=progress) as bar:
+        for epoch in range(epochs):
+            net.train()
+            perm = torch.randperm(ttr.shape[0], generator=g)
+            xs, ys = ttr.index_select(0, perm), ytr.index_select(0, perm)
+            for i in range(0, ttr.shape[0], batch_size):
+                step(xs[i : i + batch_size], ys[i : i + batch_size])
+            net.eval()
+            p = predict(tte)
+            acc = float(((p > 0.5) == (yte > 0.5)).mean())
+            history.append(acc)
+            if acc > best_acc:  # the first epoch of the best test accuracy, as evaluate.py
+                best_acc, best_epoch, p_best = acc, epoch, p
+                best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            bar.advance(1)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, epochs, acc)
+            if acc == 1.0:  # evaluate.py stops here too: no later epoch can be selected
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    assert p_best is not None
+    return best_epoch, best_acc, history, p_best
 
 
 _SETTING_ROWS = (

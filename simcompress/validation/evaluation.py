@@ -19,6 +19,7 @@ import numpy as np
 from .._progress import progress_bar
 from ..errors import ConfigError
 from . import metrics as M
+from .feature_kernel import busy_core
 from .features import EnergyBin, FeatureTable, _pool, high_level_vector
 from .floor import _FloorStats, _half_split
 from .multivariate import _multivariate
@@ -179,56 +180,58 @@ def evaluate_candidate(
         progress_bar(f"metrics {name}", 4, enabled=progress) as stage,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier") as cls_pool,
     ):
-        cls_job = cls_pool.submit(_candidate_classifier, prep, sample) if spec.classifier.enabled else None
-        t0 = time.perf_counter()
-        # with the classifier training on one core, the rest runs on this thread only: more busy threads than
-        # cores would slow the classifier, which bounds the run; without it the worker threads take the 1-D metrics
-        pool: Any = _pool() if cls_job is None else _InlineExecutor()
-        incl = _job(prep, None, t, prep.sorted_cols, prep.floor, True, spec.seed)
-        incl_futs = [pool.submit(incl.one, i) for i in range(len(t.names))]
-        per_bin: dict[str, dict[str, dict[str, Any]]] = {}
-        bin_futs: dict[str, Any] = {}
-        for b in prep.bins:
-            fl = prep.bin_floors.get(b.label)
-            cmask = b.mask(t.incident_energy)
-            nc = int(cmask.sum())
-            if not isinstance(fl, _FloorStats) or nc < spec.min_bin_events:
-                why = fl if isinstance(fl, str) else f"{nc} candidate events in this bin, need {spec.min_bin_events}"
-                per_bin[b.label] = {"_skipped": {"skipped": why}}
-                continue
-            per_bin[b.label] = {}  # keeps the bins in order
-            bin_futs[b.label] = pool.submit(_bin_metrics, prep, b, t, fl, cmask)
-        outside = int((~np.any([b.mask(t.incident_energy) for b in prep.bins], axis=0)).sum()) if prep.bins else 0
-        if outside:
-            warns.append(f"{sample.source}: {outside} candidate events have incident energies outside every reference bin")
-        timings["metrics_1d"] = timings["per_energy_bin"] = 0.0  # set below; this key order in metrics.json
-        t1 = time.perf_counter()
-        mv: dict[str, Any] = {}
-        if prep.hlv is not None:
-            # FPD_inf from finite samples keeps a size-dependent bias, so the candidate is compared at the
-            # floor's sizes: reference half A versus a same-seed subsample of the candidate of that size.
-            y = high_level_vector(t)
-            a, _ = _half_split(prep.hlv.shape[0], spec.seed)
-            cperm = np.random.default_rng(np.random.SeedSequence([spec.seed, 5])).permutation(y.shape[0])[: a.size]
-            mv = _multivariate(spec, prep.ref_batches, prep.hlv[a], y[cperm], min(a.size, cperm.size))
-            for k, v in mv.items():
-                fl = prep.multivariate_floor.get(k, {})
-                if "value" in v:
-                    if "value" not in fl:
-                        msg_0 = f"{k}: reference noise floor unavailable ({fl.get('skipped', 'disabled')})"
-                        raise M.TooFewEventsError(msg_0)
-                    v["floor"], v["floor_err"] = fl["value"], fl["err"]
-        timings["fpd_kpd"] = time.perf_counter() - t1
-        feats = incl.finish([f.result() for f in incl_futs])
-        stage.advance(1)
-        bins_done = incl.done_at
-        for label, fut in bin_futs.items():
-            per_bin[label], done_at = fut.result()
-            bins_done = max(bins_done, done_at)
-        stage.advance(2)
-        # wall time from the start of the 1-D metrics until the inclusive ones, then the per-bin ones, were done
-        timings["metrics_1d"] = incl.done_at - t0
-        timings["per_energy_bin"] = max(bins_done - incl.done_at, 0.0)
+        # this thread's core is taken until its metrics are done: the classifier's helper thread waits for it
+        with busy_core():
+            cls_job = cls_pool.submit(_candidate_classifier, prep, sample) if spec.classifier.enabled else None
+            t0 = time.perf_counter()
+            # with the classifier training on one core, the rest runs on this thread only: more busy threads than
+            # cores would slow the classifier, which bounds the run; without it the worker threads take the 1-D metrics
+            pool: Any = _pool() if cls_job is None else _InlineExecutor()
+            incl = _job(prep, None, t, prep.sorted_cols, prep.floor, True, spec.seed)
+            incl_futs = [pool.submit(incl.one, i) for i in range(len(t.names))]
+            per_bin: dict[str, dict[str, dict[str, Any]]] = {}
+            bin_futs: dict[str, Any] = {}
+            for b in prep.bins:
+                fl = prep.bin_floors.get(b.label)
+                cmask = b.mask(t.incident_energy)
+                nc = int(cmask.sum())
+                if not isinstance(fl, _FloorStats) or nc < spec.min_bin_events:
+                    why = fl if isinstance(fl, str) else f"{nc} candidate events in this bin, need {spec.min_bin_events}"
+                    per_bin[b.label] = {"_skipped": {"skipped": why}}
+                    continue
+                per_bin[b.label] = {}  # keeps the bins in order
+                bin_futs[b.label] = pool.submit(_bin_metrics, prep, b, t, fl, cmask)
+            outside = int((~np.any([b.mask(t.incident_energy) for b in prep.bins], axis=0)).sum()) if prep.bins else 0
+            if outside:
+                warns.append(f"{sample.source}: {outside} candidate events have incident energies outside every reference bin")
+            timings["metrics_1d"] = timings["per_energy_bin"] = 0.0  # set below; this key order in metrics.json
+            t1 = time.perf_counter()
+            mv: dict[str, Any] = {}
+            if prep.hlv is not None:
+                # FPD_inf from finite samples keeps a size-dependent bias, so the candidate is compared at the
+                # floor's sizes: reference half A versus a same-seed subsample of the candidate of that size.
+                y = high_level_vector(t)
+                a, _ = _half_split(prep.hlv.shape[0], spec.seed)
+                cperm = np.random.default_rng(np.random.SeedSequence([spec.seed, 5])).permutation(y.shape[0])[: a.size]
+                mv = _multivariate(spec, prep.ref_batches, prep.hlv[a], y[cperm], min(a.size, cperm.size))
+                for k, v in mv.items():
+                    fl = prep.multivariate_floor.get(k, {})
+                    if "value" in v:
+                        if "value" not in fl:
+                            msg_0 = f"{k}: reference noise floor unavailable ({fl.get('skipped', 'disabled')})"
+                            raise M.TooFewEventsError(msg_0)
+                        v["floor"], v["floor_err"] = fl["value"], fl["err"]
+            timings["fpd_kpd"] = time.perf_counter() - t1
+            feats = incl.finish([f.result() for f in incl_futs])
+            stage.advance(1)
+            bins_done = incl.done_at
+            for label, fut in bin_futs.items():
+                per_bin[label], done_at = fut.result()
+                bins_done = max(bins_done, done_at)
+            stage.advance(2)
+            # wall time from the start of the 1-D metrics until the inclusive ones, then the per-bin ones, were done
+            timings["metrics_1d"] = incl.done_at - t0
+            timings["per_energy_bin"] = max(bins_done - incl.done_at, 0.0)
         cls_out: dict[str, Any] = {}
         if cls_job is not None:
             cls_out, timings["classifier"] = cls_job.result()

@@ -14,7 +14,10 @@ radial sum, and hit counts are read per layer slice.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 
 from ..showers.geometry import Geometry
 
-__all__ = ["VOXEL_LOG10_EDGES", "BlockKernel", "BlockSums", "one_blas_thread", "voxel_histogram"]
+__all__ = ["VOXEL_LOG10_EDGES", "BlockKernel", "BlockSums", "busy_core", "one_blas_thread", "spare_core", "voxel_histogram"]
 
 #: fixed log10(E/MeV) edges of the voxel-energy spectrum: 1 eV .. 10 TeV, 20 bins per decade.
 VOXEL_LOG10_EDGES = np.linspace(-6.0, 7.0, 13 * 20 + 1)
@@ -66,6 +69,40 @@ def one_blas_thread() -> Any:
 
             _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
+
+
+_BUSY = [0]  # validation threads that have marked a core as theirs (busy_core)
+_BUSY_LOCK = threading.Lock()
+
+
+@contextmanager
+def busy_core() -> Iterator[None]:
+    """Marks one core as taken by the calling thread while the context holds (see :func:`spare_core`).
+
+    The threads that run validation work side by side mark themselves: the classifier's own thread,
+    and the thread computing the floor, the 1-D metrics or FPD/KPD beside it. The classifier hands
+    half of each step to its helper thread only while a core is left (:func:`spare_core`), so it never
+    puts more busy threads than cores; which thread computes a part never changes a number.
+    """
+    with _BUSY_LOCK:
+        _BUSY[0] += 1
+    try:
+        yield
+    finally:
+        with _BUSY_LOCK:
+            _BUSY[0] -= 1
+
+
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def spare_core() -> bool:
+    """Whether this process has a core no validation thread has marked (:func:`busy_core`) as its own."""
+    return _BUSY[0] < _n_cores()
 
 
 def _build_weights(g: Geometry) -> _Weights:

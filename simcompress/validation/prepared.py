@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..showers.geometry import Geometry
 from . import cache as C
 from . import metrics as M
+from .feature_kernel import busy_core
 from .features import EnergyBin, FeatureTable, energy_bins, high_level_vector
 from .floor import _edges_for, _floor_features, _FloorStats, _half_split
 from .multivariate import _multivariate, _RefBatches
@@ -143,36 +144,37 @@ class PreparedReference:
             progress_bar("noise floor (ref/ref)", 4, enabled=progress) as stage,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier-floor") as pool,
         ):
-            cls_job = pool.submit(_timed, _classifier_floor, prep) if spec.classifier.enabled and spec.classifier.floor else None
-            t0 = time.perf_counter()
-            # floor bins come from the reference only; candidate bins are widened per candidate
-            edges = {f: _edges_for(spec, f, sorted_cols[f], [], t.geometry, t.threshold_mev) for f in t.names}
-            cols = {f: t[f].astype(np.float64) for f in t.names}
-            prep.floor = _floor_features(
-                cols, edges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, max(spec.min_events // 2, 2)
-            )
-            prep.timings["floor"] = time.perf_counter() - t0
-            stage.advance(1)
-            t0 = time.perf_counter()
-            prep.bins = energy_bins(t.incident_energy)
-            for b in prep.bins:
-                mask = b.mask(t.incident_energy)
-                nb = int(mask.sum())
-                if nb // 2 < spec.min_bin_events:
-                    prep.bin_floors[b.label] = f"{nb} reference events in this bin, floor needs {2 * spec.min_bin_events}"
-                    continue
-                bcols = {f: c[mask] for f, c in cols.items()}
-                bedges = {f: _edges_for(spec, f, np.sort(bcols[f]), [], t.geometry, t.threshold_mev) for f in t.names}
-                prep.bin_floors[b.label] = _floor_features(
-                    bcols, bedges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, spec.min_bin_events
+            with busy_core():  # this thread's core, while the classifier floor trains beside it
+                cls_job = pool.submit(_timed, _classifier_floor, prep) if spec.classifier.enabled and spec.classifier.floor else None
+                t0 = time.perf_counter()
+                # floor bins come from the reference only; candidate bins are widened per candidate
+                edges = {f: _edges_for(spec, f, sorted_cols[f], [], t.geometry, t.threshold_mev) for f in t.names}
+                cols = {f: t[f].astype(np.float64) for f in t.names}
+                prep.floor = _floor_features(
+                    cols, edges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, max(spec.min_events // 2, 2)
                 )
-            prep.timings["floor_per_bin"] = time.perf_counter() - t0
-            stage.advance(1)
-            t0 = time.perf_counter()
-            if prep.hlv is not None:
-                prep.multivariate_floor = _multivariate_floor(prep)
-            prep.timings["fpd_kpd"] = time.perf_counter() - t0
-            stage.advance(1)
+                prep.timings["floor"] = time.perf_counter() - t0
+                stage.advance(1)
+                t0 = time.perf_counter()
+                prep.bins = energy_bins(t.incident_energy)
+                for b in prep.bins:
+                    mask = b.mask(t.incident_energy)
+                    nb = int(mask.sum())
+                    if nb // 2 < spec.min_bin_events:
+                        prep.bin_floors[b.label] = f"{nb} reference events in this bin, floor needs {2 * spec.min_bin_events}"
+                        continue
+                    bcols = {f: c[mask] for f, c in cols.items()}
+                    bedges = {f: _edges_for(spec, f, np.sort(bcols[f]), [], t.geometry, t.threshold_mev) for f in t.names}
+                    prep.bin_floors[b.label] = _floor_features(
+                        bcols, bedges, spec.noise_floor.n_splits, spec.noise_floor.max_events, spec.seed, spec.min_bin_events
+                    )
+                prep.timings["floor_per_bin"] = time.perf_counter() - t0
+                stage.advance(1)
+                t0 = time.perf_counter()
+                if prep.hlv is not None:
+                    prep.multivariate_floor = _multivariate_floor(prep)
+                prep.timings["fpd_kpd"] = time.perf_counter() - t0
+                stage.advance(1)
             if cls_job is not None:
                 prep.classifier_floor, prep.timings["classifier"] = cls_job.result()
             stage.advance(1)
