@@ -9,7 +9,9 @@ seeds), then measures in one run:
   and candidate read, features, noise floor, 1-D metrics, FPD/KPD, classifier, gate;
 * ``first`` / ``second``: the same with the cache on (a fresh cache folder): the first run
   computes and writes the cached reference, the second validates candidate 2 against it, so it
-  reads and computes only the candidate. ``speedup_second_vs_first`` is their wall-time ratio;
+  reads and computes only the candidate. ``speedup_second_vs_first`` is their wall-time ratio,
+  ``speedup_second_vs_first_cpu`` the ratio of their CPU seconds (every thread); each run records
+  the load average before it;
 * ``features_1d_cached``: candidate throughput of reading + features + every 1-D metric (inclusive
   and per energy bin) with the cached reference, FPD/KPD and classifier off, as a ratio to the raw
   read rate (goal >= 0.3), in wall time and in CPU seconds (every thread; less sensitive to other
@@ -89,6 +91,11 @@ def _run(ref: Path, cand: Path, spec: Any, cache: Any) -> tuple[Any, float]:
     return res, time.perf_counter() - t
 
 
+def _load() -> list[float]:
+    """1-, 5- and 15-minute load averages (other work on a shared machine moves every wall time)."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
 def _shares(res: Any) -> dict[str, Any]:
     (c,) = res.candidates.values()
     r = res.reference.timings
@@ -142,8 +149,15 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
         t_report = time.perf_counter() - t
         rss_metrics = _rss_mb()
         with tempfile.TemporaryDirectory(prefix="bench_refcache_") as cdir:
+            load_first = _load()
+            c0 = _cpu_s()
             res1, t_first = _run(ref, cand, spec, cdir)
+            cpu_first = _cpu_s() - c0
+            load_second = _load()
+            c0 = _cpu_s()
             res2, t_second = _run(ref, cand2, spec, cdir)
+            cpu_second = _cpu_s() - c0
+            load_after = _load()
             cache_files = list(Path(cdir).glob("*.npz"))
             cache_mb = sum(p.stat().st_size for p in cache_files) / 1e6
             # features + every 1-D metric with the cached reference (FPD/KPD and classifier off)
@@ -183,9 +197,15 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
                 "ratio_to_raw_read": (n / t_nocache) / raw_rate,
                 **_shares(res0),
             },
-            "first_with_cache": {"seconds": t_first, "cache": res1.reference.cache_info["status"]},
+            "first_with_cache": {
+                "seconds": t_first, "cpu_seconds": cpu_first, "cache": res1.reference.cache_info["status"],
+                "load_before": load_first,
+            },
             "second_with_cache": {
                 "seconds": t_second,
+                "cpu_seconds": cpu_second,
+                "load_before": load_second,
+                "load_after": load_after,
                 "cache": res2.reference.cache_info["status"],
                 "candidate_showers_per_s": n / t_second,
                 "ratio_to_raw_read": (n / t_second) / raw_rate,
@@ -193,6 +213,8 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
                 "candidate_shares": _candidate_shares(c2),
             },
             "speedup_second_vs_first": t_first / t_second,
+            # the same in CPU seconds (every thread): the work ratio, which two cores' overlap cannot move
+            "speedup_second_vs_first_cpu": cpu_first / cpu_second,
             "cache_file_mb": cache_mb,
             "features_1d_cached": {
                 # best of _REPEATS_1D runs, each right after a raw read of the candidate; ratios to the best of those reads

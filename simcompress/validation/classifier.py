@@ -334,6 +334,36 @@ def _cut(n: int) -> int:
     return (n // 2) // _ALIGN * _ALIGN if n >= 2 * _ALIGN else 0
 
 
+def _flat(params: list[Any]) -> list[Any]:
+    """``params`` as one flat parameter for Adam (one set of operations a step, not one per tensor), where exact.
+
+    The tensors become views of one buffer and their gradients views of one gradient buffer (the
+    hand steps write into them). torch's elementwise kernels run the last ``numel % 32`` elements of a
+    tensor (AVX2: % 16) through a scalar loop, which may round differently from the vector loop
+    (``lerp``, ``addcmul``, ``addcdiv``); so this is done only when every tensor but the last holds a
+    multiple of 64 elements: each element then takes the path it takes alone, and the updates are
+    bitwise those of one ``Adam`` over the separate tensors (with one torch thread, no parallel chunks).
+    Otherwise ``params`` are returned as they are.
+    """
+    import torch
+
+    if len(params) < 2 or any(p.numel() % 64 for p in params[:-1]):
+        return params
+    n = sum(p.numel() for p in params)
+    data, grad = torch.empty(n), torch.empty(n)
+    at = 0
+    for p in params:
+        k = p.numel()
+        data[at : at + k].copy_(p.detach().reshape(-1))
+        view, gview = data[at : at + k].view_as(p), grad[at : at + k].view_as(p)
+        p.data = view
+        p.grad = gview
+        at += k
+    flat = torch.nn.Parameter(data)
+    flat.grad = grad
+    return [flat]
+
+
 class _HandSteps:
     """Adam steps and predictions of :func:`_net`'s network without dropout, computed by hand, in two fixed parts.
 
@@ -347,7 +377,8 @@ class _HandSteps:
     computed in two fixed parts: the batch's rows (two halves, cut at a multiple of 32 rows) for the
     forward pass, the loss gradient and the chain of input gradients, which are independent per row;
     the output units of each weight gradient (two halves); the parameters for Adam (two ``Adam``
-    instances: each parameter's update is its own). The second part goes to the helper thread while
+    instances, each over its tensors as one flat parameter where :func:`_flat` finds that exact: each
+    element's update is its own). The second part goes to the helper thread while
     a core is spare (:func:`~.feature_kernel.spare_core`), otherwise, or when the helper has not
     started it by the time the first part is done, this thread computes it: the parts are fixed, so
     which thread runs one, and when, changes no number. On the project's machine (torch 2.13, MKL)
@@ -366,12 +397,9 @@ class _HandSteps:
         self.z = [torch.empty(cap, w) for w in widths[:-1]]
         self.act = [torch.empty(cap, w) for w in widths[:-1]]
         self.gz = [torch.empty(cap, w) for w in widths]
-        # the gradients are written into these (Adam reads them as the parameters' .grad)
-        self.gw = [torch.empty_like(m.weight) for m in self.lin]
-        self.gb = [torch.empty_like(m.bias) for m in self.lin]
-        for m, gw, gb in zip(self.lin, self.gw, self.gb, strict=True):
-            m.weight.grad, m.bias.grad = gw, gb
         params = [p for m in self.lin for p in (m.weight, m.bias)]
+        for p in params:
+            p.grad = torch.empty_like(p)  # the steps write the gradients into these (views of a flat one, below)
         if pool is None:
             self.opts = [torch.optim.Adam(params, lr=lr)]
         else:
@@ -383,7 +411,9 @@ class _HandSteps:
                 groups[i].append(p)
                 load[i] += p.numel() + 4096
             order = {id(p): k for k, p in enumerate(params)}
-            self.opts = [torch.optim.Adam(sorted(grp, key=lambda q: order[id(q)]), lr=lr) for grp in groups if grp]
+            self.opts = [torch.optim.Adam(_flat(sorted(grp, key=lambda q: order[id(q)])), lr=lr) for grp in groups if grp]
+        self.gw: list[Any] = [m.weight.grad for m in self.lin]
+        self.gb: list[Any] = [m.bias.grad for m in self.lin]
 
     # ---------------------------------------------------------------- the parts
 

@@ -180,3 +180,23 @@ def test_candidate_metrics_hold_their_core_while_the_classifier_trains(reference
     monkeypatch.setattr(E, "_run_classifier", spy)
     E.evaluate_candidate(prep, "independent", independent)
     assert seen and seen[0] >= 1 and FK._BUSY[0] == 0
+
+
+def test_flat_adam_updates_are_bitwise_those_of_separate_tensors() -> None:
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 64), (128,), (2, 32), (5,)]  # every tensor but the last a multiple of 64 elements
+    sep = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    flat_src = [torch.nn.Parameter(p.detach().clone()) for p in sep]
+    flat = C._flat(flat_src)
+    assert len(flat) == 1 and flat[0].numel() == sum(p.numel() for p in sep)
+    opt_sep, opt_flat = torch.optim.Adam(sep, lr=1e-2), torch.optim.Adam(flat, lr=1e-2)
+    for _ in range(50):
+        for p, q in zip(sep, flat_src, strict=True):
+            gr = torch.randn(p.shape, generator=g)
+            p.grad = gr.clone()
+            q.grad.copy_(gr)  # a view of the flat gradient
+        opt_sep.step()
+        opt_flat.step()
+    assert all(torch.equal(p, q) for p, q in zip(sep, flat_src, strict=True))
+    odd = [torch.nn.Parameter(torch.zeros(40)), torch.nn.Parameter(torch.zeros(64))]
+    assert C._flat(odd) == odd  # 40 elements before the last: kept as separate tensors
