@@ -261,10 +261,16 @@ def _normalise(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x / scale, y / scale
 
 
-def _cov(a: np.ndarray) -> np.ndarray:
-    """``np.cov(a, rowvar=False)`` without BLAS: small products thrash multi-threaded BLAS on busy machines."""
-    c = a - a.mean(axis=0)
-    return np.einsum("ij,ik->jk", c, c) / (a.shape[0] - 1)
+def _mean_cov(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a.mean(axis=0), np.cov(a, rowvar=False))``, the mean computed once.
+
+    The product is BLAS's (``c.T @ c``): 5.6x faster on one thread than the einsum it replaces
+    (35,000 x 30: 3.0 vs 17 ms), equal to 1e-14. The validation calls it under
+    ``feature_kernel.one_blas_thread`` (its other core is busy with the classifier or the 1-D metrics).
+    """
+    m = a.mean(axis=0)
+    c = a - m
+    return m, (c.T @ c) / (a.shape[0] - 1)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
@@ -328,7 +334,7 @@ def fpd(
         for _ in range(num_batches):
             a = x[rng.integers(0, x.shape[0], n)]
             b = y[rng.integers(0, y.shape[0], n)]
-            vals.append(frechet_distance(a.mean(axis=0), _cov(a), b.mean(axis=0), _cov(b)))
+            vals.append(frechet_distance(*_mean_cov(a), *_mean_cov(b)))
         points.append(np.mean(vals))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optimize.OptimizeWarning)

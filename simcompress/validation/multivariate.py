@@ -83,7 +83,7 @@ def _ref_batches(spec: GateSpec, x: np.ndarray, ny: int, fpd_sizes: tuple[int, i
             for j in range(nb):
                 a = np.take(xn, rng.integers(0, nx, n), axis=0)  # np.take: the rows of xn[idx], faster
                 rng.integers(0, ny, n)  # the candidate's draw of this batch
-                rb.fpd_mu[p, j], rb.fpd_cov[p, j] = a.mean(axis=0), M._cov(a)
+                rb.fpd_mu[p, j], rb.fpd_cov[p, j] = M._mean_cov(a)
     if kpd_batch is not None:
         rng = np.random.default_rng(spec.seed)
         m = kpd_batch
@@ -113,7 +113,7 @@ def _fpd_from(rb: _RefBatches, yn: np.ndarray, spec: GateSpec, fpd_sizes: tuple[
         for j in range(rb.fpd_mu.shape[1]):
             rng.integers(0, nx, n)  # the reference's draw (stored)
             b = np.take(yn, rng.integers(0, yn.shape[0], n), axis=0)
-            vals.append(M.frechet_distance(rb.fpd_mu[p, j], rb.fpd_cov[p, j], b.mean(axis=0), M._cov(b)))
+            vals.append(M.frechet_distance(rb.fpd_mu[p, j], rb.fpd_cov[p, j], *M._mean_cov(b)))
         points.append(np.mean(vals))
     with _w.catch_warnings():
         _w.simplefilter("ignore", optimize.OptimizeWarning)
