@@ -38,6 +38,7 @@ from ..generators.flow import (
     affine_forward,
     affine_inverse,
     rqs_spline,
+    spline_settings,
 )
 from ..showers.geometry import Geometry
 from .config import MLPArchitecture
@@ -135,12 +136,8 @@ class IAFRQSBlock(IAFBlock):
     """
 
     def __init__(self, made: MADE, permutation: torch.Tensor, n_bins: int, bound: float) -> None:
-        if made.n_params != 3 * n_bins - 1:
-            msg = f"IAFRQSBlock with {n_bins} bins needs a MADE with {3 * n_bins - 1} parameters per coordinate, got {made.n_params}"
-            raise ValueError(msg)
         super().__init__(made, permutation)
-        self.n_bins = int(n_bins)
-        self.bound = float(bound)
+        self.n_bins, self.bound = spline_settings(type(self).__name__, made, n_bins, bound)
 
     def sample(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xp, ladj = rqs_spline(self.made.params(z, c), self.n_bins, self.bound).call_and_ladj(z)

@@ -63,6 +63,7 @@ __all__ = [
     "affine_forward",
     "affine_inverse",
     "rqs_spline",
+    "spline_settings",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -297,18 +298,22 @@ def rqs_spline(params: torch.Tensor, n_bins: int, bound: float) -> MonotonicRQST
     return _ParamMajorRQS(params, n_bins, bound)
 
 
+def spline_settings(block: str, made: MADE, n_bins: int, bound: float) -> tuple[int, float]:
+    """``(n_bins, bound)`` of a spline block after checking that ``made`` has ``3 K - 1`` parameters per coordinate."""
+    if made.n_params != 3 * n_bins - 1:
+        msg = f"{block} with {n_bins} bins needs a MADE with {3 * n_bins - 1} parameters per coordinate, got {made.n_params}"
+        raise ValueError(msg)
+    return int(n_bins), float(bound)
+
+
 class RQSBlock(MAFBlock):
     """Permutation then one MADE whose ``3 K - 1`` outputs per coordinate parametrise a monotonic
     rational-quadratic spline on ``[-bound, bound]`` (zuko's, identity outside; a zero network
     output is the identity)."""
 
     def __init__(self, made: MADE, permutation: torch.Tensor, n_bins: int, bound: float) -> None:
-        if made.n_params != 3 * n_bins - 1:
-            msg = f"RQSBlock with {n_bins} bins needs a MADE with {3 * n_bins - 1} parameters per coordinate, got {made.n_params}"
-            raise ValueError(msg)
         super().__init__(made, permutation)
-        self.n_bins = int(n_bins)
-        self.bound = float(bound)
+        self.n_bins, self.bound = spline_settings(type(self).__name__, made, n_bins, bound)
 
     def spline(self, params: torch.Tensor) -> MonotonicRQSTransform:
         return rqs_spline(params, self.n_bins, self.bound)

@@ -112,6 +112,18 @@ def test_unknown_transform_is_one_line_error(geometry):
     assert "\n" not in str(err.value) and "cfg.json" in str(err.value)
 
 
+def test_spline_blocks_refuse_a_made_with_the_wrong_parameter_count() -> None:
+    from simcompress.distill.students import IAFRQSBlock
+
+    made = MADE(12, 1, [16], n_groups=3, n_params=8)  # 4 bins need 3 * 4 - 1 = 11
+    perm = torch.arange(12)
+    for block in (RQSBlock, IAFRQSBlock):
+        with pytest.raises(ValueError, match=rf"^{block.__name__} with 4 bins needs a MADE with 11 parameters per coordinate, got 8$"):
+            block(made, perm, 4, 6.0)
+    ok = RQSBlock(MADE(12, 1, [16], n_groups=3, n_params=11), perm, 4, 6.0)
+    assert (ok.n_bins, ok.bound) == (4, 6.0) and isinstance(ok.n_bins, int) and isinstance(ok.bound, float)
+
+
 def test_iaf_student_transform_defaults_to_affine_and_keeps_the_teachers_order(geometry):
     from simcompress.distill.students import IAFGenerator, IAFRQSBlock
 
