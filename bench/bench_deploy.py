@@ -77,12 +77,21 @@ def _teacher_name(recipe: Path) -> str:
     return argv[argv.index("--model") + 1] if "--model" in argv else "ds1-photons-gan"
 
 
-def _cap(node: Any, caps: dict[str, int]) -> Any:
+def _cap(node: Any, caps: dict[str, int], checkpoints: Path) -> Any:
+    """``node`` with the training keys in ``caps`` capped and a ``checkpoint_dir`` moved below ``checkpoints``
+    (a recipe's relative checkpoint folder would otherwise be written into the working directory)."""
     if isinstance(node, dict):
-        return {k: (min(v, caps[k]) if k in caps and isinstance(v, int) and not isinstance(v, bool) else _cap(v, caps))
-                for k, v in node.items()}
+        out = {}
+        for k, v in node.items():
+            if k in caps and isinstance(v, int) and not isinstance(v, bool):
+                out[k] = min(v, caps[k])
+            elif k == "checkpoint_dir" and isinstance(v, str):
+                out[k] = str(checkpoints / v)
+            else:
+                out[k] = _cap(v, caps, checkpoints)
+        return out
     if isinstance(node, list):
-        return [_cap(v, caps) for v in node]
+        return [_cap(v, caps, checkpoints) for v in node]
     return node
 
 
@@ -124,11 +133,11 @@ def run(quick: bool = False, recipes: list[str] | None = None) -> dict[str, Any]
                 teachers[tname] = load_generator(tname).eval()
                 out.setdefault("teachers", {})[tname] = {"bundle_hash": bundle_hash(teachers[tname].bundle_path)[:16]}
             teacher = teachers[tname]
-            rec = load_recipe(p)
-            if quick:
-                small = Path(tmp) / p.name
-                small.write_text(yaml.safe_dump(_cap(yaml.safe_load(p.read_text()), QUICK_CAPS), sort_keys=False))
-                rec = load_recipe(small)
+            # quick: training capped; either way checkpoints go to the temporary folder
+            small = Path(tmp) / p.name
+            small.write_text(yaml.safe_dump(_cap(yaml.safe_load(p.read_text()), QUICK_CAPS if quick else {},
+                                                 Path(tmp) / "checkpoints"), sort_keys=False))
+            rec = load_recipe(small)
             t0 = time.perf_counter()
             pipe = Pipeline.from_recipe(rec, finetune=generator_finetune(teacher, reference, 0), source=str(p))
             try:

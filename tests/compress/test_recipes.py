@@ -58,13 +58,27 @@ def documented_command(recipe: Path) -> list[str]:
     return argv
 
 
-def shrink(node: Any) -> Any:
+def shrink(node: Any, checkpoints: Path | None = None) -> Any:
+    """The recipe with its training capped; a ``checkpoint_dir`` (relative to the working directory) moved below ``checkpoints``."""
     if isinstance(node, dict):
-        return {k: (min(v, CAPS[k]) if k in CAPS and isinstance(v, int) and not isinstance(v, bool) else shrink(v))
-                for k, v in node.items()}
+        out = {}
+        for k, v in node.items():
+            if k in CAPS and isinstance(v, int) and not isinstance(v, bool):
+                out[k] = min(v, CAPS[k])
+            elif k == "checkpoint_dir" and isinstance(v, str) and checkpoints is not None:
+                out[k] = str(checkpoints / v)
+            else:
+                out[k] = shrink(v, checkpoints)
+        return out
     if isinstance(node, list):
-        return [shrink(v) for v in node]
+        return [shrink(v, checkpoints) for v in node]
     return node
+
+
+def _checkpoint_dirs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [d for k, v in node.items() for d in ([v] if k == "checkpoint_dir" and isinstance(v, str) else _checkpoint_dirs(v))]
+    return [d for v in node for d in _checkpoint_dirs(v)] if isinstance(node, list) else []
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +119,8 @@ def test_recipe_runs_as_its_header_says(recipe: Path, env: dict[str, Path], tmp_
     model = argv[argv.index("--model") + 1]
     kind = "gan" if "gan" in model else "flow"
     small = tmp_path / recipe.name
-    small.write_text(yaml.safe_dump(shrink(yaml.safe_load(recipe.read_text())), sort_keys=False))
+    shrunk = shrink(yaml.safe_load(recipe.read_text()), tmp_path / "checkpoints")
+    small.write_text(yaml.safe_dump(shrunk, sort_keys=False))
     out = tmp_path / argv[argv.index("--out") + 1].rstrip("/")
     swap = {model: str(env[kind]), f"configs/compress/{recipe.name}": str(small), "ref.root": str(env["ref"]),
             argv[argv.index("--out") + 1]: str(out)}
@@ -127,3 +142,5 @@ def test_recipe_runs_as_its_header_says(recipe: Path, env: dict[str, Path], tmp_
     y = gen.sample(e, generator=torch.Generator().manual_seed(0))
     assert y.shape == (2, 11) and torch.isfinite(y).all()
     assert rep["pipeline"]["steps"] and all(s["gate"] is not None for s in rep["pipeline"]["steps"])
+    for d in _checkpoint_dirs(shrunk):  # a recipe's resumable checkpoints are written where it says (here: below tmp_path)
+        assert any(Path(d).rglob("*.safetensors")), f"{recipe.name}: no checkpoint in {d}"
