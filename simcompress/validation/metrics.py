@@ -27,6 +27,7 @@ from scipy import linalg, optimize, stats
 
 from ..errors import ConfigError
 from ._shared import TooFewEventsError
+from .feature_kernel import one_blas_thread
 
 __all__ = [
     "KSW1",
@@ -265,8 +266,9 @@ def _mean_cov(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(a.mean(axis=0), np.cov(a, rowvar=False))``, the mean computed once.
 
     The product is BLAS's (``c.T @ c``): 5.6x faster on one thread than the einsum it replaces
-    (35,000 x 30: 3.0 vs 17 ms), equal to 1e-14. The validation calls it under
-    ``feature_kernel.one_blas_thread`` (its other core is busy with the classifier or the 1-D metrics).
+    (35,000 x 30: 3.0 vs 17 ms), equal to 1e-14. Its callers (:func:`fpd`,
+    ``multivariate``) run it under ``feature_kernel.one_blas_thread``: OpenBLAS's own threads stalled on a
+    loaded machine, and in ``validate`` the other core is busy with the classifier or the 1-D metrics.
     """
     m = a.mean(axis=0)
     c = a - m
@@ -329,13 +331,14 @@ def fpd(
     rng = np.random.default_rng(seed)
     batches = (1.0 / np.linspace(1.0 / min_samples, 1.0 / max_samples, num_points)).astype(np.int64)
     points = []
-    for n in batches:
-        vals = []
-        for _ in range(num_batches):
-            a = x[rng.integers(0, x.shape[0], n)]
-            b = y[rng.integers(0, y.shape[0], n)]
-            vals.append(frechet_distance(*_mean_cov(a), *_mean_cov(b)))
-        points.append(np.mean(vals))
+    with one_blas_thread():  # the covariances' BLAS products (_mean_cov): OpenBLAS's own threads stall on a busy machine
+        for n in batches:
+            vals = []
+            for _ in range(num_batches):
+                a = x[rng.integers(0, x.shape[0], n)]
+                b = y[rng.integers(0, y.shape[0], n)]
+                vals.append(frechet_distance(*_mean_cov(a), *_mean_cov(b)))
+            points.append(np.mean(vals))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optimize.OptimizeWarning)
         params, covs = optimize.curve_fit(

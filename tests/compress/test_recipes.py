@@ -143,4 +143,4 @@ def test_recipe_runs_as_its_header_says(recipe: Path, env: dict[str, Path], tmp_
     assert y.shape == (2, 11) and torch.isfinite(y).all()
     assert rep["pipeline"]["steps"] and all(s["gate"] is not None for s in rep["pipeline"]["steps"])
     for d in _checkpoint_dirs(shrunk):  # a recipe's resumable checkpoints are written where it says (here: below tmp_path)
-        assert any(Path(d).rglob("*.safetensors")), f"{recipe.name}: no checkpoint in {d}"
+        assert Path(d).is_relative_to(tmp_path) and any(Path(d).rglob("*.safetensors")), f"{recipe.name}: no checkpoint in {d}"
