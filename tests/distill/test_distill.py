@@ -252,6 +252,27 @@ def test_compare_sampling_speed_same_run(gan_teacher: GANGenerator) -> None:
     assert out["rates"]["teacher"]["10"]["batch_size"] == 10
 
 
+
+def test_sampling_rate_excludes_the_first_full_size_batch() -> None:
+    """The first batch of a new size (the allocator's first touch) is warm-up, not measurement."""
+    import time
+
+    from simcompress.distill import sampling_rate
+
+    class ColdFirstBatch:
+        def __init__(self) -> None:
+            self.seen: set[int] = set()
+
+        def sample(self, e: torch.Tensor, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+            if len(e) not in self.seen:
+                self.seen.add(len(e))
+                time.sleep(0.3)
+            return e
+
+    r = sampling_rate(ColdFirstBatch(), 1000, 1e3, min_seconds=0.0)
+    assert r["batches"] == 1
+    assert r["seconds"] < 0.05  # the 0.3 s cold batch was the untimed warm-up
+
 def test_distill_then_fixed_point_chain_saves_and_loads(flow_teacher: FlowGenerator, tmp_path) -> None:
     from simcompress.compress.bundle import save_compressed
     from simcompress.compress.fixed_point import precision_record
