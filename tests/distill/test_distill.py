@@ -252,7 +252,6 @@ def test_compare_sampling_speed_same_run(gan_teacher: GANGenerator) -> None:
     assert out["rates"]["teacher"]["10"]["batch_size"] == 10
 
 
-
 def test_sampling_rate_excludes_the_first_full_size_batch() -> None:
     """The first batch of a new size (the allocator's first touch) is warm-up, not measurement."""
     import time
@@ -272,6 +271,7 @@ def test_sampling_rate_excludes_the_first_full_size_batch() -> None:
     r = sampling_rate(ColdFirstBatch(), 1000, 1e3, min_seconds=0.0)
     assert r["batches"] == 1
     assert r["seconds"] < 0.05  # the 0.3 s cold batch was the untimed warm-up
+
 
 def test_distill_then_fixed_point_chain_saves_and_loads(flow_teacher: FlowGenerator, tmp_path) -> None:
     from simcompress.compress.bundle import save_compressed
