@@ -45,7 +45,7 @@ from .._config import StrictModel
 from ..showers.geometry import Geometry
 from .base import DEFAULT_ENERGY_RANGE_MEV, ShowerGenerator, energy_range_of, knot_interp, latent_dim_of, register_generator
 
-__all__ = ["HLS4ML_SAFE_MODULES", "Critic", "GANArchitecture", "GANGenerator", "GANNetwork", "ShapeBasis", "shower_features"]
+__all__ = ["HLS4ML_SAFE_MODULES", "Critic", "GANArchitecture", "GANGenerator", "GANNetwork", "ShapeBasis", "shower_features", "soft_threshold"]
 
 #: Module types the GAN network may contain (hls4ml PyTorch frontend converts them exactly).
 HLS4ML_SAFE_MODULES: tuple[type[nn.Module], ...] = (
@@ -166,23 +166,47 @@ def orientation_table(geometry: Geometry, mode: str) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def soft_threshold(showers: torch.Tensor, threshold_mev: float) -> torch.Tensor:
+    """``E * sigmoid(ln(E / threshold) / w)`` per voxel, ``w = ln 10 / 10`` (a tenth of a decade,
+    the width of :class:`ShapeBasis`'s soft sparsity); ``threshold_mev <= 0`` returns ``showers``.
+
+    The differentiable stand-in for validation's hard voxel threshold: a voxel a decade above it
+    keeps all but 5e-5 of its energy, one at the threshold half, one a decade below 5e-5 of it.
+    """
+    if threshold_mev <= 0:
+        return showers
+    w = math.log(10.0) / 10.0
+    logr = torch.log(showers.clamp_min(1e-30)) - math.log(threshold_mev)
+    return showers * torch.sigmoid(logr / w)
+
+
 def shower_features(
-    showers: torch.Tensor, e_mev: torch.Tensor, onehot: torch.Tensor, shape: ShapeBasis | None = None
+    showers: torch.Tensor, e_mev: torch.Tensor, onehot: torch.Tensor, shape: ShapeBasis | None = None,
+    threshold_mev: float = 0.0, sparsity_sharpness: float = 1.0,
 ) -> torch.Tensor:
     """Factorised features ``[log r, f (L), sqrt v (V)]`` of showers (differentiable).
 
     ``r`` = total / incident energy, ``f`` = layer fractions of the total, ``v`` = voxel
     fractions within their layer (0 for an empty layer). With ``shape`` the shower-shape
-    block of :meth:`ShapeBasis.features` is appended.
+    block of :meth:`ShapeBasis.features` is appended. ``threshold_mev > 0``: every feature
+    but the soft sparsity (itself a soft count above ``ShapeBasis.sparsity_mev``) is computed
+    from :func:`soft_threshold`-ed showers, as validation computes them above its voxel threshold;
+    a layer is then empty (``v`` about 0) when what survives the threshold is far below 1 % of it
+    (the regulariser of the voxel fractions is ``0.01 * threshold_mev`` instead of 1e-6 MeV: the
+    residue of sub-threshold voxels must not become the shape of a layer validation sees as empty).
+    ``sparsity_sharpness``: see :meth:`ShapeBasis.features`.
     """
+    raw = showers
+    showers = soft_threshold(showers, threshold_mev)
+    eps = max(_EPS_MEV, 0.01 * threshold_mev)
     layer_e = showers @ onehot  # (N, L)
     total = layer_e.sum(dim=1, keepdim=True)
     r = total / e_mev.unsqueeze(1)
     f = layer_e / (total + _EPS_MEV)
-    v = showers / (layer_e @ onehot.T + _EPS_MEV)
+    v = showers / (layer_e @ onehot.T + eps)
     parts = [torch.log(r + 1e-6), f, torch.sqrt(v.clamp_min(0) + 1e-12)]
     if shape is not None:
-        parts.append(shape.features(showers, v))
+        parts.append(shape.features(raw, v, sparsity_sharpness))
     return torch.cat(parts, dim=1)
 
 
@@ -227,13 +251,20 @@ class ShapeBasis(nn.Module):
         self.log_thr = float(math.log(sparsity_mev))
         self.n_features = 2 * pos.shape[1] + geometry.n_layers
 
-    def features(self, showers: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``(N, 2K + L)``: centres (K), widths (K), soft sparsity per layer (L)."""
+    def features(self, showers: torch.Tensor, v: torch.Tensor, sparsity_sharpness: float = 1.0) -> torch.Tensor:
+        """``(N, 2K + L)``: centres (K), widths (K), soft sparsity per layer (L).
+
+        ``sparsity_sharpness`` divides the soft sparsity's sigmoid width (a tenth of a decade at
+        1): larger values approach the hard count validation makes, with gradients only near the
+        threshold (a training option, ``GANTrainConfig.sparsity_sharpness``, for the training
+        run's moment loss and critic; everything else uses 1).
+        """
         v = v.clamp_min(0)
         m1 = v @ self.pos  # (N, K) energy-weighted mean position in each layer
         m2 = v @ self.pos2
         width = (m2 - m1 * m1).clamp_min(1e-6).sqrt()
-        soft = torch.sigmoid((torch.log(showers.clamp_min(1e-12)) - self.log_thr) * (10.0 / math.log(10.0)))
+        slope = float(sparsity_sharpness) * 10.0 / math.log(10.0)
+        soft = torch.sigmoid((torch.log(showers.clamp_min(1e-12)) - self.log_thr) * slope)
         n_vox = self.onehot.sum(0)
         sparsity = (soft @ self.onehot) / n_vox
         return torch.cat([m1, width, sparsity], dim=1)
@@ -532,8 +563,11 @@ class GANGenerator(ShowerGenerator):
             cols += list(range(start, start + self._shape.n_features))
         return cols
 
-    def features(self, showers: torch.Tensor, incident_energies: torch.Tensor) -> torch.Tensor:
-        return shower_features(showers, incident_energies, self.onehot, self._shape)
+    def features(
+        self, showers: torch.Tensor, incident_energies: torch.Tensor, threshold_mev: float = 0.0, sparsity_sharpness: float = 1.0
+    ) -> torch.Tensor:
+        """:func:`shower_features` with this GAN's layers and shape block (the two options: see there)."""
+        return shower_features(showers, incident_energies, self.onehot, self._shape, threshold_mev, sparsity_sharpness)
 
     @classmethod
     def parse_architecture(cls, config: dict[str, Any], source: str = "<config>") -> GANArchitecture:

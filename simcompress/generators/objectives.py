@@ -94,8 +94,11 @@ class _MomentTargets:
 def _gan_setup(gen: GANGenerator, data: ShowerSet, cfg: GANTrainConfig, device: torch.device) -> dict[str, Any]:
     e = torch.as_tensor(data.incident_energy, dtype=torch.float32)
     x = torch.as_tensor(data.showers, dtype=torch.float32)
+    fkw = {"threshold_mev": cfg.feature_threshold_mev, "sparsity_sharpness": cfg.sparsity_sharpness}
     with torch.no_grad():
-        feats = torch.cat([gen.features(x[i : i + 20000], e[i : i + 20000]) for i in range(0, len(e), 20000)])
+        feats = torch.cat(
+            [gen.features(x[i : i + 20000], e[i : i + 20000], **fkw) for i in range(0, len(e), 20000)]
+        )
         bins = _energy_bin(gen.condition(e), cfg.moment_bins)
     targets = _MomentTargets(feats, bins, cfg.moment_bins, gen.moment_columns(), cfg.moment_quantiles)
     return {"e": e.to(device), "feats": feats.to(device), "targets": targets.to(device)}
@@ -110,6 +113,7 @@ def _gan_step(
     bs = cfg.batch_size
     d_loss_v = 0.0
     adversarial = cfg.adversarial_weight > 0
+    fkw = {"threshold_mev": cfg.feature_threshold_mev, "sparsity_sharpness": cfg.sparsity_sharpness}
     out: dict[str, float] = {}
     for _ in range(cfg.n_critic if adversarial else 0):
         idx = torch.randint(0, n, (bs,), generator=rng).to(device)
@@ -118,7 +122,7 @@ def _gan_step(
         z = torch.randn(bs, gen.latent_dim, generator=rng).to(device)
         extras = gen.sample_extras(bs, rng)  # the azimuthal orientation of an alpha-symmetric GAN
         with torch.no_grad():
-            f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False, **extras), e)
+            f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False, **extras), e, **fkw)
         eps = torch.rand(bs, 1, generator=rng).to(device)
         f_mix = (eps * f_real + (1 - eps) * f_fake).requires_grad_(True)
         d_real, d_fake = critic(f_real, c), critic(f_fake, c)
@@ -137,7 +141,7 @@ def _gan_step(
     c = gen.condition(e)
     z = torch.randn(bs, gen.latent_dim, generator=rng).to(device)
     extras = gen.sample_extras(bs, rng)
-    f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False, **extras), e)
+    f_fake = gen.features(gen.postprocess(gen.network(z, c), e, threshold=False, **extras), e, **fkw)
     mom = st["targets"].loss(f_fake, _energy_bin(c, cfg.moment_bins))
     g_loss = cfg.moment_weight * mom
     if adversarial:

@@ -88,6 +88,24 @@ class GANTrainConfig(_TrainCommon):
     adversarial_weight: float = Field(
         1.0, ge=0, description="weight of the critic's term in the generator loss; 0: moment matching only, no critic steps"
     )
+    feature_threshold_mev: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "the moment loss and the critic see every shower (reference and generated alike) with each voxel E "
+            "weighted by sigmoid(ln(E / threshold) / (ln 10 / 10)), a soft voxel threshold, so that training "
+            "matches the features validation measures above its voxel threshold (1 MeV for ds1); 0: no threshold"
+        ),
+    )
+    sparsity_sharpness: float = Field(
+        1.0,
+        ge=1.0,
+        le=20.0,
+        description=(
+            "the moment loss's soft sparsity with its sigmoid this many times narrower than the tenth of a decade the "
+            "critic uses: closer to validation's hard count of voxels above threshold, gradients only near it"
+        ),
+    )
     recalibrate_response: bool = Field(
         False, description="after training, GANGenerator.recalibrate_response on the training showers (recorded in the card)"
     )

@@ -111,3 +111,55 @@ def test_moment_quantiles_see_the_shape_that_mean_and_spread_miss():
     x = flat.clone().requires_grad_(True)
     quant.loss(x, bins).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_soft_threshold_keeps_above_drops_below_and_has_finite_gradients():
+    from simcompress.generators.gan import soft_threshold
+
+    e = torch.tensor([[0.0, 0.1, 1.0, 10.0, 1000.0]], requires_grad=True)
+    out = soft_threshold(e, 1.0)
+    kept = (out / e.clamp_min(1e-30)).detach()[0]
+    assert out[0, 0] == 0.0
+    assert kept[1] < 1e-4 and abs(float(kept[2]) - 0.5) < 1e-6 and kept[3] > 0.9999 and kept[4] >= 1 - 1e-6
+    out.sum().backward()
+    assert torch.isfinite(e.grad).all()
+    assert soft_threshold(e, 0.0) is e  # 0: off
+
+
+def test_feature_threshold_makes_sub_threshold_voxels_invisible_to_the_moment_loss(geometry, tiny_ref):
+    """Sub-MeV energy in the empty voxels (what validation's 1 MeV threshold removes) changes the
+    unthresholded features; with feature_threshold_mev: 1 the moment loss no longer sees it."""
+    from simcompress.generators.objectives import _energy_bin
+
+    gen = _small(geometry)
+    x = torch.as_tensor(tiny_ref.showers, dtype=torch.float32)
+    e = torch.as_tensor(tiny_ref.incident_energy, dtype=torch.float32)
+    lit = (x @ gen.onehot) @ gen.onehot.T > 0  # voxels of layers with energy
+    haze = torch.where((x == 0) & lit, torch.full_like(x, 0.02), x)  # 20 keV in their empty voxels
+    bins = _energy_bin(gen.condition(e), 15)
+    losses = {}
+    for thr in (0.0, 1.0):
+        cfg = GANTrainConfig(batch_size=64, adversarial_weight=0.0, feature_threshold_mev=thr)
+        obj = GANObjective(gen, tiny_ref, cfg, torch.device("cpu"), fresh=False)
+        clean = obj.st["targets"].loss(gen.features(x, e, threshold_mev=thr), bins)
+        hazy = obj.st["targets"].loss(gen.features(haze, e, threshold_mev=thr), bins)
+        losses[thr] = (float(clean), float(hazy))
+    assert losses[0.0][0] < 0.01 and losses[0.0][1] > 10 * max(losses[0.0][0], 1e-3)  # the haze is seen
+    assert losses[1.0][0] < 0.01 and abs(losses[1.0][1] - losses[1.0][0]) < 1e-3  # and no longer is
+    with pytest.raises(ValueError, match="feature_threshold_mev"):
+        GANTrainConfig(feature_threshold_mev=-1.0)
+
+
+def test_sparsity_sharpness_approaches_the_hard_count_validation_makes(geometry, tiny_ref):
+    gen = _small(geometry)
+    x = torch.as_tensor(tiny_ref.showers, dtype=torch.float32)
+    e = torch.as_tensor(tiny_ref.incident_energy, dtype=torch.float32)
+    hard = ((x > 1.0).float() @ gen.onehot) / gen.onehot.sum(0)  # fraction of voxels above 1 MeV per layer
+    n_l = geometry.n_layers
+    dev = {}
+    for k in (1.0, 10.0):
+        soft = gen.features(x, e, sparsity_sharpness=k)[:, -n_l:]
+        dev[k] = float((soft - hard).abs().mean())
+    assert dev[10.0] < dev[1.0] / 3
+    with pytest.raises(ValueError, match="sparsity_sharpness"):
+        GANTrainConfig(sparsity_sharpness=0.5)
