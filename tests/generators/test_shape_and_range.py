@@ -142,13 +142,14 @@ def test_shipped_gan_reproduces_the_lateral_shape():
     for name in ("width_r_1", "EC_r_1", "EC_x_1"):  # shower-to-shower spread of the shape
         ratio = np.std(fg[name]) / np.std(fr[name])
         assert 0.7 < ratio < 1.4, (name, ratio)  # bundle of 2026-11-25: 0.11-0.18; of 2026-12-01: 0.49 (width_r_1)
-    # every CaloChallenge feature (3,000 vs 3,000 showers: the floor is about 0.01): 2026-12-02 bundle worst 0.10
-    # (sparsity_1), centres 0.045; the 2026-12-01 bundle 0.23 (EC_y_2), its centres sat off the axis
+    # every CaloChallenge feature (3,000 vs 3,000 showers: the floor is about 0.01): the 2026-12-03 bundle (stage 4)
+    # worst 0.053 (width_r_3), centres 0.033; 2026-12-02 bundle worst 0.10 (sparsity_1), centres 0.045; the
+    # 2026-12-01 bundle 0.23 (EC_y_2), its centres sat off the axis
     from simcompress.validation.metrics import feature_binning, histogram_separation_power
 
     sp = {}
     for i, name in enumerate(fr.names):
         a, b = fr.values[:, i].astype(np.float64), fg.values[:, i].astype(np.float64)
         sp[name] = histogram_separation_power(a, b, feature_binning(a, [b]))
-    assert max(sp.values()) < 0.15, max(sp, key=sp.get)
-    assert max(v for k, v in sp.items() if k.startswith(("EC_x", "EC_y"))) < 0.08
+    assert max(sp.values()) < 0.08, max(sp, key=sp.get)
+    assert max(v for k, v in sp.items() if k.startswith(("EC_x", "EC_y"))) < 0.06
