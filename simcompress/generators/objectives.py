@@ -9,6 +9,8 @@ term (mean and spread per energy bin of ``log r``, the layer fractions and, with
 critic, the centres, widths and soft sparsity; weight ``moment_weight``), normalised by the
 reference spread in each energy bin. ``adversarial_weight: 0`` trains on the moments alone and
 runs no critic steps (a stable fine-tuning of a trained GAN's shower shape).
+With ``feature_threshold_mev`` both see the showers through :func:`~.gan.soft_threshold` (as validation
+measures them above its voxel threshold) and ``sparsity_sharpness`` narrows their soft sparsity.
 The generated showers the critic and the moment loss see are turned to random azimuthal
 orientations when the GAN has ``alpha_symmetry`` (as in sampling).
 Flow (and its subclasses, e.g. the IAF student): maximum likelihood of the dequantised
