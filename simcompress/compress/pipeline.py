@@ -6,6 +6,8 @@ Recipe YAML (``configs/compress/*.yaml``)::
     name: combined
     description: prune + low rank + QAT
     on_failure: rollback          # or "stop": what a failed gate does
+    gate_at: every                # or "last": gate only the final model (a chain whose
+                                  # intermediate models are not deliverables, e.g. distil -> fixed point)
     finetune: {steps: 100, lr: 1.0e-4}   # default fine-tuning after every step (optional)
     steps:
       - {method: magnitude_prune, sparsity: 0.5}
@@ -60,6 +62,8 @@ class Recipe(StrictModel):
     name: str = ""
     description: str = ""
     on_failure: Literal["stop", "rollback"] = "stop"
+    gate_at: Literal["every", "last"] = Field(
+        "every", description="every: gate after each step; last: only the final model (needs on_failure: stop)")
     finetune: FinetuneSpec | None = None
     steps: list[dict[str, Any]]
 
@@ -175,6 +179,9 @@ class Pipeline:
         on_failure: ``"stop"`` ends the pipeline at the first failed gate (the result
             holds the failing model, ``passed=False``); ``"rollback"`` discards the failed
             step and continues from the model before it.
+        gate_at: ``"every"`` gates after each step; ``"last"`` only after the final step
+            (for chains whose intermediate models are not deliverables, e.g. a float student
+            that the next step quantizes; needs ``on_failure="stop"``).
         default_finetune: fine-tuning applied after steps that do not set their own.
         source: where the steps came from (for error notes).
     """
@@ -186,12 +193,19 @@ class Pipeline:
         finetune: Finetune | None = None,
         *,
         on_failure: Literal["stop", "rollback"] = "stop",
+        gate_at: Literal["every", "last"] = "every",
         default_finetune: FinetuneSpec | None = None,
         source: str = "<pipeline>",
         name: str = "",
     ) -> None:
         if on_failure not in ("stop", "rollback"):
             msg = f"{source}: on_failure must be 'stop' or 'rollback', got {on_failure!r}"
+            raise ConfigError(msg)
+        if gate_at not in ("every", "last"):
+            msg = f"{source}: gate_at must be 'every' or 'last', got {gate_at!r}"
+            raise ConfigError(msg)
+        if gate_at == "last" and on_failure == "rollback":
+            msg = f"{source}: gate_at 'last' needs on_failure 'stop' (a rollback would return a model no gate has seen)"
             raise ConfigError(msg)
         self.steps = [_as_step(s, f"{source}: steps[{i}]") for i, s in enumerate(steps)]
         if not self.steps:
@@ -200,13 +214,14 @@ class Pipeline:
         self.gate = gate
         self.finetune = finetune
         self.on_failure = on_failure
+        self.gate_at = gate_at
         self.default_finetune = default_finetune
         self.source = source
         self.name = name
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, gate: Gate | None = None, finetune: Finetune | None = None, source: str = "<recipe>") -> Pipeline:
-        return cls(recipe.steps, gate, finetune, on_failure=recipe.on_failure, default_finetune=recipe.finetune, source=source, name=recipe.name)
+        return cls(recipe.steps, gate, finetune, on_failure=recipe.on_failure, gate_at=recipe.gate_at, default_finetune=recipe.finetune, source=source, name=recipe.name)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], gate: Gate | None = None, finetune: Finetune | None = None) -> Pipeline:
@@ -217,6 +232,7 @@ class Pipeline:
             "name": self.name,
             "source": self.source,
             "on_failure": self.on_failure,
+            "gate_at": self.gate_at,
             "finetune": self.default_finetune.model_dump() if self.default_finetune else None,
             "steps": [{**s.config.to_dict(), **({"finetune": s.finetune.model_dump()} if s.finetune else {})} for s in self.steps],
         }
@@ -241,7 +257,8 @@ class Pipeline:
                         msg = f"{self.source}: step {i} asks for fine-tuning but no finetune callable was given"
                         raise ConfigError(msg)
                     self.finetune(result.model, ft.steps, ft.lr)
-                gate_result = self.gate(result.model) if self.gate is not None else None
+                gated = self.gate is not None and (self.gate_at == "every" or i == n)
+                gate_result = self.gate(result.model) if gated and self.gate is not None else None
             except Exception as err:
                 _add_note(err, note)
                 raise

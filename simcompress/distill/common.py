@@ -151,7 +151,7 @@ def _same_noise_agreement(teacher: Any, student: Any, seed: int, n: int = 1024) 
     teacher.eval()
     student.eval()
     xt = teacher.postprocess(teacher.network(z, teacher.condition(e)), e)
-    xs = student.postprocess(student.network(z, student.condition(e)), e)
+    xs = student.postprocess(student.network(z[:, : int(student.latent_dim)], student.condition(e)), e)  # a narrower student reads the first coordinates
     onehot = torch.nn.functional.one_hot(torch.as_tensor(teacher.geometry.voxel_layer, dtype=torch.long), teacher.geometry.n_layers).float()
     lt, ls = xt @ onehot / e[:, None], xs @ onehot / e[:, None]
     tt, ts = lt.sum(1), ls.sum(1)

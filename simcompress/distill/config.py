@@ -165,6 +165,15 @@ class GANToGANConfig(_DistillBase):
     adversarial_steps: int = Field(0, ge=0, description="adversarial fine-tuning steps (need reference showers)")
     adversarial_lr: float = Field(1e-4, gt=0)
     adversarial_distill_weight: float = Field(1.0, ge=0, description="keep the distillation loss during fine-tuning")
+    latent_dim: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "the student's noise width: it reads the first latent_dim coordinates of the teacher's noise "
+            "(same-noise matching on those; None: the teacher's whole latent). A firmware student uses it to "
+            "make its first layer smaller and its input count one that hls4ml's reuse-factor rule divides"
+        ),
+    )
 
     @model_validator(mode="after")
     def _firmware_layers(self) -> GANToGANConfig:

@@ -41,7 +41,11 @@ def _gan_student(teacher: Any, config: GANToGANConfig) -> GANGenerator:
     arch = teacher.arch.model_copy(
         update={"hidden": [sa.width] * sa.depth, "negative_slope": sa.negative_slope, "batchnorm": sa.batchnorm}
     )
-    student = GANGenerator(teacher.geometry, latent_dim=teacher.latent_dim, energy_range_mev=teacher.energy_range_mev, arch=arch)
+    latent = teacher.latent_dim if config.latent_dim is None else config.latent_dim
+    if latent > teacher.latent_dim:
+        msg = f"distill_gan: latent_dim {latent} is wider than the teacher's noise ({teacher.latent_dim}); allowed: 1..{teacher.latent_dim}"
+        raise ConfigError(msg)
+    student = GANGenerator(teacher.geometry, latent_dim=latent, energy_range_mev=teacher.energy_range_mev, arch=arch)
     student.critic.load_state_dict(teacher.critic.state_dict())
     if arch.response_mode == "calibrated":
         student.resp_mean.copy_(teacher.resp_mean)
@@ -100,11 +104,12 @@ def distill_gan(
         h_pool = _critic_hidden(critic_t, f_pool, c_pool)
     f_scale = critic_t.feat_std
     lt_pool, scale = _layer_stats(xt_raw, pool.e, onehot)
+    k = int(student.latent_dim)
     w = config.physics
 
     def distill_loss(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
         e, c = pool.e[idx], c_pool[idx]
-        y = student.network(pool.z[idx], c)
+        y = student.network(pool.z[idx, :k], c)  # same noise: the student reads the teacher's first k coordinates
         xs = student.postprocess(y, e, threshold=False)
         fs = student.features(xs, e)
         lo = ((fs - f_pool[idx]) / f_scale).pow(2).mean()

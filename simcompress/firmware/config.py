@@ -25,6 +25,10 @@ class Budget(StrictModel):
     dsp: int | None = Field(default=None, ge=0)
     lut: int | None = Field(default=None, ge=0)
     max_latency_cycles: int | None = Field(default=None, ge=1)
+    max_initiation_interval: int | None = Field(
+        default=None, ge=1,
+        description="largest reuse factor the planner may give a layer (io_parallel: the IP's initiation interval in cycles)",
+    )
 
 
 class CheckConfig(StrictModel):

@@ -146,24 +146,37 @@ def estimate(graph: FixedGraph, cfg: FirmwareConfig, reuse: dict[str, int] | Non
 
 
 def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]:
-    """Smallest reuse factors whose estimate fits ``cfg.budget`` (DSP, LUT, latency).
+    """Smallest reuse factors whose estimate fits ``cfg.budget`` (DSP, LUT, latency, II).
 
     Greedy: start from the configured reuse factors; while over the DSP/LUT
     budget, raise the reuse factor of the Dense layer using the most of the
-    scarcest resource to its next valid value. Raises :class:`ConfigError` when
-    the budget cannot be met even at the largest reuse factors, or when meeting
-    it breaks the latency limit.
+    scarcest resource to its next valid value, never above
+    ``budget.max_initiation_interval`` (io_parallel: the IP accepts a new input every
+    ``max(reuse factor)`` cycles). Raises :class:`ConfigError` when the budget cannot
+    be met even at the largest allowed reuse factors (naming the layers whose
+    hls4ml-valid reuse factors stop below the cap), when a configured reuse factor
+    is above the cap, or when meeting the budget breaks the latency limit.
     """
     from .hls import layer_implementation
 
+    budget = cfg.budget
+    cap = budget.max_initiation_interval if budget is not None else None
     reuse = {op.name: layer_implementation(cfg, op.name)[0] for op in graph.linear_ops}
+    allowed: dict[str, list[int]] = {}
     for op in graph.linear_ops:
         assert op.w_int is not None  # every linear op has weights (build_graph)
         n_out, n_in = op.w_int.shape
         valid = valid_reuse_factors(n_in, n_out)
+        if cap is not None and reuse[op.name] > cap:
+            msg = (
+                f"firmware: layer {op.name!r} has reuse_factor {reuse[op.name]} > budget.max_initiation_interval={cap}; "
+                f"lower its reuse factor or raise the cap"
+            )
+            raise ConfigError(msg)
+        allowed[op.name] = [v for v in valid if cap is None or v <= cap]  # RF 1 is always valid
         if reuse[op.name] not in valid:
-            reuse[op.name] = min((v for v in valid if v >= reuse[op.name]), default=valid[-1])
-    budget = cfg.budget
+            up = [v for v in allowed[op.name] if v >= reuse[op.name]]
+            reuse[op.name] = up[0] if up else (allowed[op.name][-1] if cap is not None else valid[-1])
     if budget is None:
         return reuse
 
@@ -182,22 +195,29 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
             break
         per = {e["name"]: e[res] for e in est["layers"] if e["kind"] == "Dense"}
         for name in sorted(per, key=lambda k: -per[k]):
-            op = graph.op(name)
-            assert op.w_int is not None
-            n_out, n_in = op.w_int.shape
-            bigger = [v for v in valid_reuse_factors(n_in, n_out) if v > reuse[name]]
+            bigger = [v for v in allowed[name] if v > reuse[name]]
             if bigger and per[name] > 0:
                 reuse[name] = bigger[0]
                 break
         else:
             t = est["total"]
+            at = "the largest reuse factors" if cap is None else f"reuse factors <= max_initiation_interval={cap}"
             msg = (
-                f"firmware budget cannot be met: at the largest reuse factors the estimate is {t['dsp']} DSP and "
-                f"{t['lut']} LUT (budget: dsp={budget.dsp}, lut={budget.lut}); use narrower precisions or a bigger part"
+                f"firmware budget cannot be met: at {at} the estimate is {t['dsp']} DSP and "
+                f"{t['lut']} LUT (budget: dsp={budget.dsp}, lut={budget.lut}); use narrower precisions, a smaller network "
+                f"or a bigger part"
             )
-            raise ConfigError(
-                msg
-            )
+            if cap is not None:
+                stuck = []
+                for op in graph.linear_ops:
+                    assert op.w_int is not None
+                    n_out, n_in = op.w_int.shape
+                    valid = valid_reuse_factors(n_in, n_out)
+                    if len(allowed[op.name]) < len(valid) and valid[len(allowed[op.name])] > cap and per.get(op.name, 0) > 0:
+                        stuck.append(f"{op.name} ({n_in} -> {n_out}: hls4ml accepts {', '.join(map(str, valid[:6]))}, ...)")
+                if stuck:
+                    msg += "; layers held at their largest reuse factor under the cap: " + "; ".join(stuck)
+            raise ConfigError(msg)
     if budget.max_latency_cycles is not None:
         lat = estimate(graph, cfg, reuse)["total"]["latency_cycles"]
         if lat > budget.max_latency_cycles:

@@ -445,7 +445,9 @@ def finetune_to_teacher(
     the network output, for a student of another class (an MLP student of a flow) on log r, layer
     fractions and sqrt voxel energies of the showers; each column standardised by the teacher's
     spread, each block weighted equally. No critic and no reference showers: the target is the
-    teacher, the figure compression is judged by. Only ``student.network``'s trainable parameters move. Returns the loss before and after
+    teacher, the figure compression is judged by. A student with a narrower latent (``distill_gan``'s
+    ``latent_dim``) gets the first ``student.latent_dim`` coordinates of the teacher's noise. Only
+    ``student.network``'s trainable parameters move. Returns the loss before and after
     (on one fixed held-out batch).
 
     Example:
@@ -465,9 +467,10 @@ def finetune_to_teacher(
     if steps < 0 or lr <= 0:
         msg = f"finetune_to_teacher: need steps >= 0 and lr > 0, got steps={steps}, lr={lr}"
         raise ConfigError(msg)
-    if int(student.latent_dim) != int(teacher.latent_dim):
-        msg = (f"finetune_to_teacher: student latent width {student.latent_dim} differs from the teacher's "
-               f"{teacher.latent_dim}; same-noise distillation needs the same latent")
+    k = int(student.latent_dim)
+    if k > int(teacher.latent_dim):
+        msg = (f"finetune_to_teacher: student latent width {student.latent_dim} is wider than the teacher's "
+               f"{teacher.latent_dim}; same-noise distillation feeds the student the first coordinates of the teacher's noise")
         raise ConfigError(msg)
     if not student.geometry.same_binning(teacher.geometry):
         msg = f"finetune_to_teacher: student geometry {student.geometry.name!r} differs from the teacher's {teacher.geometry.name!r}"
@@ -504,7 +507,7 @@ def finetune_to_teacher(
         weight = torch.full((t_ref.shape[1],), 1.0 / t_ref.shape[1], device=device)
 
     def loss_of(z: torch.Tensor, e: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        out = _distill_view(student, student.network(z, student.condition(e)), e, mode)
+        out = _distill_view(student, student.network(z[:, :k], student.condition(e)), e, mode)
         return ((((out - tgt) / scale) ** 2) * weight).sum(1).mean()
 
     was = student.training

@@ -20,14 +20,18 @@ __all__ = ["FINETUNE_OBJECTIVES", "generator_calibration", "generator_finetune"]
 
 
 def generator_calibration(gen: Any, energies: Any, seed: int) -> Callable[[Any], Any]:
-    """Calibration callable: the generator's network on seeded noise at ``energies`` (MeV)."""
+    """Calibration callable: the generator's network on seeded noise at ``energies`` (MeV).
+
+    A step's model with a narrower latent (a ``distill_gan`` student with ``latent_dim``) gets the
+    first coordinates of the same noise, as in its distillation.
+    """
     import torch
 
     z = torch.randn(len(energies), int(gen.latent_dim), generator=torch.Generator().manual_seed(seed))
     e = torch.as_tensor(energies, dtype=torch.float32)
 
     def run(m: Any) -> Any:
-        return m.network(z, m.condition(e))
+        return m.network(z[:, : int(m.latent_dim)], m.condition(e))
 
     return run
 

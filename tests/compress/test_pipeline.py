@@ -88,6 +88,28 @@ def test_gate_failure_rolls_back(x: torch.Tensor) -> None:
     assert [s.config.method for s in res.applied] == ["magnitude_prune", "ptq"]
 
 
+def test_gate_at_last_gates_only_the_final_model(x: torch.Tensor, tmp_path: Path) -> None:
+    """gate_at: last (a distil -> fixed-point chain): no gate on the intermediate model; the final one is gated,
+    and a failure there stops with the final model as the rejected one."""
+    steps = [STEPS["prune"], STEPS["svd"], STEPS["quant"]]
+    gate = _CountingGate(set())
+    res = Pipeline(steps, gate=gate, gate_at="last").run(make_mlp(), calibration=x)
+    assert res.passed and gate.calls == 1 and [s.gate is None for s in res.steps] == [True, True, False]
+    every = _CountingGate({1})  # fails its first call: an every-step pipeline stops at step 1, gate_at last at step 3
+    assert Pipeline(steps, gate=every).run(make_mlp(), calibration=x).stopped_at == 1
+    res = Pipeline(steps, gate=lambda m: GateResult(False, "too far", {}), gate_at="last").run(make_mlp(), calibration=x)
+    assert not res.passed and res.stopped_at == 3 and len(res.steps) == 3
+    assert hasattr(res.model.get_submodule("2")[0], "parametrizations")  # the final (quantized) model is the rejected one
+    rec = tmp_path / "r.yaml"
+    rec.write_text("name: r\ngate_at: last\nsteps:\n  - {method: magnitude_prune, sparsity: 0.5}\n")
+    assert Pipeline.from_yaml(rec).gate_at == "last" and Pipeline.from_yaml(rec).describe()["gate_at"] == "last"
+    rec.write_text("name: r\ngate_at: first\nsteps:\n  - {method: magnitude_prune, sparsity: 0.5}\n")
+    with pytest.raises(ConfigError, match="gate_at"):
+        load_recipe(rec)
+    with pytest.raises(ConfigError, match="gate_at 'last' needs on_failure 'stop'"):
+        Pipeline(steps, gate=gate, gate_at="last", on_failure="rollback")
+
+
 def test_finetune_between_steps_and_trainer_for_methods(x: torch.Tensor) -> None:
     calls: list[tuple[int, float]] = []
 

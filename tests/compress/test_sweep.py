@@ -11,6 +11,7 @@ import yaml
 from torch.nn.utils import parametrize
 
 from simcompress.cli import main
+from simcompress.compress.pipeline import _as_step, load_recipe
 from simcompress.compress.sweep import (
     Condition,
     expand,
@@ -75,7 +76,13 @@ def test_grid_expansion_maps_short_keys_onto_method_options() -> None:
     shipped = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
     assert shipped and all(expand(load_sweep(p)) for p in shipped)
     gan = expand(load_sweep(ROOT / "configs" / "sweeps" / "gan-pareto.yaml"))  # the README's Pareto page
-    assert len(gan) == 7 and [b["method"] for b in gan[-1].before] == ["distill_gan"] and gan[-1].step["weights"]["bits"] == 8
+    assert len(gan) == 8 and [b["method"] for b in gan[-2].before] == ["distill_gan"] and gan[-2].step["weights"]["bits"] == 8
+    # the trigger-sized student: the recipe configs/compress/gan-to-trigger-student.yaml, step for step, as a point
+    trigger = gan[-1]
+    recipe = [_as_step(st, "recipe") for st in load_recipe(ROOT / "configs" / "compress" / "gan-to-trigger-student.yaml").steps]
+    assert trigger.before == [recipe[0].config.to_dict()] and trigger.step == recipe[1].config.to_dict()
+    assert trigger.finetune is not None and recipe[1].finetune is not None
+    assert trigger.finetune == recipe[1].finetune.model_dump() and trigger.step["weight"]["width"] == 6
 
 
 def test_conditions_front_and_pick() -> None:

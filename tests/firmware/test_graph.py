@@ -187,6 +187,32 @@ def test_planner_meets_budget_with_smallest_reuse(quantize: Any) -> None:
         plan_reuse_factors(graph, FirmwareConfig(strategy="Resource", budget=Budget(dsp=0, lut=10)))
 
 
+def test_planner_keeps_every_reuse_factor_under_the_ii_cap(quantize: Any) -> None:
+    """budget.max_initiation_interval caps the planner's reuse factors (io_parallel II = the largest one)."""
+    res = quantize(weight={"width": 12}, input={"width": 14}, result={"width": 16}, activation={"width": 16})
+    graph = build_graph(res.model)
+    free = estimate(graph, FirmwareConfig(strategy="Resource"))["total"]["dsp"]
+    uncapped = plan_reuse_factors(graph, FirmwareConfig(strategy="Resource", budget=Budget(dsp=free // 3)))
+    assert max(uncapped.values()) > 4  # the budget needs more reuse than a cap of 4 allows somewhere
+    high = Budget(dsp=free // 3, max_initiation_interval=max(uncapped.values()))
+    assert plan_reuse_factors(graph, FirmwareConfig(strategy="Resource", budget=high)) == uncapped
+    # the cheapest plan under a cap of 4: fc1 (5 inputs) only accepts 1, 5, ..., so it stays at 1
+    best = {}
+    for op in graph.linear_ops:
+        best[op.name] = max(v for v in valid_reuse_factors(op.w_int.shape[1], op.w_int.shape[0]) if v <= 4)
+    assert best["fc1"] == 1 and max(best.values()) == 4
+    reachable = estimate(graph, FirmwareConfig(strategy="Resource"), best)["total"]["dsp"]
+    cfg = FirmwareConfig(strategy="Resource", budget=Budget(dsp=reachable, max_initiation_interval=4))
+    reuse = plan_reuse_factors(graph, cfg)
+    assert max(reuse.values()) <= 4 and estimate(graph, cfg, reuse)["total"]["dsp"] <= reachable
+    assert estimate(graph, cfg, reuse)["total"]["initiation_interval_cycles"] <= 4
+    # one DSP fewer cannot be met under the cap, and the message says which layer is held by hls4ml's rule
+    with pytest.raises(ConfigError, match=r"max_initiation_interval=4.*fc1 \(5 -> 12: hls4ml accepts 1, 5"):
+        plan_reuse_factors(graph, FirmwareConfig(strategy="Resource", budget=Budget(dsp=reachable - 1, max_initiation_interval=4)))
+    with pytest.raises(ConfigError, match=r"reuse_factor 8 > budget.max_initiation_interval=4"):
+        plan_reuse_factors(graph, FirmwareConfig(strategy="Resource", reuse_factor=8, budget=Budget(max_initiation_interval=4)))
+
+
 def test_firmware_config_rejects_unknown_keys(tmp_path: Any) -> None:
     from simcompress.firmware import load_firmware_config
 

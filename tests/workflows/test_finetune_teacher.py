@@ -80,8 +80,8 @@ def test_hook_trains_toward_the_teacher_by_default(teacher: GANGenerator) -> Non
 def test_bad_input_is_refused(teacher: GANGenerator) -> None:
     with pytest.raises(ConfigError, match="unknown objective 'adversarial'; known: teacher, reference"):
         generator_finetune(teacher, None, 0, objective="adversarial")
-    other = GANGenerator(Geometry.from_name("ds1-photons"), latent_dim=4, hidden=[8])
-    with pytest.raises(ConfigError, match="latent width 4 differs from the teacher's 8"):
+    other = GANGenerator(Geometry.from_name("ds1-photons"), latent_dim=16, hidden=[8])  # a narrower one reads z[:, :k]
+    with pytest.raises(ConfigError, match="latent width 16 is wider than the teacher's 8"):
         finetune_to_teacher(other, teacher, 1, 1e-3)
     with pytest.raises(ConfigError, match="steps >= 0 and lr > 0"):
         finetune_to_teacher(copy_generator(teacher), teacher, 1, 0.0)
