@@ -8,6 +8,11 @@ from typing import Any
 __all__ = ["report_html", "report_markdown"]
 
 
+
+def _ungated(pipe: dict[str, Any]) -> str:
+    """The gate cell of a step no gate evaluated: a recipe with ``gate_at: last`` gates its final model only."""
+    return "not gated (gate_at: last)" if (pipe.get("recipe") or {}).get("gate_at") == "last" else "n/a"
+
 def _coverage_markdown(items: list[dict[str, Any]]) -> list[str]:
     from .coverage import coverage_lines
 
@@ -90,7 +95,7 @@ def report_markdown(report: dict[str, Any], title: str = "Compression report") -
     if pipe:
         lines += ["## Steps", "", "| # | method | gate | rolled back | seconds |", "|---|---|---|---|---|"]
         for s in pipe["steps"]:
-            gate = "n/a" if s["gate"] is None else ("pass" if s["gate"]["passed"] else "FAIL") + (f" ({s['gate']['summary']})" if s["gate"]["summary"] else "")
+            gate = _ungated(pipe) if s["gate"] is None else ("pass" if s["gate"]["passed"] else "FAIL") + (f" ({s['gate']['summary']})" if s["gate"]["summary"] else "")
             lines.append(f"| {s['index']} | {s['method']} | {gate} | {'yes' if s['rolled_back'] else 'no'} | {s['seconds']:.2f} |")
         lines += ["", f"Pipeline passed: {'yes' if pipe['passed'] else 'NO'}.", ""]
     if report.get("coverage"):
@@ -135,7 +140,7 @@ def report_html(report: dict[str, Any], title: str = "Compression report", valid
             parts.append(f"<p>{_h.escape(onnx['int8_note'])}.</p>")
     pipe = report.get("pipeline")
     if pipe:
-        srows = [[s["index"], s["method"], "n/a" if s["gate"] is None else ("pass" if s["gate"]["passed"] else "FAIL: " + s["gate"]["summary"]),
+        srows = [[s["index"], s["method"], _ungated(pipe) if s["gate"] is None else ("pass" if s["gate"]["passed"] else "FAIL: " + s["gate"]["summary"]),
                   "yes" if s["rolled_back"] else "no", s["seconds"]] for s in pipe["steps"]]
         parts += ["<h2>Steps</h2>", table(["#", "method", "gate", "rolled back", "seconds"], srows)]
     for c in report.get("coverage") or []:

@@ -213,7 +213,7 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
                     assert op.w_int is not None
                     n_out, n_in = op.w_int.shape
                     valid = valid_reuse_factors(n_in, n_out)
-                    if len(allowed[op.name]) < len(valid) and valid[len(allowed[op.name])] > cap and per.get(op.name, 0) > 0:
+                    if len(allowed[op.name]) < len(valid) and per.get(op.name, 0) > 0:  # valid reuse factors go on above the cap
                         stuck.append(f"{op.name} ({n_in} -> {n_out}: hls4ml accepts {', '.join(map(str, valid[:6]))}, ...)")
                 if stuck:
                     msg += "; layers held at their largest reuse factor under the cap: " + "; ".join(stuck)

@@ -144,5 +144,7 @@ def test_recipe_runs_as_its_header_says(recipe: Path, env: dict[str, Path], tmp_
     steps = rep["pipeline"]["steps"]
     gated = [s["gate"] is not None for s in steps]  # gate_at: last gates the final model only
     assert steps and gated == ([True] * len(steps) if shrunk.get("gate_at", "every") == "every" else [False] * (len(steps) - 1) + [True])
+    if shrunk.get("gate_at") == "last":  # the report says why the first steps have no gate result
+        assert (out / "report.md").read_text().count("| not gated (gate_at: last) |") == len(steps) - 1
     for d in _checkpoint_dirs(shrunk):  # a recipe's resumable checkpoints are written where it says (here: below tmp_path)
         assert Path(d).is_relative_to(tmp_path) and any(Path(d).rglob("*.safetensors")), f"{recipe.name}: no checkpoint in {d}"
