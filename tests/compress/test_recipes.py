@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "configs" / "compress").glob("*.yaml"))
 COMMAND = re.compile(r"^#\s+(simcompress compress .*)$", re.MULTILINE)
+FIRMWARE = re.compile(r"^#\s+(simcompress firmware .*)$", re.MULTILINE)
 TOY_LAYERS = [  # 11 voxels over the whole depth of a ds1-like sampling calorimeter
     {"id": 0, "r_edges_mm": [0, 5, 20, 100], "n_alpha": 1, "depth_x0": [0.0, 4.0]},
     {"id": 1, "r_edges_mm": [0, 10, 40, 200], "n_alpha": 2, "depth_x0": [4.0, 20.0]},
@@ -148,3 +149,18 @@ def test_recipe_runs_as_its_header_says(recipe: Path, env: dict[str, Path], tmp_
         assert (out / "report.md").read_text().count("| not gated (gate_at: last) |") == len(steps) - 1
     for d in _checkpoint_dirs(shrunk):  # a recipe's resumable checkpoints are written where it says (here: below tmp_path)
         assert Path(d).is_relative_to(tmp_path) and any(Path(d).rglob("*.safetensors")), f"{recipe.name}: no checkpoint in {d}"
+    # a documented `simcompress firmware` line runs on what the compress line produced (bundle, or the rejected student)
+    produced = out if rc == 0 else out / rep["rejected"]["student_bundle"]
+    for line in FIRMWARE.findall(recipe.read_text()):
+        fargv = shlex.split(line)[1:]
+        documented = fargv[fargv.index("--model") + 1]
+        assert documented.startswith(argv[argv.index("--out") + 1]), f"{recipe.name}: firmware --model {documented} is not the compress --out"
+        target = fargv[fargv.index("--config") + 1]
+        fw = tmp_path / "fw"
+        fswap = {documented: str(produced), target: str(ROOT / target), "ref.root": str(env["ref"]), fargv[fargv.index("--out") + 1]: str(fw)}
+        extra = ["--samples", "64"] + (["--physics-events", "400", "--gate", str(gate)] if "--reference" in fargv else [])
+        frc = main([fswap.get(a, a) for a in fargv] + extra)
+        assert frc in (0, 1), f"{recipe.name}: firmware exit {frc}"
+        fw_report = json.loads((fw / "firmware.json").read_text())
+        assert fw_report["bit_exactness"]["mismatches"] == 0 and fw_report["bit_exactness"]["passed"]
+        assert frc == 0 or fw_report["physics"] is not None  # exit 1 only from the physics gate, never a mismatch
