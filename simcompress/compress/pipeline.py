@@ -257,8 +257,8 @@ class Pipeline:
                         msg = f"{self.source}: step {i} asks for fine-tuning but no finetune callable was given"
                         raise ConfigError(msg)
                     self.finetune(result.model, ft.steps, ft.lr)
-                gated = self.gate is not None and (self.gate_at == "every" or i == n)
-                gate_result = self.gate(result.model) if gated and self.gate is not None else None
+                gated = self.gate_at == "every" or i == n
+                gate_result = self.gate(result.model) if self.gate is not None and gated else None
             except Exception as err:
                 _add_note(err, note)
                 raise

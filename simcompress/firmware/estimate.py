@@ -163,10 +163,11 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
     cap = budget.max_initiation_interval if budget is not None else None
     reuse = {op.name: layer_implementation(cfg, op.name)[0] for op in graph.linear_ops}
     allowed: dict[str, list[int]] = {}
+    valid_of: dict[str, list[int]] = {}
     for op in graph.linear_ops:
         assert op.w_int is not None  # every linear op has weights (build_graph)
         n_out, n_in = op.w_int.shape
-        valid = valid_reuse_factors(n_in, n_out)
+        valid = valid_of[op.name] = valid_reuse_factors(n_in, n_out)
         if cap is not None and reuse[op.name] > cap:
             msg = (
                 f"firmware: layer {op.name!r} has reuse_factor {reuse[op.name]} > budget.max_initiation_interval={cap}; "
@@ -176,7 +177,7 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
         allowed[op.name] = [v for v in valid if cap is None or v <= cap]  # RF 1 is always valid
         if reuse[op.name] not in valid:
             up = [v for v in allowed[op.name] if v >= reuse[op.name]]
-            reuse[op.name] = up[0] if up else (allowed[op.name][-1] if cap is not None else valid[-1])
+            reuse[op.name] = up[0] if up else allowed[op.name][-1]
     if budget is None:
         return reuse
 
@@ -210,10 +211,10 @@ def plan_reuse_factors(graph: FixedGraph, cfg: FirmwareConfig) -> dict[str, int]
             if cap is not None:
                 stuck = []
                 for op in graph.linear_ops:
-                    assert op.w_int is not None
-                    n_out, n_in = op.w_int.shape
-                    valid = valid_reuse_factors(n_in, n_out)
+                    valid = valid_of[op.name]
                     if len(allowed[op.name]) < len(valid) and per.get(op.name, 0) > 0:  # valid reuse factors go on above the cap
+                        assert op.w_int is not None
+                        n_out, n_in = op.w_int.shape
                         stuck.append(f"{op.name} ({n_in} -> {n_out}: hls4ml accepts {', '.join(map(str, valid[:6]))}, ...)")
                 if stuck:
                     msg += "; layers held at their largest reuse factor under the cap: " + "; ".join(stuck)
