@@ -21,6 +21,8 @@ seeds), then measures in one run:
   classifier) of the no-cache run, as fractions of the summed stage times (the classifier runs on
   a worker thread next to the others, so stage times add up to more than the wall time), and the
   candidate's own shares in the cached second run (``second_with_cache.candidate_shares``);
+* ``classifier_bfloat16``: the first / second pair again with the classifier's ``precision: bfloat16``
+  (one torch thread, as the preset, and every core), with the held-out AUCs of both precisions;
 * ``report``: writing ``report.html`` for the no-cache result; peak resident memory.
 
 Full mode: 1M showers per file; ``--quick``: 20k; ``--events N`` any size. Data files are cached in
@@ -182,6 +184,25 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
                 runs_1d.append((t_1d, _cpu_s() - c0))
             t_raw_1d, cpu_raw_1d = min(w for w, _ in raw_1d), min(c for _, c in raw_1d)
             t_1d, cpu_1d = min(w for w, _ in runs_1d), min(c for _, c in runs_1d)
+        # the same first / second pair with the classifier's matrix products in bfloat16 (``precision``), on the
+        # preset's one torch thread and on every core: the second run is bound by the candidate's classifier
+        bf16: dict[str, Any] = {}
+        for key, threads in (("one_thread", 1), ("all_cores", 0)):
+            sb = spec.model_copy(
+                update={"classifier": spec.classifier.model_copy(update={"precision": "bfloat16", "threads": threads})}
+            )
+            with tempfile.TemporaryDirectory(prefix="bench_refcache_bf16_") as cdir:
+                rb1, tb1 = _run(ref, cand, sb, cdir)
+                rb2, tb2 = _run(ref, cand2, sb, cdir)
+            (cb1,), (cb2,) = rb1.candidates.values(), rb2.candidates.values()
+            bf16[key] = {
+                "first_seconds": tb1,
+                "second_seconds": tb2,
+                "speedup_second_vs_first": tb1 / tb2,
+                "second_candidate_stage_seconds": cb2.timings,
+                "auc_high_first": cb1.classifier.get("high", {}).get("auc"),
+                "auc_high_second": cb2.classifier.get("high", {}).get("auc"),
+            }
         (c2,) = res2.candidates.values()
         (c3,) = res3.candidates.values()
         stage_1d = sum(c3.timings.get(k, 0.0) for k in ("read", "features", "metrics_1d", "per_energy_bin"))
@@ -216,6 +237,11 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
             # the same in CPU seconds (every thread): the work ratio, which two cores' overlap cannot move
             "speedup_second_vs_first_cpu": cpu_first / cpu_second,
             "cache_file_mb": cache_mb,
+            "classifier_bfloat16": {
+                **bf16,
+                "auc_high_float32_first": res1.candidates["candidate"].classifier.get("high", {}).get("auc"),
+                "auc_high_float32_second": c2.classifier.get("high", {}).get("auc"),
+            },
             "features_1d_cached": {
                 # best of _REPEATS_1D runs, each right after a raw read of the candidate; ratios to the best of those reads
                 "repeats": _REPEATS_1D,

@@ -207,6 +207,7 @@ def classifier_test(
     calibrate: bool | None = None,
     standardize: bool | None = None,
     threads: int | None = None,
+    precision: str | None = None,
     max_events: int | None = None,
     split: tuple[float, float, float] = (0.6, 0.2, 0.2),
     min_events: int = 100,
@@ -228,6 +229,8 @@ def classifier_test(
         min_events: refuse (``TooFewEventsError``) with fewer events per class.
         standardize: scale inputs by the training split's mean and std (fitted on training data only).
         threads: torch intra-op threads while training (restored afterwards); 0: every core.
+        precision: ``"float32"`` or ``"bfloat16"``: the matrix products of training and prediction in
+            bfloat16 (``torch.autocast``; weights, Adam and the loss stay float32).
         seed: seeds the subsampling, split, initialisation and batch order.
         progress: show a bar over the epochs (not inside another live bar: use ``on_epoch`` there).
         on_epoch: called as ``on_epoch(epoch, epochs, test_accuracy)`` after each epoch (1-based).
@@ -235,7 +238,7 @@ def classifier_test(
     return fit_classifier(
         reference, candidate, preset=preset, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout, epochs=epochs,
         batch_size=batch_size, lr=lr, calibrate=calibrate, standardize=standardize, threads=threads,
-        max_events=max_events, split=split, min_events=min_events, seed=seed, progress=progress, on_epoch=on_epoch,
+        precision=precision, max_events=max_events, split=split, min_events=min_events, seed=seed, progress=progress, on_epoch=on_epoch,
         label=label,
     ).result()
 
@@ -246,7 +249,7 @@ def run_classifier(rule: ClassifierRule, x: np.ndarray, y: np.ndarray, *, seed: 
     return classifier_test(
         x, y, preset=rule.preset, n_hidden=rule.n_hidden, n_layers=rule.n_layers, dropout=rule.dropout,
         epochs=rule.epochs, batch_size=rule.batch_size, lr=rule.lr, calibrate=rule.calibrate,
-        standardize=rule.standardize, threads=rule.threads, max_events=rule.max_events, min_events=rule.min_events,
+        standardize=rule.standardize, threads=rule.threads, precision=rule.precision, max_events=rule.max_events, min_events=rule.min_events,
         seed=seed, label=label, progress=progress, on_epoch=on_epoch,
     ).to_dict()
 
@@ -314,7 +317,7 @@ def _predict(net: Any, x: Any, chunk: int = 8192) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        out = [torch.sigmoid(net(x[i : i + chunk]).squeeze(1)) for i in range(0, x.shape[0], chunk)]
+        out = [torch.sigmoid(net(x[i : i + chunk]).float().squeeze(1)) for i in range(0, x.shape[0], chunk)]
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -324,6 +327,8 @@ _SLOPE = 0.01
 #: element then takes the same path (vectorised or scalar tail) through torch's elementwise kernels as in one call
 #: over the whole tensor
 _ALIGN = 32
+#: precisions of the classifier's matrix products (``precision`` setting)
+_PRECISIONS = ("float32", "bfloat16")
 #: train the dropout-free network with :class:`_HandSteps` (False: the plain autograd loop, kept for dropout > 0
 #: and as the reference the tests compare with)
 _HAND_STEPS = True
@@ -541,7 +546,13 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
     batch_size = cfg["batch_size"]
     if batch_size is None:
         batch_size = min(1000, max(32, ttr.shape[0] // 20))
-    hand = _HAND_STEPS and float(cfg["dropout"]) == 0.0
+    precision = str(cfg["precision"])
+    if precision not in _PRECISIONS:
+        msg = f"classifier: unknown precision {precision!r}; allowed: {', '.join(_PRECISIONS)}"
+        raise ConfigError(msg)
+    bf16 = precision == "bfloat16"
+    # the hand steps are float32 (bitwise the autograd loop's numbers); bfloat16 runs the autograd loop under autocast
+    hand = _HAND_STEPS and float(cfg["dropout"]) == 0.0 and not bf16
     with busy_core(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier-half") as pool:
         if hand:
             if threads == 1:
@@ -558,15 +569,21 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
 
             def autograd_step(xb: Any, yb: Any) -> None:
                 opt.zero_grad()
-                loss = loss_fn(net(xb).squeeze(1), yb)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits = net(xb).squeeze(1)
+                loss = loss_fn(logits.float(), yb)  # the loss (and Adam, on the float32 weights) in float32
                 loss.backward()
                 opt.step()
 
+            def predict(t: Any) -> np.ndarray:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    return _predict(net, t)
+
             best_epoch, best_acc, history, p_te = _train(
                 net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, preset, label, progress, on_epoch,
-                autograd_step, lambda t: _predict(net, t),
+                autograd_step, predict,
             )
-            p_va = _predict(net, tva)
+            p_va = predict(tva)
     n_in = int(xtr.shape[1])
     settings = {
         "preset": preset,
@@ -592,6 +609,8 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
         "seed": int(seed),
         "threads": threads,
         "dtype": "float32",
+        "precision": precision,
+        "matmul": "bfloat16 (torch.autocast; float32 weights, loss and Adam)" if bf16 else "float32",
     }
     return FittedClassifier(p_te, yte.astype(np.float64), p_va, yva.astype(np.float64), int(ytr.size), best_epoch,
                             tuple(history), settings)
@@ -643,6 +662,7 @@ _SETTING_ROWS = (
     ("optimizer", "optimiser"), ("epochs", "epochs"), ("selected_epoch", "selected epoch"),
     ("calibration", "calibration"), ("input_scaling", "input scaling"), ("n_train", "train"),
     ("n_test", "test"), ("n_heldout", "held-out"), ("seed", "seed"), ("threads", "torch threads"),
+    ("matmul", "matrix products"),
 )
 
 
@@ -660,7 +680,8 @@ def settings_lines(classifier: dict[str, Any]) -> list[str]:
         out.append(
             f"classifier ({kind}): preset {s['preset']!r} ({s['label']}); {s['architecture']}; {s['optimizer']}; "
             f"{sel}; calibration: {s['calibration']}; inputs: {s['input_scaling']}; train/test/held-out "
-            f"{s['n_train']}/{s['n_test']}/{s['n_heldout']}; seed {s['seed']}; {s['threads']} torch thread(s)"
+            f"{s['n_train']}/{s['n_test']}/{s['n_heldout']}; seed {s['seed']}; {s['threads']} torch thread(s); "
+            f"matrix products {s.get('matmul', 'float32')}"
         )
     return out
 

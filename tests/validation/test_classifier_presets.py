@@ -159,3 +159,44 @@ def test_presets_table_matches_the_rule_fields() -> None:
     for name, values in CLASSIFIER_PRESETS.items():
         r = ClassifierRule(preset=name)
         assert {k: getattr(r, k) for k in values} == values
+
+
+def test_bfloat16_precision_finds_what_float32_finds_reproducibly() -> None:
+    """``precision: bfloat16`` (matrix products under autocast): the same AUC as float32 within its error."""
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(3000, 5))
+    b = rng.normal(size=(3000, 5)) * np.array([1.0, 1.0, 1.0, 1.0, 3.0])  # best possible AUC 0.795 (above)
+    kw = {"preset": "gate", "n_hidden": 32, "epochs": 6, "seed": 4}
+    f32 = classifier_test(a, b, **kw)
+    b16 = classifier_test(a, b, precision="bfloat16", **kw)
+    # held-out 600 per class: the AUC's statistical error is about 0.015
+    assert 0.74 < b16.auc < 0.83 and abs(b16.auc - f32.auc) < 0.03
+    assert b16.auc != f32.auc  # bfloat16 products round differently: a different (equally good) network
+    again = classifier_test(a, b, precision="bfloat16", **kw)
+    assert again.auc == b16.auc and again.test_accuracy == b16.test_accuracy
+    assert b16.settings["precision"] == "bfloat16" and b16.settings["matmul"].startswith("bfloat16 (torch.autocast")
+    assert b16.settings["preset"] == "gate (modified: epochs=6, n_hidden=32, precision=bfloat16)"
+    assert f32.settings["precision"] == "float32" and f32.settings["matmul"] == "float32"
+    same = classifier_test(a, a[::-1].copy(), precision="bfloat16", **kw)
+    assert abs(same.auc - 0.5) < 0.05
+    lines = settings_lines({"high": b16.to_dict()})
+    assert "matrix products bfloat16 (torch.autocast" in lines[0]
+    assert "<th>matrix products</th><td>bfloat16" in settings_html({"high": b16.to_dict()})
+
+
+def test_bfloat16_precision_reaches_the_classifier_from_a_gate_spec_and_bad_values_are_refused(tmp_path) -> None:
+    p = tmp_path / "g.yaml"
+    p.write_text(yaml.safe_dump({"classifier": {"precision": "bfloat16", "n_hidden": 16, "epochs": 2}}))
+    rule = load_gate_spec(p).classifier
+    assert rule.precision == "bfloat16"
+    rng = np.random.default_rng(12)
+    d = run_classifier(rule, rng.normal(size=(500, 3)), rng.normal(size=(500, 3)), seed=1)
+    assert d["settings"]["precision"] == "bfloat16"
+    p.write_text(yaml.safe_dump({"classifier": {"precision": "float16"}}))
+    with pytest.raises(ConfigError) as e:
+        load_gate_spec(p)
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and "classifier.precision" in msg and "'bfloat16'" in msg
+    with pytest.raises(ConfigError) as e2:
+        classifier_test(np.zeros((300, 2)), np.ones((300, 2)), precision="half")
+    assert str(e2.value) == "classifier: unknown precision 'half'; allowed: float32, bfloat16"
