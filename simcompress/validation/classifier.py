@@ -389,19 +389,33 @@ class _HandSteps:
     which thread runs one, and when, changes no number. On the project's machine (torch 2.13, MKL)
     the parts give bitwise the numbers of one call over the whole batch, and the parameters after
     every step are bitwise those of the autograd loop (tests compare them).
+
+    ``bf16=True`` (``precision: bfloat16``) computes what the autograd loop under
+    ``torch.autocast("cpu", bfloat16)`` computes: each step casts the float32 weights, biases and the
+    batch to bfloat16 once, the products, LeakyReLU and the backward chain run in bfloat16, the loss
+    gradient ``(sigmoid(z) - y) / n`` in float32 on the float32 logits, and the bfloat16 weight and
+    bias gradients are cast to float32 for Adam on the float32 weights (autocast's cast backward).
     """
 
-    def __init__(self, net: Any, lr: float, batch_size: int, pool: Any) -> None:
+    def __init__(self, net: Any, lr: float, batch_size: int, pool: Any, *, bf16: bool = False) -> None:
         import torch
 
         self.lin = [m for m in net if isinstance(m, torch.nn.Linear)]
         self.pool = pool
+        self.bf16 = bf16
+        dt = torch.bfloat16 if bf16 else torch.float32
         cap = int(batch_size)
         widths = [int(m.weight.shape[0]) for m in self.lin]
         # per-step buffers (a batch uses its first n rows): pre-activations, activations, their gradients
-        self.z = [torch.empty(cap, w) for w in widths[:-1]]
-        self.act = [torch.empty(cap, w) for w in widths[:-1]]
-        self.gz = [torch.empty(cap, w) for w in widths]
+        self.z = [torch.empty(cap, w, dtype=dt) for w in widths[:-1]]
+        self.act = [torch.empty(cap, w, dtype=dt) for w in widths[:-1]]
+        self.gz = [torch.empty(cap, w, dtype=dt) for w in widths]
+        # bfloat16: the step's casts of the weights, biases and batch, and the bfloat16 gradients before their cast
+        self.w16 = [torch.empty_like(m.weight, dtype=dt) for m in self.lin] if bf16 else []
+        self.b16 = [torch.empty_like(m.bias, dtype=dt) for m in self.lin] if bf16 else []
+        self.x16 = torch.empty(cap, int(self.lin[0].weight.shape[1]), dtype=dt) if bf16 else None
+        self.gw16 = [torch.empty_like(m.weight, dtype=dt) for m in self.lin] if bf16 else []
+        self.gb16 = [torch.empty_like(m.bias, dtype=dt) for m in self.lin] if bf16 else []
         params = [p for m in self.lin for p in (m.weight, m.bias)]
         for p in params:
             p.grad = torch.empty_like(p)  # the steps write the gradients into these (views of a flat one, below)
@@ -422,23 +436,39 @@ class _HandSteps:
 
     # ---------------------------------------------------------------- the parts
 
+    def _params(self) -> tuple[list[Any], list[Any]]:
+        """The weights and biases the products use: the float32 ones, or (bf16) their casts of this step."""
+        if self.bf16:
+            return self.w16, self.b16
+        return [m.weight for m in self.lin], [m.bias for m in self.lin]
+
+    def _cast(self) -> None:
+        """bf16: cast the float32 weights and biases to bfloat16 (once a step, before the parts)."""
+        if self.bf16:
+            for m, w, b in zip(self.lin, self.w16, self.b16, strict=True):
+                w.copy_(m.weight.detach())
+                b.copy_(m.bias.detach())
+
     def _rows(self, x: Any, y: Any, n: int, r0: int, r1: int) -> None:
         """Forward pass, loss gradient and input-gradient chain of rows r0:r1 of the batch (row-local)."""
         import torch
 
+        ws, bs = self._params()
         with torch.no_grad():
             a = x[r0:r1]
-            for k, m in enumerate(self.lin[:-1]):
+            if self.x16 is not None:
+                a = self.x16[r0:r1].copy_(a)  # the batch in bfloat16 (the weight gradients of layer 0 use it too)
+            for k in range(len(self.lin) - 1):
                 z = self.z[k][r0:r1]
-                torch.addmm(m.bias, a, m.weight.t(), out=z)
+                torch.addmm(bs[k], a, ws[k].t(), out=z)
                 a = self.act[k][r0:r1]
                 torch.ops.aten.leaky_relu.out(z, _SLOPE, out=a)
-            last = self.lin[-1]
-            s = torch.sigmoid(torch.addmm(last.bias, a, last.weight.t()).squeeze(1))
+            s = torch.sigmoid(torch.addmm(bs[-1], a, ws[-1].t()).squeeze(1).float())
             g = s.sub_(y[r0:r1]).div_(n).unsqueeze(1)  # BCEWithLogits (mean): (sigmoid(z) - y) * 1 / n
             self.gz[-1][r0:r1].copy_(g)
+            g = self.gz[-1][r0:r1]
             for k in range(len(self.lin) - 1, 0, -1):
-                ga = g.mm(self.lin[k].weight)
+                ga = g.mm(ws[k])
                 g = self.gz[k - 1][r0:r1]
                 torch.ops.aten.leaky_relu_backward.grad_input(ga, self.z[k - 1][r0:r1], _SLOPE, False, grad_input=g)
 
@@ -446,19 +476,22 @@ class _HandSteps:
         """Weight gradients (part 0: the first output units of each layer and the biases; part 1: the rest)."""
         import torch
 
+        gw, gb = (self.gw16, self.gb16) if self.bf16 else (self.gw, self.gb)
         with torch.no_grad():
             for k, m in enumerate(self.lin):
                 gz = self.gz[k][:n]
-                a = x if k == 0 else self.act[k - 1][:n]
+                a = (x if self.x16 is None else self.x16[:n]) if k == 0 else self.act[k - 1][:n]
                 o = int(m.weight.shape[0])
                 c = _cut(o) if self.pool is not None else 0
-                if c:
-                    lo, hi = (0, c) if part == 0 else (c, o)
-                    torch.mm(gz[:, lo:hi].t(), a, out=self.gw[k][lo:hi])
-                elif part == 1 or self.pool is None:
-                    torch.mm(gz.t(), a, out=self.gw[k])
+                lo, hi = (0, o) if not c else ((0, c) if part == 0 else (c, o))
+                if c or part == 1 or self.pool is None:
+                    torch.mm(gz[:, lo:hi].t(), a, out=gw[k][lo:hi])
+                    if self.bf16:
+                        self.gw[k][lo:hi].copy_(gw[k][lo:hi])  # the cast backward: bfloat16 -> float32
                 if part == 0:
-                    torch.sum(gz, 0, out=self.gb[k])
+                    torch.sum(gz, 0, out=gb[k])
+                    if self.bf16:
+                        self.gb[k].copy_(gb[k])
 
     def _pair(self, first: Callable[[], None], second: Callable[[], None]) -> None:
         """``first()`` here and ``second()`` on the helper while a core is spare (else, or if it has not started, here)."""
@@ -484,6 +517,7 @@ class _HandSteps:
         """One Adam step on the batch ``x`` (n, d), a contiguous float32 tensor, labels ``y`` (n,)."""
         n = int(x.shape[0])
         h = _cut(n) if self.pool is not None else 0
+        self._cast()
         if h:
             self._pair(lambda: self._rows(x, y, n, 0, h), lambda: self._rows(x, y, n, h, n))
         else:
@@ -500,14 +534,14 @@ class _HandSteps:
     def _predict_rows(self, x: Any, out: Any, r0: int, r1: int, chunk: int) -> None:
         import torch
 
+        ws, bs = self._params()
         with torch.no_grad():
             for i in range(r0, r1, chunk):
                 j = min(i + chunk, r1)
-                a = x[i:j]
-                for m in self.lin[:-1]:
-                    a = torch.nn.functional.leaky_relu(torch.addmm(m.bias, a, m.weight.t()), _SLOPE)
-                last = self.lin[-1]
-                torch.sigmoid(torch.addmm(last.bias, a, last.weight.t()).squeeze(1), out=out[i:j])
+                a = x[i:j] if not self.bf16 else x[i:j].to(torch.bfloat16)
+                for w, b in zip(ws[:-1], bs[:-1], strict=True):
+                    a = torch.nn.functional.leaky_relu(torch.addmm(b, a, w.t()), _SLOPE)
+                torch.sigmoid(torch.addmm(bs[-1], a, ws[-1].t()).squeeze(1).float(), out=out[i:j])
 
     def predict(self, x: Any, chunk: int = 8192) -> np.ndarray:
         """Sigmoid outputs (float64) as :func:`_predict`; with the helper, two halves of the rows (cut at 32 rows)."""
@@ -515,6 +549,7 @@ class _HandSteps:
 
         n = int(x.shape[0])
         out = torch.empty(n)
+        self._cast()
         h = -(-n // (2 * _ALIGN)) * _ALIGN if self.pool is not None and _cut(n) else 0  # half, rounded up to 32 rows
         if h:
             self._pair(lambda: self._predict_rows(x, out, 0, h, chunk), lambda: self._predict_rows(x, out, h, n, chunk))
@@ -551,13 +586,13 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
         msg = f"classifier: unknown precision {precision!r}; allowed: {', '.join(_PRECISIONS)}"
         raise ConfigError(msg)
     bf16 = precision == "bfloat16"
-    # the hand steps are float32 (bitwise the autograd loop's numbers); bfloat16 runs the autograd loop under autocast
-    hand = _HAND_STEPS and float(cfg["dropout"]) == 0.0 and not bf16
+    # the hand steps give bitwise the autograd loop's numbers (bfloat16: the loop under torch.autocast)
+    hand = _HAND_STEPS and float(cfg["dropout"]) == 0.0
     with busy_core(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier-half") as pool:
         if hand:
             if threads == 1:
                 pool.submit(torch.set_num_threads, 1).result()  # the helper's own OpenMP setting
-            steps = _HandSteps(net, float(cfg["lr"]), int(batch_size), pool if threads == 1 else None)
+            steps = _HandSteps(net, float(cfg["lr"]), int(batch_size), pool if threads == 1 else None, bf16=bf16)
             best_epoch, best_acc, history, p_te = _train(
                 net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, preset, label, progress, on_epoch, steps.step,
                 steps.predict,

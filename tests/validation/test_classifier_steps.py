@@ -200,3 +200,32 @@ def test_flat_adam_updates_are_bitwise_those_of_separate_tensors() -> None:
     assert all(torch.equal(p, q) for p, q in zip(sep, flat_src, strict=True))
     odd = [torch.nn.Parameter(torch.zeros(40)), torch.nn.Parameter(torch.zeros(64))]
     assert C._flat(odd) == odd  # 40 elements before the last: kept as separate tensors
+
+
+@pytest.mark.parametrize(("n", "d", "n_hidden", "n_layers", "batch_size", "epochs", "threads"), CASES)
+def test_bfloat16_hand_steps_give_the_autocast_loops_numbers(monkeypatch, n, d, n_hidden, n_layers, batch_size, epochs,
+                                                             threads) -> None:
+    """precision bfloat16: the hand steps give bitwise what the autograd loop under torch.autocast gives."""
+    a, b = _samples(n, d, 0.3, seed=n + d + 1)
+    kw: dict[str, Any] = {"n_hidden": n_hidden, "n_layers": n_layers, "epochs": epochs, "batch_size": batch_size,
+                          "lr": 1e-3, "threads": threads, "precision": "bfloat16", "preset": "gate", "seed": 7}
+    hand = C.fit_classifier(a, b, **kw)
+    monkeypatch.setattr(C, "_HAND_STEPS", False)
+    loop = C.fit_classifier(a, b, **kw)
+    assert np.array_equal(hand.p_test, loop.p_test) and np.array_equal(hand.p_heldout, loop.p_heldout)
+    assert hand.test_accuracy == loop.test_accuracy and hand.best_epoch == loop.best_epoch
+    assert hand.settings["precision"] == "bfloat16" and "autocast" in hand.settings["matmul"]
+    # bfloat16 is a different computation from float32: the outputs differ (else the setting did nothing)
+    f32 = C.fit_classifier(a, b, **{**kw, "precision": "float32"})
+    assert not np.array_equal(f32.p_test, hand.p_test)
+
+
+def test_bfloat16_numbers_do_not_depend_on_which_thread_computes_a_part(monkeypatch) -> None:
+    a, b = _samples(2400, 12, 0.2, seed=8)
+    kw: dict[str, Any] = {"n_hidden": 64, "n_layers": 2, "epochs": 3, "seed": 4, "precision": "bfloat16"}
+    monkeypatch.setattr(FK, "_n_cores", lambda: 0)
+    never = C.fit_classifier(a, b, **kw)
+    monkeypatch.setattr(FK, "_n_cores", lambda: 64)
+    always = C.fit_classifier(a, b, **kw)
+    assert np.array_equal(never.p_test, always.p_test) and np.array_equal(never.p_heldout, always.p_heldout)
+    assert never.test_accuracy == always.test_accuracy
