@@ -135,6 +135,12 @@ class ToMLPConfig(_DistillBase):
     firmware: bool = True
     weight_voxels: float = Field(1.0, ge=0, description="MSE of standardized log voxel fractions")
     physics: PhysicsLossWeights = PhysicsLossWeights()
+    shape_features: float = Field(
+        0.0,
+        ge=0,
+        description="same-noise match of each layer's energy-weighted centres and widths (x, y, r), "
+        "standardised by the teacher pool's spread",
+    )
     log_offset: float = Field(1e-6, gt=0, description="u = log(E_voxel / E_inc + log_offset)")
 
     @model_validator(mode="after")

@@ -18,9 +18,12 @@ from .common import (
     _freeze,
     _layer_stats,
     _physics_terms,
+    _shape_stats,
     _teacher_fingerprint,
     build_student,
     draw_pool,
+    shape_basis,
+    shape_features,
     student_builder,
 )
 from .config import ToMLPConfig
@@ -67,17 +70,25 @@ def distill_mlp(model: nn.Module, config: ToMLPConfig, gate: Any = None, **_: An
     onehot = student.onehot
     lt_pool, scale = _layer_stats(pool.showers, pool.e, onehot)
     w = config.physics
+    if config.shape_features > 0:
+        basis = shape_basis(teacher.geometry)
+        sf_pool, sf_scale = _shape_stats(pool.showers, onehot, basis)
 
     def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         y = student.network(pool.z[idx], c_pool[idx])
         lv = (y - target[idx]).pow(2).mean()
         loss = config.weight_voxels * lv
         parts = {"voxels": _f(lv)}
-        if w.layer_energies > 0 or w.total_energy > 0:
+        if w.layer_energies > 0 or w.total_energy > 0 or config.shape_features > 0:
             xs = student.postprocess(y, pool.e[idx], threshold=False)
-            ll, lt = _physics_terms(xs, lt_pool[idx], pool.e[idx], onehot, scale)
-            loss = loss + w.layer_energies * ll + w.total_energy * lt
-            parts.update(layer_energies=_f(ll), total_energy=_f(lt))
+            if w.layer_energies > 0 or w.total_energy > 0:
+                ll, lt = _physics_terms(xs, lt_pool[idx], pool.e[idx], onehot, scale)
+                loss = loss + w.layer_energies * ll + w.total_energy * lt
+                parts.update(layer_energies=_f(ll), total_energy=_f(lt))
+            if config.shape_features > 0:
+                ls = ((shape_features(xs, onehot, basis) - sf_pool[idx]) / sf_scale).pow(2).mean()
+                loss = loss + config.shape_features * ls
+                parts["shape_features"] = _f(ls)
         parts["loss"] = _f(loss)
         return loss, parts
 
