@@ -266,6 +266,22 @@ def shape_features(xs: torch.Tensor, onehot: torch.Tensor, basis: torch.Tensor) 
     return torch.cat(out, 1)
 
 
+def mmd(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
+    """Squared maximum mean discrepancy (biased estimate) of samples ``a`` (n, d) and ``b`` (m, d).
+
+    A sum of Gaussian kernels ``exp(-|x - y|^2 / (2 h^2 d))`` over ``bandwidths`` h, for standardised
+    inputs (so h is in units of one feature's spread). A distribution-level term: it compares the two
+    batches as samples, where a same-noise term compares them shower by shower. Written here because
+    the few lines need autograd through torch tensors, which no kept library offers for this loss.
+    """
+    d = a.shape[1]
+    x = torch.cat([a, b])
+    sq = torch.cdist(x, x).pow(2) / d
+    k = torch.stack([torch.exp(-sq / (2.0 * h * h)) for h in bandwidths]).sum(0)
+    n = a.shape[0]
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2.0 * k[:n, n:].mean()
+
+
 def _shape_stats(
     showers: torch.Tensor, onehot: torch.Tensor, basis: torch.Tensor, chunk: int = 8192
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -141,6 +141,12 @@ class ToMLPConfig(_DistillBase):
         description="same-noise match of each layer's energy-weighted centres and widths (x, y, r), "
         "standardised by the teacher pool's spread",
     )
+    shape_mmd: float = Field(
+        0.0,
+        ge=0,
+        description="distribution-level term: MMD between the batch's standardised centres, widths and layer "
+        "fractions and the teacher's (Gaussian kernels, bandwidths 0.5-4 spreads)",
+    )
     log_offset: float = Field(1e-6, gt=0, description="u = log(E_voxel / E_inc + log_offset)")
 
     @model_validator(mode="after")

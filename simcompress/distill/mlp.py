@@ -22,6 +22,7 @@ from .common import (
     _teacher_fingerprint,
     build_student,
     draw_pool,
+    mmd,
     shape_basis,
     shape_features,
     student_builder,
@@ -70,25 +71,37 @@ def distill_mlp(model: nn.Module, config: ToMLPConfig, gate: Any = None, **_: An
     onehot = student.onehot
     lt_pool, scale = _layer_stats(pool.showers, pool.e, onehot)
     w = config.physics
-    if config.shape_features > 0:
+    if config.shape_features > 0 or config.shape_mmd > 0:
         basis = shape_basis(teacher.geometry)
         sf_pool, sf_scale = _shape_stats(pool.showers, onehot, basis)
+        sf_mean = sf_pool.mean(0)
+    lt_mean = lt_pool.mean(0)
 
     def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         y = student.network(pool.z[idx], c_pool[idx])
         lv = (y - target[idx]).pow(2).mean()
         loss = config.weight_voxels * lv
         parts = {"voxels": _f(lv)}
-        if w.layer_energies > 0 or w.total_energy > 0 or config.shape_features > 0:
+        if w.layer_energies > 0 or w.total_energy > 0 or config.shape_features > 0 or config.shape_mmd > 0:
             xs = student.postprocess(y, pool.e[idx], threshold=False)
             if w.layer_energies > 0 or w.total_energy > 0:
                 ll, lt = _physics_terms(xs, lt_pool[idx], pool.e[idx], onehot, scale)
                 loss = loss + w.layer_energies * ll + w.total_energy * lt
                 parts.update(layer_energies=_f(ll), total_energy=_f(lt))
+            if config.shape_features > 0 or config.shape_mmd > 0:
+                fs = (shape_features(xs, onehot, basis) - sf_mean) / sf_scale
+                ft = (sf_pool[idx] - sf_mean) / sf_scale
             if config.shape_features > 0:
-                ls = ((shape_features(xs, onehot, basis) - sf_pool[idx]) / sf_scale).pow(2).mean()
+                ls = (fs - ft).pow(2).mean()
                 loss = loss + config.shape_features * ls
                 parts["shape_features"] = _f(ls)
+            if config.shape_mmd > 0:
+                # the batch as a sample: centres, widths and layer fractions against the teacher's, standardised
+                ls_frac = (xs @ onehot / pool.e[idx, None] - lt_mean) / scale[:-1]
+                lt_frac = (lt_pool[idx] - lt_mean) / scale[:-1]
+                lm = mmd(torch.cat([fs, ls_frac], 1), torch.cat([ft, lt_frac], 1))
+                loss = loss + config.shape_mmd * lm
+                parts["shape_mmd"] = _f(lm)
         parts["loss"] = _f(loss)
         return loss, parts
 

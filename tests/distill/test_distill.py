@@ -475,3 +475,26 @@ def test_mlp_shape_term_is_trained_and_reported(flow_teacher: FlowGenerator) -> 
 def test_shape_features_weight_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match="shape_features"):
         config_from_dict({"method": "distill_mlp", "shape_features": -1.0}, "recipe.yaml")
+
+
+def test_mmd_is_zero_for_one_sample_and_grows_with_a_shift() -> None:
+    from simcompress.distill.common import mmd
+
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(400, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(400, 6, generator=g, dtype=torch.float64)
+    assert float(mmd(a, a)) == pytest.approx(0.0, abs=1e-12)
+    same, shifted, wider = float(mmd(a, b)), float(mmd(a, b + 0.5)), float(mmd(a, b * 2.0))
+    assert 0.0 <= same < 0.1 * shifted and same < 0.1 * wider  # two samples of one distribution: near 0
+    x = b.clone().requires_grad_(True)
+    mmd(a, x + 0.5).backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_mlp_shape_mmd_term_is_trained_and_reported(flow_teacher: FlowGenerator) -> None:
+    kw = {"training": _train(60), "student": {"width": 16, "depth": 1}, **FAST_SPEED}
+    res = compress(flow_teacher, ToMLPConfig(shape_mmd=1.0, **kw))
+    hist = json.dumps(res.extra["distillation"]["phases"]["to_mlp"])
+    assert "shape_mmd" in hist and "shape_features" not in hist
+    with pytest.raises(ConfigError, match="shape_mmd"):
+        config_from_dict({"method": "distill_mlp", "shape_mmd": -0.5}, "recipe.yaml")
