@@ -271,8 +271,8 @@ def mmd(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0.5, 
 
     A sum of Gaussian kernels ``exp(-|x - y|^2 / (2 h^2 d))`` over ``bandwidths`` h, for standardised
     inputs (so h is in units of one feature's spread). A distribution-level term: it compares the two
-    batches as samples, where a same-noise term compares them shower by shower. Written here because
-    the few lines need autograd through torch tensors, which no kept library offers for this loss.
+    batches as samples, where a same-noise term compares them shower by shower. Written here: it is
+    six lines of torch (geomloss has kernel losses, but a dependency for these lines is not worth it).
     """
     d = a.shape[1]
     x = torch.cat([a, b])
