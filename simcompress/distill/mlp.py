@@ -75,7 +75,7 @@ def distill_mlp(model: nn.Module, config: ToMLPConfig, gate: Any = None, **_: An
         basis = shape_basis(teacher.geometry)
         sf_pool, sf_scale = _shape_stats(pool.showers, onehot, basis)
         sf_mean = sf_pool.mean(0)
-    lt_mean = lt_pool.mean(0)
+        lt_mean = lt_pool.mean(0)
 
     def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         y = student.network(pool.z[idx], c_pool[idx])

@@ -439,12 +439,15 @@ def test_shape_features_are_the_validation_centres_and_widths() -> None:
     f = shape_features(x.double(), onehot.double(), shape_basis(geo).double()).numpy()
     t = compute_features(ShowerSet(e.numpy(), x.numpy(), geo), threshold_mev=0.0)
     L = geo.n_layers
+    xy_layers = 0
     for j, lay in enumerate(geo.layers):
         assert f[:, 4 * L + j] == pytest.approx(t[f"EC_r_{lay.id}"], rel=1e-4, abs=1e-4)
         assert f[:, 5 * L + j] == pytest.approx(t[f"width_r_{lay.id}"], rel=1e-4, abs=1e-4)  # float32 there
         if f"EC_x_{lay.id}" in t:
             assert f[:, j] == pytest.approx(t[f"EC_x_{lay.id}"], rel=1e-4, abs=1e-4)
             assert f[:, 3 * L + j] == pytest.approx(t[f"width_y_{lay.id}"], rel=1e-4, abs=1e-4)
+            xy_layers += 1
+    assert xy_layers == 2  # ds1-photons layers 1 and 2 have angular bins: the x / y columns were compared
 
 
 def test_mlp_shape_term_is_trained_and_reported(flow_teacher: FlowGenerator) -> None:
