@@ -174,9 +174,23 @@ class GANToGANConfig(_DistillBase):
     weight_output: float = Field(1.0, ge=0, description="MSE of network outputs for the same (z, c)")
     weight_features: float = Field(1.0, ge=0, description="MSE of teacher-discriminator features")
     physics: PhysicsLossWeights = PhysicsLossWeights()
-    adversarial_steps: int = Field(0, ge=0, description="adversarial fine-tuning steps (need reference showers)")
+    feature_mmd: float = Field(
+        0.0,
+        ge=0,
+        description="distribution-level term: MMD between the batch's standardised critic features (log total, "
+        "layer fractions, shape block) and the teacher's at the same incident energies (Gaussian kernels, "
+        "bandwidths 0.5-4 spreads)",
+    )
+    adversarial_steps: int = Field(
+        0, ge=0, description="adversarial fine-tuning steps (with adversarial_real 'reference': need reference showers)"
+    )
     adversarial_lr: float = Field(1e-4, gt=0)
     adversarial_distill_weight: float = Field(1.0, ge=0, description="keep the distillation loss during fine-tuning")
+    adversarial_real: Literal["reference", "teacher"] = Field(
+        "reference",
+        description="what the critic of the adversarial phase sees as real: reference showers (the student is "
+        "pulled toward the reference) or the teacher's own pool showers (toward the teacher; no reference needed)",
+    )
     latent_dim: int | None = Field(
         None,
         ge=1,

@@ -23,6 +23,7 @@ from .common import (
     _physics_terms,
     _teacher_fingerprint,
     build_student,
+    mmd,
     draw_pool,
     student_builder,
 )
@@ -74,8 +75,11 @@ def distill_gan(
     if sa.activation != "leaky_relu":
         msg = f"distill_gan: student.activation must be 'leaky_relu' (the GAN kind's activation), got {sa.activation!r}"
         raise ConfigError(msg)
-    if config.adversarial_steps > 0 and reference is None:
-        msg = "distill_gan: adversarial_steps > 0 needs reference showers (reference=(energies, showers), CLI --reference)"
+    if config.adversarial_steps > 0 and config.adversarial_real == "reference" and reference is None:
+        msg = (
+            "distill_gan: adversarial_steps > 0 with adversarial_real 'reference' needs reference showers "
+            "(reference=(energies, showers), CLI --reference); adversarial_real 'teacher' needs none"
+        )
         raise ConfigError(msg)
     t0 = time.perf_counter()
     teacher = model
@@ -106,6 +110,8 @@ def distill_gan(
     lt_pool, scale = _layer_stats(xt_raw, pool.e, onehot)
     k = int(student.latent_dim)
     w = config.physics
+    mmd_cols = torch.as_tensor(student.moment_columns(), dtype=torch.long)
+    mmd_scale = f_scale[mmd_cols]
 
     def distill_loss(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
         e, c = pool.e[idx], c_pool[idx]
@@ -117,6 +123,12 @@ def distill_gan(
         ll, ltot = _physics_terms(xs, lt_pool[idx], e, onehot, scale)
         loss = config.weight_output * lo + config.weight_features * lf + w.layer_energies * ll + w.total_energy * ltot
         parts = {"output": _f(lo), "features": _f(lf), "layer_energies": _f(ll), "total_energy": _f(ltot)}
+        if config.feature_mmd > 0:
+            # the batch as a sample (same incident energies): where the same-noise terms compare shower by
+            # shower, this compares the spread of log total, layer fractions and shapes as distributions
+            lm = mmd(fs[:, mmd_cols] / mmd_scale, f_pool[idx][:, mmd_cols] / mmd_scale)
+            loss = loss + config.feature_mmd * lm
+            parts["feature_mmd"] = _f(lm)
         return loss, parts, fs, c
 
     def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
@@ -129,18 +141,16 @@ def distill_gan(
     phases["gan_to_gan"] = trainer.run(loss_fn, len(pool), "GAN -> small GAN")
 
     if config.adversarial_steps > 0:
-        phases["adversarial"] = _adversarial(student, config, reference, distill_loss, fp, len(pool))
+        if config.adversarial_real == "teacher":
+            real = (f_pool, c_pool)  # the teacher's own showers: fine-tuning toward the teacher
+        else:
+            real = _reference_features(student, reference)
+        phases["adversarial"] = _adversarial(student, config, real, distill_loss, fp, len(pool))
     return _finish(teacher, student, config, phases, t0, gate=gate)
 
 
-def _adversarial(
-    student: Any, config: GANToGANConfig, reference: Any, distill_loss: Any, fp: str, pool_size: int
-) -> list[dict[str, float]]:
-    """WGAN-GP fine-tuning of the student against reference showers, starting from the teacher's critic.
-
-    The critic gets its own Adam inside the step; its weights are checkpointed with the student
-    (its optimizer moments are not, so a resumed adversarial phase is not bit-identical).
-    """
+def _reference_features(student: Any, reference: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic features and conditions of reference showers ``(energies (N,), showers (N, V))``."""
     e_ref = torch.as_tensor(np.asarray(reference[0]), dtype=torch.float32).reshape(-1)
     x_ref = torch.as_tensor(np.asarray(reference[1]), dtype=torch.float32)
     if x_ref.ndim != 2 or x_ref.shape[0] != e_ref.shape[0] or x_ref.shape[1] != student.geometry.n_voxels:
@@ -151,20 +161,36 @@ def _adversarial(
         raise ConfigError(
             msg
         )
+    with torch.no_grad():
+        return student.features(x_ref, e_ref), student.condition(e_ref)
+
+
+def _adversarial(
+    student: Any,
+    config: GANToGANConfig,
+    real: tuple[torch.Tensor, torch.Tensor],
+    distill_loss: Any,
+    fp: str,
+    pool_size: int,
+) -> list[dict[str, float]]:
+    """WGAN-GP fine-tuning of the student against ``real`` (critic features, conditions): the reference's
+    or the teacher pool's showers, starting from the teacher's critic.
+
+    The critic gets its own Adam inside the step; its weights are checkpointed with the student
+    (its optimizer moments are not, so a resumed adversarial phase is not bit-identical).
+    """
+    f_ref, c_ref = real
     critic = student.critic
     for p in critic.parameters():
         p.requires_grad_(True)
     critic.train()
-    with torch.no_grad():
-        f_ref = student.features(x_ref, e_ref)
-        c_ref = student.condition(e_ref)
     opt_c = torch.optim.Adam(critic.parameters(), lr=config.adversarial_lr, betas=(0.5, 0.9))
-    n_ref = e_ref.shape[0]
+    n_ref = f_ref.shape[0]
 
     def loss_fn(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         ridx = torch.randint(n_ref, (idx.shape[0],), generator=gen)
         ld, parts, fs, c = distill_loss(idx)
-        # critic step (WGAN-GP, lambda = 10) on reference vs student features
+        # critic step (WGAN-GP, lambda = 10) on real vs student features
         fr, cr = f_ref[ridx], c_ref[ridx]
         fake = fs.detach()
         eps = torch.rand(fr.shape[0], 1, generator=gen)

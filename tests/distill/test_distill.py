@@ -184,6 +184,42 @@ def test_adversarial_needs_reference(gan_teacher: GANGenerator) -> None:
         compress(gan_teacher, cfg)
 
 
+def test_gan_adversarial_against_the_teachers_showers_needs_no_reference(gan_teacher: GANGenerator) -> None:
+    """adversarial_real 'teacher': the fine-tuning runs on the teacher pool (no reference), moves the student,
+    and a reference passed alongside is not what it trains on (same numbers with or without it)."""
+    kw = {"training": _train(40), "student": {"width": 12, "depth": 2}, **FAST_SPEED}
+    torch.manual_seed(0)
+    plain = compress(gan_teacher, GANToGANConfig(**kw)).model
+    cfg = GANToGANConfig(adversarial_steps=15, adversarial_real="teacher", adversarial_lr=1e-3, **kw)
+    torch.manual_seed(0)
+    res = compress(gan_teacher, cfg)
+    adv = res.extra["distillation"]["phases"]["adversarial"]
+    assert adv["steps"] == 15
+    with torch.no_grad():
+        moved = max(float((a - b).abs().max()) for a, b in zip(plain.network.parameters(), res.model.network.parameters()))
+    assert moved > 1e-4
+    ref = (torch.full((64,), 5e3), gan_teacher.sample(torch.full((64,), 5e3), torch.Generator().manual_seed(2)) * 3.0)
+    torch.manual_seed(0)
+    again = compress(gan_teacher, cfg, reference=ref).model
+    for a, b in zip(res.model.network.parameters(), again.network.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="adversarial_real"):
+        config_from_dict({"method": "distill_gan", "adversarial_real": "candidate"}, "recipe.yaml")
+
+
+def test_gan_feature_mmd_term_is_trained_and_reported(gan_teacher: GANGenerator) -> None:
+    kw = {"training": _train(200), "student": {"width": 12, "depth": 2}, **FAST_SPEED}
+    torch.manual_seed(0)
+    res = compress(gan_teacher, GANToGANConfig(feature_mmd=5.0, **kw))
+    hist = res.extra["distillation"]["phases"]["gan_to_gan"]
+    assert "feature_mmd" in json.dumps(hist)
+    torch.manual_seed(0)
+    off = compress(gan_teacher, GANToGANConfig(**kw))
+    assert "feature_mmd" not in json.dumps(off.extra["distillation"]["phases"]["gan_to_gan"])
+    with pytest.raises(ConfigError, match="feature_mmd"):
+        config_from_dict({"method": "distill_gan", "feature_mmd": -1.0}, "recipe.yaml")
+
+
 def test_students_load_as_ordinary_bundles(iaf_result, gan_teacher: GANGenerator, tmp_path) -> None:
     mlp = MLPGenerator(gan_teacher.geometry, latent_dim=8, width=16, depth=2, energy_range_mev=(1e3, 1e5))
     small_gan = GANGenerator(gan_teacher.geometry, latent_dim=8, hidden=[8], energy_range_mev=(1e3, 1e5))
