@@ -174,6 +174,21 @@ class GANToGANConfig(_DistillBase):
     weight_output: float = Field(1.0, ge=0, description="MSE of network outputs for the same (z, c)")
     weight_features: float = Field(1.0, ge=0, description="MSE of teacher-discriminator features")
     physics: PhysicsLossWeights = PhysicsLossWeights()
+    weight_shape: float = Field(
+        0.0,
+        ge=0,
+        description="same-noise MSE on the summary columns of the features (log total, layer fractions, shape "
+        "block: centres, widths, soft sparsity), standardised; the output term weighs them as 1 of ~400 columns each",
+    )
+    feature_threshold_mev: float = Field(
+        0.0,
+        ge=0,
+        description="compute the distillation's features above this soft voxel threshold, as validation does "
+        "above its threshold (1 MeV for ds1); 0: raw showers",
+    )
+    sparsity_sharpness: float = Field(
+        1.0, gt=0, description="sharpness of the features' soft sparsity (1: a tenth of a decade; larger: nearer the hard count)"
+    )
     feature_mmd: float = Field(
         0.0,
         ge=0,

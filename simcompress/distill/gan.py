@@ -99,12 +99,16 @@ def distill_gan(
     if config.firmware:
         check_firmware_layers(student.network, "distill_gan student")
     fp = fingerprint_of(config.to_dict(), _teacher_fingerprint(teacher))
+
+    def feats(gen: GANGenerator, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return gen.features(x, e, threshold_mev=config.feature_threshold_mev, sparsity_sharpness=config.sparsity_sharpness)
+
     pool = draw_pool(teacher, config, fp)
     onehot = student.onehot
     c_pool = student.condition(pool.e)
     with torch.no_grad():
         xt_raw = teacher.postprocess(pool.y, pool.e, threshold=False)
-        f_pool = teacher.features(xt_raw, pool.e)
+        f_pool = feats(teacher, xt_raw, pool.e)
         h_pool = _critic_hidden(critic_t, f_pool, c_pool)
     f_scale = critic_t.feat_std
     lt_pool, scale = _layer_stats(xt_raw, pool.e, onehot)
@@ -117,12 +121,16 @@ def distill_gan(
         e, c = pool.e[idx], c_pool[idx]
         y = student.network(pool.z[idx, :k], c)  # same noise: the student reads the teacher's first k coordinates
         xs = student.postprocess(y, e, threshold=False)
-        fs = student.features(xs, e)
+        fs = feats(student, xs, e)
         lo = ((fs - f_pool[idx]) / f_scale).pow(2).mean()
         lf = (_critic_hidden(critic_t, fs, c) - h_pool[idx]).pow(2).mean()
         ll, ltot = _physics_terms(xs, lt_pool[idx], e, onehot, scale)
         loss = config.weight_output * lo + config.weight_features * lf + w.layer_energies * ll + w.total_energy * ltot
         parts = {"output": _f(lo), "features": _f(lf), "layer_energies": _f(ll), "total_energy": _f(ltot)}
+        if config.weight_shape > 0:
+            ls = ((fs[:, mmd_cols] - f_pool[idx][:, mmd_cols]) / mmd_scale).pow(2).mean()
+            loss = loss + config.weight_shape * ls
+            parts["shape"] = _f(ls)
         if config.feature_mmd > 0:
             # the batch as a sample (same incident energies): where the same-noise terms compare shower by
             # shower, this compares the spread of log total, layer fractions and shapes as distributions
@@ -144,12 +152,12 @@ def distill_gan(
         if config.adversarial_real == "teacher":
             real = (f_pool, c_pool)  # the teacher's own showers: fine-tuning toward the teacher
         else:
-            real = _reference_features(student, reference)
+            real = _reference_features(student, reference, feats)
         phases["adversarial"] = _adversarial(student, config, real, distill_loss, fp, len(pool))
     return _finish(teacher, student, config, phases, t0, gate=gate)
 
 
-def _reference_features(student: Any, reference: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference_features(student: Any, reference: Any, feats: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Critic features and conditions of reference showers ``(energies (N,), showers (N, V))``."""
     e_ref = torch.as_tensor(np.asarray(reference[0]), dtype=torch.float32).reshape(-1)
     x_ref = torch.as_tensor(np.asarray(reference[1]), dtype=torch.float32)
@@ -162,7 +170,7 @@ def _reference_features(student: Any, reference: Any) -> tuple[torch.Tensor, tor
             msg
         )
     with torch.no_grad():
-        return student.features(x_ref, e_ref), student.condition(e_ref)
+        return feats(student, x_ref, e_ref), student.condition(e_ref)
 
 
 def _adversarial(

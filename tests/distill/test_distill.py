@@ -220,6 +220,23 @@ def test_gan_feature_mmd_term_is_trained_and_reported(gan_teacher: GANGenerator)
         config_from_dict({"method": "distill_gan", "feature_mmd": -1.0}, "recipe.yaml")
 
 
+def test_gan_shape_term_above_the_validation_threshold(gan_teacher: GANGenerator) -> None:
+    """weight_shape > 0 adds the same-noise term on the summary columns, reported per step and lowered by the
+    training; feature_threshold_mev moves what every term compares (other numbers than raw showers)."""
+    kw = {"training": _train(200), "student": {"width": 12, "depth": 2}, **FAST_SPEED}
+    torch.manual_seed(0)
+    res = compress(gan_teacher, GANToGANConfig(weight_shape=2.0, feature_threshold_mev=1.0, sparsity_sharpness=4.0, **kw))
+    hist = res.extra["distillation"]["phases"]["gan_to_gan"]["history"]
+    assert all("shape" in h for h in hist)
+    assert hist[-1]["shape"] < hist[0]["shape"]
+    torch.manual_seed(0)
+    raw = compress(gan_teacher, GANToGANConfig(weight_shape=2.0, sparsity_sharpness=4.0, **kw))
+    assert raw.extra["distillation"]["phases"]["gan_to_gan"]["history"][0]["output"] != hist[0]["output"]
+    for key, bad in (("weight_shape", -1.0), ("feature_threshold_mev", -0.5), ("sparsity_sharpness", 0.0)):
+        with pytest.raises(ConfigError, match=key):
+            config_from_dict({"method": "distill_gan", key: bad}, "recipe.yaml")
+
+
 def test_students_load_as_ordinary_bundles(iaf_result, gan_teacher: GANGenerator, tmp_path) -> None:
     mlp = MLPGenerator(gan_teacher.geometry, latent_dim=8, width=16, depth=2, energy_range_mev=(1e3, 1e5))
     small_gan = GANGenerator(gan_teacher.geometry, latent_dim=8, hidden=[8], energy_range_mev=(1e3, 1e5))
