@@ -23,8 +23,8 @@ from .common import (
     _physics_terms,
     _teacher_fingerprint,
     build_student,
-    mmd,
     draw_pool,
+    mmd,
     student_builder,
 )
 from .config import GANToGANConfig
@@ -114,8 +114,8 @@ def distill_gan(
     lt_pool, scale = _layer_stats(xt_raw, pool.e, onehot)
     k = int(student.latent_dim)
     w = config.physics
-    mmd_cols = torch.as_tensor(student.moment_columns(), dtype=torch.long)
-    mmd_scale = f_scale[mmd_cols]
+    summary_cols = torch.as_tensor(student.moment_columns(), dtype=torch.long)
+    summary_scale = f_scale[summary_cols]
 
     def distill_loss(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor]:
         e, c = pool.e[idx], c_pool[idx]
@@ -128,13 +128,13 @@ def distill_gan(
         loss = config.weight_output * lo + config.weight_features * lf + w.layer_energies * ll + w.total_energy * ltot
         parts = {"output": _f(lo), "features": _f(lf), "layer_energies": _f(ll), "total_energy": _f(ltot)}
         if config.weight_shape > 0:
-            ls = ((fs[:, mmd_cols] - f_pool[idx][:, mmd_cols]) / mmd_scale).pow(2).mean()
+            ls = ((fs[:, summary_cols] - f_pool[idx][:, summary_cols]) / summary_scale).pow(2).mean()
             loss = loss + config.weight_shape * ls
             parts["shape"] = _f(ls)
         if config.feature_mmd > 0:
             # the batch as a sample (same incident energies): where the same-noise terms compare shower by
             # shower, this compares the spread of log total, layer fractions and shapes as distributions
-            lm = mmd(fs[:, mmd_cols] / mmd_scale, f_pool[idx][:, mmd_cols] / mmd_scale)
+            lm = mmd(fs[:, summary_cols] / summary_scale, f_pool[idx][:, summary_cols] / summary_scale)
             loss = loss + config.feature_mmd * lm
             parts["feature_mmd"] = _f(lm)
         return loss, parts, fs, c
@@ -149,10 +149,8 @@ def distill_gan(
     phases["gan_to_gan"] = trainer.run(loss_fn, len(pool), "GAN -> small GAN")
 
     if config.adversarial_steps > 0:
-        if config.adversarial_real == "teacher":
-            real = (f_pool, c_pool)  # the teacher's own showers: fine-tuning toward the teacher
-        else:
-            real = _reference_features(student, reference, feats)
+        # teacher: the pool's own showers, fine-tuning toward the teacher; reference: toward the reference
+        real = (f_pool, c_pool) if config.adversarial_real == "teacher" else _reference_features(student, reference, feats)
         phases["adversarial"] = _adversarial(student, config, real, distill_loss, fp, len(pool))
     return _finish(teacher, student, config, phases, t0, gate=gate)
 

@@ -196,12 +196,12 @@ def test_gan_adversarial_against_the_teachers_showers_needs_no_reference(gan_tea
     adv = res.extra["distillation"]["phases"]["adversarial"]
     assert adv["steps"] == 15
     with torch.no_grad():
-        moved = max(float((a - b).abs().max()) for a, b in zip(plain.network.parameters(), res.model.network.parameters()))
+        moved = max(float((a - b).abs().max()) for a, b in zip(plain.network.parameters(), res.model.network.parameters(), strict=True))
     assert moved > 1e-4
     ref = (torch.full((64,), 5e3), gan_teacher.sample(torch.full((64,), 5e3), torch.Generator().manual_seed(2)) * 3.0)
     torch.manual_seed(0)
     again = compress(gan_teacher, cfg, reference=ref).model
-    for a, b in zip(res.model.network.parameters(), again.network.parameters()):
+    for a, b in zip(res.model.network.parameters(), again.network.parameters(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="adversarial_real"):
         config_from_dict({"method": "distill_gan", "adversarial_real": "candidate"}, "recipe.yaml")
