@@ -208,6 +208,7 @@ def classifier_test(
     standardize: bool | None = None,
     threads: int | None = None,
     precision: str | None = None,
+    patience: int | None = None,
     max_events: int | None = None,
     split: tuple[float, float, float] = (0.6, 0.2, 0.2),
     min_events: int = 100,
@@ -231,6 +232,10 @@ def classifier_test(
         threads: torch intra-op threads while training (restored afterwards); 0: every core.
         precision: ``"float32"`` or ``"bfloat16"``: the matrix products of training and prediction in
             bfloat16 (``torch.autocast``; weights, Adam and the loss stay float32).
+        patience: stop once this many epochs in a row brought no better test accuracy; 0 runs every
+            epoch (``None``: the preset's, ``gate`` 5, ``calochallenge`` 0 as ``evaluate.py``). The
+            selected epoch is the best of those run, so a stopped run equals the same run with
+            ``epochs`` set to the epochs it ran.
         seed: seeds the subsampling, split, initialisation and batch order.
         progress: show a bar over the epochs (not inside another live bar: use ``on_epoch`` there).
         on_epoch: called as ``on_epoch(epoch, epochs, test_accuracy)`` after each epoch (1-based).
@@ -238,8 +243,8 @@ def classifier_test(
     return fit_classifier(
         reference, candidate, preset=preset, n_hidden=n_hidden, n_layers=n_layers, dropout=dropout, epochs=epochs,
         batch_size=batch_size, lr=lr, calibrate=calibrate, standardize=standardize, threads=threads,
-        precision=precision, max_events=max_events, split=split, min_events=min_events, seed=seed, progress=progress, on_epoch=on_epoch,
-        label=label,
+        precision=precision, patience=patience, max_events=max_events, split=split, min_events=min_events, seed=seed,
+        progress=progress, on_epoch=on_epoch, label=label,
     ).result()
 
 
@@ -249,7 +254,8 @@ def run_classifier(rule: ClassifierRule, x: np.ndarray, y: np.ndarray, *, seed: 
     return classifier_test(
         x, y, preset=rule.preset, n_hidden=rule.n_hidden, n_layers=rule.n_layers, dropout=rule.dropout,
         epochs=rule.epochs, batch_size=rule.batch_size, lr=rule.lr, calibrate=rule.calibrate,
-        standardize=rule.standardize, threads=rule.threads, precision=rule.precision, max_events=rule.max_events, min_events=rule.min_events,
+        standardize=rule.standardize, threads=rule.threads, precision=rule.precision, patience=rule.patience,
+        max_events=rule.max_events, min_events=rule.min_events,
         seed=seed, label=label, progress=progress, on_epoch=on_epoch,
     ).to_dict()
 
@@ -568,6 +574,10 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
         sd = np.where(sd > 0, sd, 1.0)
         xtr, xte, xva = ((v - mu) / sd for v in (xtr, xte, xva))
     n_hidden, n_layers, epochs = int(cfg["n_hidden"]), int(cfg["n_layers"]), int(cfg["epochs"])
+    patience = int(cfg["patience"])
+    if patience < 0:
+        msg = f"classifier: patience must be >= 0 (0: run every epoch), got {patience}"
+        raise ConfigError(msg)
     g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(0, 2**62)))
@@ -591,7 +601,7 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
                 pool.submit(torch.set_num_threads, 1).result()  # the helper's own OpenMP setting
             steps = _HandSteps(net, float(cfg["lr"]), int(batch_size), pool if threads == 1 else None, bf16=bf16)
             best_epoch, best_acc, history, p_te = _train(
-                net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, preset, label, progress, on_epoch, steps.step,
+                net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, patience, preset, label, progress, on_epoch, steps.step,
                 steps.predict,
             )
             p_va = steps.predict(tva)
@@ -612,7 +622,7 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
                     return _predict(net, t)
 
             best_epoch, best_acc, history, p_te = _train(
-                net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, preset, label, progress, on_epoch,
+                net, ttr, ytr_t, tte, yte, g, int(batch_size), epochs, patience, preset, label, progress, on_epoch,
                 autograd_step, predict,
             )
             p_va = predict(tva)
@@ -628,8 +638,10 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
         "optimizer": f"Adam, lr {float(cfg['lr']):g}, batch {int(batch_size)}",
         "epochs": epochs,
         "epochs_run": len(history),
+        "patience": patience,
         "selected_epoch": best_epoch + 1,
-        "selection": "best test-split accuracy",
+        "selection": "best test-split accuracy"
+        + (f", stopped after {patience} epochs without a better one" if patience else ""),
         "best_test_accuracy": best_acc,
         "calibrate": bool(cfg["calibrate"]),
         "calibration": "isotonic regression on the test split" if cfg["calibrate"] else "none",
@@ -648,10 +660,15 @@ def _fit(reference: np.ndarray, candidate: np.ndarray, cfg: dict[str, Any], *, p
                             tuple(history), settings)
 
 
-def _train(net: Any, ttr: Any, ytr: Any, tte: Any, yte: np.ndarray, g: Any, batch_size: int, epochs: int, preset: str,
+def _train(net: Any, ttr: Any, ytr: Any, tte: Any, yte: np.ndarray, g: Any, batch_size: int, epochs: int, patience: int,
+           preset: str,
            label: str, progress: bool, on_epoch: Callable[[int, int, float], None] | None,
            step: Callable[[Any, Any], None], predict: Callable[[Any], np.ndarray]) -> tuple[int, float, list[float], np.ndarray]:
     """The epochs: shuffled batches, test accuracy after each, the first best epoch's network kept (and loaded at the end).
+
+    ``patience`` > 0 ends the run once that many epochs in a row brought no better test accuracy: on
+    two samples of the same physics the accuracy stays at chance and the run ends early; on
+    separable ones it keeps rising and the run goes on.
 
     Returns (best epoch, its test accuracy, the accuracies, its test-split outputs). Each
     epoch's batches are contiguous slices of the training split gathered once in the epoch's random
@@ -681,6 +698,8 @@ def _train(net: Any, ttr: Any, ytr: Any, tte: Any, yte: np.ndarray, g: Any, batc
             if on_epoch is not None:
                 on_epoch(epoch + 1, epochs, acc)
             if acc == 1.0:  # evaluate.py stops here too: no later epoch can be selected
+                break
+            if patience and epoch - best_epoch >= patience:
                 break
     if best_state is not None:
         net.load_state_dict(best_state)

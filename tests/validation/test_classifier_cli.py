@@ -19,7 +19,8 @@ def files(tmp_path_factory, geometry, fast_spec):
              for n, s in (("R", 21), ("C", 22))}
     spec = fast_spec.model_dump(mode="json")
     # the spec file asks for the calochallenge preset (narrowed); --classifier gate replaces its training settings
-    training = {"n_hidden", "n_layers", "dropout", "epochs", "batch_size", "lr", "calibrate", "standardize", "threads", "max_events"}
+    training = {"n_hidden", "n_layers", "dropout", "epochs", "batch_size", "lr", "calibrate", "standardize", "threads", "max_events",
+                "precision", "patience"}
     kept = {k: v for k, v in spec["classifier"].items() if k not in training}  # the dump holds the gate preset's values
     spec["classifier"] = {**kept, "preset": "calochallenge", "n_hidden": 8, "epochs": 2}
     paths["spec"] = d / "cc.yaml"

@@ -200,3 +200,38 @@ def test_bfloat16_precision_reaches_the_classifier_from_a_gate_spec_and_bad_valu
     with pytest.raises(ConfigError) as e2:
         classifier_test(np.zeros((300, 2)), np.ones((300, 2)), precision="half")
     assert str(e2.value) == "classifier: unknown precision 'half'; allowed: float32, bfloat16"
+
+
+def test_patience_stops_at_chance_and_equals_the_shorter_run() -> None:
+    """``patience``: the run ends ``patience`` epochs after its best; the same run with that many epochs is identical."""
+    rng = np.random.default_rng(21)
+    a, b = rng.normal(size=(1500, 4)), rng.normal(size=(1500, 4))  # the same distribution: accuracy at chance
+    kw = {"preset": "gate", "n_hidden": 32, "threads": 1, "seed": 2, "epochs": 20}
+    f = fit_classifier(a, b, patience=3, **kw)
+    n = len(f.test_accuracy)
+    assert n < 20 and n - 1 - f.best_epoch == 3  # stopped exactly 3 epochs after the best
+    assert max(f.test_accuracy[f.best_epoch + 1:]) <= f.test_accuracy[f.best_epoch]
+    full = fit_classifier(a, b, patience=0, **kw)  # every epoch: the first n are the same epochs
+    assert len(full.test_accuracy) == 20 and full.test_accuracy[:n] == f.test_accuracy
+    short = fit_classifier(a, b, patience=0, **{**kw, "epochs": n})
+    assert np.array_equal(short.p_heldout, f.p_heldout) and short.best_epoch == f.best_epoch
+    r = f.result()
+    assert r.settings["patience"] == 3 and r.settings["epochs_run"] == n
+    assert r.settings["selection"] == "best test-split accuracy, stopped after 3 epochs without a better one"
+    # separable samples: the accuracy keeps rising, so the run is not cut while it improves
+    c = rng.normal(size=(1500, 4)) + np.array([0.8, 0.0, 0.0, 0.0])
+    g = fit_classifier(a, c, patience=3, **kw)
+    m = len(g.test_accuracy)
+    assert m == 20 or m - 1 - g.best_epoch == 3
+    assert g.test_accuracy[g.best_epoch] > 0.6
+
+
+def test_patience_defaults_and_bad_values() -> None:
+    assert CLASSIFIER_PRESETS["gate"]["patience"] == 5 and CLASSIFIER_PRESETS["calochallenge"]["patience"] == 0
+    assert ClassifierRule().patience == 5 and ClassifierRule(preset="calochallenge").patience == 0
+    assert ClassifierRule(patience=0).patience == 0
+    with pytest.raises(ValueError, match="patience"):
+        ClassifierRule(patience=-1)
+    rng = np.random.default_rng(3)
+    with pytest.raises(ConfigError, match="patience must be >= 0"):
+        classifier_test(rng.normal(size=(300, 2)), rng.normal(size=(300, 2)), n_hidden=8, epochs=1, patience=-2)
