@@ -23,6 +23,8 @@ seeds), then measures in one run:
   candidate's own shares in the cached second run (``second_with_cache.candidate_shares``);
 * ``classifier_bfloat16``: the first / second pair again with the classifier's ``precision: bfloat16``
   (one torch thread, as the preset, and every core), with the held-out AUCs of both precisions;
+* ``classifier_patience``: the first / second pair again with the classifier's opt-in early stopping
+  (``patience: 5``), float32, with the epochs each run trained and its held-out AUC;
 * ``report``: writing ``report.html`` for the no-cache result; peak resident memory.
 
 Full mode: 1M showers per file; ``--quick``: 20k; ``--events N`` any size. Data files are cached in
@@ -203,6 +205,21 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
                 "auc_high_first": cb1.classifier.get("high", {}).get("auc"),
                 "auc_high_second": cb2.classifier.get("high", {}).get("auc"),
             }
+        # the same pair with the opt-in early stopping (``patience: 5``, docs/classifier.md), float32
+        sp_ = spec.model_copy(update={"classifier": spec.classifier.model_copy(update={"patience": 5})})
+        with tempfile.TemporaryDirectory(prefix="bench_refcache_patience_") as cdir:
+            rp1, tp1 = _run(ref, cand, sp_, cdir)
+            rp2, tp2 = _run(ref, cand2, sp_, cdir)
+        (cp1,), (cp2,) = rp1.candidates.values(), rp2.candidates.values()
+        patience = {
+            "first_seconds": tp1,
+            "second_seconds": tp2,
+            "speedup_second_vs_first": tp1 / tp2,
+            "second_candidate_stage_seconds": cp2.timings,
+            "epochs_run_first_second": [c.classifier.get("high", {}).get("settings", {}).get("epochs_run") for c in (cp1, cp2)],
+            "auc_high_first": cp1.classifier.get("high", {}).get("auc"),
+            "auc_high_second": cp2.classifier.get("high", {}).get("auc"),
+        }
         (c2,) = res2.candidates.values()
         (c3,) = res3.candidates.values()
         stage_1d = sum(c3.timings.get(k, 0.0) for k in ("read", "features", "metrics_1d", "per_energy_bin"))
@@ -242,6 +259,7 @@ def run(quick: bool = False, events: int | None = None) -> dict[str, object]:
                 "auc_high_float32_first": res1.candidates["candidate"].classifier.get("high", {}).get("auc"),
                 "auc_high_float32_second": c2.classifier.get("high", {}).get("auc"),
             },
+            "classifier_patience": patience,
             "features_1d_cached": {
                 # best of _REPEATS_1D runs, each right after a raw read of the candidate; ratios to the best of those reads
                 "repeats": _REPEATS_1D,

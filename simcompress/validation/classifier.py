@@ -233,7 +233,7 @@ def classifier_test(
         precision: ``"float32"`` or ``"bfloat16"``: the matrix products of training and prediction in
             bfloat16 (``torch.autocast``; weights, Adam and the loss stay float32).
         patience: stop once this many epochs in a row brought no better test accuracy; 0 runs every
-            epoch (``None``: the preset's, ``gate`` 5, ``calochallenge`` 0 as ``evaluate.py``). The
+            epoch (``None``: the preset's; both presets run every epoch, as ``evaluate.py``). The
             selected epoch is the best of those run, so a stopped run equals the same run with
             ``epochs`` set to the epochs it ran.
         seed: seeds the subsampling, split, initialisation and batch order.

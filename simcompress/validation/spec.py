@@ -91,8 +91,9 @@ class MultivariateRule(StrictModel):
 #: of 1000, best epoch by test accuracy, isotonic calibration, no input scaling beyond theirs).
 #: ``gate`` is the cheap preset of the compression and default gates: weaker, so on the same
 #: samples its AUC can be lower than the truth; a bound on the damage, not the CaloChallenge figure.
-#: ``patience``: stop once this many epochs in a row brought no better test accuracy (0: run
-#: every epoch, as ``evaluate.py``); the epoch selected is the best of those run (docs/classifier.md).
+#: ``patience``: stop once this many epochs in a row brought no better test accuracy (0, both presets'
+#: default: run every epoch, as ``evaluate.py``); the epoch selected is the best of those run
+#: (opt-in: it is faster and slightly weaker, docs/classifier.md).
 CLASSIFIER_PRESETS: dict[str, dict[str, object]] = {
     "calochallenge": {
         "n_hidden": 2048, "n_layers": 3, "dropout": 0.0, "epochs": 50, "batch_size": 1000, "lr": 2e-4,
@@ -102,7 +103,7 @@ CLASSIFIER_PRESETS: dict[str, dict[str, object]] = {
     "gate": {
         "n_hidden": 256, "n_layers": 2, "dropout": 0.0, "epochs": 20, "batch_size": None, "lr": 1e-3,
         "calibrate": True, "standardize": True, "max_events": 50_000, "threads": 1, "precision": "float32",
-        "patience": 5,
+        "patience": 0,
     },
 }
 
@@ -150,7 +151,7 @@ class ClassifierRule(StrictModel):
     standardize: bool = True
     threads: int = Field(1, ge=0)
     precision: Literal["float32", "bfloat16"] = "float32"
-    patience: int = Field(5, ge=0)
+    patience: int = Field(0, ge=0)
     max_events: int = Field(50_000, ge=100)
     min_events: int = Field(200, ge=10)
 
