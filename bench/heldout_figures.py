@@ -34,6 +34,8 @@ args = sys.argv[1:]
 floor_file = None
 if "--floor" in args:
     i = args.index("--floor")
+    if i + 1 >= len(args):
+        sys.exit("heldout_figures.py: --floor needs a file (a second, independent reference sample)")
     floor_file = args[i + 1]
     del args[i : i + 2]
 bundle, heldout, out = args[0], args[1], args[2]
